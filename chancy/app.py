@@ -1,0 +1,353 @@
+"""``Chancy``: configuration, connection pools, queues and plugins, and the push / get /
+wait / cancel API (async, with thin sync twins for callers without an event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from chancy import migrations
+from chancy.errors import ConfigurationError, DatabaseUnavailableError
+from chancy.job import Backoff, Job, JobRecord, Limit, Reference
+from chancy.listener import KeyedEvents, Listener
+from chancy.queue import QueuePlugin
+from chancy.queues.sql import JobSQL
+from chancy.task import Task
+
+log = logging.getLogger("chancy")
+
+JobTarget = Job | Task | Callable[..., Any] | str
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """The DSN to use: the given one, else ``CHANCY_DSN``, else the embedded server."""
+    dsn = dsn or os.environ.get("CHANCY_DSN")
+    if not dsn:
+        from chancy import embedded
+
+        return embedded.default_dsn()
+    if dsn.startswith("chancy+"):
+        dsn = dsn[len("chancy+"):]
+    if dsn.startswith("postgres://"):
+        dsn = "postgresql://" + dsn[len("postgres://"):]
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(
+            f"The DSN {dsn!r} is not a valid Postgres connection string ({exc}). "
+            "Use e.g. 'postgresql://user:password@host:5432/dbname'."
+        ) from None
+    return dsn
+
+
+class Chancy:
+    """A Chancy application: where jobs are stored, which queues exist, how to reach them.
+
+    Use ``async with chancy:`` (or just call its methods: pools open on first use)."""
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        plugins: Sequence[Any] = (),
+        *,
+        prefix: str = "chancy_",
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if min_connections < 0 or max_connections < 1 or min_connections > max_connections:
+            raise ConfigurationError(
+                f"Need 0 <= min_connections <= max_connections and max_connections >= 1, "
+                f"got {min_connections} and {max_connections}"
+            )
+        if connect_timeout <= 0:
+            raise ConfigurationError(f"connect_timeout must be positive, got {connect_timeout!r}")
+        # Resolved now when given (so a malformed DSN fails here); the embedded default
+        # is started only when a connection is first needed.
+        self._resolved_dsn = resolve_dsn(dsn) if (dsn or os.environ.get("CHANCY_DSN")) else None
+        self.names = migrations.Names(prefix)
+        self.job_sql = JobSQL(self.names)
+        self.min_connections = min_connections
+        self.max_connections = max_connections
+        self.connect_timeout = connect_timeout
+        self.queues: dict[str, QueuePlugin] = {}
+        self.plugins: list[Any] = []
+        for plugin in plugins:
+            self.add_plugin(plugin)
+        self._async_pool: AsyncConnectionPool | None = None
+        self._sync_pool: ConnectionPool | None = None
+        self._open_lock: asyncio.Lock | None = None
+        self._sync_lock = threading.Lock()
+        self._listener: Listener | None = None
+        self._done = KeyedEvents()
+
+    def __repr__(self) -> str:
+        return f"<Chancy queues={list(self.queues)} prefix={self.names.prefix!r}>"
+
+    # --- configuration ----------------------------------------------------------------
+    def add_plugin(self, plugin: Any) -> None:
+        if isinstance(plugin, QueuePlugin):
+            if plugin.name in self.queues:
+                raise ConfigurationError(f"Queue {plugin.name!r} is declared twice")
+            plugin.bind(self)
+            self.queues[plugin.name] = plugin
+            return
+        from chancy.plugin import Plugin
+
+        if not isinstance(plugin, Plugin):
+            raise ConfigurationError(
+                f"{plugin!r} is not a plugin: pass Queue(...) objects or chancy.plugin.Plugin instances"
+            )
+        plugin.bind(self)
+        self.plugins.append(plugin)
+
+    def queue(self, name: str) -> QueuePlugin:
+        """The queue of that name; an undeclared name is a Postgres queue served elsewhere."""
+        queue = self.queues.get(name)
+        if queue is None:
+            from chancy.queues.pg import Queue
+
+            queue = Queue(name)
+            queue.bind(self)
+        return queue
+
+    @property
+    def dsn(self) -> str:
+        if self._resolved_dsn is None:
+            self._resolved_dsn = resolve_dsn(None)
+        return self._resolved_dsn
+
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 1,
+        limits: Sequence[Limit] = (),
+        backoff: Backoff | None = None,
+    ) -> Any:
+        """Register a function as a task: ``@chancy.task`` or ``@chancy.task(queue=...)``."""
+
+        def decorate(f: Callable[..., Any]) -> Task:
+            return Task(self, f, name=name, queue=queue, priority=priority,
+                        max_attempts=max_attempts, limits=limits, backoff=backoff)
+
+        return decorate(func) if func is not None else decorate
+
+    # --- connections ------------------------------------------------------------------
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout))}
+
+    def _unavailable(self, exc: Exception) -> DatabaseUnavailableError:
+        safe = psycopg.conninfo.make_conninfo(self.dsn, password="***") if "password" in \
+            psycopg.conninfo.conninfo_to_dict(self.dsn) else self.dsn
+        return DatabaseUnavailableError(
+            f"Cannot connect to Postgres at {safe}: {str(exc).strip()}. Check that the server "
+            "is running and the DSN (host, port, user, password, database) is right."
+        )
+
+    async def connect(self) -> psycopg.AsyncConnection:
+        """A new dedicated connection (for LISTEN or advisory locks)."""
+        try:
+            return await psycopg.AsyncConnection.connect(self.dsn, **self._connect_kwargs())
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    def connect_sync(self) -> psycopg.Connection:
+        try:
+            return psycopg.Connection.connect(self.dsn, **self._connect_kwargs())
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    async def open(self) -> None:
+        if self._async_pool is not None:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._async_pool is not None:
+                return
+            # Probe once so a bad DSN or a dead server fails fast with its real reason,
+            # instead of as a pool timeout.
+            await (await self.connect()).close()
+            pool = AsyncConnectionPool(
+                self.dsn, min_size=self.min_connections, max_size=self.max_connections,
+                kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
+                name="chancy",
+            )
+            await pool.open(wait=self.min_connections > 0, timeout=self.connect_timeout)
+            self._async_pool = pool
+
+    def open_sync(self) -> ConnectionPool:
+        with self._sync_lock:
+            if self._sync_pool is None:
+                self.connect_sync().close()
+                pool = ConnectionPool(
+                    self.dsn, min_size=min(1, self.min_connections), max_size=self.max_connections,
+                    kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
+                    name="chancy-sync",
+                )
+                pool.open(wait=self.min_connections > 0, timeout=self.connect_timeout)
+                self._sync_pool = pool
+            return self._sync_pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        await self.open()
+        assert self._async_pool is not None
+        async with self._async_pool.connection() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def connection_sync(self) -> Iterator[psycopg.Connection]:
+        with self.open_sync().connection() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = None
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        with self._sync_lock:
+            if self._sync_pool is not None:
+                self._sync_pool.close()
+                self._sync_pool = None
+
+    async def __aenter__(self) -> "Chancy":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> "Chancy":
+        self.open_sync()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()
+
+    async def listener(self) -> Listener:
+        """The process's LISTEN connection (started on first use)."""
+        if self._listener is None:
+            sql_ = self.job_sql
+            self._listener = Listener(
+                self.connect, [sql_.pushed_channel, sql_.done_channel, sql_.cancel_channel]
+            )
+            self._listener.subscribe(sql_.done_channel, self._done.fire)
+            self._listener.on_reconnect(self._done.fire_all)
+        await self._listener.start(timeout=self.connect_timeout)
+        return self._listener
+
+    async def done_waiters(self) -> KeyedEvents:
+        await self.listener()
+        return self._done
+
+    # --- schema -------------------------------------------------------------------------
+    async def migrate(self, to_version: int | None = None) -> list[int]:
+        """Apply pending migrations (under an advisory lock); returns versions applied."""
+        async with await self.connect() as conn:
+            return await migrations.apply_async(conn, self.names, to_version)
+
+    async def schema_version(self) -> int:
+        async with self.connection() as conn:
+            return await migrations.current_version_async(conn, self.names)
+
+    # --- pushing ---------------------------------------------------------------------------
+    @staticmethod
+    def _as_job(target: JobTarget, args: tuple, kwargs: dict) -> Job:
+        if isinstance(target, Job):
+            if args or kwargs:
+                raise TypeError("push(Job) takes no extra arguments: put them in Job(args=, kwargs=)")
+            return target
+        if isinstance(target, Task):
+            return target.job(*args, **kwargs)
+        return Job(target, args=args, kwargs=kwargs)
+
+    def _group_by_queue(self, jobs: Sequence[Job]) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.queue, []).append(i)
+        return groups
+
+    async def push(self, target: JobTarget, *args: Any, **kwargs: Any) -> Reference:
+        """Push one job: ``push(task, *args, **kwargs)`` or ``push(Job(...))``."""
+        return (await self.push_many([self._as_job(target, args, kwargs)]))[0]
+
+    def push_sync(self, target: JobTarget, *args: Any, **kwargs: Any) -> Reference:
+        return self.push_many_sync([self._as_job(target, args, kwargs)])[0]
+
+    async def push_many(self, jobs: Sequence[Job], connection: Any = None) -> list[Reference]:
+        """Push many jobs, one statement per queue. With ``connection`` (a psycopg
+        AsyncConnection) the jobs exist only if the caller's transaction commits."""
+        refs: list[Reference | None] = [None] * len(jobs)
+        for name, indexes in self._group_by_queue(jobs).items():
+            ids = await self.queue(name).push([jobs[i] for i in indexes], connection)
+            for i, job_id in zip(indexes, ids):
+                refs[i] = Reference(self, job_id, name)
+        return refs  # type: ignore[return-value]
+
+    def push_many_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[Reference]:
+        refs: list[Reference | None] = [None] * len(jobs)
+        for name, indexes in self._group_by_queue(jobs).items():
+            ids = self.queue(name).push_sync([jobs[i] for i in indexes], connection)
+            for i, job_id in zip(indexes, ids):
+                refs[i] = Reference(self, job_id, name)
+        return refs  # type: ignore[return-value]
+
+    # --- reading, waiting, cancelling --------------------------------------------------------
+    def reference(self, job_id: uuid.UUID | str, queue: str | None = None) -> Reference:
+        """A reference to a job by id (the queue defaults to the Postgres table, which
+        holds every Postgres queue's jobs)."""
+        return Reference(self, uuid.UUID(str(job_id)), queue or "default")
+
+    def _ref(self, ref: Reference | uuid.UUID | str) -> Reference:
+        return ref if isinstance(ref, Reference) else self.reference(ref)
+
+    async def get_job(self, ref: Reference | uuid.UUID | str) -> JobRecord | None:
+        ref = self._ref(ref)
+        return await self.queue(ref.queue).get(ref.id)
+
+    def get_job_sync(self, ref: Reference | uuid.UUID | str) -> JobRecord | None:
+        ref = self._ref(ref)
+        return self.queue(ref.queue).get_sync(ref.id)
+
+    async def wait(self, ref: Reference | uuid.UUID | str, timeout: float | None = None) -> JobRecord:
+        ref = self._ref(ref)
+        return await self.queue(ref.queue).wait(ref.id, timeout)
+
+    def wait_sync(self, ref: Reference | uuid.UUID | str, timeout: float | None = None) -> JobRecord:
+        ref = self._ref(ref)
+        return self.queue(ref.queue).wait_sync(ref.id, timeout)
+
+    async def cancel(self, ref: Reference | uuid.UUID | str) -> bool:
+        ref = self._ref(ref)
+        return await self.queue(ref.queue).cancel(ref.id)
+
+    def cancel_sync(self, ref: Reference | uuid.UUID | str) -> bool:
+        ref = self._ref(ref)
+        return self.queue(ref.queue).cancel_sync(ref.id)
+
+    async def requeue(self, ref: Reference | uuid.UUID | str) -> bool:
+        """Run a failed, cancelled or expired job again (e.g. once its code is deployed)."""
+        ref = self._ref(ref)
+        return await self.queue(ref.queue).requeue(ref.id)
+
+    def requeue_sync(self, ref: Reference | uuid.UUID | str) -> bool:
+        ref = self._ref(ref)
+        return self.queue(ref.queue).requeue_sync(ref.id)

@@ -1,0 +1,61 @@
+"""The executor contract: a worker hands over claimed jobs, an executor runs them within
+its slots and limits and reports one :class:`~chancy.execution.Outcome` per job."""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from typing import TYPE_CHECKING, Callable
+
+from chancy.execution import Outcome
+from chancy.job import JobRecord
+
+if TYPE_CHECKING:
+    from chancy.queue import QueuePlugin
+
+OutcomeCallback = Callable[[Outcome], None]
+
+
+class Executor(abc.ABC):
+    """Runs jobs for one queue, at most ``queue.concurrency`` at a time.
+
+    All methods are called from the worker's event loop. ``on_outcome`` is called exactly
+    once per submitted job, on that same loop, when the job has finished (or was stopped
+    by a limit, a cancel or a hard shutdown).
+    """
+
+    #: Whether this executor can stop a job that overruns its time limit.
+    supports_time_limit: bool = False
+    #: Whether this executor can stop a job that exceeds its memory limit.
+    supports_memory_limit: bool = False
+
+    def __init__(self, queue: "QueuePlugin") -> None:
+        self.queue = queue
+        self.concurrency = queue.concurrency
+
+    @property
+    @abc.abstractmethod
+    def free_slots(self) -> int:
+        """How many more jobs :meth:`submit` accepts right now."""
+
+    @property
+    @abc.abstractmethod
+    def running(self) -> set[uuid.UUID]:
+        """Ids of the jobs currently running."""
+
+    async def start(self) -> None:
+        """Prepare resources (threads, child processes). Called once before any submit."""
+
+    @abc.abstractmethod
+    def submit(self, record: JobRecord, on_outcome: OutcomeCallback) -> None:
+        """Start running ``record``; never blocks. Requires a free slot."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: uuid.UUID) -> bool:
+        """Stop a running job as soon as possible; its outcome is a cancelled failure.
+        Returns False when the job is not running here."""
+
+    @abc.abstractmethod
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop taking jobs and let running ones finish for up to ``timeout`` seconds
+        (None: wait for all); then stop the rest hard, reporting each as failed."""

@@ -1,0 +1,292 @@
+"""Jobs: the immutable spec a caller pushes, and the stored row a worker reads back."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import random
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from chancy.app import Chancy
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life. Terminal states never change again."""
+
+    PENDING = "pending"  # runnable now
+    SCHEDULED = "scheduled"  # runnable once scheduled_at has passed
+    RUNNING = "running"
+    RETRYING = "retrying"  # failed an attempt, runnable again at scheduled_at
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in FINISHED_STATES
+
+
+FINISHED_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED}
+)
+LIVE_STATES = frozenset(
+    {JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING, JobState.RETRYING}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """A resource limit enforced by the executor that runs the job."""
+
+    class Type(str, enum.Enum):
+        TIME = "time"  # seconds of wall-clock time per attempt
+        MEMORY = "memory"  # bytes of resident memory
+
+    type: Type
+    value: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", Limit.Type(self.type))
+        if not isinstance(self.value, (int, float)) or self.value <= 0:
+            raise ValueError(f"Limit {self.type.value} must be a positive number, got {self.value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type.value, "value": self.value}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Limit":
+        return cls(Limit.Type(data["type"]), data["value"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    """Delay before retry ``n`` (1-based): ``min(maximum, base * factor**(n-1))``.
+
+    With ``jitter`` the delay is drawn uniformly from its upper half, so a burst of
+    failures does not come back as a burst of retries.
+    """
+
+    base: float = 1.0
+    factor: float = 2.0
+    maximum: float = 3600.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.base < 0 or self.factor < 1 or self.maximum < 0:
+            raise ValueError("Backoff needs base >= 0, factor >= 1 and maximum >= 0")
+
+    def delay(self, retry_number: int) -> float:
+        delay = min(self.maximum, self.base * self.factor ** max(0, retry_number - 1))
+        if self.jitter:
+            delay = random.uniform(delay / 2, delay)
+        return delay
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "Backoff":
+        return cls(**data) if data else cls()
+
+
+def task_name(func: Any) -> str:
+    """The registered name of a task object, or ``module.qualname`` of a plain callable."""
+    if isinstance(func, str):
+        return func
+    name = getattr(func, "name", None)
+    if isinstance(name, str):
+        return name
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        raise TypeError(
+            f"{func!r} cannot be a task: it needs an importable module-level name "
+            "(lambdas and nested functions cannot be found by a worker)"
+        )
+    return f"{module}.{qualname}"
+
+
+_uuid_lock = threading.Lock()
+_uuid_last_ms = 0
+_uuid_seq = 0
+
+
+def new_job_id() -> uuid.UUID:
+    """A UUIDv7: time-ordered (so ``ORDER BY id`` is FIFO), monotonic within a process."""
+    global _uuid_last_ms, _uuid_seq
+    with _uuid_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _uuid_last_ms:
+            _uuid_seq += 1
+            if _uuid_seq >= 1 << 12:  # sequence exhausted within one ms: borrow the next ms
+                _uuid_last_ms += 1
+                _uuid_seq = 0
+            ms = _uuid_last_ms
+        else:
+            _uuid_last_ms, _uuid_seq = ms, random.getrandbits(8)
+        seq = _uuid_seq
+    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
+    return uuid.UUID(int=value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What to run, where and how. Immutable: derive variants with :meth:`with_options`."""
+
+    func: str
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 1
+    scheduled_at: datetime | None = None
+    expires_at: datetime | None = None
+    unique_key: str | None = None
+    limits: tuple[Limit, ...] = ()
+    backoff: Backoff | None = None
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    id: uuid.UUID | None = None
+
+    def __init__(
+        self,
+        func: Callable[..., Any] | str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 1,
+        scheduled_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        unique_key: str | None = None,
+        limits: Sequence[Limit] = (),
+        backoff: Backoff | None = None,
+        meta: Mapping[str, Any] | None = None,
+        id: uuid.UUID | str | None = None,
+    ) -> None:
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if not isinstance(priority, int):
+            raise TypeError(f"priority must be an integer, got {priority!r}")
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+            raise TypeError(f"args must be a list or tuple, got {type(args).__name__}")
+        for when, label in ((scheduled_at, "scheduled_at"), (expires_at, "expires_at")):
+            if when is not None and (not isinstance(when, datetime) or when.tzinfo is None):
+                raise ValueError(f"{label} must be a timezone-aware datetime, got {when!r}")
+        setattr_ = object.__setattr__
+        setattr_(self, "func", task_name(func))
+        setattr_(self, "args", tuple(args))
+        setattr_(self, "kwargs", dict(kwargs or {}))
+        setattr_(self, "queue", queue)
+        setattr_(self, "priority", priority)
+        setattr_(self, "max_attempts", max_attempts)
+        setattr_(self, "scheduled_at", scheduled_at)
+        setattr_(self, "expires_at", expires_at)
+        setattr_(self, "unique_key", unique_key)
+        setattr_(self, "limits", tuple(limits))
+        setattr_(self, "backoff", backoff)
+        setattr_(self, "meta", dict(meta or {}))
+        setattr_(self, "id", uuid.UUID(str(id)) if id is not None else None)
+
+    def with_options(self, **changes: Any) -> "Job":
+        """A copy with some fields changed, e.g. ``job.with_options(priority=5)``."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"Job has no option(s) {sorted(unknown)}; valid: {sorted(fields)}")
+        fields.update(changes)
+        return Job(**fields)
+
+    def after(self, seconds: float) -> "Job":
+        """A copy scheduled ``seconds`` from now."""
+        return self.with_options(scheduled_at=datetime.now(timezone.utc) + timedelta(seconds=seconds))
+
+    def limit(self, kind: Limit.Type) -> float | None:
+        return next((lim.value for lim in self.limits if lim.type == kind), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRecord:
+    """One stored job row, as read back from its queue."""
+
+    id: uuid.UUID
+    queue: str
+    func: str
+    args: tuple
+    kwargs: dict[str, Any]
+    priority: int
+    state: JobState
+    attempts: int
+    max_attempts: int
+    scheduled_at: datetime
+    expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    taken_by: str | None
+    unique_key: str | None
+    limits: tuple[Limit, ...]
+    backoff: Backoff | None
+    meta: dict[str, Any]
+    result: Any
+    errors: list[dict[str, Any]]
+
+    def limit(self, kind: Limit.Type) -> float | None:
+        return next((lim.value for lim in self.limits if lim.type == kind), None)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state.is_finished
+
+    @property
+    def traceback(self) -> str | None:
+        """The traceback of the latest failed attempt, if any."""
+        return self.errors[-1].get("traceback") if self.errors else None
+
+
+class Reference:
+    """A handle on a pushed job: wait for it, read it, cancel it (async and sync)."""
+
+    __slots__ = ("app", "id", "queue")
+
+    def __init__(self, app: "Chancy", id: uuid.UUID, queue: str) -> None:
+        self.app = app
+        self.id = id
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"<Reference {self.id} queue={self.queue!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reference) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    async def get(self) -> JobRecord:
+        return await self.app.get_job(self)
+
+    async def wait(self, timeout: float | None = None) -> JobRecord:
+        """The finished record; ``TimeoutError`` if it is not finished within ``timeout``."""
+        return await self.app.wait(self, timeout=timeout)
+
+    async def cancel(self) -> bool:
+        return await self.app.cancel(self)
+
+    def get_sync(self) -> JobRecord:
+        return self.app.get_job_sync(self)
+
+    def wait_sync(self, timeout: float | None = None) -> JobRecord:
+        return self.app.wait_sync(self, timeout=timeout)
+
+    def cancel_sync(self) -> bool:
+        return self.app.cancel_sync(self)

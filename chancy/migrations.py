@@ -1,0 +1,173 @@
+"""Numbered schema migrations, applied in order under an advisory lock, each recorded.
+
+Every statement is a template whose ``{name}`` fields are table and index names derived
+from the app's prefix and composed with :class:`psycopg.sql.Identifier`, never by
+string concatenation of user input."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from typing import Any, Iterable
+
+from psycopg import sql
+
+from chancy.errors import ConfigurationError
+
+PREFIX_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+def validate_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not PREFIX_PATTERN.match(prefix):
+        raise ConfigurationError(
+            f"Table prefix {prefix!r} is invalid: use lower-case letters, digits and "
+            "underscores, starting with a letter or underscore (at most 41 characters)."
+        )
+    return prefix
+
+
+class Names:
+    """Every identifier of one Chancy schema, derived from its prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = validate_prefix(prefix)
+
+    def ident(self, suffix: str) -> sql.Identifier:
+        return sql.Identifier(self.prefix + suffix)
+
+    def channel(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    def advisory_key(self, purpose: str) -> int:
+        """A stable 63-bit advisory-lock key for this prefix and purpose."""
+        digest = hashlib.sha256(f"{self.prefix}:{purpose}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+
+    def fields(self) -> dict[str, sql.Identifier]:
+        return {name: self.ident(name) for name in IDENTIFIERS}
+
+
+IDENTIFIERS = (
+    "jobs",
+    "jobs_pending",
+    "jobs_scheduled",
+    "jobs_running",
+    "jobs_unique",
+    "jobs_finished",
+    "workers",
+    "migrations",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+    def compose(self, names: Names) -> list[sql.Composed]:
+        return [sql.SQL(statement).format(**names.fields()) for statement in self.statements]
+
+
+LIVE = "('pending', 'scheduled', 'running', 'retrying')"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "jobs and workers",
+        (
+            """
+            CREATE TABLE {jobs} (
+                id uuid PRIMARY KEY,
+                queue text NOT NULL,
+                func text NOT NULL,
+                args jsonb NOT NULL DEFAULT '[]',
+                kwargs jsonb NOT NULL DEFAULT '{{}}',
+                priority integer NOT NULL DEFAULT 0,
+                state text NOT NULL DEFAULT 'pending' CHECK (state IN
+                    ('pending', 'scheduled', 'running', 'retrying',
+                     'succeeded', 'failed', 'cancelled', 'expired')),
+                attempts integer NOT NULL DEFAULT 0,
+                max_attempts integer NOT NULL DEFAULT 1 CHECK (max_attempts >= 1),
+                scheduled_at timestamptz NOT NULL DEFAULT now(),
+                expires_at timestamptz,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                started_at timestamptz,
+                completed_at timestamptz,
+                taken_by text,
+                unique_key text,
+                limits jsonb NOT NULL DEFAULT '[]',
+                backoff jsonb,
+                meta jsonb NOT NULL DEFAULT '{{}}',
+                result jsonb,
+                errors jsonb NOT NULL DEFAULT '[]'
+            )
+            """,
+            # The claim path reads only these two partial indexes; their predicates match
+            # the claim query's filters exactly, so finished rows are never scanned.
+            "CREATE INDEX {jobs_pending} ON {jobs} (queue, priority DESC, id) WHERE state = 'pending'",
+            "CREATE INDEX {jobs_scheduled} ON {jobs} (queue, scheduled_at) "
+            "WHERE state IN ('scheduled', 'retrying')",
+            "CREATE INDEX {jobs_running} ON {jobs} (taken_by) WHERE state = 'running'",
+            "CREATE UNIQUE INDEX {jobs_unique} ON {jobs} (unique_key) "
+            f"WHERE unique_key IS NOT NULL AND state IN {LIVE}",
+            "CREATE INDEX {jobs_finished} ON {jobs} (completed_at) "
+            "WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired')",
+            """
+            CREATE TABLE {workers} (
+                worker_id text PRIMARY KEY,
+                hostname text NOT NULL,
+                pid integer NOT NULL,
+                queues text[] NOT NULL DEFAULT '{{}}',
+                tags text[] NOT NULL DEFAULT '{{}}',
+                started_at timestamptz NOT NULL DEFAULT now(),
+                last_seen timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def pending(current: int, target: int | None = None) -> Iterable[Migration]:
+    target = LATEST_VERSION if target is None else target
+    return [m for m in MIGRATIONS if current < m.version <= target]
+
+
+async def current_version_async(conn: Any, names: Names) -> int:
+    """The schema version recorded in the database (0 when Chancy was never migrated)."""
+    cur = await conn.execute("SELECT to_regclass(%s)", (names.prefix + "migrations",))
+    if (await cur.fetchone())[0] is None:
+        return 0
+    cur = await conn.execute(sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(names.ident("migrations")))
+    return (await cur.fetchone())[0]
+
+
+async def apply_async(conn: Any, names: Names, target: int | None = None) -> list[int]:
+    """Apply pending migrations on ``conn`` (autocommit), each in its own transaction,
+    serialised across processes by an advisory lock."""
+    key = names.advisory_key("migrate")
+    await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        await conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (version integer PRIMARY KEY, description text NOT NULL, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(names.ident("migrations"))
+        )
+        applied = []
+        for migration in pending(await current_version_async(conn, names), target):
+            async with conn.transaction():
+                for statement in migration.compose(names):
+                    await conn.execute(statement)
+                await conn.execute(
+                    sql.SQL("INSERT INTO {} (version, description) VALUES (%s, %s)").format(names.ident("migrations")),
+                    (migration.version, migration.description),
+                )
+            applied.append(migration.version)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))

@@ -1,0 +1,150 @@
+"""The queue contract. A queue is a plugin: it carries its settings (concurrency,
+executor, polling interval) and the storage that holds its jobs. The Postgres queue is
+the default; the in-memory queue implements the same contract for tests."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from chancy.errors import ConfigurationError
+from chancy.job import Job, JobRecord, JobState
+
+if TYPE_CHECKING:
+    from chancy.app import Chancy
+    from chancy.executors.base import Executor
+
+ExecutorFactory = Callable[["QueuePlugin"], "Executor"]
+
+EXECUTOR_ALIASES = {
+    "asyncio": "chancy.executors.asyncio:AsyncExecutor",
+    "thread": "chancy.executors.thread:ThreadExecutor",
+    "threads": "chancy.executors.thread:ThreadExecutor",
+    "process": "chancy.executors.process:ProcessExecutor",
+    "prefork": "chancy.executors.process:ProcessExecutor",
+    "solo": "chancy.executors.asyncio:AsyncExecutor",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """What the worker decided an attempt's outcome does to its row."""
+
+    job_id: uuid.UUID
+    state: JobState  # SUCCEEDED, FAILED, RETRYING or CANCELLED
+    result_json: str | None = None
+    error: dict[str, Any] | None = None
+    delay: float | None = None  # seconds until the retry, when RETRYING (database clock)
+    max_attempts: int | None = None  # when the task changed its budget
+
+
+def _load_executor(path: str) -> ExecutorFactory:
+    import importlib
+
+    module_name, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+class QueuePlugin(abc.ABC):
+    """A named queue: its settings, and the storage operations a worker and an app use.
+
+    Every storage method has an async form and, where a caller may have no event loop
+    (pushing, reading, waiting, cancelling), a ``*_sync`` twin.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        concurrency: int = 1,
+        executor: ExecutorFactory | str = "asyncio",
+        polling_interval: float = 1.0,
+    ) -> None:
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise ConfigurationError(f"Queue name must be a non-empty string of at most 200 characters, got {name!r}")
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ConfigurationError(f"Queue {name!r}: concurrency must be an integer >= 1, got {concurrency!r}")
+        if not isinstance(polling_interval, (int, float)) or polling_interval <= 0:
+            raise ConfigurationError(
+                f"Queue {name!r}: polling_interval must be a positive number of seconds, got {polling_interval!r}"
+            )
+        if isinstance(executor, str):
+            if executor not in EXECUTOR_ALIASES and ":" not in executor:
+                raise ConfigurationError(
+                    f"Queue {name!r}: unknown executor {executor!r}; choose one of "
+                    f"{sorted(set(EXECUTOR_ALIASES))} or give 'module:Class' or a callable"
+                )
+            executor_path = EXECUTOR_ALIASES.get(executor, executor)
+            executor = (lambda path: lambda queue: _load_executor(path)(queue))(executor_path)
+        elif not callable(executor):
+            raise ConfigurationError(f"Queue {name!r}: executor must be a name or a callable, got {executor!r}")
+        self.name = name
+        self.concurrency = concurrency
+        self.executor_factory: ExecutorFactory = executor
+        self.polling_interval = float(polling_interval)
+        self.app: "Chancy | None" = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} concurrency={self.concurrency}>"
+
+    def bind(self, app: "Chancy") -> None:
+        """Called once when the queue is given to an app."""
+        self.app = app
+
+    def make_executor(self) -> "Executor":
+        return self.executor_factory(self)
+
+    # --- pushing -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def push(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
+        """Store jobs; with ``connection``, inside the caller's transaction. Returns ids
+        in order (for a duplicate ``unique_key``: the live job's id)."""
+
+    @abc.abstractmethod
+    def push_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]: ...
+
+    # --- reading and waiting ---------------------------------------------------------
+    @abc.abstractmethod
+    async def get(self, job_id: uuid.UUID) -> JobRecord | None: ...
+
+    @abc.abstractmethod
+    def get_sync(self, job_id: uuid.UUID) -> JobRecord | None: ...
+
+    @abc.abstractmethod
+    async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
+        """Block until the job is finished; ``TimeoutError`` after ``timeout``;
+        ``KeyError`` if there is no such job."""
+
+    @abc.abstractmethod
+    def wait_sync(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord: ...
+
+    # --- cancelling ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def cancel(self, job_id: uuid.UUID) -> bool:
+        """Cancel a live job (a running one is stopped by its worker). False if finished."""
+
+    @abc.abstractmethod
+    def cancel_sync(self, job_id: uuid.UUID) -> bool: ...
+
+    @abc.abstractmethod
+    async def requeue(self, job_id: uuid.UUID) -> bool:
+        """Run a finished (failed, cancelled, expired) job again, with one more attempt."""
+
+    @abc.abstractmethod
+    def requeue_sync(self, job_id: uuid.UUID) -> bool: ...
+
+    # --- the worker's side -------------------------------------------------------------
+    def watch(self, on_pushed: Callable[[], None], on_cancel: Callable[[uuid.UUID], None]) -> Callable[[], None]:
+        """Tell a worker in this process about pushes and cancels it cannot hear through
+        the database; returns an unsubscribe function. Postgres queues need nothing here:
+        the worker's LISTEN connection hears them."""
+        return lambda: None
+
+    @abc.abstractmethod
+    async def claim(self, worker_id: str, limit: int) -> list[JobRecord]:
+        """Atomically take up to ``limit`` runnable jobs for ``worker_id``, best first."""
+
+    @abc.abstractmethod
+    async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
+        """Apply outcomes of jobs ``worker_id`` holds; rows it no longer holds are left alone."""

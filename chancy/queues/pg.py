@@ -1,0 +1,156 @@
+"""The Postgres queue: the default :class:`~chancy.queue.QueuePlugin`.
+
+Each operation is written once as a sequence of statements (``*_steps``) and driven by a
+sync or an async connection, so the sync API is a thin twin of the async one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, Sequence
+
+import psycopg
+
+from chancy.job import Job, JobRecord, JobState, new_job_id
+from chancy.queue import QueuePlugin, Transition
+from chancy.queues.sql import JobSQL, Steps, drive_async, drive_sync, single
+
+#: A waiter re-reads the row this often even without a notification, in case one was
+#: missed (e.g. sent while its LISTEN connection was reconnecting).
+WAIT_RECHECK_INTERVAL = 10.0
+UNIQUE_RETRIES = 5
+
+
+def push_steps(statements: JobSQL, jobs: Sequence[Job]) -> Steps:
+    """Insert jobs; a job whose unique key is taken by a live job gets that job's id."""
+    ids = [job.id or new_job_id() for job in jobs]
+    todo = list(range(len(jobs)))
+    for _ in range(UNIQUE_RETRIES):
+        inserted = yield statements.insert([jobs[i] for i in todo], [ids[i] for i in todo])
+        duplicates = [i for i in todo if ids[i] not in inserted]
+        if not duplicates:
+            return ids
+        if any(jobs[i].unique_key is None for i in duplicates):
+            raise RuntimeError("job ids collided on insert; pass unique ids or none")
+        live = yield statements.live_by_unique_key([jobs[i].unique_key for i in duplicates])
+        for i in duplicates:
+            if jobs[i].unique_key in live:
+                ids[i] = live[jobs[i].unique_key]
+        # A live holder that finished between the insert and the lookup frees its key.
+        todo = [i for i in duplicates if jobs[i].unique_key not in live]
+        if not todo:
+            return ids
+    raise RuntimeError("unique_key kept changing hands while pushing; try again")
+
+
+def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int) -> Steps:
+    records: list[JobRecord] = yield statements.claim(queue, worker_id, limit)
+    expired = [r.id for r in records if r.state is JobState.EXPIRED]
+    if expired:
+        yield statements.notify_done(expired)
+    return [r for r in records if r.state is JobState.RUNNING]
+
+
+class Queue(QueuePlugin):
+    """A queue whose jobs are rows in the app's Postgres jobs table."""
+
+    @property
+    def _sql(self) -> JobSQL:
+        return self._app.job_sql
+
+    @property
+    def _app(self) -> Any:
+        if self.app is None:
+            raise RuntimeError(f"Queue {self.name!r} is not attached to a Chancy app")
+        return self.app
+
+    async def _run(self, steps: Steps, connection: Any = None) -> Any:
+        if connection is not None:
+            if not isinstance(connection, psycopg.AsyncConnection):
+                raise TypeError("pass a psycopg.AsyncConnection to the async API (or use push_sync)")
+            return await drive_async(connection, steps)
+        async with self._app.connection() as conn:
+            return await drive_async(conn, steps)
+
+    def _run_sync(self, steps: Steps, connection: Any = None) -> Any:
+        if connection is not None:
+            if not isinstance(connection, psycopg.Connection):
+                raise TypeError("pass a psycopg.Connection to the sync API (or await push)")
+            return drive_sync(connection, steps)
+        with self._app.connection_sync() as conn:
+            return drive_sync(conn, steps)
+
+    async def push(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
+        return await self._run(push_steps(self._sql, jobs), connection)
+
+    def push_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
+        return self._run_sync(push_steps(self._sql, jobs), connection)
+
+    async def get(self, job_id: uuid.UUID) -> JobRecord | None:
+        return await self._run(single(self._sql.get(job_id)))
+
+    def get_sync(self, job_id: uuid.UUID) -> JobRecord | None:
+        return self._run_sync(single(self._sql.get(job_id)))
+
+    async def cancel(self, job_id: uuid.UUID) -> bool:
+        return await self._run(single(self._sql.cancel(job_id)))
+
+    def cancel_sync(self, job_id: uuid.UUID) -> bool:
+        return self._run_sync(single(self._sql.cancel(job_id)))
+
+    async def requeue(self, job_id: uuid.UUID) -> bool:
+        return await self._run(single(self._sql.requeue(job_id)))
+
+    def requeue_sync(self, job_id: uuid.UUID) -> bool:
+        return self._run_sync(single(self._sql.requeue(job_id)))
+
+    async def claim(self, worker_id: str, limit: int) -> list[JobRecord]:
+        return await self._run(claim_steps(self._sql, self.name, worker_id, limit))
+
+    async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
+        await self._run(single(self._sql.write_back(worker_id, transitions)))
+
+    async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiters = await self._app.done_waiters()
+        with waiters.watch(str(job_id)) as event:
+            while True:
+                event.clear()
+                record = await self.get(job_id)
+                if record is None:
+                    raise KeyError(f"No job with id {job_id}")
+                if record.is_finished:
+                    return record
+                slice_ = _remaining(deadline, job_id, timeout)
+                try:
+                    await asyncio.wait_for(event.wait(), slice_)
+                except asyncio.TimeoutError:
+                    pass
+
+    def wait_sync(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wanted = str(job_id)
+        with self._app.connection_sync() as conn:
+            conn.execute(self._sql.listen_done)
+            try:
+                while True:
+                    record = drive_sync(conn, single(self._sql.get(job_id)))
+                    if record is None:
+                        raise KeyError(f"No job with id {job_id}")
+                    if record.is_finished:
+                        return record
+                    for notify in conn.notifies(timeout=_remaining(deadline, job_id, timeout)):
+                        if notify.payload == wanted:
+                            break
+            finally:
+                conn.execute("UNLISTEN *")
+
+
+def _remaining(deadline: float | None, job_id: uuid.UUID, timeout: float | None) -> float:
+    if deadline is None:
+        return WAIT_RECHECK_INTERVAL
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(f"Job {job_id} did not finish within {timeout} s")
+    return min(remaining, WAIT_RECHECK_INTERVAL)

@@ -1,0 +1,315 @@
+"""Every job statement of the Postgres queue, and the one mapping from a row to a
+:class:`~chancy.job.JobRecord`. Async and sync callers run these same statements through
+:func:`run_async` / :func:`run_sync`; nothing here does I/O by itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any, Callable, Generator, Sequence
+
+from psycopg import sql
+
+from chancy import serialization
+from chancy.errors import SerializationError
+from chancy.job import Backoff, Job, JobRecord, JobState, Limit
+from chancy.migrations import LIVE, Names
+from chancy.queue import Transition
+
+# Column order of every statement that returns whole jobs; jsonb is read as text and
+# decoded by our own serializer so tagged values (datetime, UUID…) come back typed.
+RECORD_COLUMNS = (
+    "id, queue, func, args::text, kwargs::text, priority, state, attempts, max_attempts, "
+    "scheduled_at, expires_at, created_at, started_at, completed_at, taken_by, unique_key, "
+    "limits::text, backoff::text, meta::text, result::text, errors::text"
+)
+
+
+def record_from_row(row: Sequence[Any]) -> JobRecord:
+    loads = serialization.loads
+    return JobRecord(
+        id=row[0],
+        queue=row[1],
+        func=row[2],
+        args=tuple(loads(row[3])),
+        kwargs=loads(row[4]),
+        priority=row[5],
+        state=JobState(row[6]),
+        attempts=row[7],
+        max_attempts=row[8],
+        scheduled_at=row[9],
+        expires_at=row[10],
+        created_at=row[11],
+        started_at=row[12],
+        completed_at=row[13],
+        taken_by=row[14],
+        unique_key=row[15],
+        limits=tuple(Limit.from_dict(d) for d in loads(row[16])),
+        backoff=Backoff.from_dict(loads(row[17])) if row[17] else None,
+        meta=loads(row[18]),
+        result=loads(row[19]) if row[19] is not None else None,
+        errors=loads(row[20]),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Statement:
+    """One SQL statement with its parameters and what to make of the rows it returns."""
+
+    query: sql.Composable
+    params: dict[str, Any]
+    mapper: Callable[[list[tuple]], Any] = lambda rows: rows
+
+
+#: An operation: a generator that yields statements, is sent each one's mapped rows,
+#: and returns its result. Written once, driven by either driver below.
+Steps = Generator[Statement, Any, Any]
+
+
+def drive_sync(conn: Any, steps: Steps) -> Any:
+    try:
+        statement = next(steps)
+        while True:
+            cur = conn.execute(statement.query, statement.params)
+            statement = steps.send(statement.mapper(cur.fetchall() if cur.description else []))
+    except StopIteration as stop:
+        return stop.value
+
+
+async def drive_async(conn: Any, steps: Steps) -> Any:
+    try:
+        statement = next(steps)
+        while True:
+            cur = await conn.execute(statement.query, statement.params)
+            statement = steps.send(statement.mapper(await cur.fetchall() if cur.description else []))
+    except StopIteration as stop:
+        return stop.value
+
+
+def single(statement: Statement) -> Steps:
+    return (yield statement)
+
+
+def _records(rows: list[tuple]) -> list[JobRecord]:
+    return [record_from_row(row) for row in rows]
+
+
+def _first_record(rows: list[tuple]) -> JobRecord | None:
+    return record_from_row(rows[0]) if rows else None
+
+
+class JobSQL:
+    """The statements for one table prefix, composed once."""
+
+    def __init__(self, names: Names) -> None:
+        self.names = names
+        self.pushed_channel = names.channel("pushed")
+        self.done_channel = names.channel("done")
+        self.cancel_channel = names.channel("cancel")
+        self.listen_done = sql.SQL("LISTEN {}").format(sql.Identifier(self.done_channel))
+        f = names.fields()
+        cols = sql.SQL(RECORD_COLUMNS)
+        j_cols = sql.SQL(", ".join(_qualify(c) for c in RECORD_COLUMNS.split(", ")))
+        self._insert = sql.SQL(
+            """
+            WITH input AS (
+                SELECT * FROM unnest(
+                    %(ids)s::uuid[], %(queues)s::text[], %(funcs)s::text[], %(args)s::jsonb[],
+                    %(kwargs)s::jsonb[], %(priorities)s::int[], %(max_attempts)s::int[],
+                    %(scheduled_at)s::timestamptz[], %(expires_at)s::timestamptz[],
+                    %(unique_keys)s::text[], %(limits)s::jsonb[], %(backoffs)s::jsonb[],
+                    %(metas)s::jsonb[]
+                ) AS t(id, queue, func, args, kwargs, priority, max_attempts, scheduled_at,
+                       expires_at, unique_key, limits, backoff, meta)
+            ), inserted AS (
+                INSERT INTO {jobs} (id, queue, func, args, kwargs, priority, state,
+                                    max_attempts, scheduled_at, expires_at, unique_key,
+                                    limits, backoff, meta)
+                SELECT id, queue, func, args, kwargs, priority,
+                       CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'pending' END,
+                       max_attempts, COALESCE(scheduled_at, now()), expires_at, unique_key,
+                       limits, backoff, meta
+                FROM input
+                ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN """
+            + LIVE
+            + """
+                DO NOTHING
+                RETURNING id, queue, state
+            )
+            SELECT id, CASE WHEN state = 'pending'
+                            THEN pg_notify(%(channel)s, queue) END
+            FROM inserted
+            """
+        ).format(**f)
+        self._live_by_unique_key = sql.SQL(
+            "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s) AND state IN " + LIVE
+        ).format(**f)
+        self._get = sql.SQL("SELECT {cols} FROM {jobs} WHERE id = %(id)s").format(cols=cols, **f)
+        self._states = sql.SQL("SELECT id, state FROM {jobs} WHERE id = ANY(%(ids)s)").format(**f)
+        # One statement claims up to `limit` jobs: the best runnable-now rows and the
+        # earliest due scheduled/retrying rows, each read through its own partial index.
+        self._claim = sql.SQL(
+            """
+            WITH ready AS (
+                SELECT id, priority FROM {jobs}
+                WHERE queue = %(queue)s AND state = 'pending'
+                ORDER BY priority DESC, id
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            ), due AS (
+                SELECT id, priority FROM {jobs}
+                WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
+                  AND scheduled_at <= now()
+                ORDER BY scheduled_at
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            ), chosen AS (
+                SELECT id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+                ORDER BY priority DESC, id
+                LIMIT %(limit)s
+            )
+            UPDATE {jobs} j SET
+                state = CASE WHEN j.expires_at <= now() THEN 'expired' ELSE 'running' END,
+                attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
+                completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
+                started_at = now(),
+                taken_by = %(worker)s
+            FROM chosen
+            WHERE j.id = chosen.id
+            RETURNING {j_cols}
+            """
+        ).format(j_cols=j_cols, **f)
+        self._notify_done = sql.SQL(
+            "SELECT pg_notify(%(channel)s, id::text) FROM unnest(%(ids)s::uuid[]) AS t(id)"
+        )
+        # Outcomes of one worker, many jobs per statement. The guard (still running, still
+        # ours) makes a late or duplicate write-back change nothing.
+        self._write_back = sql.SQL(
+            """
+            WITH input AS (
+                SELECT * FROM unnest(
+                    %(ids)s::uuid[], %(states)s::text[], %(results)s::jsonb[],
+                    %(errors)s::jsonb[], %(delays)s::float8[], %(max_attempts)s::int[]
+                ) AS t(id, state, result, error, delay, max_attempts)
+            ), updated AS (
+                UPDATE {jobs} j SET
+                    state = i.state,
+                    result = COALESCE(i.result, j.result),
+                    errors = CASE WHEN i.error IS NULL THEN j.errors
+                                  ELSE j.errors || jsonb_build_array(
+                                      i.error || jsonb_build_object('attempt', j.attempts))
+                             END,
+                    scheduled_at = CASE WHEN i.state = 'retrying'
+                                        THEN now() + make_interval(secs => i.delay)
+                                        ELSE j.scheduled_at END,
+                    max_attempts = COALESCE(i.max_attempts, j.max_attempts),
+                    completed_at = CASE WHEN i.state = 'retrying' THEN NULL ELSE now() END
+                FROM input i
+                WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
+                RETURNING j.id, j.state
+            )
+            SELECT id, CASE WHEN state <> 'retrying'
+                            THEN pg_notify(%(channel)s, id::text) END
+            FROM updated
+            """
+        ).format(**f)
+        self._cancel = sql.SQL(
+            """
+            WITH target AS (
+                SELECT id, state FROM {jobs} WHERE id = %(id)s FOR UPDATE
+            ), cancelled AS (
+                UPDATE {jobs} j SET state = 'cancelled', completed_at = now()
+                FROM target
+                WHERE j.id = target.id AND target.state IN """
+            + LIVE
+            + """
+                RETURNING j.id, target.state AS was
+            )
+            SELECT was, pg_notify(%(cancel_channel)s, id::text),
+                   pg_notify(%(done_channel)s, id::text)
+            FROM cancelled
+            """
+        ).format(**f)
+        self._requeue = sql.SQL(
+            """
+            WITH requeued AS (
+                UPDATE {jobs} SET state = 'pending', scheduled_at = now(), completed_at = NULL,
+                    taken_by = NULL, max_attempts = GREATEST(max_attempts, attempts + 1)
+                WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'expired')
+                RETURNING id, queue
+            )
+            SELECT id, pg_notify(%(channel)s, queue) FROM requeued
+            """
+        ).format(**f)
+
+    # --- statement builders ----------------------------------------------------------
+    def insert(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
+        columns: dict[str, list[Any]] = {
+            key: []
+            for key in (
+                "queues", "funcs", "args", "kwargs", "priorities", "max_attempts",
+                "scheduled_at", "expires_at", "unique_keys", "limits", "backoffs", "metas",
+            )
+        }
+        for job in jobs:
+            args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
+            columns["queues"].append(job.queue)
+            columns["funcs"].append(job.func)
+            columns["args"].append(args_json)
+            columns["kwargs"].append(kwargs_json)
+            columns["priorities"].append(job.priority)
+            columns["max_attempts"].append(job.max_attempts)
+            columns["scheduled_at"].append(job.scheduled_at)
+            columns["expires_at"].append(job.expires_at)
+            columns["unique_keys"].append(job.unique_key)
+            columns["limits"].append(serialization.dumps([lim.to_dict() for lim in job.limits]))
+            columns["backoffs"].append(serialization.dumps(job.backoff.to_dict()) if job.backoff else None)
+            columns["metas"].append(_dumps_meta(job))
+        params = {"ids": list(ids), "channel": self.pushed_channel, **columns}
+        return Statement(self._insert, params, lambda rows: {row[0] for row in rows})
+
+    def live_by_unique_key(self, keys: Sequence[str]) -> Statement:
+        return Statement(self._live_by_unique_key, {"keys": list(keys)}, dict)
+
+    def get(self, job_id: uuid.UUID) -> Statement:
+        return Statement(self._get, {"id": job_id}, _first_record)
+
+    def states(self, ids: Sequence[uuid.UUID]) -> Statement:
+        return Statement(self._states, {"ids": list(ids)}, lambda rows: {r[0]: JobState(r[1]) for r in rows})
+
+    def claim(self, queue: str, worker_id: str, limit: int) -> Statement:
+        return Statement(self._claim, {"queue": queue, "worker": worker_id, "limit": limit}, _records)
+
+    def notify_done(self, ids: Sequence[uuid.UUID]) -> Statement:
+        return Statement(self._notify_done, {"ids": list(ids), "channel": self.done_channel})
+
+    def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> Statement:
+        params: dict[str, Any] = {
+            "ids": [t.job_id for t in transitions],
+            "states": [t.state.value for t in transitions],
+            "results": [t.result_json for t in transitions],
+            "errors": [serialization.dumps(t.error) if t.error else None for t in transitions],
+            "delays": [t.delay for t in transitions],
+            "max_attempts": [t.max_attempts for t in transitions],
+            "worker": worker_id,
+            "channel": self.done_channel,
+        }
+        return Statement(self._write_back, params, lambda rows: {row[0] for row in rows})
+
+    def cancel(self, job_id: uuid.UUID) -> Statement:
+        params = {"id": job_id, "cancel_channel": self.cancel_channel, "done_channel": self.done_channel}
+        return Statement(self._cancel, params, lambda rows: bool(rows))
+
+    def requeue(self, job_id: uuid.UUID) -> Statement:
+        return Statement(self._requeue, {"id": job_id, "channel": self.pushed_channel}, lambda rows: bool(rows))
+
+
+def _qualify(column: str) -> str:
+    return f"j.{column}"
+
+
+def _dumps_meta(job: Job) -> str:
+    try:
+        return serialization.dumps(dict(job.meta))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"Job meta of task {job.func!r} cannot be stored as JSON: {exc}") from None

@@ -1,0 +1,60 @@
+"""``@chancy.task``: a plain function plus the job defaults it is pushed with."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, ParamSpec, Sequence, TypeVar
+
+from chancy import execution
+from chancy.job import Backoff, Job, Limit, Reference, task_name
+
+if TYPE_CHECKING:
+    from chancy.app import Chancy
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Task(Generic[P, R]):
+    """A registered task. Calling it runs the function inline; :meth:`job` builds a
+    :class:`Job` with this task's defaults; :meth:`push` enqueues one."""
+
+    def __init__(
+        self,
+        app: "Chancy",
+        func: Callable[P, R],
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = 1,
+        limits: Sequence[Limit] = (),
+        backoff: Backoff | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.func = func
+        self.name = name or task_name(func)
+        # Building one job validates every default now, at decoration time.
+        self.defaults = Job(
+            self.name, queue=queue, priority=priority, max_attempts=max_attempts,
+            limits=limits, backoff=backoff, meta=meta,
+        )
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        execution.registry[self.name] = func
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.defaults.queue!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def job(self, *args: Any, **kwargs: Any) -> Job:
+        """A job running this task with these arguments and the task's defaults."""
+        return self.defaults.with_options(args=args, kwargs=kwargs)
+
+    async def push(self, *args: Any, **kwargs: Any) -> Reference:
+        return await self.app.push(self.job(*args, **kwargs))
+
+    def push_sync(self, *args: Any, **kwargs: Any) -> Reference:
+        return self.app.push_sync(self.job(*args, **kwargs))

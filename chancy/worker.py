@@ -1,0 +1,354 @@
+"""The worker: one claim loop per queue feeding that queue's executor, a LISTEN hub that
+wakes loops and cancels jobs, a heartbeat, batched write-back of outcomes, and a
+graceful shutdown (first SIGTERM/SIGINT drains, a second one stops hard)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Sequence
+
+from chancy import migrations
+from chancy.app import Chancy
+from chancy.errors import ConfigurationError, SchemaOutOfDateError
+from chancy.execution import Outcome
+from chancy.executors.base import Executor
+from chancy.job import Backoff, JobRecord, JobState
+from chancy.queue import QueuePlugin, Transition
+from chancy.queues.pg import Queue as PgQueue
+from chancy.queues.sql import drive_async, single
+from chancy.worker_sql import WorkerSQL
+
+log = logging.getLogger("chancy.worker")
+
+DEFAULT_BACKOFF = Backoff()
+
+
+def decide(record: JobRecord, outcome: Outcome) -> Transition:
+    """What one attempt's outcome does to its job row."""
+    if outcome.succeeded:
+        return Transition(record.id, JobState.SUCCEEDED, result_json=outcome.result_json)
+    if outcome.cancelled:
+        return Transition(record.id, JobState.CANCELLED, error=outcome.error)
+    max_attempts = outcome.max_attempts or record.max_attempts
+    retry_requested = outcome.retry_in is not None
+    if record.attempts < max_attempts and (retry_requested or not outcome.final):
+        if retry_requested and outcome.retry_in is not None and outcome.retry_in >= 0:
+            delay = outcome.retry_in
+        else:
+            delay = (record.backoff or DEFAULT_BACKOFF).delay(record.attempts)
+        return Transition(record.id, JobState.RETRYING, error=outcome.error, delay=delay,
+                          max_attempts=outcome.max_attempts)
+    return Transition(record.id, JobState.FAILED, error=outcome.error, max_attempts=outcome.max_attempts)
+
+
+@dataclasses.dataclass
+class _QueueRunner:
+    queue: QueuePlugin
+    executor: Executor
+    wake: asyncio.Event
+    saturated: bool = False  # the last claim filled every free slot: more may be waiting
+
+
+class Worker:
+    """Runs the app's queues (or the named subset) until stopped."""
+
+    def __init__(
+        self,
+        app: Chancy,
+        *,
+        queues: Sequence[str] | None = None,
+        worker_id: str | None = None,
+        tags: Sequence[str] = (),
+        shutdown_timeout: float = 30.0,
+        heartbeat_interval: float = 5.0,
+        writeback_delay: float = 0.002,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        if queues is not None:
+            unknown = [name for name in queues if name not in app.queues]
+            if unknown:
+                raise ConfigurationError(
+                    f"Worker asked for undeclared queue(s) {unknown}; declared: {sorted(app.queues)}"
+                )
+        if not (queues or app.queues):
+            raise ConfigurationError("The app declares no queues: add Queue('name') to its plugins")
+        if shutdown_timeout < 0 or heartbeat_interval <= 0 or writeback_delay < 0:
+            raise ConfigurationError("shutdown_timeout >= 0, heartbeat_interval > 0, writeback_delay >= 0")
+        self.app = app
+        self.queues = [app.queues[name] for name in (queues or app.queues)]
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.tags = list(tags)
+        self.shutdown_timeout = shutdown_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.writeback_delay = writeback_delay
+        self.install_signal_handlers = install_signal_handlers
+        self.uses_postgres = any(isinstance(q, PgQueue) for q in self.queues)
+        self.is_leader = False
+        self._worker_sql = WorkerSQL(app.names)
+        self._runners: dict[str, _QueueRunner] = {}
+        self._held: dict[uuid.UUID, _QueueRunner] = {}
+        self._unwritten: list[tuple[QueuePlugin, Transition]] = []
+        self._outcome_ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._hard_stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._leader_tasks: list[asyncio.Task] = []
+        self._unsubscribe: list[Any] = []
+
+    # --- public control -------------------------------------------------------------------
+    async def wait_until_ready(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    def request_stop(self, hard: bool = False) -> None:
+        """Drain (finish running jobs, claim nothing new); ``hard`` stops running jobs too."""
+        if hard or self._stopping.is_set():
+            self._hard_stop.set()
+        self._stopping.set()
+        for runner in self._runners.values():
+            runner.wake.set()
+
+    async def stop(self, hard: bool = False) -> None:
+        self.request_stop(hard)
+
+    @property
+    def running_jobs(self) -> set[uuid.UUID]:
+        return set(self._held)
+
+    # --- main ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Run until :meth:`request_stop` or a signal; returns after a clean shutdown."""
+        loop = asyncio.get_running_loop()
+        if self.uses_postgres:
+            await self._check_schema()
+            await self._heartbeat_once()
+            listener = await self.app.listener()
+            sql_ = self.app.job_sql
+            self._unsubscribe += [
+                listener.subscribe(sql_.pushed_channel, self._on_pushed),
+                listener.subscribe(sql_.cancel_channel, self._on_cancel),
+                listener.on_reconnect(self._wake_all),
+            ]
+        for queue in self.queues:
+            executor = queue.make_executor()
+            await executor.start()
+            runner = _QueueRunner(queue, executor, asyncio.Event())
+            self._runners[queue.name] = runner
+            self._unsubscribe.append(queue.watch(runner.wake.set, self._cancel_running))
+        signals = self._install_signals(loop)
+        self._tasks = [loop.create_task(self._claim_loop(r), name=f"chancy-claim-{r.queue.name}")
+                       for r in self._runners.values()]
+        self._tasks.append(loop.create_task(self._flush_loop(), name="chancy-writeback"))
+        if self.uses_postgres:
+            self._tasks.append(loop.create_task(self._heartbeat_loop(), name="chancy-heartbeat"))
+        self._tasks += [loop.create_task(plugin.run(self), name=f"chancy-plugin-{type(plugin).__name__}")
+                        for plugin in self.app.plugins if not plugin.leader_only]
+        log.info("worker %s started on queues %s", self.worker_id, [q.name for q in self.queues])
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+            await self._shutdown()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    async def _check_schema(self) -> None:
+        version = await self.app.schema_version()
+        if version < migrations.LATEST_VERSION:
+            raise SchemaOutOfDateError(
+                f"The database schema is at version {version} but this code needs "
+                f"{migrations.LATEST_VERSION}. Run `chancy migrate` (or `await chancy.migrate()`) first."
+            )
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
+            return []
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+            installed.append(sig)
+        return installed
+
+    def _on_signal(self, sig: int) -> None:
+        hard = self._stopping.is_set()
+        log.warning("received %s: %s", signal.Signals(sig).name,
+                    "stopping running jobs now" if hard else
+                    f"draining (up to {self.shutdown_timeout:g}s; send again to stop hard)")
+        self.request_stop(hard=hard)
+
+    # --- claiming -----------------------------------------------------------------------------
+    async def _claim_loop(self, runner: _QueueRunner) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            runner.wake.clear()
+            free = runner.executor.free_slots
+            if free > 0:
+                try:
+                    records = await runner.queue.claim(self.worker_id, free)
+                except Exception as exc:  # noqa: BLE001 - the database may come back
+                    log.warning("claim on %r failed (%s); retrying in %.1fs", runner.queue.name, exc, delay)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                delay = 0.1
+                for record in records:
+                    self._held[record.id] = runner
+                    runner.executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
+                runner.saturated = len(records) == free
+                if runner.saturated and runner.executor.free_slots > 0:
+                    continue
+            try:
+                await asyncio.wait_for(runner.wake.wait(), runner.queue.polling_interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _on_pushed(self, queue_name: str) -> None:
+        runner = self._runners.get(queue_name)
+        if runner is not None:
+            runner.wake.set()
+
+    def _wake_all(self) -> None:
+        for runner in self._runners.values():
+            runner.wake.set()
+
+    def _on_cancel(self, job_id: str) -> None:
+        self._cancel_running(uuid.UUID(job_id))
+
+    def _cancel_running(self, job_id: uuid.UUID) -> None:
+        runner = self._held.get(job_id)
+        if runner is not None and runner.executor.cancel(job_id):
+            log.info("cancelling running job %s", job_id)
+
+    # --- outcomes -------------------------------------------------------------------------------
+    def _on_outcome(self, runner: _QueueRunner, record: JobRecord, outcome: Outcome) -> None:
+        self._held.pop(record.id, None)
+        transition = decide(record, outcome)
+        _log_outcome(record, transition)
+        self._unwritten.append((runner.queue, transition))
+        self._outcome_ready.set()
+        if runner.saturated:
+            runner.wake.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            if self.writeback_delay:
+                await asyncio.sleep(self.writeback_delay)  # let a batch form
+            await self._flush()
+
+    async def _flush(self) -> bool:
+        """Write buffered outcomes; on failure keep them for the next try. True if empty."""
+        self._outcome_ready.clear()
+        batch, self._unwritten = self._unwritten, []
+        if not batch:
+            return True
+        by_queue: dict[int, tuple[QueuePlugin, list[Transition]]] = {}
+        for queue, transition in batch:
+            by_queue.setdefault(id(queue), (queue, []))[1].append(transition)
+        failed: list[tuple[QueuePlugin, Transition]] = []
+        for queue, transitions in by_queue.values():
+            try:
+                await queue.write_back(self.worker_id, transitions)
+            except Exception as exc:  # noqa: BLE001 - keep outcomes until the database is back
+                log.warning("writing %d outcome(s) failed (%s); will retry", len(transitions), exc)
+                failed += [(queue, t) for t in transitions]
+        if failed:
+            self._unwritten = failed + self._unwritten
+            await asyncio.sleep(0.5)
+            self._outcome_ready.set()
+            return False
+        return not self._unwritten
+
+    # --- heartbeat ------------------------------------------------------------------------------
+    async def _heartbeat_once(self) -> None:
+        statement = self._worker_sql.heartbeat(
+            self.worker_id, socket.gethostname(), os.getpid(), [q.name for q in self.queues],
+            self.tags, [job_id for job_id, r in self._held.items() if isinstance(r.queue, PgQueue)],
+        )
+        async with self.app.connection() as conn:
+            lost = await drive_async(conn, single(statement))
+        for job_id in lost:
+            log.warning("job %s was cancelled or taken away while running here; stopping it", job_id)
+            self._cancel_running(job_id)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._heartbeat_once()
+            except Exception as exc:  # noqa: BLE001 - keep running through outages
+                log.warning("heartbeat failed (%s)", exc)
+
+    # --- leadership -----------------------------------------------------------------------------
+    def set_leader(self, is_leader: bool) -> None:
+        """Called by the leadership plugin: start or stop the leader-only plugins."""
+        if is_leader == self.is_leader:
+            return
+        self.is_leader = is_leader
+        if is_leader:
+            loop = asyncio.get_running_loop()
+            self._leader_tasks = [loop.create_task(p.run(self), name=f"chancy-leader-{type(p).__name__}")
+                                  for p in self.app.plugins if p.leader_only]
+        else:
+            for task in self._leader_tasks:
+                task.cancel()
+            self._leader_tasks = []
+
+    # --- shutdown -------------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        started = time.monotonic()
+        for runner in self._runners.values():
+            runner.wake.set()
+        claimers = [t for t in self._tasks if t.get_name().startswith("chancy-claim-")]
+        await asyncio.gather(*claimers, return_exceptions=True)
+        timeout = 0.0 if self._hard_stop.is_set() else self.shutdown_timeout
+        drains = [asyncio.ensure_future(r.executor.stop(timeout)) for r in self._runners.values()]
+        hard = asyncio.ensure_future(self._hard_stop.wait())
+        await asyncio.wait([*drains, hard], return_when=asyncio.FIRST_COMPLETED)
+        if hard.done() and not all(d.done() for d in drains):
+            await asyncio.gather(*(r.executor.stop(0) for r in self._runners.values()), return_exceptions=True)
+        await asyncio.gather(*drains, return_exceptions=True)
+        hard.cancel()
+        # Write back every outcome we hold, retrying through a short outage.
+        deadline = time.monotonic() + max(10.0, self.shutdown_timeout)
+        while not await self._flush() and time.monotonic() < deadline:
+            pass
+        if self._unwritten:
+            log.error("%d outcome(s) could not be written; those jobs will be recovered and re-run",
+                      len(self._unwritten))
+        for task in self._tasks + self._leader_tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._leader_tasks, return_exceptions=True)
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        if self.uses_postgres:
+            try:
+                async with self.app.connection() as conn:
+                    await drive_async(conn, single(self._worker_sql.deregister(self.worker_id)))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not deregister worker (%s)", exc)
+        log.info("worker %s stopped after %.1fs of shutdown", self.worker_id, time.monotonic() - started)
+
+
+def _log_outcome(record: JobRecord, transition: Transition) -> None:
+    duration = (time.time() - record.started_at.timestamp()) if record.started_at else 0.0
+    level = logging.INFO if transition.state is JobState.SUCCEEDED else logging.WARNING
+    if log.isEnabledFor(level):
+        log.log(level, "job %s task=%s queue=%s attempt=%d/%d outcome=%s duration=%.3fs%s",
+                record.id, record.func, record.queue, record.attempts, record.max_attempts,
+                transition.state.value, duration,
+                f" error={transition.error['type']}: {transition.error['message']}" if transition.error else "")

@@ -1,0 +1,43 @@
+"""Statements about workers: registration, heartbeat (on the database clock) and
+deregistration. The heartbeat also reports which of the worker's running jobs were
+cancelled or taken away, so a missed notification cannot leave a job running."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Sequence
+
+from psycopg import sql
+
+from chancy.migrations import Names
+from chancy.queues.sql import Statement
+
+
+class WorkerSQL:
+    def __init__(self, names: Names) -> None:
+        f = names.fields()
+        self._heartbeat = sql.SQL(
+            """
+            WITH beat AS (
+                INSERT INTO {workers} (worker_id, hostname, pid, queues, tags)
+                VALUES (%(worker)s, %(hostname)s, %(pid)s, %(queues)s, %(tags)s)
+                ON CONFLICT (worker_id) DO UPDATE SET last_seen = now()
+                RETURNING worker_id
+            )
+            SELECT j.id FROM {jobs} j
+            WHERE j.id = ANY(%(running)s)
+              AND (j.state <> 'running' OR j.taken_by IS DISTINCT FROM (SELECT worker_id FROM beat))
+            """
+        ).format(**f)
+        self._deregister = sql.SQL("DELETE FROM {workers} WHERE worker_id = %(worker)s").format(**f)
+
+    def heartbeat(
+        self, worker_id: str, hostname: str, pid: int, queues: Sequence[str], tags: Sequence[str],
+        running: Sequence[uuid.UUID],
+    ) -> Statement:
+        params = {"worker": worker_id, "hostname": hostname, "pid": pid, "queues": list(queues),
+                  "tags": list(tags), "running": list(running)}
+        return Statement(self._heartbeat, params, lambda rows: {row[0] for row in rows})
+
+    def deregister(self, worker_id: str) -> Statement:
+        return Statement(self._deregister, {"worker": worker_id})
