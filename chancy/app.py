@@ -38,11 +38,17 @@ def resolve_dsn(dsn: str | None) -> str:
         dsn = dsn[len("chancy+"):]
     if dsn.startswith("postgres://"):
         dsn = "postgresql://" + dsn[len("postgres://"):]
+    scheme = dsn.split("://", 1)[0] if "://" in dsn else None
     try:
-        psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
+        if scheme not in (None, "postgresql"):
+            raise ValueError(f"unsupported scheme {scheme + '://'!r}")
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+        ports = str(params.get("port", "5432")).split(",")
+        if not all(port.strip().isdigit() for port in ports):
+            raise ValueError(f"port {params.get('port')!r} is not a number")
+    except (psycopg.ProgrammingError, ValueError) as exc:
         raise ConfigurationError(
-            f"The DSN {dsn!r} is not a valid Postgres connection string ({exc}). "
+            f"The DSN {dsn!r} is not a valid Postgres connection string ({str(exc).strip()}). "
             "Use e.g. 'postgresql://user:password@host:5432/dbname'."
         ) from None
     return dsn

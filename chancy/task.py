@@ -15,6 +15,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _default_name(func: Callable[..., Any]) -> str:
+    """``module.qualname``; a function defined inside another one (a test, a factory) is
+    named ``module.name`` like Celery does: the registry finds it, not an import."""
+    if "<" in getattr(func, "__qualname__", "<"):
+        return f"{func.__module__}.{func.__name__}"
+    return task_name(func)
+
+
 class Task(Generic[P, R]):
     """A registered task. Calling it runs the function inline; :meth:`job` builds a
     :class:`Job` with this task's defaults; :meth:`push` enqueues one."""
@@ -34,7 +42,7 @@ class Task(Generic[P, R]):
     ) -> None:
         self.app = app
         self.func = func
-        self.name = name or task_name(func)
+        self.name = name or _default_name(func)
         # Building one job validates every default now, at decoration time.
         self.defaults = Job(
             self.name, queue=queue, priority=priority, max_attempts=max_attempts,

@@ -1,0 +1,206 @@
+"""An in-process queue implementing the same contract as the Postgres queue, for unit
+tests of code that pushes and runs jobs. Jobs live in this process only: nothing is
+durable and other processes cannot see them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Sequence
+
+from chancy import serialization
+from chancy.job import LIVE_STATES, Job, JobRecord, JobState, new_job_id
+from chancy.queue import QueuePlugin, Transition
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class MemoryQueue(QueuePlugin):
+    """Same semantics as :class:`chancy.queues.pg.Queue` (priorities, scheduling,
+    unique keys, retries, cancellation, owner-guarded write-back), kept in a dict."""
+
+    def __init__(self, name: str, **settings: Any) -> None:
+        super().__init__(name, **settings)
+        self._rows: dict[uuid.UUID, JobRecord] = {}
+        self._lock = threading.Condition()
+        self._watchers: list[tuple[Callable[[], None], Callable[[uuid.UUID], None], asyncio.AbstractEventLoop]] = []
+        self._async_waiters: dict[uuid.UUID, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    # --- notifications -----------------------------------------------------------------------
+    def watch(self, on_pushed: Callable[[], None], on_cancel: Callable[[uuid.UUID], None]) -> Callable[[], None]:
+        entry = (on_pushed, on_cancel, asyncio.get_running_loop())
+        self._watchers.append(entry)
+        return lambda: self._watchers.remove(entry)
+
+    def _announce_push(self) -> None:
+        for on_pushed, _, loop in list(self._watchers):
+            loop.call_soon_threadsafe(on_pushed)
+
+    def _announce_done(self, job_id: uuid.UUID) -> None:
+        """Wake waiters; the caller holds the lock."""
+        self._lock.notify_all()
+        for loop, event in self._async_waiters.get(job_id, ()):
+            loop.call_soon_threadsafe(event.set)
+
+    # --- pushing -------------------------------------------------------------------------------
+    def push_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
+        if connection is not None:
+            raise TypeError("the in-memory queue has no transactions: push without a connection")
+        rows = [self._new_row(job) for job in jobs]  # serialises first, so a bad job inserts nothing
+        ids = []
+        with self._lock:
+            for row in rows:
+                holder = self._live_holder(row.unique_key)
+                if holder is not None:
+                    ids.append(holder)
+                    continue
+                self._rows[row.id] = row
+                ids.append(row.id)
+        self._announce_push()
+        return ids
+
+    async def push(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
+        return self.push_sync(jobs, connection)
+
+    def _new_row(self, job: Job) -> JobRecord:
+        args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
+        now = _now()
+        scheduled_at = job.scheduled_at or now
+        return JobRecord(
+            id=job.id or new_job_id(), queue=self.name, func=job.func,
+            args=tuple(serialization.loads(args_json)), kwargs=serialization.loads(kwargs_json),
+            priority=job.priority,
+            state=JobState.SCHEDULED if scheduled_at > now else JobState.PENDING,
+            attempts=0, max_attempts=job.max_attempts, scheduled_at=scheduled_at,
+            expires_at=job.expires_at, created_at=now, started_at=None, completed_at=None,
+            taken_by=None, unique_key=job.unique_key, limits=job.limits, backoff=job.backoff,
+            meta=serialization.loads(serialization.dumps(dict(job.meta))), result=None, errors=[],
+        )
+
+    def _live_holder(self, unique_key: str | None) -> uuid.UUID | None:
+        if unique_key is None:
+            return None
+        return next((r.id for r in self._rows.values()
+                     if r.unique_key == unique_key and r.state in LIVE_STATES), None)
+
+    # --- reading and waiting --------------------------------------------------------------------
+    def get_sync(self, job_id: uuid.UUID) -> JobRecord | None:
+        with self._lock:
+            return self._rows.get(job_id)
+
+    async def get(self, job_id: uuid.UUID) -> JobRecord | None:
+        return self.get_sync(job_id)
+
+    def wait_sync(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                record = self._rows.get(job_id)
+                if record is None:
+                    raise KeyError(f"No job with id {job_id}")
+                if record.is_finished:
+                    return record
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"Job {job_id} did not finish within {timeout} s")
+                self._lock.wait(remaining)
+
+    async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event)
+        with self._lock:
+            self._async_waiters.setdefault(job_id, []).append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event.clear()
+                    record = self.get_sync(job_id)
+                    if record is None:
+                        raise KeyError(f"No job with id {job_id}")
+                    if record.is_finished:
+                        return record
+                    await event.wait()
+        except TimeoutError:
+            raise TimeoutError(f"Job {job_id} did not finish within {timeout} s") from None
+        finally:
+            with self._lock:
+                self._async_waiters[job_id].remove(entry)
+
+    # --- cancelling and requeueing ---------------------------------------------------------------
+    def cancel_sync(self, job_id: uuid.UUID) -> bool:
+        with self._lock:
+            record = self._rows.get(job_id)
+            if record is None or record.state not in LIVE_STATES:
+                return False
+            self._rows[job_id] = dataclasses.replace(record, state=JobState.CANCELLED, completed_at=_now())
+            self._announce_done(job_id)
+        for _, on_cancel, loop in list(self._watchers):
+            loop.call_soon_threadsafe(on_cancel, job_id)
+        return True
+
+    async def cancel(self, job_id: uuid.UUID) -> bool:
+        return self.cancel_sync(job_id)
+
+    def requeue_sync(self, job_id: uuid.UUID) -> bool:
+        with self._lock:
+            record = self._rows.get(job_id)
+            if record is None or record.state not in (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED):
+                return False
+            self._rows[job_id] = dataclasses.replace(
+                record, state=JobState.PENDING, scheduled_at=_now(), completed_at=None, taken_by=None,
+                max_attempts=max(record.max_attempts, record.attempts + 1),
+            )
+        self._announce_push()
+        return True
+
+    async def requeue(self, job_id: uuid.UUID) -> bool:
+        return self.requeue_sync(job_id)
+
+    # --- the worker's side ---------------------------------------------------------------------------
+    async def claim(self, worker_id: str, limit: int) -> list[JobRecord]:
+        now = _now()
+        claimed = []
+        with self._lock:
+            runnable = sorted(
+                (r for r in self._rows.values()
+                 if r.state is JobState.PENDING
+                 or (r.state in (JobState.SCHEDULED, JobState.RETRYING) and r.scheduled_at <= now)),
+                key=lambda r: (-r.priority, r.id),
+            )
+            for record in runnable:
+                if len(claimed) == limit:
+                    break
+                if record.expires_at is not None and record.expires_at <= now:
+                    self._rows[record.id] = dataclasses.replace(record, state=JobState.EXPIRED, completed_at=now)
+                    self._announce_done(record.id)
+                    continue
+                running = dataclasses.replace(record, state=JobState.RUNNING, attempts=record.attempts + 1,
+                                              started_at=now, taken_by=worker_id)
+                self._rows[record.id] = running
+                claimed.append(running)
+        return claimed
+
+    async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
+        now = _now()
+        with self._lock:
+            for t in transitions:
+                record = self._rows.get(t.job_id)
+                if record is None or record.state is not JobState.RUNNING or record.taken_by != worker_id:
+                    continue  # cancelled or recovered meanwhile: this late outcome changes nothing
+                errors = record.errors + ([{**t.error, "attempt": record.attempts}] if t.error else [])
+                retrying = t.state is JobState.RETRYING
+                self._rows[t.job_id] = dataclasses.replace(
+                    record, state=t.state, errors=errors,
+                    result=serialization.loads(t.result_json) if t.result_json is not None else record.result,
+                    scheduled_at=now + timedelta(seconds=t.delay or 0) if retrying else record.scheduled_at,
+                    max_attempts=t.max_attempts or record.max_attempts,
+                    completed_at=None if retrying else now,
+                )
+                if not retrying:
+                    self._announce_done(t.job_id)

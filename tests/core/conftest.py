@@ -1,0 +1,24 @@
+import pytest
+
+from chancy import Chancy, Queue
+
+
+@pytest.fixture
+async def make_app(dsn):
+    """Build migrated apps with the given queues; all are closed after the test."""
+    apps = []
+
+    async def make(*queues, **options):
+        app = Chancy(dsn, plugins=list(queues) or [Queue("default", concurrency=4)], **options)
+        await app.migrate()
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        await app.close()
+
+
+@pytest.fixture
+async def app(make_app):
+    return await make_app()
