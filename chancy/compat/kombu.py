@@ -1,0 +1,284 @@
+"""A kombu virtual transport on Chancy's job table, so an unchanged Celery app can use
+Postgres as its broker (``broker_url="chancy+postgresql://user@host/db"`` after
+``import chancy.compat.kombu``, or ``broker_transport="chancy.compat.kombu:Transport"``).
+
+Every published task message becomes a job row (see :mod:`chancy.compat.protocol`), so
+Chancy workers and stock Celery workers can drain the same queues. A Celery consumer
+claims a row exactly as a Chancy worker does — state ``running``, owned by the
+consumer's id, which heartbeats into the workers table from a background thread — so a
+consumer killed with unacknowledged messages loses nothing: its rows are recovered once
+its heartbeat is stale. An ack finishes the row (``succeeded``, results arrive through
+the result backend); a reject fails it or, with ``requeue``, puts it back.
+
+Options (``broker_transport_options``): ``prefix`` (table prefix, default ``chancy_``),
+``accept_content`` (serializers decoded on publish, default ``["json"]``),
+``lower_priority_first`` (Redis-style priorities), ``polling_interval`` (seconds between
+checks for due scheduled rows; pushes wake consumers at once through LISTEN),
+``heartbeat_interval`` (default 5 s) and ``consumer_timeout`` (default 60 s: a holder
+silent this long is presumed dead and its rows are recovered).
+
+Routing: queues map 1:1 to Chancy queues; the default exchange and direct exchanges
+route by routing key. Fanout exchanges (remote control broadcast, ``inspect``) are not
+supported: run Celery workers with ``worker_enable_remote_control = False``, and without
+gossip/mingle (``--without-gossip --without-mingle``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from queue import Empty
+from typing import Any, Callable
+
+import psycopg
+from kombu.transport import TRANSPORT_ALIASES, virtual
+
+from chancy.app import resolve_dsn
+from chancy.compat import protocol
+from chancy.compat.transport_sql import TransportSQL
+from chancy.migrations import Names
+from chancy.queues.pg import claim_steps
+from chancy.queues.sql import JobSQL, Statement, Steps, drive_sync, single
+from chancy.worker_sql import WorkerSQL
+
+log = logging.getLogger("chancy.compat.kombu")
+
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+DEFAULT_CONSUMER_TIMEOUT = 60.0
+
+
+class _Database:
+    """One autocommit connection for this process, reopened after a fork or an error.
+    Connections never cross a fork: Celery's prefork children get their own."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg.Connection | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._pid != os.getpid():
+            self._conn = psycopg.Connection.connect(self.dsn, autocommit=True)
+            self._pid = os.getpid()
+        return self._conn
+
+    def run(self, steps: Steps) -> Any:
+        with self._lock:
+            try:
+                return drive_sync(self.connection(), steps)
+            except psycopg.OperationalError:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
+
+
+def _dsn_of(client: Any) -> str:
+    """The Postgres DSN a kombu connection names: ``chancy+postgresql://…`` leaves the
+    whole DSN in ``hostname``; a plain ``postgresql://`` URL is split into parts."""
+    hostname = client.hostname or ""
+    if "://" in hostname or "=" in hostname:
+        return resolve_dsn(hostname)
+    if not hostname:
+        return resolve_dsn(None)
+    params = {"host": hostname, "port": client.port, "user": client.userid,
+              "password": client.password, "dbname": (client.virtual_host or "").strip("/") or None}
+    return resolve_dsn(psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v}))
+
+
+class Channel(virtual.Channel):
+    """A kombu channel whose queues are Chancy queues."""
+
+    supports_fanout = False
+    do_restore = True
+    connection: "Transport"
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        transport = self.connection
+        translation = protocol.job_from_message(
+            message, queue, accept=transport.accept_content,
+            lower_priority_first=transport.lower_priority_first,
+        )
+        if translation.error:
+            log.error("stored task %s of queue %r as failed: %s", translation.job.id, queue, translation.error)
+        transport.database.run(single(transport.transport_sql.store(
+            translation.job, translation.attempts, translation.error)))
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        transport = self.connection
+        transport.ensure_registered()
+        records = transport.database.run(claim_steps(transport.job_sql, queue, transport.consumer_id, 1))
+        if not records:
+            raise Empty()
+        return protocol.message_from_record(records[0], lower_priority_first=transport.lower_priority_first)
+
+    def _size(self, queue: str) -> int:
+        return self.connection.database.run(single(self.connection.transport_sql.size(queue)))
+
+    def _purge(self, queue: str) -> int:
+        return self.connection.database.run(single(self.connection.transport_sql.purge(queue)))
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        """Deleting a kombu queue leaves its jobs alone: rows belong to Chancy's queue."""
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return True
+
+    # --- acknowledgement: the row, not kombu's memory, is the truth -----------------------
+    def _on_delivery(self, delivery_tag: str, statement: Callable[[uuid.UUID, int, str], Statement]) -> None:
+        job_id, attempt = protocol.parse_delivery_tag(delivery_tag)
+        transport = self.connection
+        if not transport.database.run(single(statement(job_id, attempt, transport.consumer_id))):
+            log.warning("delivery %s no longer held by %s (recovered, retried or finished elsewhere)",
+                        delivery_tag, transport.consumer_id)
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        self._on_delivery(delivery_tag, self.connection.transport_sql.ack)
+        super().basic_ack(delivery_tag, multiple)
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if not requeue:
+            consumer = self.connection.consumer_id
+            error = {"type": "celery.Reject", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "message": f"rejected without requeue by Celery consumer {consumer} "
+                                "(e.g. an unregistered task name; see the Celery worker's log)"}
+            self._on_delivery(
+                delivery_tag,
+                lambda job_id, attempt, who: self.connection.transport_sql.fail(job_id, attempt, who, error),
+            )
+        super().basic_reject(delivery_tag, requeue)  # requeue goes through _restore
+
+    def _restore(self, message: Any) -> None:
+        """Put an unacknowledged delivery back on its queue (a requeue, a channel closing
+        with prefetched messages): the same row, not a copy."""
+        self._on_delivery(message.delivery_tag, self.connection.transport_sql.requeue)
+
+
+class Transport(virtual.Transport):
+    """The ``chancy`` kombu transport."""
+
+    Channel = Channel
+    driver_type = "chancy"
+    driver_name = "psycopg"
+    default_port = 5432
+    connection_errors = virtual.Transport.connection_errors + (psycopg.OperationalError,)
+    channel_errors = virtual.Transport.channel_errors + (psycopg.DatabaseError,)
+    implements = virtual.Transport.implements.extend(asynchronous=False, exchange_type=frozenset(["direct"]))
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        options = client.transport_options
+        self.dsn = _dsn_of(client)
+        names = Names(options.get("prefix", "chancy_"))
+        self.job_sql = JobSQL(names)
+        self.transport_sql = TransportSQL(names)
+        self.worker_sql = WorkerSQL(names)
+        self.accept_content = list(options.get("accept_content", ["json"]))
+        self.lower_priority_first = bool(options.get("lower_priority_first", False))
+        self.heartbeat_interval = float(options.get("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL))
+        self.consumer_timeout = float(options.get("consumer_timeout", DEFAULT_CONSUMER_TIMEOUT))
+        if self.heartbeat_interval <= 0 or self.consumer_timeout <= 2 * self.heartbeat_interval:
+            raise ValueError(
+                "chancy transport: need heartbeat_interval > 0 and consumer_timeout > 2 * heartbeat_interval "
+                f"(got {self.heartbeat_interval} and {self.consumer_timeout})"
+            )
+        self.database = _Database(self.dsn)
+        self._listen = _Database(self.dsn)
+        self._consumer_id: str | None = None
+        self._registered_pid = 0
+        self._stop = threading.Event()
+        self._beat_thread: threading.Thread | None = None
+
+    @property
+    def consumer_id(self) -> str:
+        """This process's consumer identity (a new one after a fork)."""
+        if self._consumer_id is None or self._registered_pid != os.getpid():
+            self._consumer_id = f"celery:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            self._registered_pid = 0
+        return self._consumer_id
+
+    # --- liveness -----------------------------------------------------------------------
+    def ensure_registered(self) -> None:
+        """Register the consumer (before its first claim) and keep it heartbeating."""
+        consumer = self.consumer_id
+        if self._registered_pid == os.getpid():
+            return
+        self.database.run(single(self._heartbeat(consumer)))
+        self._registered_pid = os.getpid()
+        self._stop = threading.Event()
+        self._beat_thread = threading.Thread(
+            target=self._beat, args=(consumer, self._stop), name="chancy-kombu-heartbeat", daemon=True)
+        self._beat_thread.start()
+
+    def _heartbeat(self, consumer: str) -> Statement:
+        return self.worker_sql.heartbeat(consumer, socket.gethostname(), os.getpid(), [], ["celery"], [])
+
+    def _beat(self, consumer: str, stop: threading.Event) -> None:
+        """Heartbeat, and recover rows of holders that stopped heartbeating: a fleet of
+        Celery workers alone (no Chancy worker, hence no leader) must still recover."""
+        database = _Database(self.dsn)
+        try:
+            while not stop.wait(self.heartbeat_interval):
+                try:
+                    database.run(single(self._heartbeat(consumer)))
+                    recovered = database.run(single(self.transport_sql.recover(self.consumer_timeout)))
+                    if recovered:
+                        log.warning("recovered %d job(s) from stopped workers or consumers", len(recovered))
+                except psycopg.Error as exc:
+                    log.warning("chancy transport heartbeat failed (%s)", exc)
+        finally:
+            try:
+                database.run(single(self.worker_sql.deregister(consumer)))
+            except psycopg.Error:
+                pass
+            database.close()
+
+    # --- waiting for work -----------------------------------------------------------------
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        """Deliver one message; between empty polls wait on LISTEN, so a push wakes the
+        consumer at once and ``polling_interval`` only paces scheduled rows."""
+        started = time.monotonic()
+        while True:
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                pass
+            wait = self.polling_interval
+            if timeout is not None:
+                remaining = timeout - (time.monotonic() - started)
+                if remaining <= 0:
+                    raise socket.timeout()
+                wait = min(wait, remaining)
+            self._wait_for_push(wait)
+
+    def _wait_for_push(self, seconds: float) -> None:
+        try:
+            conn = self._listen.connection()
+            if not getattr(conn, "_chancy_listening", False):
+                conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(self.job_sql.pushed_channel)))
+                conn._chancy_listening = True  # type: ignore[attr-defined]
+            for _ in conn.notifies(timeout=seconds, stop_after=1):
+                pass
+        except psycopg.OperationalError:
+            self._listen.close()
+            time.sleep(seconds)
+
+    def close_connection(self, connection: Any) -> None:
+        super().close_connection(connection)
+        self._stop.set()
+        if self._beat_thread is not None and self._registered_pid == os.getpid():
+            self._beat_thread.join(timeout=5)
+        self._listen.close()
+        self.database.close()
+
+
+TRANSPORT_ALIASES.setdefault("chancy", "chancy.compat.kombu:Transport")

@@ -1,0 +1,284 @@
+"""Celery's task message protocol (v2, and v1 from old producers) ⇄ Chancy job rows.
+
+This is the one module that knows the wire format. A message a Celery producer
+publishes becomes a first-class :class:`~chancy.job.Job` (:func:`job_from_message`); a
+stored row becomes the protocol-v2 message a stock Celery worker expects
+(:func:`message_from_record`). Celery data without a column lives in
+``meta["celery"]`` (see ARCHITECTURE.md).
+
+Priority mapping: Celery priorities are 0–9. By default a Celery priority ``p`` is the
+Chancy priority ``p`` (higher runs first, as on RabbitMQ). Apps coming from Redis, where
+lower numbers run first, pass ``lower_priority_first=True``: ``p`` becomes ``9 - p``.
+Either way the mapping round-trips.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Collection, Mapping
+
+from kombu import compression, serialization as kombu_serialization
+from kombu.exceptions import ContentDisallowed, DecodeError
+
+from chancy import serialization
+from chancy.job import Job, JobRecord, Limit, new_job_id
+
+#: Celery's default ``max_retries``. The wire does not carry a task's retry budget (the
+#: Celery worker enforces it when the task retries); this only bounds how often a row
+#: is handed out again after the consumer holding it died.
+CELERY_DEFAULT_MAX_RETRIES = 3
+MAX_CELERY_PRIORITY = 9
+
+#: Header fields kept verbatim in ``meta["celery"]``; everything else in the headers
+#: that Celery does not define is a user header (``meta["celery"]["headers"]``).
+KEPT_HEADERS = (
+    "root_id", "parent_id", "group", "group_index", "shadow", "argsrepr", "kwargsrepr",
+    "origin", "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps",
+)
+PROTOCOL_HEADERS = frozenset(
+    KEPT_HEADERS + ("lang", "task", "id", "retries", "eta", "expires", "timelimit", "compression")
+)
+EMBED_KEYS = ("callbacks", "errbacks", "chain", "chord")
+
+
+class InvalidMessage(ValueError):
+    """A message that cannot become a runnable job; the text says what to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Translation:
+    """What :func:`job_from_message` made of a message. With ``error`` set, the job
+    must be stored as failed (it keeps the raw message in ``meta``) instead of run."""
+
+    job: Job
+    attempts: int
+    error: str | None = None
+
+
+def to_chancy_priority(celery_priority: Any, lower_priority_first: bool = False) -> int:
+    if celery_priority is None:
+        return 0
+    priority = max(0, min(MAX_CELERY_PRIORITY, int(celery_priority)))
+    return MAX_CELERY_PRIORITY - priority if lower_priority_first else priority
+
+
+def to_celery_priority(chancy_priority: int, lower_priority_first: bool = False) -> int:
+    priority = max(0, min(MAX_CELERY_PRIORITY, chancy_priority))
+    return MAX_CELERY_PRIORITY - priority if lower_priority_first else priority
+
+
+def job_id_for(task_id: Any) -> uuid.UUID:
+    """The row id of a Celery task id. Celery ids are UUIDs; any other string (a custom
+    ``task_id=``) maps to a stable UUIDv5 and is kept in ``meta["celery"]["task_id"]``."""
+    try:
+        return uuid.UUID(str(task_id))
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"celery-task:{task_id}")
+
+
+def celery_task_id(record: JobRecord) -> str:
+    return (record.meta.get("celery") or {}).get("task_id") or str(record.id)
+
+
+# --- inbound: a published message becomes a job -------------------------------------------
+def decode_body(message: Mapping[str, Any], accept: Collection[str]) -> Any:
+    """The body as Python data: base64, then kombu decompression, then the serializer,
+    refusing content types not in ``accept``."""
+    body = message.get("body")
+    properties = message.get("properties") or {}
+    headers = message.get("headers") or {}
+    content_type = message.get("content-type")
+    if body is None or not content_type:
+        raise InvalidMessage("the message has no body or no content-type")
+    if properties.get("body_encoding") == "base64":
+        try:
+            body = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            raise InvalidMessage(f"the body is not valid base64 ({exc})") from None
+    if headers.get("compression"):
+        try:
+            body = compression.decompress(body, headers["compression"])
+        except Exception as exc:  # noqa: BLE001 - any codec failure means a corrupt body
+            raise InvalidMessage(
+                f"the body cannot be decompressed with {headers['compression']!r} ({exc})"
+            ) from None
+    try:
+        return kombu_serialization.loads(
+            body, content_type, message.get("content-encoding") or "utf-8",
+            accept=kombu_serialization.prepare_accept_content(accept),
+        )
+    except ContentDisallowed:
+        raise InvalidMessage(
+            f"content type {content_type!r} is not accepted (accepted: {sorted(accept)}); add "
+            "its serializer to broker_transport_options['accept_content'] if you trust the producers"
+        ) from None
+    except (DecodeError, Exception) as exc:  # noqa: BLE001 - decoding untrusted input
+        raise InvalidMessage(f"the {content_type} body cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
+def _v1_as_v2(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Headers and ``[args, kwargs, embed]`` of a protocol-v1 body (everything in the body)."""
+    if not isinstance(body, Mapping) or "task" not in body or "id" not in body:
+        raise InvalidMessage(
+            "the message has no 'task' header and its body is not a protocol-v1 task dict; "
+            "it is not a Celery task message"
+        )
+    timelimit = body.get("timelimit") or (None, None)
+    headers = {
+        "task": body["task"], "id": body["id"], "retries": body.get("retries", 0),
+        "eta": body.get("eta"), "expires": body.get("expires"), "group": body.get("taskset"),
+        "timelimit": [timelimit[1], timelimit[0]] if len(timelimit) == 2 else [None, None],
+    }
+    embed = {"callbacks": body.get("callbacks"), "errbacks": body.get("errbacks"),
+             "chord": body.get("chord"), "chain": None}
+    return headers, [body.get("args") or [], body.get("kwargs") or {}, embed]
+
+
+def _parse_time(value: Any, label: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        when = value
+    else:
+        try:
+            when = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise InvalidMessage(f"header {label!r} is not an ISO 8601 time: {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _celery_meta(headers: Mapping[str, Any], properties: Mapping[str, Any], embed: Mapping[str, Any],
+                 task_id: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {key: headers.get(key) for key in KEPT_HEADERS if key in headers}
+    meta["timelimit"] = list(headers.get("timelimit") or (None, None))
+    meta["reply_to"] = properties.get("reply_to")
+    meta["correlation_id"] = properties.get("correlation_id")
+    meta["headers"] = {k: v for k, v in headers.items() if k not in PROTOCOL_HEADERS}
+    for key in EMBED_KEYS:
+        meta[key] = (embed or {}).get(key)
+    if str(job_id_for(task_id)) != str(task_id):
+        meta["task_id"] = str(task_id)
+    return meta
+
+
+def job_from_message(
+    message: Mapping[str, Any], queue: str, *, accept: Collection[str] = ("json",),
+    lower_priority_first: bool = False,
+) -> Translation:
+    """Translate one published message (as a kombu virtual channel's ``_put`` receives
+    it). Never raises for bad input: a message that cannot run comes back with ``error``
+    set and the raw message in ``meta["celery"]["raw"]``, so nothing is ever dropped."""
+    headers = dict(message.get("headers") or {})
+    properties = message.get("properties") or {}
+    try:
+        body = decode_body(message, accept)
+        if "task" not in headers:
+            headers, body = _v1_as_v2(body)
+        if not isinstance(body, (list, tuple)) or len(body) != 3:
+            raise InvalidMessage("a protocol-v2 body must be [args, kwargs, embed]")
+        args, kwargs, embed = body
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, Mapping):
+            raise InvalidMessage("a protocol-v2 body must hold a list of args and a dict of kwargs")
+        if not isinstance(headers.get("task"), str) or not headers["task"] or headers.get("id") in (None, ""):
+            raise InvalidMessage("the message names no task or has no id")
+        retries = int(headers.get("retries") or 0)
+        hard_limit = (headers.get("timelimit") or (None, None))[0]
+        job = Job(
+            headers["task"], args=args, kwargs=kwargs, queue=queue,
+            priority=to_chancy_priority(properties.get("priority"), lower_priority_first),
+            max_attempts=retries + 1 + CELERY_DEFAULT_MAX_RETRIES,
+            scheduled_at=_parse_time(headers.get("eta"), "eta"),
+            expires_at=_parse_time(headers.get("expires"), "expires"),
+            limits=[Limit(Limit.Type.TIME, hard_limit)] if hard_limit else [],
+            meta={"celery": _celery_meta(headers, properties, embed, headers["id"])},
+            id=job_id_for(headers["id"]),
+        )
+        serialization.dumps_arguments(job.func, job.args, job.kwargs)
+        serialization.dumps(dict(job.meta))
+        return Translation(job, attempts=retries)
+    except Exception as exc:  # noqa: BLE001 - bad input becomes a failed row, never a crash
+        return _unrunnable(message, headers, queue, f"Unrunnable Celery message: {exc}")
+
+
+def _unrunnable(message: Mapping[str, Any], headers: Mapping[str, Any], queue: str, error: str) -> Translation:
+    task = headers.get("task")
+    task_id = headers.get("id")
+    raw = {key: message.get(key) for key in ("body", "content-type", "content-encoding", "properties")}
+    raw["headers"] = dict(headers)
+    try:
+        serialization.dumps(raw)
+    except (TypeError, ValueError):
+        raw = {"repr": repr(message)[:100_000]}
+    celery_meta: dict[str, Any] = {"raw": raw}
+    if task_id not in (None, "") and str(job_id_for(task_id)) != str(task_id):
+        celery_meta["task_id"] = str(task_id)
+    job = Job(
+        task if isinstance(task, str) and task else "celery.unknown", queue=queue,
+        meta={"celery": celery_meta},
+        id=job_id_for(task_id) if task_id not in (None, "") else new_job_id(),
+    )
+    return Translation(job, attempts=0, error=error)
+
+
+# --- outbound: a row becomes the message a Celery worker consumes -------------------------
+def message_from_record(record: JobRecord, *, lower_priority_first: bool = False) -> dict[str, Any]:
+    """The protocol-v2 payload of a claimed row, in the kombu virtual-channel format.
+
+    The row is delivered only once due, so ``eta`` is not sent (a Celery worker would
+    otherwise hold the task in memory, outside the database's claim)."""
+    celery = dict(record.meta.get("celery") or {})
+    task_id = celery_task_id(record)
+    timelimit = celery.get("timelimit") or [record.limit(Limit.Type.TIME), None]
+    headers = dict(celery.get("headers") or {})
+    headers.update({key: celery[key] for key in KEPT_HEADERS if key in celery})
+    headers.update({
+        "lang": "py",
+        "task": record.func,
+        "id": task_id,
+        "retries": max(0, record.attempts - 1),
+        "eta": None,
+        "expires": record.expires_at.isoformat() if record.expires_at else None,
+        "timelimit": list(timelimit),
+        "root_id": celery.get("root_id") or task_id,
+        "parent_id": celery.get("parent_id"),
+        "group": celery.get("group"),
+        "ignore_result": bool(celery.get("ignore_result", False)),
+    })
+    headers.setdefault("argsrepr", repr(tuple(record.args)))
+    headers.setdefault("kwargsrepr", repr(record.kwargs))
+    embed = {key: celery.get(key) for key in EMBED_KEYS}
+    body = serialization.dumps([list(record.args), record.kwargs, embed]).encode()
+    properties = {
+        "correlation_id": celery.get("correlation_id") or task_id,
+        "reply_to": celery.get("reply_to"),
+        "delivery_mode": 2,
+        "delivery_info": {"exchange": "", "routing_key": record.queue},
+        "priority": to_celery_priority(record.priority, lower_priority_first),
+        "body_encoding": "base64",
+        "delivery_tag": delivery_tag(record),
+    }
+    return {
+        "body": base64.b64encode(body).decode(),
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": headers,
+        "properties": properties,
+    }
+
+
+def delivery_tag(record: JobRecord) -> str:
+    """``<row id>/<attempt>``: an ack or reject for one delivery can never touch a later
+    delivery of the same row (e.g. after the task retried under the same id)."""
+    return f"{record.id}/{record.attempts}"
+
+
+def parse_delivery_tag(tag: str) -> tuple[uuid.UUID, int]:
+    job_id, _, attempt = str(tag).partition("/")
+    try:
+        return uuid.UUID(job_id), int(attempt)
+    except ValueError:
+        raise InvalidMessage(f"{tag!r} is not a delivery tag of the chancy transport") from None

@@ -1,0 +1,218 @@
+"""The statements the kombu transport and the result backend add to the core's job SQL:
+storing a published Celery message as a row (a re-published id, i.e. a Celery retry,
+replaces its row), acknowledging or rejecting one delivery, recovering rows held by
+consumers that stopped heartbeating, and writing Celery task states onto rows.
+
+Same pattern as :mod:`chancy.queues.sql`: statements are composed once per table prefix
+and driven by either a sync or an async connection."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from psycopg import sql
+
+from chancy import serialization
+from chancy.migrations import Names
+from chancy.queues.sql import Statement
+
+WAITING = "('pending', 'scheduled', 'retrying')"
+
+
+def _count(rows: list[tuple]) -> int:
+    return rows[0][0] if rows else 0
+
+
+class TransportSQL:
+    def __init__(self, names: Names) -> None:
+        f = names.fields()
+        self.pushed_channel = names.channel("pushed")
+        self.done_channel = names.channel("done")
+        self._store = sql.SQL(
+            """
+            WITH stored AS (
+                INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, priority, state, attempts,
+                    max_attempts, scheduled_at, expires_at, limits, meta, errors, completed_at)
+                VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s, %(priority)s,
+                    CASE WHEN %(error)s::jsonb IS NOT NULL THEN 'failed'
+                         WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled'
+                         ELSE 'pending' END,
+                    %(attempts)s, %(max_attempts)s, COALESCE(%(scheduled_at)s, now()),
+                    %(expires_at)s, %(limits)s, %(meta)s,
+                    CASE WHEN %(error)s::jsonb IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(%(error)s::jsonb) END,
+                    CASE WHEN %(error)s::jsonb IS NOT NULL THEN now() END)
+                ON CONFLICT (id) DO UPDATE SET
+                    queue = EXCLUDED.queue, func = EXCLUDED.func, args = EXCLUDED.args,
+                    kwargs = EXCLUDED.kwargs, priority = EXCLUDED.priority, state = EXCLUDED.state,
+                    attempts = EXCLUDED.attempts,
+                    max_attempts = GREATEST(EXCLUDED.max_attempts, EXCLUDED.attempts + 1),
+                    scheduled_at = EXCLUDED.scheduled_at, expires_at = EXCLUDED.expires_at,
+                    limits = EXCLUDED.limits, meta = EXCLUDED.meta,
+                    errors = j.errors || EXCLUDED.errors, result = NULL, taken_by = NULL,
+                    started_at = NULL, completed_at = EXCLUDED.completed_at
+                RETURNING id, queue, state
+            )
+            SELECT id, CASE WHEN state = 'pending' THEN pg_notify(%(pushed)s, queue) END,
+                       CASE WHEN state = 'failed' THEN pg_notify(%(done)s, id::text) END
+            FROM stored
+            """
+        ).format(**f)
+        # A delivery is one claim of a row: (id, attempts) under the consumer's id.
+        delivery = sql.SQL("id = %(id)s AND attempts = %(attempt)s AND state = 'running' AND taken_by = %(consumer)s")
+        self._ack = sql.SQL(
+            """
+            WITH acked AS (
+                UPDATE {jobs} SET state = 'succeeded', completed_at = now(),
+                    meta = meta || jsonb_build_object('celery',
+                        COALESCE(meta->'celery', '{{}}') || jsonb_build_object('acked_by', %(consumer)s::text))
+                WHERE {delivery}
+                RETURNING id
+            )
+            SELECT pg_notify(%(done)s, id::text) FROM acked
+            """
+        ).format(delivery=delivery, **f)
+        self._requeue = sql.SQL(
+            """
+            WITH requeued AS (
+                UPDATE {jobs} SET state = 'pending', attempts = GREATEST(attempts - 1, 0),
+                    taken_by = NULL, started_at = NULL
+                WHERE {delivery}
+                RETURNING queue
+            )
+            SELECT pg_notify(%(pushed)s, queue) FROM requeued
+            """
+        ).format(delivery=delivery, **f)
+        self._fail = sql.SQL(
+            """
+            WITH failed AS (
+                UPDATE {jobs} SET state = 'failed', completed_at = now(),
+                    errors = errors || jsonb_build_array(%(error)s::jsonb || jsonb_build_object('attempt', attempts))
+                WHERE {delivery}
+                RETURNING id
+            )
+            SELECT pg_notify(%(done)s, id::text) FROM failed
+            """
+        ).format(delivery=delivery, **f)
+        # Rows held by a consumer or worker that has not heartbeaten within the timeout
+        # (or is not registered at all) go back to their queue, or fail once their
+        # attempts are used up. Each row is guarded by its own state, so concurrent
+        # recoverers (other transports, the cluster's recovery) cannot double-apply.
+        self._recover = sql.SQL(
+            """
+            WITH lost AS (
+                SELECT j.id FROM {jobs} j
+                WHERE j.state = 'running' AND j.started_at < now() - make_interval(secs => %(timeout)s)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM {workers} w WHERE w.worker_id = j.taken_by
+                        AND w.last_seen > now() - make_interval(secs => %(timeout)s))
+                FOR UPDATE SKIP LOCKED
+            ), recovered AS (
+                UPDATE {jobs} j SET
+                    state = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
+                    completed_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+                    errors = j.errors || jsonb_build_array(jsonb_build_object(
+                        'type', 'chancy.WorkerLost', 'attempt', j.attempts, 'at', now(),
+                        'message', 'the worker or Celery consumer ' || COALESCE(j.taken_by, '?')
+                                   || ' holding this job stopped heartbeating')),
+                    taken_by = NULL
+                FROM lost WHERE j.id = lost.id AND j.state = 'running'
+                RETURNING j.id, j.queue, j.state
+            )
+            SELECT id, CASE WHEN state = 'pending' THEN pg_notify(%(pushed)s, queue)
+                            ELSE pg_notify(%(done)s, id::text) END
+            FROM recovered
+            """
+        ).format(**f)
+        self._purge = sql.SQL(
+            "WITH purged AS (DELETE FROM {jobs} WHERE queue = %(queue)s AND state IN " + WAITING
+            + " RETURNING 1) SELECT count(*) FROM purged"
+        ).format(**f)
+        self._size = sql.SQL(
+            "SELECT count(*) FROM {jobs} WHERE queue = %(queue)s AND state IN " + WAITING
+        ).format(**f)
+        # Result backend: a Celery state written onto the row (created if the task never
+        # went through the transport). Terminal states finish the row; others only
+        # record the Celery state and its info in meta.
+        self._store_state = sql.SQL(
+            """
+            WITH stored AS (
+                INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, state, attempts, meta,
+                                         result, errors, completed_at, started_at)
+                VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s,
+                        COALESCE(%(state)s::text, 'running'), 1,
+                        jsonb_build_object('celery', %(celery)s::jsonb), %(result)s,
+                        CASE WHEN %(error)s::jsonb IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(%(error)s::jsonb) END,
+                        CASE WHEN %(state)s::text IS NOT NULL THEN now() END, now())
+                ON CONFLICT (id) DO UPDATE SET
+                    state = COALESCE(%(state)s::text, j.state),
+                    result = CASE WHEN %(state)s::text IS NULL THEN j.result ELSE %(result)s END,
+                    errors = CASE WHEN %(error)s::jsonb IS NULL THEN j.errors
+                                  ELSE j.errors || jsonb_build_array(%(error)s::jsonb) END,
+                    completed_at = CASE WHEN %(state)s::text IS NULL THEN j.completed_at ELSE now() END,
+                    taken_by = CASE WHEN %(state)s::text IS NULL THEN j.taken_by END,
+                    meta = j.meta || jsonb_build_object('celery',
+                        COALESCE(j.meta->'celery', '{{}}') || %(celery)s::jsonb)
+                RETURNING id, state
+            )
+            SELECT id, CASE WHEN state IN ('succeeded', 'failed', 'cancelled', 'expired')
+                            THEN pg_notify(%(done)s, id::text) END
+            FROM stored
+            """
+        ).format(**f)
+        self._forget = sql.SQL(
+            "DELETE FROM {jobs} WHERE id = %(id)s AND state IN ('succeeded', 'failed', 'cancelled', 'expired')"
+        ).format(**f)
+
+    def store(self, job: Any, attempts: int, error: str | None) -> Statement:
+        args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
+        params = {
+            "id": job.id, "queue": job.queue, "func": job.func, "args": args_json, "kwargs": kwargs_json,
+            "priority": job.priority, "attempts": attempts, "max_attempts": job.max_attempts,
+            "scheduled_at": job.scheduled_at, "expires_at": job.expires_at,
+            "limits": serialization.dumps([lim.to_dict() for lim in job.limits]),
+            "meta": serialization.dumps(dict(job.meta)),
+            "error": serialization.dumps({"type": "chancy.compat.InvalidMessage", "message": error,
+                                          "attempt": attempts}) if error else None,
+            "pushed": self.pushed_channel, "done": self.done_channel,
+        }
+        return Statement(self._store, params)
+
+    def _delivery(self, query: sql.Composable, job_id: uuid.UUID, attempt: int, consumer: str,
+                  **extra: Any) -> Statement:
+        params = {"id": job_id, "attempt": attempt, "consumer": consumer,
+                  "pushed": self.pushed_channel, "done": self.done_channel, **extra}
+        return Statement(query, params, lambda rows: bool(rows))
+
+    def ack(self, job_id: uuid.UUID, attempt: int, consumer: str) -> Statement:
+        return self._delivery(self._ack, job_id, attempt, consumer)
+
+    def requeue(self, job_id: uuid.UUID, attempt: int, consumer: str) -> Statement:
+        return self._delivery(self._requeue, job_id, attempt, consumer)
+
+    def fail(self, job_id: uuid.UUID, attempt: int, consumer: str, error: dict[str, Any]) -> Statement:
+        return self._delivery(self._fail, job_id, attempt, consumer, error=serialization.dumps(error))
+
+    def recover(self, timeout: float) -> Statement:
+        params = {"timeout": timeout, "pushed": self.pushed_channel, "done": self.done_channel}
+        return Statement(self._recover, params, lambda rows: [row[0] for row in rows])
+
+    def purge(self, queue: str) -> Statement:
+        return Statement(self._purge, {"queue": queue}, _count)
+
+    def size(self, queue: str) -> Statement:
+        return Statement(self._size, {"queue": queue}, _count)
+
+    def store_state(
+        self, job_id: uuid.UUID, *, state: str | None, celery: dict[str, Any], result_json: str | None,
+        error: dict[str, Any] | None, func: str, queue: str, args_json: str, kwargs_json: str,
+    ) -> Statement:
+        params = {
+            "id": job_id, "state": state, "celery": serialization.dumps(celery), "result": result_json,
+            "error": serialization.dumps(error) if error else None, "func": func, "queue": queue,
+            "args": args_json, "kwargs": kwargs_json, "done": self.done_channel,
+        }
+        return Statement(self._store_state, params)
+
+    def forget(self, job_id: uuid.UUID) -> Statement:
+        return Statement(self._forget, {"id": job_id})
