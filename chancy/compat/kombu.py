@@ -39,46 +39,17 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 
 from chancy.app import resolve_dsn
 from chancy.compat import protocol
+from chancy.compat.process_connection import ProcessConnection
 from chancy.compat.transport_sql import TransportSQL
 from chancy.migrations import Names
 from chancy.queues.pg import claim_steps
-from chancy.queues.sql import JobSQL, Statement, Steps, drive_sync, single
+from chancy.queues.sql import JobSQL, Statement, single
 from chancy.worker_sql import WorkerSQL
 
 log = logging.getLogger("chancy.compat.kombu")
 
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_CONSUMER_TIMEOUT = 60.0
-
-
-class _Database:
-    """One autocommit connection for this process, reopened after a fork or an error.
-    Connections never cross a fork: Celery's prefork children get their own."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._conn: psycopg.Connection | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
-
-    def connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._pid != os.getpid():
-            self._conn = psycopg.Connection.connect(self.dsn, autocommit=True)
-            self._pid = os.getpid()
-        return self._conn
-
-    def run(self, steps: Steps) -> Any:
-        with self._lock:
-            try:
-                return drive_sync(self.connection(), steps)
-            except psycopg.OperationalError:
-                self.close()
-                raise
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and self._pid == os.getpid():
-            conn.close()
 
 
 def _dsn_of(client: Any) -> str:
@@ -190,8 +161,8 @@ class Transport(virtual.Transport):
                 "chancy transport: need heartbeat_interval > 0 and consumer_timeout > 2 * heartbeat_interval "
                 f"(got {self.heartbeat_interval} and {self.consumer_timeout})"
             )
-        self.database = _Database(self.dsn)
-        self._listen = _Database(self.dsn)
+        self.database = ProcessConnection(self.dsn)
+        self._listen = ProcessConnection(self.dsn)
         self._consumer_id: str | None = None
         self._registered_pid = 0
         self._stop = threading.Event()
@@ -224,7 +195,7 @@ class Transport(virtual.Transport):
     def _beat(self, consumer: str, stop: threading.Event) -> None:
         """Heartbeat, and recover rows of holders that stopped heartbeating: a fleet of
         Celery workers alone (no Chancy worker, hence no leader) must still recover."""
-        database = _Database(self.dsn)
+        database = ProcessConnection(self.dsn)
         try:
             while not stop.wait(self.heartbeat_interval):
                 try:
@@ -262,11 +233,7 @@ class Transport(virtual.Transport):
 
     def _wait_for_push(self, seconds: float) -> None:
         try:
-            conn = self._listen.connection()
-            if not getattr(conn, "_chancy_listening", False):
-                conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(self.job_sql.pushed_channel)))
-                conn._chancy_listening = True  # type: ignore[attr-defined]
-            for _ in conn.notifies(timeout=seconds, stop_after=1):
+            for _ in self._listen.listen(self.job_sql.pushed_channel).notifies(timeout=seconds, stop_after=1):
                 pass
         except psycopg.OperationalError:
             self._listen.close()

@@ -95,14 +95,14 @@ class TransportSQL:
             """
         ).format(delivery=delivery, **f)
         # Rows held by a consumer or worker that has not heartbeaten within the timeout
-        # (or is not registered at all) go back to their queue, or fail once their
+        # (or is not registered at all; rows a result backend created have no holder) go back to their queue, or fail once their
         # attempts are used up. Each row is guarded by its own state, so concurrent
         # recoverers (other transports, the cluster's recovery) cannot double-apply.
         self._recover = sql.SQL(
             """
             WITH lost AS (
                 SELECT j.id FROM {jobs} j
-                WHERE j.state = 'running' AND j.started_at < now() - make_interval(secs => %(timeout)s)
+                WHERE j.state = 'running' AND j.taken_by IS NOT NULL AND j.started_at < now() - make_interval(secs => %(timeout)s)
                   AND NOT EXISTS (
                       SELECT 1 FROM {workers} w WHERE w.worker_id = j.taken_by
                         AND w.last_seen > now() - make_interval(secs => %(timeout)s))

@@ -1,0 +1,173 @@
+"""A Celery result backend on Chancy's job rows: ``result_backend="chancy+postgresql://…"``
+(registered through Celery's ``celery.result_backends`` entry point).
+
+A task's state and result are written onto its own job row, so the same row answers a
+stock Celery ``AsyncResult``, a Chancy ``Reference`` and ``chancy.compat`` alike, whichever
+kind of worker ran it. Waiting uses the row's completion NOTIFY instead of polling.
+
+State mapping (row → Celery): pending/scheduled → PENDING, running → STARTED, retrying →
+RETRY, succeeded → SUCCESS, failed → FAILURE, cancelled/expired → REVOKED; a state a
+Celery task set itself (``update_state``, RETRY, STARTED) is kept in
+``meta["celery"]["state"]`` with its info in ``["info"]``. A row a Celery worker
+acknowledged before its result arrived reads as STARTED until the result is stored.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from celery import states
+from celery.backends.base import BaseBackend
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+from chancy import serialization
+from chancy.app import resolve_dsn
+from chancy.compat.process_connection import ProcessConnection
+from chancy.compat.protocol import job_id_for
+from chancy.compat.transport_sql import TransportSQL
+from chancy.job import JobRecord, JobState
+from chancy.migrations import Names
+from chancy.queues.sql import JobSQL, single
+
+#: Celery states that finish the row, and the row state each becomes.
+TERMINAL_STATES = {states.SUCCESS: "succeeded", states.FAILURE: "failed", states.REVOKED: "cancelled"}
+ROW_TO_CELERY = {
+    JobState.PENDING: states.PENDING, JobState.SCHEDULED: states.PENDING, JobState.RUNNING: states.STARTED,
+    JobState.RETRYING: states.RETRY, JobState.SUCCEEDED: states.SUCCESS, JobState.FAILED: states.FAILURE,
+    JobState.CANCELLED: states.REVOKED, JobState.EXPIRED: states.REVOKED,
+}
+#: A waiter re-reads the row at least this often, in case a notification was missed.
+WAIT_RECHECK_INTERVAL = 5.0
+
+
+def exception_info(exc: Any) -> dict[str, Any]:
+    """Celery's JSON form of an exception (``exc_type``, ``exc_module``, ``exc_message``)."""
+    if isinstance(exc, BaseException):
+        cls = type(exc)
+        return {"exc_type": cls.__qualname__, "exc_module": cls.__module__,
+                "exc_message": [a if isinstance(a, (str, int, float, bool, type(None))) else repr(a) for a in exc.args]}
+    return dict(exc) if isinstance(exc, Mapping) else {"exc_type": "Exception", "exc_message": [str(exc)]}
+
+
+def _error_as_exception_info(error: Mapping[str, Any]) -> dict[str, Any]:
+    if "celery" in error:
+        return dict(error["celery"])
+    module, _, name = str(error.get("type", "Exception")).rpartition(".")
+    return {"exc_type": name, "exc_module": module or None, "exc_message": [error.get("message", "")]}
+
+
+class ChancyBackend(BaseBackend):
+    """Celery results stored on (and read from) Chancy job rows."""
+
+    persistent = True
+    supports_autoexpire = False
+
+    def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.url = url or app.conf.result_backend
+        options = app.conf.get("result_backend_transport_options") or {}
+        self.dsn = resolve_dsn(self.url)
+        names = Names(options.get("prefix", "chancy_"))
+        self.job_sql = JobSQL(names)
+        self.transport_sql = TransportSQL(names)
+        self.database = ProcessConnection(self.dsn)
+        self._listen = ProcessConnection(self.dsn)
+
+    # --- writing ----------------------------------------------------------------------
+    def _store_result(self, task_id: Any, result: Any, state: str, traceback: str | None = None,
+                      request: Any = None, **kwargs: Any) -> Any:
+        row_state = TERMINAL_STATES.get(state)
+        celery: dict[str, Any] = {"state": state}
+        result_json = error = None
+        if state == states.SUCCESS:
+            result_json = serialization.dumps(result)
+        elif state in states.EXCEPTION_STATES:
+            info = exception_info(result)
+            celery["info"] = info
+            if row_state is not None:
+                error = {"type": ".".join(filter(None, (info.get("exc_module"), info["exc_type"]))),
+                         "message": ", ".join(map(str, info.get("exc_message") or [])),
+                         "traceback": traceback, "celery": info,
+                         "at": self.app.now().isoformat()}
+        else:
+            celery["info"] = result
+        children = self.current_task_children(request)
+        if children:
+            celery["children"] = children
+        if str(job_id_for(task_id)) != str(task_id):
+            celery["task_id"] = str(task_id)
+        delivery_info = getattr(request, "delivery_info", None) or {}
+        args_json, kwargs_json = serialization.dumps_arguments(
+            getattr(request, "task", None) or "celery.unknown",
+            getattr(request, "args", None) or (), getattr(request, "kwargs", None) or {})
+        self.database.run(single(self.transport_sql.store_state(
+            job_id_for(task_id), state=row_state, celery=celery, result_json=result_json, error=error,
+            func=getattr(request, "task", None) or "celery.unknown",
+            queue=delivery_info.get("routing_key") or self.app.conf.task_default_queue,
+            args_json=args_json, kwargs_json=kwargs_json,
+        )))
+        return result
+
+    def _forget(self, task_id: Any) -> None:
+        self.database.run(single(self.transport_sql.forget(job_id_for(task_id))))
+
+    # --- reading ------------------------------------------------------------------------
+    def _get_task_meta_for(self, task_id: Any) -> dict[str, Any]:
+        record = self.database.run(single(self.job_sql.get(job_id_for(task_id))))
+        return self.meta_from_decoded(self._meta_of(record, task_id))
+
+    def _meta_of(self, record: JobRecord | None, task_id: Any) -> dict[str, Any]:
+        if record is None:
+            return {"status": states.PENDING, "result": None, "task_id": str(task_id)}
+        celery = record.meta.get("celery") or {}
+        status = ROW_TO_CELERY[record.state]
+        result: Any = None
+        traceback = None
+        if not record.is_finished and celery.get("state"):
+            status, result = celery["state"], celery.get("info")
+        elif record.state is JobState.SUCCEEDED and celery.get("acked_by") and celery.get("state") != states.SUCCESS:
+            status, result = celery.get("state") or states.STARTED, celery.get("info")
+            if status in states.READY_STATES:  # a stale non-terminal Celery state cannot be ready
+                status = states.STARTED
+        elif record.state is JobState.SUCCEEDED:
+            result = record.result
+        elif record.state is JobState.FAILED and record.errors:
+            result = _error_as_exception_info(record.errors[-1])
+            traceback = record.errors[-1].get("traceback")
+        elif status == states.REVOKED:
+            result = {"exc_type": "TaskRevokedError", "exc_module": "celery.exceptions",
+                      "exc_message": [f"job {record.state.value}"]}
+        return {
+            "status": status, "result": result, "traceback": traceback,
+            "children": celery.get("children") or [], "task_id": str(task_id),
+            "date_done": record.completed_at.isoformat() if record.completed_at and status in states.READY_STATES else None,
+        }
+
+    def wait_for(self, task_id: Any, timeout: float | None = None, interval: float = 0.5,
+                 no_ack: bool = True, on_interval: Any = None) -> dict[str, Any]:
+        """Block until the task is ready, woken by the row's completion NOTIFY."""
+        self._ensure_not_eager()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wanted = str(job_id_for(task_id))
+        with self._listen.lock:
+            conn = self._listen.listen(self.job_sql.done_channel)
+            while True:
+                meta = self.get_task_meta(task_id, cache=False)
+                if meta["status"] in states.READY_STATES:
+                    return meta
+                if on_interval:
+                    on_interval()
+                wait = WAIT_RECHECK_INTERVAL if deadline is None else deadline - time.monotonic()
+                if wait <= 0:
+                    raise CeleryTimeoutError("The operation timed out.")
+                for notify in conn.notifies(timeout=min(wait, WAIT_RECHECK_INTERVAL)):
+                    if notify.payload == wanted:
+                        break
+
+    def as_uri(self, include_password: bool = False) -> str:
+        if include_password or "@" not in self.url:
+            return self.url
+        scheme, _, rest = self.url.partition("://")
+        credentials, _, host = rest.rpartition("@")
+        return f"{scheme}://{credentials.split(':', 1)[0]}:**@{host}"

@@ -1,0 +1,52 @@
+"""A single Postgres connection per process for code that Celery calls synchronously
+(the kombu transport, the result backend), safe across Celery's prefork forks."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import psycopg
+
+from chancy.queues.sql import Steps, drive_sync
+
+
+class ProcessConnection:
+    """One autocommit connection, opened on first use and reopened after a fork or an
+    error: a connection never crosses a fork, so prefork children get their own."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg.Connection | None = None
+        self._pid = 0
+        self.lock = threading.Lock()
+
+    def connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._pid != os.getpid():
+            self._conn = psycopg.Connection.connect(self.dsn, autocommit=True)
+            self._pid = os.getpid()
+        return self._conn
+
+    def run(self, steps: Steps) -> Any:
+        """Drive an operation's statements (see :mod:`chancy.queues.sql`)."""
+        with self.lock:
+            try:
+                return drive_sync(self.connection(), steps)
+            except psycopg.OperationalError:
+                self.close()
+                raise
+
+    def listen(self, channel: str) -> psycopg.Connection:
+        """The connection, LISTENing on ``channel`` (for this connection's lifetime)."""
+        conn = self.connection()
+        listening = getattr(conn, "_chancy_listening", set())
+        if channel not in listening:
+            conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+            conn._chancy_listening = listening | {channel}  # type: ignore[attr-defined]
+        return conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
