@@ -1,0 +1,131 @@
+"""Chancy drain: one worker process empties a queue of pre-enqueued no-op jobs; and the
+same with a big table (many finished and future rows) to show the claim path ignores them,
+plus the worker's memory beside a million scheduled jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Awaitable, Callable
+
+import psycopg
+
+from benchmarks import tasks
+from benchmarks.harness import FigureSpec, Run, rate
+from benchmarks.process import chancy_worker, rss_mib, wait_until_empty
+from chancy import Chancy, Job, Queue
+
+CORES = os.cpu_count() or 1
+ASYNC_CONCURRENCY = 100
+PUSH_CHUNK = 20_000
+FILLER = "benchmarks.tasks.filler"  # never run: finished or far-future rows
+
+Prepare = Callable[[str], Awaitable[None]]
+
+
+def drain_key(executor: str, count: int) -> str:
+    return f"chancy.drain_{executor}_{count}"
+
+
+def _specs(run: Run) -> dict[str, FigureSpec]:
+    specs = {drain_key("asyncio", n): FigureSpec(f"chancy: drain {n:,} no-op, asyncio x{ASYNC_CONCURRENCY}", "jobs/s")
+             for n in run.sizes.drain}
+    specs |= {drain_key("process", n): FigureSpec(f"chancy: drain {n:,} no-op, process x{CORES}", "jobs/s")
+              for n in run.sizes.process_drain}
+    n = run.sizes.drain[0]
+    specs["chancy.drain_scaled"] = FigureSpec(
+        f"chancy: drain {n:,}, asyncio, beside {run.sizes.finished_rows:,} finished + "
+        f"{run.sizes.scheduled_rows:,} future rows", "jobs/s")
+    specs["chancy.rss_empty"] = FigureSpec("chancy: idle worker RSS, empty table", "MiB", higher_is_better=False)
+    specs["chancy.rss_scheduled"] = FigureSpec(
+        f"chancy: idle worker RSS, {run.sizes.memory_rows:,} scheduled jobs", "MiB", higher_is_better=False)
+    return specs
+
+
+async def fill(dsn: str, finished: int, scheduled: int) -> None:
+    """Rows the claim path must never look at: finished ones and ones due in a day."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO chancy_jobs (id, queue, func, state, attempts, started_at, completed_at) "
+            "SELECT gen_random_uuid(), 'default', %s, 'succeeded', 1, now(), now() FROM generate_series(1, %s)",
+            (FILLER, finished))
+        await conn.execute(
+            "INSERT INTO chancy_jobs (id, queue, func, state, scheduled_at) "
+            "SELECT gen_random_uuid(), 'default', %s, 'scheduled', now() + interval '1 day' "
+            "FROM generate_series(1, %s)", (FILLER, scheduled))
+        await conn.execute("VACUUM ANALYZE chancy_jobs")
+
+
+LIVE_COUNT = (
+    "SELECT (SELECT count(*) FROM chancy_jobs WHERE queue = 'default' AND state = 'pending')"
+    " + (SELECT count(*) FROM chancy_jobs WHERE state = 'running')"
+)
+# Every measured job ran exactly once and succeeded; first claim to last outcome written.
+DRAIN_STATS = (
+    "SELECT count(*), count(*) FILTER (WHERE state = 'succeeded' AND attempts = 1),"
+    " extract(epoch FROM max(completed_at) - min(started_at))::float8"
+    " FROM chancy_jobs WHERE func = %s"
+)
+
+
+async def timed_drain(run: Run, executor: str, concurrency: int, count: int,
+                      prepare: Prepare | None = None) -> float:
+    func = f"benchmarks.tasks.{'noop' if executor == 'asyncio' else 'noop_sync'}"
+    async with run.fresh_database() as dsn:
+        async with Chancy(dsn, plugins=[Queue("default")]) as app:
+            await app.migrate()
+            if prepare is not None:
+                await prepare(dsn)
+            for start in range(0, count, PUSH_CHUNK):
+                await app.push_many([Job(func, args=(i,)) for i in range(start, min(count, start + PUSH_CHUNK))])
+        async with chancy_worker(dsn, executor, concurrency) as proc:
+            await wait_until_empty(dsn, LIVE_COUNT, proc)
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            total, clean, seconds = await (await conn.execute(DRAIN_STATS, (func,))).fetchone()
+    if total != count or clean != count:
+        raise AssertionError(f"drain of {count}: {total} rows, {clean} succeeded at their first attempt")
+    return rate(count, seconds)
+
+
+async def idle_rss(run: Run, scheduled: int, settle: float = 3.0) -> float:
+    """The RSS of an idle asyncio worker after ``settle`` seconds (a few polling rounds)."""
+    async with run.fresh_database() as dsn:
+        async with Chancy(dsn, plugins=[Queue("default")]) as app:
+            await app.migrate()
+        await fill(dsn, 0, scheduled)
+        async with chancy_worker(dsn, "asyncio", ASYNC_CONCURRENCY) as proc:
+            await asyncio.sleep(settle)
+            return rss_mib(proc)
+
+
+async def measure(run: Run) -> None:
+    run.log("chancy drain")
+    specs = _specs(run)
+
+    def drain(executor: str, concurrency: int, n: int, key: str | None = None, prepare: Prepare | None = None):
+        async def scenario(run: Run) -> dict[str, float]:
+            return {key or drain_key(executor, n): await timed_drain(run, executor, concurrency, n, prepare)}
+        return scenario
+
+    for n in run.sizes.drain:
+        await run.measure(specs, drain("asyncio", ASYNC_CONCURRENCY, n))
+    for n in run.sizes.process_drain:
+        await run.measure(specs, drain("process", CORES, n))
+    first = run.sizes.drain[0]
+    sizes = run.sizes
+    await run.measure(specs, drain("asyncio", ASYNC_CONCURRENCY, first, "chancy.drain_scaled",
+                                   lambda dsn: fill(dsn, sizes.finished_rows, sizes.scheduled_rows)))
+
+    async def memory(run: Run) -> dict[str, float]:
+        return {"chancy.rss_empty": await idle_rss(run, 0),
+                "chancy.rss_scheduled": await idle_rss(run, sizes.memory_rows)}
+
+    await run.measure(specs, memory)
+    for n in run.sizes.drain:
+        run.ratio(f"drain {n:,} asyncio / raw claim-100", drain_key("asyncio", n), "raw.claim100", at_least=0.8)
+    for n in run.sizes.process_drain:
+        run.ratio(f"drain {n:,} process / raw claim-100", drain_key("process", n), "raw.claim100")
+    run.ratio("drain beside a big table / drain on an empty one", "chancy.drain_scaled",
+              drain_key("asyncio", first), at_least=0.95)
+    run.ratio("idle RSS with scheduled jobs / with none", "chancy.rss_scheduled", "chancy.rss_empty",
+              at_most=1.05)

@@ -1,0 +1,57 @@
+"""Chancy enqueue: one job per call (sync and async), and in bulk."""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks import tasks
+from benchmarks.harness import FigureSpec, Run, rate
+from chancy import Chancy, Queue
+
+SPECS = {
+    "chancy.push_sync": FigureSpec("chancy: task.push_sync() loop (.delay())", "jobs/s"),
+    "chancy.push_async": FigureSpec("chancy: await task.push() loop", "jobs/s"),
+    "chancy.push_many": FigureSpec("chancy: await push_many(jobs)", "jobs/s"),
+}
+
+
+async def one_at_a_time(run: Run) -> dict[str, float]:
+    n = run.sizes.insert_loop
+    async with run.fresh_database() as dsn:
+        async with Chancy(dsn, plugins=[Queue("default")]) as app:
+            await app.migrate()
+            task = app.task(tasks.noop)
+            with app:
+                task.push_sync(-1)  # open the pool outside the clock, as a running app has
+                started = time.perf_counter()
+                for i in range(n):
+                    task.push_sync(i)
+                sync_rate = rate(n, time.perf_counter() - started)
+            await task.push(-1)
+            started = time.perf_counter()
+            for i in range(n):
+                await task.push(i)
+            async_rate = rate(n, time.perf_counter() - started)
+    return {"chancy.push_sync": sync_rate, "chancy.push_async": async_rate}
+
+
+async def bulk(run: Run) -> dict[str, float]:
+    n = run.sizes.bulk
+    async with run.fresh_database() as dsn:
+        async with Chancy(dsn, plugins=[Queue("default")]) as app:
+            await app.migrate()
+            task = app.task(tasks.noop)
+            await task.push(-1)
+            started = time.perf_counter()  # building the jobs is part of what a caller pays
+            await app.push_many([task.job(i) for i in range(n)])
+            return {"chancy.push_many": rate(n, time.perf_counter() - started)}
+
+
+async def measure(run: Run) -> None:
+    run.log("chancy enqueue")
+    await run.measure(SPECS, one_at_a_time)
+    await run.measure(SPECS, bulk)
+    run.ratio("push_sync / raw INSERT loop", "chancy.push_sync", "raw.insert_loop", at_least=0.8)
+    run.ratio("push_async / raw INSERT loop", "chancy.push_async", "raw.insert_loop")
+    run.ratio("push_many / raw COPY", "chancy.push_many", "raw.copy", at_least=0.8)
+    run.ratio("push_many / raw multi-row INSERT", "chancy.push_many", "raw.insert_multirow")

@@ -1,0 +1,146 @@
+"""The raw-SQL baseline: plain psycopg on a minimal jobs table, no queue library at all.
+
+This is the physical limit of the server and client for each access pattern; Chancy's
+figures are reported as ratios to it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+
+from benchmarks.harness import FigureSpec, Run, rate
+
+SCHEMA = (
+    """
+    CREATE TABLE raw_jobs (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        queue text NOT NULL,
+        func text NOT NULL,
+        args jsonb NOT NULL,
+        state text NOT NULL DEFAULT 'pending',
+        created_at timestamptz NOT NULL DEFAULT now(),
+        completed_at timestamptz
+    )
+    """,
+    "CREATE INDEX raw_jobs_pending ON raw_jobs (queue, id) WHERE state = 'pending'",
+)
+INSERT_ONE = "INSERT INTO raw_jobs (queue, func, args) VALUES (%s, %s, %s)"
+INSERT_MANY = (
+    "INSERT INTO raw_jobs (queue, func, args) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::jsonb[])"
+)
+COPY = "COPY raw_jobs (queue, func, args) FROM STDIN"
+CLAIM = (
+    "UPDATE raw_jobs SET state = 'running' WHERE id IN ("
+    " SELECT id FROM raw_jobs WHERE queue = 'default' AND state = 'pending'"
+    " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id"
+)
+COMPLETE = "UPDATE raw_jobs SET state = 'succeeded', completed_at = now() WHERE id = ANY(%s)"
+FUNC = "benchmarks.tasks.noop"
+
+SPECS = {
+    "raw.insert_loop": FigureSpec("raw: single-row INSERT loop (autocommit)", "jobs/s"),
+    "raw.insert_multirow": FigureSpec("raw: multi-row INSERT (one statement)", "jobs/s"),
+    "raw.copy": FigureSpec("raw: COPY", "jobs/s"),
+    "raw.claim1_1conn": FigureSpec("raw: claim-1 + complete-1, 1 connection", "jobs/s"),
+    "raw.claim1_10conn": FigureSpec("raw: claim-1 + complete-1, 10 connections", "jobs/s"),
+    "raw.claim100": FigureSpec("raw: claim-100 + complete-100, 1 connection", "jobs/s"),
+}
+
+
+async def _connect(dsn: str) -> psycopg.AsyncConnection:
+    return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+
+
+async def _create(dsn: str) -> None:
+    async with await _connect(dsn) as conn:
+        for statement in SCHEMA:
+            await conn.execute(statement)
+
+
+async def _fill(dsn: str, count: int) -> None:
+    async with await _connect(dsn) as conn:
+        await conn.execute("INSERT INTO raw_jobs (queue, func, args) "
+                           "SELECT 'default', %s, jsonb_build_array(i) FROM generate_series(1, %s) i",
+                           (FUNC, count))
+        await conn.execute("VACUUM ANALYZE raw_jobs")
+
+
+async def insert_loop(run: Run) -> dict[str, float]:
+    n = run.sizes.insert_loop
+    async with run.fresh_database() as dsn:
+        await _create(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:  # sync, like a .delay() caller
+            started = time.perf_counter()
+            for i in range(n):
+                conn.execute(INSERT_ONE, ("default", FUNC, f"[{i}]"))
+            elapsed = time.perf_counter() - started
+    return {"raw.insert_loop": rate(n, elapsed)}
+
+
+async def bulk_insert(run: Run) -> dict[str, float]:
+    n = run.sizes.bulk
+    queues, funcs, args = ["default"] * n, [FUNC] * n, [f"[{i}]" for i in range(n)]
+    async with run.fresh_database() as dsn:
+        await _create(dsn)
+        async with await _connect(dsn) as conn:
+            started = time.perf_counter()
+            await conn.execute(INSERT_MANY, (queues, funcs, args))
+            multirow = time.perf_counter() - started
+            started = time.perf_counter()
+            async with conn.cursor() as cur:
+                async with cur.copy(COPY) as copy:
+                    for row in zip(queues, funcs, args):
+                        await copy.write_row(row)
+            copied = time.perf_counter() - started
+    return {"raw.insert_multirow": rate(n, multirow), "raw.copy": rate(n, copied)}
+
+
+async def _drain(conn: psycopg.AsyncConnection, batch: int) -> int:
+    """Claim ``batch`` jobs (one transaction), complete them (another), until none is left."""
+    done = 0
+    while True:
+        cur = await conn.execute(CLAIM, (batch,))
+        ids = [row[0] for row in await cur.fetchall()]
+        if not ids:
+            return done
+        await conn.execute(COMPLETE, (ids,))
+        done += len(ids)
+
+
+async def _timed_drain(dsn: str, count: int, connections: int, batch: int) -> float:
+    await _create(dsn)
+    await _fill(dsn, count)
+    conns = [await _connect(dsn) for _ in range(connections)]
+    try:
+        started = time.perf_counter()
+        done = sum(await asyncio.gather(*(_drain(conn, batch) for conn in conns)))
+        elapsed = time.perf_counter() - started
+    finally:
+        for conn in conns:
+            await conn.close()
+    if done != count:
+        raise AssertionError(f"raw drain completed {done} jobs, expected {count}")
+    return rate(count, elapsed)
+
+
+async def claim_one(run: Run) -> dict[str, float]:
+    n = run.sizes.claim_one
+    async with run.fresh_database() as dsn:
+        one = await _timed_drain(dsn, n, 1, 1)
+    async with run.fresh_database() as dsn:
+        ten = await _timed_drain(dsn, n, 10, 1)
+    return {"raw.claim1_1conn": one, "raw.claim1_10conn": ten}
+
+
+async def claim_batch(run: Run) -> dict[str, float]:
+    async with run.fresh_database() as dsn:
+        return {"raw.claim100": await _timed_drain(dsn, run.sizes.claim_batch, 1, 100)}
+
+
+async def measure(run: Run) -> None:
+    run.log("raw-SQL baseline")
+    for scenario in (insert_loop, bulk_insert, claim_one, claim_batch):
+        await run.measure(SPECS, scenario)

@@ -1,0 +1,20 @@
+"""One Chancy worker process for the benchmarks:
+``python -m benchmarks.worker_proc DSN EXECUTOR CONCURRENCY``; SIGTERM drains and exits."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from chancy import Chancy, Queue, Worker
+
+
+async def serve(dsn: str, executor: str, concurrency: int) -> None:
+    # Connections: claim, write-back and heartbeat may overlap, plus the LISTEN one.
+    async with Chancy(dsn, plugins=[Queue("default", concurrency=concurrency, executor=executor)]) as app:
+        await Worker(app, shutdown_timeout=10.0).start()
+
+
+if __name__ == "__main__":
+    dsn, executor, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    asyncio.run(serve(dsn, executor, concurrency))
