@@ -56,3 +56,13 @@ class Retry(ChancyError):
         self.countdown = countdown
         self.exc = exc
         self.max_attempts = max_attempts
+
+
+class Fail(ChancyError):
+    """Raised by a task (or a layer wrapping tasks) to fail this attempt for good, with no
+    retry whatever the attempt budget; ``exc`` is recorded as the reason. The attempt
+    budget still covers a worker that dies mid-job."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.exc = exc

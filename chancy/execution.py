@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from chancy import serialization
-from chancy.errors import Retry, SerializationError, UnknownTaskError
+from chancy.errors import Fail, Retry, SerializationError, UnknownTaskError
 from chancy.job import JobRecord
 
 #: The job being run by the current task, for tasks that want their own id or attempt.
@@ -115,6 +115,8 @@ def _outcome_of(record: JobRecord, call: Callable[[], Any]) -> Outcome:
         return outcome
     except UnknownTaskError as exc:
         return Outcome.failure(record.id, exc, final=True)
+    except Fail as fail:
+        return Outcome.failure(record.id, fail.exc, final=True)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, none escapes
         return Outcome.failure(record.id, exc)
 

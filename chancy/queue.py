@@ -15,6 +15,7 @@ from chancy.job import Job, JobRecord, JobState
 if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.executors.base import Executor
+    from chancy.queues.sql import Steps
 
 ExecutorFactory = Callable[["QueuePlugin"], "Executor"]
 
@@ -38,6 +39,9 @@ class Transition:
     error: dict[str, Any] | None = None
     delay: float | None = None  # seconds until the retry, when RETRYING (database clock)
     max_attempts: int | None = None  # when the task changed its budget
+    #: Statements to run in the transaction that writes this transition, and only if the
+    #: write applied (e.g. the next step of a workflow): a crash loses or repeats neither.
+    follow_up: "Callable[[], Steps] | None" = None
 
 
 def _load_executor(path: str) -> ExecutorFactory:

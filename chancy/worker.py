@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from chancy import migrations
 from chancy.app import Chancy
@@ -23,12 +23,39 @@ from chancy.executors.base import Executor
 from chancy.job import Backoff, JobRecord, JobState
 from chancy.queue import QueuePlugin, Transition
 from chancy.queues.pg import Queue as PgQueue
-from chancy.queues.sql import drive_async, single
+from chancy.queues.sql import Steps, drive_async, single
 from chancy.worker_sql import WorkerSQL
 
 log = logging.getLogger("chancy.worker")
 
 DEFAULT_BACKOFF = Backoff()
+
+#: Hooks that add follow-up statements to a job's transition, run in the transaction that
+#: writes it (e.g. the Celery layer's chain and chord steps). Each is
+#: ``hook(app, record, transition) -> (() -> Steps) | None``.
+CompletionHook = Callable[[Chancy, JobRecord, Transition], "Callable[[], Steps] | None"]
+completion_hooks: list[CompletionHook] = []
+
+
+def with_follow_ups(app: Chancy, record: JobRecord, transition: Transition) -> Transition:
+    """``transition`` with the follow-ups the registered hooks ask for, in hook order."""
+    follow_ups = []
+    for hook in completion_hooks:
+        try:
+            make_steps = hook(app, record, transition)
+        except Exception:  # noqa: BLE001 - a broken hook must not lose the job's outcome
+            log.exception("completion hook %r failed for job %s; its follow-up is skipped", hook, record.id)
+            continue
+        if make_steps is not None:
+            follow_ups.append(make_steps)
+    if not follow_ups:
+        return transition
+
+    def follow_up() -> Steps:
+        for make_steps in follow_ups:
+            yield from make_steps()
+
+    return dataclasses.replace(transition, follow_up=follow_up)
 
 
 def decide(record: JobRecord, outcome: Outcome) -> Transition:
@@ -236,7 +263,7 @@ class Worker:
     # --- outcomes -------------------------------------------------------------------------------
     def _on_outcome(self, runner: _QueueRunner, record: JobRecord, outcome: Outcome) -> None:
         self._held.pop(record.id, None)
-        transition = decide(record, outcome)
+        transition = with_follow_ups(self.app, record, decide(record, outcome))
         _log_outcome(record, transition)
         self._unwritten.append((runner.queue, transition))
         self._outcome_ready.set()

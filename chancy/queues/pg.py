@@ -52,6 +52,15 @@ def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int) -> S
     return [r for r in records if r.state is JobState.RUNNING]
 
 
+def write_back_steps(statements: JobSQL, worker_id: str, transitions: Sequence[Transition]) -> Steps:
+    """Write outcomes, then the follow-up of each transition that applied (run it in a
+    transaction when any transition has one)."""
+    applied = yield statements.write_back(worker_id, transitions)
+    for transition in transitions:
+        if transition.follow_up is not None and transition.job_id in applied:
+            yield from transition.follow_up()
+
+
 class Queue(QueuePlugin):
     """A queue whose jobs are rows in the app's Postgres jobs table."""
 
@@ -109,7 +118,12 @@ class Queue(QueuePlugin):
         return await self._run(claim_steps(self._sql, self.name, worker_id, limit))
 
     async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
-        await self._run(single(self._sql.write_back(worker_id, transitions)))
+        steps = write_back_steps(self._sql, worker_id, transitions)
+        if all(t.follow_up is None for t in transitions):
+            await self._run(steps)
+            return
+        async with self._app.connection() as conn, conn.transaction():
+            await drive_async(conn, steps)
 
     async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
