@@ -131,6 +131,13 @@ class Chancy:
             self._resolved_dsn = resolve_dsn(None)
         return self._resolved_dsn
 
+    @dsn.setter
+    def dsn(self, dsn: str) -> None:
+        """Point the app at another server (``chancy worker -A proj --dsn …``) before it connects."""
+        if self._async_pool is not None or self._sync_pool is not None or self._listener is not None:
+            raise ConfigurationError("Cannot change the DSN of an app that has already connected")
+        self._resolved_dsn = resolve_dsn(dsn)
+
     def task(
         self,
         func: Callable[..., Any] | None = None,

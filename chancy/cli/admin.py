@@ -1,0 +1,260 @@
+"""Day-to-day commands on the database: ``info``, ``migrate``, ``push``, ``status``, ``purge``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+
+from chancy import migrations
+from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_version, target_options
+from chancy.cli.output import age, emit_json, table, when
+from chancy.errors import SerializationError
+from chancy.job import Job, JobState
+from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL
+from chancy.queues.sql import single
+
+STATE_COLUMNS = [s.value for s in JobState]
+WAITING_STATES = (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING)
+
+
+def split_queues(value: str | None) -> list[str] | None:
+    """``-Q a,b`` (Celery's form) as a list; None when not given."""
+    if not value:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("give at least one queue name, e.g. -Q default,emails")
+    return names
+
+
+# --- info ------------------------------------------------------------------------------
+
+
+def _server_kind(target: Target) -> str:
+    if target.dsn:
+        return "given (--dsn / CHANCY_DSN)"
+    if target.app_spec:
+        return "the app's"
+    return "embedded (per-user server from chancy[embedded])"
+
+
+@click.command()
+@target_options
+@json_option
+def info(target: Target, as_json: bool) -> None:
+    """Which Postgres is in use (embedded or given), its version, the DSN, the schema."""
+    from chancy.embedded import server_info
+
+    app = target.app
+    server = server_info(app.dsn)
+    version = asyncio.run(schema_version(app))
+    data = {
+        "chancy_version": importlib.metadata.version("chancy"),
+        "server": _server_kind(target),
+        "server_version": server["server_version"],
+        "dsn": server["dsn"],
+        "data_directory": server["data_directory"],
+        "prefix": app.names.prefix,
+        "schema_version": version,
+        "schema_latest": migrations.LATEST_VERSION,
+    }
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        click.echo(f"{key.replace('_', ' '):>16}: {'-' if value is None else value}")
+    if version < migrations.LATEST_VERSION:
+        click.echo("\nThe schema is not up to date: run `chancy migrate`.")
+
+
+# --- migrate -----------------------------------------------------------------------------
+
+
+@click.group(invoke_without_command=True)
+@target_options
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
+@click.option("--to", "to_version", type=click.IntRange(min=1), help="Stop at this version.")
+@click.pass_context
+def migrate(ctx: click.Context, target: Target, dry_run: bool, to_version: int | None) -> None:
+    """Create or upgrade Chancy's tables (safe to run again; serialised across processes).
+
+    `chancy migrate status` shows the versions without changing anything."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = target
+        return
+    app = target.app
+    if dry_run:
+        current = asyncio.run(schema_version(app))
+        todo = migrations.pending(current, to_version)
+        with app.connect_sync() as conn:
+            for migration in todo:
+                click.echo(f"-- migration {migration.version}: {migration.description}")
+                for statement in migration.compose(app.names):
+                    click.echo(_dedent_sql(statement.as_string(conn)) + ";\n")
+        click.echo(f"-- {len(todo)} migration(s) pending (schema at version {current}); nothing was changed",
+                   err=True)
+        return
+    applied = asyncio.run(app.migrate(to_version))
+    if applied:
+        click.echo(f"applied migration(s) {', '.join(map(str, applied))}; schema at version {applied[-1]}")
+    else:
+        click.echo("schema already up to date")
+
+
+def _dedent_sql(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    indent = min((len(line) - len(line.lstrip()) for line in lines[1:]), default=0)
+    return "\n".join([lines[0].strip(), *(line[indent:] for line in lines[1:])])
+
+
+@migrate.command("status")
+@json_option
+@click.pass_obj
+def migrate_status(target: Target, as_json: bool) -> None:
+    """Show the schema version and pending migrations; exit 5 if any are pending."""
+    current = asyncio.run(schema_version(target.app))
+    todo = migrations.pending(current)
+    data = {"current": current, "latest": migrations.LATEST_VERSION,
+            "pending": [{"version": m.version, "description": m.description} for m in todo]}
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"schema version {current} of {migrations.LATEST_VERSION}")
+        for m in todo:
+            click.echo(f"  pending: {m.version} {m.description}")
+    if todo:
+        sys.exit(ExitCode.SCHEMA_OUT_OF_DATE)
+
+
+# --- push --------------------------------------------------------------------------------
+
+
+def _json_arg(kind: type, example: str) -> Any:
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return kind()
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON ({exc})") from None
+        if not isinstance(parsed, kind):
+            raise click.BadParameter(f"must be a JSON {kind.__name__}, e.g. {example}")
+        return parsed
+
+    return convert
+
+
+@click.command()
+@click.argument("task")
+@click.option("--args", callback=_json_arg(list, '[1, "a"]'), metavar="JSON", help='Positional arguments, e.g. \'[1, "a"]\'.')
+@click.option("--kwargs", callback=_json_arg(dict, '{"x": 1}'), metavar="JSON", help='Keyword arguments, e.g. \'{"x": 1}\'.')
+@click.option("-Q", "--queue", default="default", show_default=True, help="Queue to push to.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--countdown", type=click.FloatRange(min=0), help="Run no sooner than this many seconds from now.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=1, show_default=True, help="Attempts before it fails for good.")
+@click.option("--unique-key", help="At most one live job per key: a duplicate returns the live job's id.")
+@click.option("--wait", "wait_timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Wait this long for the job to finish; exit 0 only if it succeeded.")
+@target_options
+@json_option
+def push(target: Target, task: str, args: list, kwargs: dict, queue: str, priority: int,
+         countdown: float | None, max_attempts: int, unique_key: str | None,
+         wait_timeout: float | None, as_json: bool) -> None:
+    """Push one job running TASK (a registered name or an importable module.function).
+
+    Prints the job id (or, with --wait, the finished job)."""
+    scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=countdown) if countdown else None
+    try:
+        job = Job(task, args=args, kwargs=kwargs, queue=queue, priority=priority,
+                  max_attempts=max_attempts, scheduled_at=scheduled_at, unique_key=unique_key)
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None
+    with target.app as app:
+        try:
+            ref = app.push_sync(job)
+        except SerializationError as exc:
+            raise CliError(str(exc), ExitCode.USAGE) from None
+        if wait_timeout is None:
+            if as_json:
+                emit_json({"id": str(ref.id), "queue": ref.queue})
+            else:
+                click.echo(str(ref.id))
+            return
+        try:
+            record = ref.wait_sync(timeout=wait_timeout)
+        except TimeoutError:
+            raise CliError(f"job {ref.id} did not finish within {wait_timeout:g}s (it is still waiting or running)",
+                           ExitCode.FAILED) from None
+    from chancy.cli.jobs import print_job
+
+    print_job(record, as_json)
+    if record.state is not JobState.SUCCEEDED:
+        sys.exit(ExitCode.FAILED)
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+@click.command()
+@target_options
+@json_option
+def status(target: Target, as_json: bool) -> None:
+    """Queues with their job counts by state, workers with their heartbeat age, the leader."""
+    target.require_schema()
+    admin = AdminSQL(target.app.names)
+    counts = target.run(single(admin.counts()))
+    workers = target.run(single(admin.workers()))
+    if as_json:
+        emit_json({"queues": [{"queue": q, **{s: by.get(s, 0) for s in STATE_COLUMNS}} for q, by in counts.items()],
+                   "workers": workers})
+        return
+    if counts:
+        rows = [[q, *(by.get(s, 0) for s in STATE_COLUMNS)] for q, by in counts.items()]
+        click.echo(table(["queue", *STATE_COLUMNS], rows))
+    else:
+        click.echo("no jobs yet")
+    click.echo()
+    if workers:
+        rows = [[w["worker_id"], w["hostname"], w["pid"], ",".join(w["queues"]), w["running"],
+                 age(w["heartbeat_age"]), when(w["started_at"])] for w in workers]
+        click.echo(table(["worker", "host", "pid", "queues", "running", "heartbeat", "started"], rows))
+    else:
+        click.echo("no workers running")
+
+
+# --- purge -------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("-Q", "--queues", help="Only these queues (comma-separated); default: all.")
+@click.option("--state", "states", multiple=True,
+              type=click.Choice(sorted(s.value for s in PURGEABLE_STATES)),
+              help="States to delete (repeatable) [default: pending, scheduled, retrying].")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@target_options
+@json_option
+def purge(target: Target, queues: str | None, states: tuple[str, ...], force: bool, as_json: bool) -> None:
+    """Delete waiting jobs (or the given states) for good. Running jobs are never
+    touched: cancel those with `chancy jobs cancel`."""
+    target.require_schema()
+    chosen = [JobState(s) for s in states] or list(WAITING_STATES)
+    queue_names = split_queues(queues)
+    where = f"queue(s) {', '.join(queue_names)}" if queue_names else "all queues"
+    if not force:
+        if not sys.stdin.isatty():
+            raise CliError("purge deletes jobs: pass --force when not running interactively", ExitCode.USAGE)
+        click.confirm(f"Delete every {'/'.join(s.value for s in chosen)} job in {where}?", abort=True)
+    deleted = target.run(single(AdminSQL(target.app.names).purge(chosen, queue_names)))
+    if as_json:
+        emit_json({"deleted": deleted, "total": sum(deleted.values())})
+        return
+    for queue, count in deleted.items():
+        click.echo(f"{queue}: {count} job(s) deleted")
+    click.echo(f"purged {sum(deleted.values())} job(s) from {where}")
+

@@ -1,0 +1,152 @@
+"""``chancy worker``: run a worker for a native or a Celery-style app, with Celery's flags."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+from typing import Any
+
+import click
+
+from chancy import logs
+from chancy.app import Chancy
+from chancy.cli.admin import split_queues
+from chancy.cli.common import CliError, ExitCode, Target, target_options
+from chancy.cli.loading import core_app
+from chancy.errors import ConfigurationError
+from chancy.queue import EXECUTOR_ALIASES, ExecutorFactory, QueuePlugin
+from chancy.queues.admin_sql import AdminSQL
+from chancy.queues.pg import Queue
+from chancy.queues.sql import single
+from chancy.worker import Worker
+
+#: A worker id whose heartbeat is younger than this belongs to a live worker.
+LIVE_HEARTBEAT_AGE = 30.0
+POOLS = sorted(EXECUTOR_ALIASES)
+
+
+def _process_executor(queue: QueuePlugin, max_tasks_per_child: int) -> Any:
+    from chancy.executors.process import ProcessExecutor
+
+    return ProcessExecutor(queue, maximum_jobs_per_worker=max_tasks_per_child)
+
+
+def executor_for(pool: str | None, max_tasks_per_child: int | None) -> ExecutorFactory | str | None:
+    """The executor a ``-P`` pool name (and ``--max-tasks-per-child``) stands for."""
+    if max_tasks_per_child is not None:
+        if pool is not None and EXECUTOR_ALIASES[pool] != EXECUTOR_ALIASES["process"]:
+            raise click.UsageError("--max-tasks-per-child applies to the process pool (-P process)")
+        return functools.partial(_process_executor, max_tasks_per_child=max_tasks_per_child)
+    return pool
+
+
+def configure_queues(
+    app: Chancy, names: list[str] | None, concurrency: int | None, pool: str | None,
+    max_tasks_per_child: int | None,
+) -> list[str]:
+    """Declare or adjust the queues this worker serves; returns their names.
+
+    A queue named with ``-Q`` that the app does not declare is added as a Postgres queue;
+    ``-c``/``-P`` override the settings of each queue served (``-P solo`` runs one job at
+    a time)."""
+    names = names or list(app.queues) or ["default"]
+    executor = executor_for(pool, max_tasks_per_child)
+    if pool == "solo":
+        concurrency = 1
+    for name in names:
+        declared = app.queues.get(name)
+        if declared is not None and not (concurrency or executor):
+            continue
+        if declared is not None and not isinstance(declared, Queue):
+            raise ConfigurationError(f"-c/-P can only change Postgres queues; {name!r} is a {type(declared).__name__}")
+        queue = Queue(
+            name,
+            concurrency=concurrency or (declared.concurrency if declared else 1),
+            executor=executor or (declared.executor_factory if declared else "asyncio"),
+            polling_interval=declared.polling_interval if declared else 1.0,
+        )
+        queue.bind(app)
+        app.queues[name] = queue
+    return names
+
+
+def _worker_app(obj: Any, names: list[str] | None, concurrency: int | None, pool: str | None,
+                max_tasks_per_child: int | None) -> tuple[Chancy, list[str]]:
+    """The core app to run and the queues to serve, for a native or a Celery-style app."""
+    app = core_app(obj)
+    assert app is not None
+    if isinstance(obj, Chancy):
+        return app, configure_queues(app, names, concurrency, pool, max_tasks_per_child)
+    try:
+        from chancy.compat import worker_app  # type: ignore[attr-defined]
+    except ImportError:
+        raise ConfigurationError(
+            f"{obj!r} is a Celery-style app, but this install has no chancy.compat.worker_app to run it"
+        ) from None
+    if max_tasks_per_child is not None:
+        pool = pool or "process"
+    app = worker_app(obj, names, concurrency, pool)
+    return app, configure_queues(app, names, None, None, max_tasks_per_child)
+
+
+def _check_unique_id(target: Target, worker_id: str) -> None:
+    for row in target.run(single(AdminSQL(target.app.names).workers())):
+        if row["worker_id"] == worker_id and row["heartbeat_age"] < LIVE_HEARTBEAT_AGE:
+            raise CliError(
+                f"a worker named {worker_id!r} is already running on {row['hostname']} (pid {row['pid']}); "
+                "give this one another -n name", ExitCode.CONFLICT)
+
+
+def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | None) -> str:
+    from chancy.embedded import server_info
+
+    server = server_info(app.dsn)
+    lines = [f"chancy worker {worker_id or '(id chosen at start)'}",
+             f"  postgres {server['server_version']}: {server['dsn']}",
+             f"  tables   {app.names.prefix}*"]
+    lines += [f"  queue    {name}: concurrency {app.queues[name].concurrency}, executor {pool or 'as declared'}"
+              for name in names]
+    return "\n".join(lines)
+
+
+async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_timeout: float) -> None:
+    async with app:
+        worker = Worker(app, queues=names, worker_id=worker_id, shutdown_timeout=shutdown_timeout)
+        await worker.start()
+
+
+@click.command()
+@target_options
+@click.option("-Q", "--queues", metavar="A,B", help="Queues to serve [default: every queue the app declares].")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Jobs at a time per queue.")
+@click.option("-P", "--pool", type=click.Choice(POOLS), help="Executor: process, thread, asyncio, solo (or Celery's prefork/threads).")
+@click.option("-l", "--loglevel", type=click.Choice(logs.LEVELS, case_sensitive=False), default="INFO",
+              show_default=True, help="Log level.")
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="text", show_default=True,
+              help="text for people, json (one object per line) for log shippers.")
+@click.option("-n", "--hostname", "name", metavar="NAME", help="Worker id (%h: host name); must be unique.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
+              help="Replace a process-pool child after N jobs (bounds leaks).")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds running jobs get to finish on SIGTERM/Ctrl-C (a second one stops at once).")
+def worker(target: Target, queues: str | None, concurrency: int | None, pool: str | None, loglevel: str,
+           log_format: str, name: str | None, max_tasks_per_child: int | None, shutdown_timeout: float) -> None:
+    """Run jobs from the queues until SIGTERM or Ctrl-C (drains; a second signal stops hard).
+
+    \b
+    chancy worker -A proj -Q default,emails -c 8 -P thread
+    chancy worker -A proj.tasks:app -P process --max-tasks-per-child 100
+    """
+    logs.setup(loglevel, log_format)
+    app, names = _worker_app(target.app_object, split_queues(queues), concurrency, pool, max_tasks_per_child)
+    target.require_schema()
+    worker_id = name.replace("%h", socket.gethostname()) if name else None
+    if worker_id:
+        _check_unique_id(target, worker_id)
+    click.echo(_banner(app, names, worker_id, pool), err=True)
+    try:
+        asyncio.run(_serve(app, names, worker_id, shutdown_timeout))
+    except KeyboardInterrupt:  # a signal before the worker installed its handlers
+        raise CliError("interrupted before the worker started", ExitCode.INTERRUPTED) from None
+    click.echo("chancy worker: stopped cleanly", err=True)

@@ -1,0 +1,119 @@
+"""Statements for operators (the ``chancy`` CLI): counts per queue and state, workers and
+their heartbeat age, job listings, and purging waiting jobs. Composed like
+:mod:`chancy.queues.sql` (identifiers from the prefix, values as parameters only) and run
+through the same drivers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Sequence, TypedDict
+
+from psycopg import sql
+
+from chancy.job import JobState
+from chancy.migrations import Names
+from chancy.queues.sql import RECORD_COLUMNS, Statement, record_from_row
+
+#: States ``purge`` may delete: never ``running`` (a worker holds those rows).
+PURGEABLE_STATES = frozenset(JobState) - {JobState.RUNNING}
+
+
+class WorkerRow(TypedDict):
+    worker_id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    tags: list[str]
+    started_at: datetime
+    heartbeat_age: float  # seconds since the last heartbeat, on the database clock
+    running: int
+
+
+class AdminSQL:
+    """The operator statements for one table prefix, composed once."""
+
+    def __init__(self, names: Names) -> None:
+        self.names = names
+        f = names.fields()
+        self._table_exists = sql.SQL("SELECT to_regclass(%(name)s) IS NOT NULL")
+        self._counts = sql.SQL(
+            "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state ORDER BY queue, state"
+        ).format(**f)
+        self._workers = sql.SQL(
+            """
+            SELECT w.worker_id, w.hostname, w.pid, w.queues, w.tags, w.started_at,
+                   extract(epoch FROM now() - w.last_seen)::float8,
+                   (SELECT count(*) FROM {jobs} j WHERE j.state = 'running' AND j.taken_by = w.worker_id)
+            FROM {workers} w
+            ORDER BY w.worker_id
+            """
+        ).format(**f)
+        self._list = sql.SQL(
+            """
+            SELECT {cols} FROM {jobs}
+            WHERE (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+              AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s::text[]))
+              AND (%(task)s::text IS NULL OR func = %(task)s::text)
+            ORDER BY id DESC
+            LIMIT %(limit)s
+            """
+        ).format(cols=sql.SQL(RECORD_COLUMNS), **f)
+        self._states_of = sql.SQL(
+            "SELECT state, count(*) FROM {jobs} WHERE id = ANY(%(ids)s::uuid[]) GROUP BY state"
+        ).format(**f)
+        self._purge = sql.SQL(
+            """
+            WITH purged AS (
+                DELETE FROM {jobs}
+                WHERE state = ANY(%(states)s::text[])
+                  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+                RETURNING queue
+            )
+            SELECT queue, count(*) FROM purged GROUP BY queue ORDER BY queue
+            """
+        ).format(**f)
+
+    def table_exists(self, suffix: str) -> Statement:
+        """Whether ``<prefix><suffix>`` exists (e.g. tables of a later migration)."""
+        return Statement(self._table_exists, {"name": self.names.prefix + suffix}, lambda rows: rows[0][0])
+
+    def counts(self) -> Statement:
+        """``{queue: {state: count}}`` over every job row."""
+
+        def by_queue(rows: list[tuple]) -> dict[str, dict[str, int]]:
+            result: dict[str, dict[str, int]] = {}
+            for queue, state, count in rows:
+                result.setdefault(queue, {})[state] = count
+            return result
+
+        return Statement(self._counts, {}, by_queue)
+
+    def workers(self) -> Statement:
+        keys = WorkerRow.__annotations__.keys()
+        return Statement(self._workers, {}, lambda rows: [WorkerRow(**dict(zip(keys, row))) for row in rows])
+
+    def list_jobs(
+        self, *, queues: Sequence[str] | None = None, states: Sequence[JobState] | None = None,
+        task: str | None = None, limit: int = 50,
+    ) -> Statement:
+        """The newest jobs matching every filter given (``None`` matches all)."""
+        params: dict[str, Any] = {
+            "queues": list(queues) if queues else None,
+            "states": [JobState(s).value for s in states] if states else None,
+            "task": task,
+            "limit": limit,
+        }
+        return Statement(self._list, params, lambda rows: [record_from_row(row) for row in rows])
+
+    def states_of(self, ids: Sequence[Any]) -> Statement:
+        """``{state: count}`` over the given job ids (how far a batch has got)."""
+        return Statement(self._states_of, {"ids": list(ids)}, lambda rows: {s: n for s, n in rows})
+
+    def purge(self, states: Sequence[JobState], queues: Sequence[str] | None = None) -> Statement:
+        """Delete jobs in ``states`` (never running ones); ``{queue: deleted}``."""
+        states = [JobState(s) for s in states]
+        refused = [s.value for s in states if s not in PURGEABLE_STATES]
+        if refused:
+            raise ValueError(f"cannot purge {refused} jobs: a worker holds them (cancel them instead)")
+        params = {"states": [s.value for s in states], "queues": list(queues) if queues else None}
+        return Statement(self._purge, params, lambda rows: {q: n for q, n in rows})
