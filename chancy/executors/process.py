@@ -1,0 +1,268 @@
+"""Run jobs in long-lived child processes, one job per child at a time, so that a job can
+be killed for its time or memory limit, or on cancel, without harming the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import uuid
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
+
+import psutil
+
+from chancy import execution
+from chancy.errors import ChancyError, JobMemoryError
+from chancy.executors._slots import Slot, SlotExecutor
+from chancy.job import Limit
+
+if TYPE_CHECKING:
+    from chancy.queue import QueuePlugin
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two samples of a busy child's resident memory.
+MEMORY_SAMPLE_INTERVAL = 0.1
+#: Seconds :meth:`ProcessExecutor.stop` gives idle children to exit before killing them.
+EXIT_TIMEOUT = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+class ChildDiedError(ChancyError):
+    """The child process running a job died before it reported an outcome."""
+
+
+class ProcessExecutor(SlotExecutor):
+    """Runs each job with :func:`execution.run_sync` in one of ``concurrency`` child processes.
+
+    - Time limit and cancel: the child gets SIGTERM, then SIGKILL ``grace`` seconds later;
+      the job is reported once the child is dead, and a fresh child takes its place. The
+      time limit counts from the moment the job is handed to a ready child.
+    - Memory limit: the child's resident set size is sampled every
+      ``MEMORY_SAMPLE_INTERVAL`` seconds while it runs a job with a memory limit; over the
+      limit, it is killed the same way and the job fails with JobMemoryError giving the
+      size measured. An allocation made and freed between two samples goes unseen.
+    - A child that dies by itself (a crash, ``os._exit``, the kernel's OOM killer) fails
+      its job with ChildDiedError naming its exit code or signal, and is replaced.
+    - After ``maximum_jobs_per_worker`` jobs a child exits and is replaced (bounding leaks).
+
+    Children ignore SIGINT (the worker handles Ctrl-C and drains) and, on Linux, are
+    killed when the thread that started them (the worker's event-loop thread) ends.
+    Tasks are looked up in the child with :func:`execution.resolve`, so they must be
+    importable there.
+    """
+
+    supports_time_limit = True
+    supports_memory_limit = True
+
+    def __init__(
+        self,
+        queue: "QueuePlugin",
+        maximum_jobs_per_worker: int | None = None,
+        mp_context: str = "spawn",
+    ) -> None:
+        super().__init__(queue)
+        if maximum_jobs_per_worker is not None and maximum_jobs_per_worker < 1:
+            raise ValueError(f"maximum_jobs_per_worker must be None or >= 1, got {maximum_jobs_per_worker!r}")
+        self.maximum_jobs_per_worker = maximum_jobs_per_worker
+        self._context = multiprocessing.get_context(mp_context)
+        #: The children in service: ``concurrency`` of them until stop.
+        self._children: list[_Child] = []
+        #: Every child whose pipe is open or that is not reaped yet, in service or not.
+        self._living: set[_Child] = set()
+        self._burials: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start every child at once and wait until each is ready (spawning is slow)."""
+        self._children = [self._spawn() for _ in range(self.concurrency)]
+        if not all(await asyncio.gather(*(child.started for child in self._children))):
+            await self.stop(0)
+            raise RuntimeError("A child process of the process executor died while starting; "
+                               "its error output says why")
+
+    def _run(self, slot: Slot) -> None:
+        child = next(child for child in self._children if child.slot is None)
+        child.slot = slot
+        if child.started.done():
+            self._send(child)
+
+    def _interrupt(self, slot: Slot, exc: BaseException) -> None:
+        child = next(child for child in self._living if child.slot is slot)
+        if child in self._children:
+            self._replace(child)
+        _stop_timer(child)
+        child.process.terminate()
+        asyncio.get_running_loop().call_later(self.grace, _kill_if_alive, child.process)
+
+    async def _close(self) -> None:
+        for child in list(self._children):
+            self._retire(child)
+        if not self._living:
+            return
+        await asyncio.wait([child.gone for child in self._living], timeout=EXIT_TIMEOUT)
+        for child in self._living:
+            child.process.kill()
+        await asyncio.gather(*(child.gone for child in self._living))
+
+    # --- children ----------------------------------------------------------------------------
+    def _spawn(self) -> _Child:
+        loop = asyncio.get_running_loop()
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(target=_child_main, args=(theirs, os.getpid()),
+                                        name=f"chancy-{self.queue.name}", daemon=True)
+        process.start()
+        theirs.close()  # so that the child's death closes the pipe
+        child = _Child(process, ours, loop.create_future(), loop.create_future())
+        self._living.add(child)
+        loop.add_reader(ours.fileno(), self._on_readable, child)
+        return child
+
+    def _replace(self, child: _Child) -> None:
+        """Take ``child`` out of service; a fresh one takes its place unless stopping."""
+        self._children.remove(child)
+        if not self._stopping:
+            self._children.append(self._spawn())
+
+    def _retire(self, child: _Child) -> None:
+        """Let an idle child exit cleanly."""
+        self._replace(child)
+        try:
+            child.conn.send(None)
+        except OSError:  # it is gone already; its closed pipe tells us
+            pass
+
+    def _send(self, child: _Child) -> None:
+        assert child.slot is not None
+        try:
+            child.conn.send(child.slot.record)
+        except OSError:  # it died meanwhile; its closed pipe tells us
+            return
+        self._arm_time_limit(child.slot)
+        limit = child.slot.record.limit(Limit.Type.MEMORY)
+        if limit is not None:
+            child.timer = asyncio.get_running_loop().call_later(MEMORY_SAMPLE_INTERVAL, self._sample, child, limit)
+
+    def _on_readable(self, child: _Child) -> None:
+        try:
+            message = child.conn.recv()  # written in one go; a large one may take a moment
+        except (EOFError, OSError):
+            self._on_exit(child)
+            return
+        if message is None:  # ready
+            child.started.set_result(True)
+            if child.slot is not None and child in self._children:
+                self._send(child)
+        elif child in self._children:  # an outcome (a child being killed reports its interruption)
+            slot, child.slot = child.slot, None
+            assert slot is not None
+            _stop_timer(child)
+            child.jobs_done += 1
+            if self.maximum_jobs_per_worker and child.jobs_done >= self.maximum_jobs_per_worker:
+                self._retire(child)  # before reporting, so that no new job is given to it
+            self._finished(slot, message)
+
+    def _on_exit(self, child: _Child) -> None:
+        asyncio.get_running_loop().remove_reader(child.conn.fileno())
+        unexpected = child in self._children  # not retired or killed by us
+        if unexpected:
+            self._replace(child)
+        burial = asyncio.get_running_loop().create_task(self._bury(child, unexpected))
+        self._burials.add(burial)
+        burial.add_done_callback(self._burials.discard)
+
+    async def _bury(self, child: _Child, unexpected: bool) -> None:
+        """Reap a child whose pipe closed and report the job it held, if any."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
+        while child.process.exitcode is None:  # it is exiting; SIGKILL if it lingers
+            if loop.time() > deadline:
+                child.process.kill()
+            await asyncio.sleep(0.01)
+        child.conn.close()
+        _stop_timer(child)
+        self._living.discard(child)
+        if not child.started.done():
+            child.started.set_result(False)
+        if unexpected:
+            log.warning("a child process of queue %r %s", self.queue.name, _how_it_died(child.process.exitcode))
+        if child.slot is not None:
+            self._finished(child.slot, _died(child.slot.record.id, child.process.exitcode))
+        child.gone.set_result(None)
+
+    def _sample(self, child: _Child, limit: float) -> None:
+        try:
+            rss = psutil.Process(child.process.pid).memory_info().rss
+        except psutil.Error:  # it is exiting; its closed pipe tells us
+            return
+        if rss > limit and child.slot is not None:
+            child.timer = None
+            self._stop_job(child.slot, JobMemoryError(
+                f"The job used {rss / 2**20:.0f} MiB of memory, over its limit of {limit / 2**20:.0f} MiB"))
+        else:
+            child.timer = asyncio.get_running_loop().call_later(MEMORY_SAMPLE_INTERVAL, self._sample, child, limit)
+
+
+@dataclasses.dataclass(eq=False)
+class _Child:
+    process: BaseProcess
+    conn: Connection
+    started: asyncio.Future[bool]  # True once ready, False if it died first
+    gone: asyncio.Future[None]  # set once it is reaped and its job (if any) reported
+    slot: Slot | None = None  # the job given to it
+    jobs_done: int = 0
+    timer: asyncio.TimerHandle | None = None  # the next memory sample
+
+
+def _stop_timer(child: _Child) -> None:
+    if child.timer is not None:
+        child.timer.cancel()
+        child.timer = None
+
+
+def _kill_if_alive(process: BaseProcess) -> None:
+    if process.exitcode is None:
+        process.kill()
+
+
+def _how_it_died(code: int | None) -> str:
+    if code is None or code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
+def _died(job_id: uuid.UUID, code: int | None) -> execution.Outcome:
+    return execution.Outcome.failure(job_id, ChildDiedError(
+        f"The child process running the job {_how_it_died(code)} before reporting an outcome "
+        "(a crash, os._exit(), or the kernel's out-of-memory killer)"))
+
+
+def _child_main(conn: Connection, parent_pid: int) -> None:
+    """A child's life: say it is ready, then run each record it receives and send back
+    the outcome, until it receives None or the worker closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # "fork" children inherit the worker's handler…
+    signal.set_wakeup_fd(-1)  # …and its event loop's wake-up pipe
+    multiprocessing.current_process().daemon = False  # let tasks start processes of their own
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the worker died before prctl took effect
+        return
+    conn.send(None)
+    while True:
+        try:
+            record = conn.recv()
+        except EOFError:
+            return
+        if record is None:
+            return
+        conn.send(execution.run_sync(record))
