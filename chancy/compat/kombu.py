@@ -14,8 +14,9 @@ Options (``broker_transport_options``): ``prefix`` (table prefix, default ``chan
 ``accept_content`` (serializers decoded on publish, default ``["json"]``),
 ``lower_priority_first`` (Redis-style priorities), ``polling_interval`` (seconds between
 checks for due scheduled rows; pushes wake consumers at once through LISTEN),
-``heartbeat_interval`` (default 5 s) and ``consumer_timeout`` (default 60 s: a holder
-silent this long is presumed dead and its rows are recovered).
+``heartbeat_interval`` (default 5 s) and ``consumer_timeout`` (default 60 s: a consumer
+that has not heartbeaten for this long counts as dead, and its rows are recovered like a
+Chancy worker's — by any consumer's heartbeat thread or the Chancy cluster's leader).
 
 Routing: queues map 1:1 to Chancy queues; the default exchange and direct exchanges
 route by routing key. Fanout exchanges (remote control broadcast, ``inspect``) are not
@@ -42,6 +43,7 @@ from chancy.compat import protocol
 from chancy.compat.process_connection import ProcessConnection
 from chancy.compat.transport_sql import TransportSQL
 from chancy.migrations import Names
+from chancy.plugins.sql import ClusterSQL
 from chancy.queues.pg import claim_steps
 from chancy.queues.sql import JobSQL, Statement, single
 from chancy.worker_sql import WorkerSQL
@@ -50,6 +52,7 @@ log = logging.getLogger("chancy.compat.kombu")
 
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_CONSUMER_TIMEOUT = 60.0
+RECOVERY_BATCH = 500
 
 
 def _dsn_of(client: Any) -> str:
@@ -152,6 +155,7 @@ class Transport(virtual.Transport):
         self.job_sql = JobSQL(names)
         self.transport_sql = TransportSQL(names)
         self.worker_sql = WorkerSQL(names)
+        self.cluster_sql = ClusterSQL(names)
         self.accept_content = list(options.get("accept_content", ["json"]))
         self.lower_priority_first = bool(options.get("lower_priority_first", False))
         self.heartbeat_interval = float(options.get("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL))
@@ -190,7 +194,8 @@ class Transport(virtual.Transport):
         self._beat_thread.start()
 
     def _heartbeat(self, consumer: str) -> Statement:
-        return self.worker_sql.heartbeat(consumer, socket.gethostname(), os.getpid(), [], ["celery"], [])
+        return self.worker_sql.heartbeat(consumer, socket.gethostname(), os.getpid(), [], ["celery"], [],
+                                         ttl=self.consumer_timeout)
 
     def _beat(self, consumer: str, stop: threading.Event) -> None:
         """Heartbeat, and recover rows of holders that stopped heartbeating: a fleet of
@@ -200,7 +205,7 @@ class Transport(virtual.Transport):
             while not stop.wait(self.heartbeat_interval):
                 try:
                     database.run(single(self._heartbeat(consumer)))
-                    recovered = database.run(single(self.transport_sql.recover(self.consumer_timeout)))
+                    recovered = database.run(single(self.cluster_sql.recover(RECOVERY_BATCH)))
                     if recovered:
                         log.warning("recovered %d job(s) from stopped workers or consumers", len(recovered))
                 except psycopg.Error as exc:

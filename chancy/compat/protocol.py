@@ -27,11 +27,12 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 from chancy import serialization
 from chancy.job import Job, JobRecord, Limit, new_job_id
 
-#: Celery's default ``max_retries``. The wire does not carry a task's retry budget (the
-#: Celery worker enforces it when the task retries); this only bounds how often a row
-#: is handed out again after the consumer holding it died.
-CELERY_DEFAULT_MAX_RETRIES = 3
 MAX_CELERY_PRIORITY = 9
+#: Attempts a Celery-born row gets beyond its own run: the wire does not carry a task's
+#: retry budget (a Celery worker enforces ``max_retries`` itself, a Chancy worker through
+#: the compat layer), so these only cover a worker or consumer dying mid-task; the row
+#: is then recovered and run again, at most this many times.
+LOST_DELIVERY_BUDGET = 3
 
 #: Header fields kept verbatim in ``meta["celery"]``; everything else in the headers
 #: that Celery does not define is a user header (``meta["celery"]["headers"]``).
@@ -190,7 +191,7 @@ def job_from_message(
         job = Job(
             headers["task"], args=args, kwargs=kwargs, queue=queue,
             priority=to_chancy_priority(properties.get("priority"), lower_priority_first),
-            max_attempts=retries + 1 + CELERY_DEFAULT_MAX_RETRIES,
+            max_attempts=retries + 1 + LOST_DELIVERY_BUDGET,
             scheduled_at=_parse_time(headers.get("eta"), "eta"),
             expires_at=_parse_time(headers.get("expires"), "expires"),
             limits=[Limit(Limit.Type.TIME, hard_limit)] if hard_limit else [],

@@ -1,7 +1,7 @@
 """The statements the kombu transport and the result backend add to the core's job SQL:
 storing a published Celery message as a row (a re-published id, i.e. a Celery retry,
-replaces its row), acknowledging or rejecting one delivery, recovering rows held by
-consumers that stopped heartbeating, and writing Celery task states onto rows.
+replaces its row), acknowledging or rejecting one delivery, and writing Celery task
+states onto rows.
 
 Same pattern as :mod:`chancy.queues.sql`: statements are composed once per table prefix
 and driven by either a sync or an async connection."""
@@ -46,7 +46,7 @@ class TransportSQL:
                     queue = EXCLUDED.queue, func = EXCLUDED.func, args = EXCLUDED.args,
                     kwargs = EXCLUDED.kwargs, priority = EXCLUDED.priority, state = EXCLUDED.state,
                     attempts = EXCLUDED.attempts,
-                    max_attempts = GREATEST(EXCLUDED.max_attempts, EXCLUDED.attempts + 1),
+                    max_attempts = EXCLUDED.max_attempts,
                     scheduled_at = EXCLUDED.scheduled_at, expires_at = EXCLUDED.expires_at,
                     limits = EXCLUDED.limits, meta = EXCLUDED.meta,
                     errors = j.errors || EXCLUDED.errors, result = NULL, taken_by = NULL,
@@ -94,36 +94,6 @@ class TransportSQL:
             SELECT pg_notify(%(done)s, id::text) FROM failed
             """
         ).format(delivery=delivery, **f)
-        # Rows held by a consumer or worker that has not heartbeaten within the timeout
-        # (or is not registered at all; rows a result backend created have no holder) go back to their queue, or fail once their
-        # attempts are used up. Each row is guarded by its own state, so concurrent
-        # recoverers (other transports, the cluster's recovery) cannot double-apply.
-        self._recover = sql.SQL(
-            """
-            WITH lost AS (
-                SELECT j.id FROM {jobs} j
-                WHERE j.state = 'running' AND j.taken_by IS NOT NULL AND j.started_at < now() - make_interval(secs => %(timeout)s)
-                  AND NOT EXISTS (
-                      SELECT 1 FROM {workers} w WHERE w.worker_id = j.taken_by
-                        AND w.last_seen > now() - make_interval(secs => %(timeout)s))
-                FOR UPDATE SKIP LOCKED
-            ), recovered AS (
-                UPDATE {jobs} j SET
-                    state = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
-                    completed_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
-                    errors = j.errors || jsonb_build_array(jsonb_build_object(
-                        'type', 'chancy.WorkerLost', 'attempt', j.attempts, 'at', now(),
-                        'message', 'the worker or Celery consumer ' || COALESCE(j.taken_by, '?')
-                                   || ' holding this job stopped heartbeating')),
-                    taken_by = NULL
-                FROM lost WHERE j.id = lost.id AND j.state = 'running'
-                RETURNING j.id, j.queue, j.state
-            )
-            SELECT id, CASE WHEN state = 'pending' THEN pg_notify(%(pushed)s, queue)
-                            ELSE pg_notify(%(done)s, id::text) END
-            FROM recovered
-            """
-        ).format(**f)
         self._purge = sql.SQL(
             "WITH purged AS (DELETE FROM {jobs} WHERE queue = %(queue)s AND state IN " + WAITING
             + " RETURNING 1) SELECT count(*) FROM purged"
@@ -131,19 +101,21 @@ class TransportSQL:
         self._size = sql.SQL(
             "SELECT count(*) FROM {jobs} WHERE queue = %(queue)s AND state IN " + WAITING
         ).format(**f)
-        # Result backend: a Celery state written onto the row (created if the task never
-        # went through the transport). Terminal states finish the row; others only
-        # record the Celery state and its info in meta.
+        # Result backend: a Celery state written onto the row. Terminal states finish the
+        # row; others only record the Celery state and its info in meta. A task that never
+        # went through the transport (another broker) gets a row here: finished, or for
+        # a non-terminal state one scheduled at infinity, so no worker ever claims it.
         self._store_state = sql.SQL(
             """
             WITH stored AS (
                 INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, state, attempts, meta,
-                                         result, errors, completed_at, started_at)
+                                         result, errors, completed_at, started_at, scheduled_at)
                 VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s,
-                        COALESCE(%(state)s::text, 'running'), 1,
+                        COALESCE(%(state)s::text, 'scheduled'), 1,
                         jsonb_build_object('celery', %(celery)s::jsonb), %(result)s,
                         CASE WHEN %(error)s::jsonb IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(%(error)s::jsonb) END,
-                        CASE WHEN %(state)s::text IS NOT NULL THEN now() END, now())
+                        CASE WHEN %(state)s::text IS NOT NULL THEN now() END, now(),
+                        CASE WHEN %(state)s::text IS NULL THEN 'infinity'::timestamptz ELSE now() END)
                 ON CONFLICT (id) DO UPDATE SET
                     state = COALESCE(%(state)s::text, j.state),
                     result = CASE WHEN %(state)s::text IS NULL THEN j.result ELSE %(result)s END,
@@ -192,10 +164,6 @@ class TransportSQL:
 
     def fail(self, job_id: uuid.UUID, attempt: int, consumer: str, error: dict[str, Any]) -> Statement:
         return self._delivery(self._fail, job_id, attempt, consumer, error=serialization.dumps(error))
-
-    def recover(self, timeout: float) -> Statement:
-        params = {"timeout": timeout, "pushed": self.pushed_channel, "done": self.done_channel}
-        return Statement(self._recover, params, lambda rows: [row[0] for row in rows])
 
     def purge(self, queue: str) -> Statement:
         return Statement(self._purge, {"queue": queue}, _count)

@@ -76,6 +76,7 @@ class CeleryWorker:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self._log.close()
+        print(f"--- celery worker {self.process.pid} log ---\n{self.log()}")  # shown if the test failed
         self.log_path.unlink(missing_ok=True)
 
 
@@ -93,12 +94,3 @@ def celery_worker(interop_dsn: str) -> Iterator:
     for worker in workers:
         worker.stop()
 
-
-def ran(dsn: str) -> list[tuple[int, str]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT key, worker FROM interop_ran ORDER BY key").fetchall()
-
-
-def job_rows(dsn: str, where: str = "TRUE") -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(f"SELECT id, state, attempts, taken_by, result FROM chancy_jobs WHERE {where}").fetchall()

@@ -13,6 +13,7 @@ import pytest
 from kombu import Connection, Exchange, Producer
 
 from chancy import Chancy
+from chancy.errors import Fail
 from chancy.execution import registry
 from chancy.job import JobState, Limit
 from chancy.queues.pg import Queue
@@ -144,8 +145,8 @@ async def test_chancy_worker_runs_celery_messages_and_celery_reads_results(celer
     """Path 1 and path 3: .delay() → a Chancy worker → a stock AsyncResult.get()."""
     monkeypatch.setitem(registry, "interop.add", lambda a, b: a + b)
 
-    def fail(message):
-        raise ValueError(message)
+    def fail(message):  # what the compat layer does with a Celery task's exception: no retry
+        raise Fail(ValueError(message))
 
     monkeypatch.setitem(registry, "interop.fail", fail)
     good = celery_app.tasks["interop.add"].delay(20, 22)

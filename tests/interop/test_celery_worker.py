@@ -1,0 +1,93 @@
+"""Path 2 and 3: rows consumed by stock ``celery worker`` subprocesses (solo and
+prefork) through the chancy transport, results read back through the Celery backend,
+and a Celery worker killed mid-task losing nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+from celery.result import AsyncResult
+
+from chancy import Chancy
+from chancy.job import Job, JobState, Limit
+from chancy.queues.pg import Queue
+from chancy.testing import eventually
+
+from interop_support import job_rows, ran
+
+
+@pytest.fixture
+async def chancy_app(interop_dsn: str):
+    app = Chancy(interop_dsn, plugins=[Queue("celery")])
+    yield app
+    await app.close()
+
+
+async def _result(celery_app, task_id, timeout: float = 20.0):
+    return await asyncio.to_thread(AsyncResult(str(task_id), app=celery_app).get, timeout=timeout)
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+async def test_celery_worker_consumes_chancy_jobs(celery_app, chancy_app, celery_worker, pool):
+    worker = celery_worker(pool=pool, concurrency=2)
+    ref = await chancy_app.push(Job(
+        "interop.describe", args=[1, "two"], kwargs={"three": 3}, queue="celery", priority=4,
+        limits=[Limit(Limit.Type.TIME, 30)],
+    ))
+    seen = await _result(celery_app, ref.id)
+    assert seen["args"] == [1, "two"] and seen["kwargs"] == {"three": 3}
+    assert seen["id"] == str(ref.id) and seen["root_id"] == str(ref.id) and seen["retries"] == 0
+    assert seen["timelimit"] == [30, None] and seen["priority"] == 4 and seen["queue"] == "celery"
+    record = await ref.get()
+    assert record.state is JobState.SUCCEEDED and record.result == seen, worker.log()
+    assert record.meta["celery"]["acked_by"].startswith("celery:")
+    assert record.meta["celery"]["state"] == "SUCCESS"
+
+
+async def test_celery_to_celery_links_chains_retries_and_failures(celery_app, celery_worker):
+    from celery import chain
+
+    celery_worker(pool="prefork", concurrency=2)
+    add = celery_app.tasks["interop.add"]
+    linked = add.apply_async((1, 2), link=add.s(10))
+    assert await _result(celery_app, linked.id) == 3
+    chained = chain(add.s(1, 2), add.s(3), add.s(4)).apply_async()
+    assert await _result(celery_app, chained.id) == 10
+    retried = celery_app.tasks["interop.retry_twice"].delay()
+    assert await _result(celery_app, retried.id) == 2
+    failed = celery_app.tasks["interop.fail"].delay("boom")
+    with pytest.raises(ValueError, match="boom"):
+        await _result(celery_app, failed.id)
+    callback_id = linked.children[0].id if linked.children else None
+    assert callback_id is not None and await _result(celery_app, callback_id) == 13
+
+
+async def test_unregistered_task_is_a_failed_row_with_a_reason(chancy_app, celery_worker):
+    celery_worker(pool="solo")
+    ref = await chancy_app.push(Job("interop.no_such_task", queue="celery"))
+    record = await ref.wait(timeout=20)
+    assert record.state is JobState.FAILED
+    assert "rejected without requeue by Celery consumer" in record.errors[-1]["message"]
+
+
+async def test_celery_worker_killed_mid_task_loses_nothing(interop_dsn, celery_app, celery_worker):
+    victim = celery_worker(pool="prefork", concurrency=1, INTEROP_ACKS_LATE="1")
+    result = celery_app.tasks["interop.record"].delay(7, 60)
+    job_id = uuid.UUID(result.id)
+    await eventually(lambda: job_rows(interop_dsn, f"id = '{job_id}' AND state = 'running'"), timeout=20,
+                     message="the task is running in the Celery worker")
+    victim.kill()
+    assert ran(interop_dsn) == []
+    with psycopg.connect(interop_dsn, autocommit=True) as conn:  # let the re-run finish at once
+        conn.execute("UPDATE chancy_jobs SET args = '[7, 0]' WHERE id = %s", (job_id,))
+    # A new Celery worker recovers the dead consumer's row and runs it again.
+    celery_worker(pool="solo", INTEROP_ACKS_LATE="1")
+    assert await _result(celery_app, job_id, timeout=30) == 7
+    ((key, worker),) = ran(interop_dsn)
+    assert key == 7 and worker.startswith("celery:")
+    ((_, state, attempts, _, _),) = job_rows(interop_dsn, f"id = '{job_id}'")
+    # The lost delivery counts as an attempt (within the row's lost-delivery budget).
+    assert state == "succeeded" and attempts == 2
