@@ -260,7 +260,7 @@ class Chancy:
         if self._listener is None:
             sql_ = self.job_sql
             self._listener = Listener(
-                self.connect, [sql_.pushed_channel, sql_.done_channel, sql_.cancel_channel]
+                self.connect, [sql_.pushed_channel, sql_.done_channel, sql_.cancel_channel, sql_.queues_channel]
             )
             self._listener.subscribe(sql_.done_channel, self._done.fire)
             self._listener.on_reconnect(self._done.fire_all)

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from chancy import migrations
@@ -21,6 +22,8 @@ from chancy.errors import ConfigurationError, SchemaOutOfDateError
 from chancy.execution import Outcome
 from chancy.executors.base import Executor
 from chancy.job import Backoff, JobRecord, JobState
+from chancy.plugin import Plugin
+from chancy.plugins.sql import ClusterSQL
 from chancy.queue import QueuePlugin, Transition
 from chancy.queues.pg import Queue as PgQueue
 from chancy.queues.sql import Steps, drive_async, single
@@ -82,6 +85,24 @@ class _QueueRunner:
     executor: Executor
     wake: asyncio.Event
     saturated: bool = False  # the last claim filled every free slot: more may be waiting
+    #: Runtime settings (chancy.plugins.queues), re-read while running.
+    paused_until: datetime | None = None
+    concurrency_cap: int | None = None
+
+    @property
+    def free_slots(self) -> int:
+        free = self.executor.free_slots
+        if self.concurrency_cap is not None:
+            occupied = self.executor.concurrency - free
+            free = min(free, self.concurrency_cap - occupied)
+        return free
+
+    def paused_for(self) -> float:
+        """Seconds the queue stays paused (0: not paused), by the local clock: only used to
+        skip claims; the claim statement itself enforces the pause on the database clock."""
+        if self.paused_until is None:
+            return 0.0
+        return max(0.0, (self.paused_until - datetime.now(timezone.utc)).total_seconds())
 
 
 class Worker:
@@ -96,9 +117,17 @@ class Worker:
         tags: Sequence[str] = (),
         shutdown_timeout: float = 30.0,
         heartbeat_interval: float = 5.0,
+        liveness_timeout: float | None = None,
+        settings_interval: float = 5.0,
         writeback_delay: float = 0.002,
         install_signal_handlers: bool = True,
+        cluster_plugins: bool = True,
     ) -> None:
+        """``liveness_timeout`` (default 3 heartbeats): how long after its last heartbeat
+        this worker counts as dead and its jobs are recovered. ``settings_interval``: how
+        often runtime queue settings are re-read (a change also arrives by NOTIFY).
+        ``cluster_plugins``: add :class:`~chancy.plugins.leadership.Leadership` and
+        :class:`~chancy.plugins.recovery.Recovery` unless the app already has them."""
         if queues is not None:
             unknown = [name for name in queues if name not in app.queues]
             if unknown:
@@ -107,19 +136,34 @@ class Worker:
                 )
         if not (queues or app.queues):
             raise ConfigurationError("The app declares no queues: add Queue('name') to its plugins")
-        if shutdown_timeout < 0 or heartbeat_interval <= 0 or writeback_delay < 0:
-            raise ConfigurationError("shutdown_timeout >= 0, heartbeat_interval > 0, writeback_delay >= 0")
+        if shutdown_timeout < 0 or heartbeat_interval <= 0 or writeback_delay < 0 or settings_interval <= 0:
+            raise ConfigurationError(
+                "Need shutdown_timeout >= 0, heartbeat_interval > 0, settings_interval > 0, writeback_delay >= 0")
+        liveness_timeout = 3 * heartbeat_interval if liveness_timeout is None else liveness_timeout
+        if liveness_timeout <= heartbeat_interval:
+            raise ConfigurationError(
+                f"liveness_timeout ({liveness_timeout:g}s) must exceed heartbeat_interval "
+                f"({heartbeat_interval:g}s), or live workers would be declared dead")
         self.app = app
         self.queues = [app.queues[name] for name in (queues or app.queues)]
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.tags = list(tags)
         self.shutdown_timeout = shutdown_timeout
         self.heartbeat_interval = heartbeat_interval
+        self.liveness_timeout = liveness_timeout
+        self.settings_interval = settings_interval
         self.writeback_delay = writeback_delay
         self.install_signal_handlers = install_signal_handlers
         self.uses_postgres = any(isinstance(q, PgQueue) for q in self.queues)
+        self.plugins = list(app.plugins)
+        if cluster_plugins and self.uses_postgres:
+            for plugin in _missing_cluster_plugins(self.plugins):
+                plugin.bind(app)
+                self.plugins.append(plugin)
+        self._settings_changed = asyncio.Event()
         self.is_leader = False
         self._worker_sql = WorkerSQL(app.names)
+        self._cluster_sql = ClusterSQL(app.names)
         self._runners: dict[str, _QueueRunner] = {}
         self._held: dict[uuid.UUID, _QueueRunner] = {}
         self._unwritten: list[tuple[QueuePlugin, Transition]] = []
@@ -163,6 +207,8 @@ class Worker:
                 listener.subscribe(sql_.pushed_channel, self._on_pushed),
                 listener.subscribe(sql_.cancel_channel, self._on_cancel),
                 listener.on_reconnect(self._wake_all),
+                listener.subscribe(sql_.queues_channel, lambda _name: self._settings_changed.set()),
+                listener.on_reconnect(self._settings_changed.set),
             ]
         for queue in self.queues:
             executor = queue.make_executor()
@@ -170,14 +216,17 @@ class Worker:
             runner = _QueueRunner(queue, executor, asyncio.Event())
             self._runners[queue.name] = runner
             self._unsubscribe.append(queue.watch(runner.wake.set, self._cancel_running))
+        if self.uses_postgres:
+            await self._load_settings()
         signals = self._install_signals(loop)
         self._tasks = [loop.create_task(self._claim_loop(r), name=f"chancy-claim-{r.queue.name}")
                        for r in self._runners.values()]
         self._tasks.append(loop.create_task(self._flush_loop(), name="chancy-writeback"))
         if self.uses_postgres:
             self._tasks.append(loop.create_task(self._heartbeat_loop(), name="chancy-heartbeat"))
+            self._tasks.append(loop.create_task(self._settings_loop(), name="chancy-settings"))
         self._tasks += [loop.create_task(plugin.run(self), name=f"chancy-plugin-{type(plugin).__name__}")
-                        for plugin in self.app.plugins if not plugin.leader_only]
+                        for plugin in self.plugins if not plugin.leader_only]
         log.info("worker %s started on queues %s", self.worker_id, [q.name for q in self.queues])
         self._ready.set()
         try:
@@ -216,7 +265,11 @@ class Worker:
         delay = 0.1
         while not self._stopping.is_set():
             runner.wake.clear()
-            free = runner.executor.free_slots
+            free = runner.free_slots
+            paused_for = runner.paused_for()
+            if paused_for > 0:
+                await self._wait_for_wake(runner, min(paused_for, runner.queue.polling_interval))
+                continue
             if free > 0:
                 try:
                     records = await runner.queue.claim(self.worker_id, free)
@@ -230,12 +283,15 @@ class Worker:
                     self._held[record.id] = runner
                     runner.executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
                 runner.saturated = len(records) == free
-                if runner.saturated and runner.executor.free_slots > 0:
+                if runner.saturated and runner.free_slots > 0:
                     continue
-            try:
-                await asyncio.wait_for(runner.wake.wait(), runner.queue.polling_interval)
-            except asyncio.TimeoutError:
-                pass
+            await self._wait_for_wake(runner, runner.queue.polling_interval)
+
+    async def _wait_for_wake(self, runner: _QueueRunner, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(runner.wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -305,6 +361,7 @@ class Worker:
         statement = self._worker_sql.heartbeat(
             self.worker_id, socket.gethostname(), os.getpid(), [q.name for q in self.queues],
             self.tags, [job_id for job_id, r in self._held.items() if isinstance(r.queue, PgQueue)],
+            self.liveness_timeout,
         )
         async with self.app.connection() as conn:
             lost = await drive_async(conn, single(statement))
@@ -320,6 +377,35 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - keep running through outages
                 log.warning("heartbeat failed (%s)", exc)
 
+    # --- runtime queue settings -------------------------------------------------------------------
+    async def _load_settings(self) -> None:
+        pg_runners = [r for r in self._runners.values() if isinstance(r.queue, PgQueue)]
+        statement = self._cluster_sql.queue_list([r.queue.name for r in pg_runners])
+        async with self.app.connection() as conn:
+            rows = {row.name: row for row in await drive_async(conn, single(statement))}
+        for runner in pg_runners:
+            row = rows.get(runner.queue.name)
+            paused_until = row.paused_until if row else None
+            cap = row.concurrency if row else None
+            if (paused_until, cap) != (runner.paused_until, runner.concurrency_cap):
+                log.info("queue %r: %s, concurrency %s", runner.queue.name,
+                         f"paused until {paused_until:%Y-%m-%d %H:%M:%S}" if paused_until else "running",
+                         cap or runner.executor.concurrency)
+            runner.paused_until, runner.concurrency_cap = paused_until, cap
+            runner.wake.set()
+
+    async def _settings_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._settings_changed.wait(), self.settings_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._settings_changed.clear()
+            try:
+                await self._load_settings()
+            except Exception as exc:  # noqa: BLE001 - keep the last known settings through outages
+                log.warning("reading queue settings failed (%s)", exc)
+
     # --- leadership -----------------------------------------------------------------------------
     def set_leader(self, is_leader: bool) -> None:
         """Called by the leadership plugin: start or stop the leader-only plugins."""
@@ -329,7 +415,7 @@ class Worker:
         if is_leader:
             loop = asyncio.get_running_loop()
             self._leader_tasks = [loop.create_task(p.run(self), name=f"chancy-leader-{type(p).__name__}")
-                                  for p in self.app.plugins if p.leader_only]
+                                  for p in self.plugins if p.leader_only]
         else:
             for task in self._leader_tasks:
                 task.cancel()
@@ -379,3 +465,12 @@ def _log_outcome(record: JobRecord, transition: Transition) -> None:
                 record.id, record.func, record.queue, record.attempts, record.max_attempts,
                 transition.state.value, duration,
                 f" error={transition.error['type']}: {transition.error['message']}" if transition.error else "")
+
+
+def _missing_cluster_plugins(plugins: Sequence[Plugin]) -> list[Plugin]:
+    """Leadership and recovery, unless configured: without them a crashed worker's jobs
+    would stay ``running`` forever."""
+    from chancy.plugins.leadership import Leadership
+    from chancy.plugins.recovery import Recovery
+
+    return [cls() for cls in (Leadership, Recovery) if not any(isinstance(p, cls) for p in plugins)]

@@ -19,9 +19,11 @@ class WorkerSQL:
         self._heartbeat = sql.SQL(
             """
             WITH beat AS (
-                INSERT INTO {workers} (worker_id, hostname, pid, queues, tags)
-                VALUES (%(worker)s, %(hostname)s, %(pid)s, %(queues)s, %(tags)s)
-                ON CONFLICT (worker_id) DO UPDATE SET last_seen = now()
+                INSERT INTO {workers} (worker_id, hostname, pid, queues, tags, expires_at)
+                VALUES (%(worker)s, %(hostname)s, %(pid)s, %(queues)s, %(tags)s,
+                        now() + make_interval(secs => %(ttl)s))
+                ON CONFLICT (worker_id) DO UPDATE
+                SET last_seen = now(), expires_at = EXCLUDED.expires_at
                 RETURNING worker_id
             )
             SELECT j.id FROM {jobs} j
@@ -33,10 +35,12 @@ class WorkerSQL:
 
     def heartbeat(
         self, worker_id: str, hostname: str, pid: int, queues: Sequence[str], tags: Sequence[str],
-        running: Sequence[uuid.UUID],
+        running: Sequence[uuid.UUID], ttl: float,
     ) -> Statement:
+        """Register or refresh the worker; it counts as dead ``ttl`` seconds (database
+        clock) after this unless it heartbeats again."""
         params = {"worker": worker_id, "hostname": hostname, "pid": pid, "queues": list(queues),
-                  "tags": list(tags), "running": list(running)}
+                  "tags": list(tags), "running": list(running), "ttl": float(ttl)}
         return Statement(self._heartbeat, params, lambda rows: {row[0] for row in rows})
 
     def deregister(self, worker_id: str) -> Statement:

@@ -106,6 +106,7 @@ class JobSQL:
         self.pushed_channel = names.channel("pushed")
         self.done_channel = names.channel("done")
         self.cancel_channel = names.channel("cancel")
+        self.queues_channel = names.channel("queues")  # runtime queue settings changed
         self.listen_done = sql.SQL("LISTEN {}").format(sql.Identifier(self.done_channel))
         f = names.fields()
         cols = sql.SQL(RECORD_COLUMNS)
@@ -148,35 +149,67 @@ class JobSQL:
         self._states = sql.SQL("SELECT id, state FROM {jobs} WHERE id = ANY(%(ids)s)").format(**f)
         # One statement claims up to `limit` jobs: the best runnable-now rows and the
         # earliest due scheduled/retrying rows, each read through its own partial index.
+        # The queue's runtime settings row (if any) bounds the claim: none while paused;
+        # with a rate limit, at most rate_limit starts in any rate_period seconds across
+        # all workers. Only a rate-limited queue's row is locked (so its claims take
+        # turns); others pay one primary-key read. rate_starts keeps the latest
+        # rate_limit start times: enough to count any window exactly.
         self._claim = sql.SQL(
             """
-            WITH ready AS (
+            WITH settings AS (
+                SELECT paused_until > now() AS paused FROM {queues} WHERE name = %(queue)s
+            ), limiter AS (
+                SELECT name, rate_limit, rate_period, rate_starts FROM {queues}
+                WHERE name = %(queue)s AND rate_limit IS NOT NULL
+                FOR UPDATE
+            ), budget AS (
+                SELECT CASE
+                    WHEN coalesce((SELECT paused FROM settings), false) THEN 0
+                    WHEN NOT EXISTS (SELECT 1 FROM limiter) THEN %(limit)s
+                    ELSE (SELECT greatest(0, least(%(limit)s, l.rate_limit - (
+                              SELECT count(*) FROM unnest(l.rate_starts) s
+                              WHERE s > now() - make_interval(secs => l.rate_period))))
+                          FROM limiter l)
+                END AS n
+            ), ready AS (
                 SELECT id, priority FROM {jobs}
-                WHERE queue = %(queue)s AND state = 'pending'
+                WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
                 ORDER BY priority DESC, id
                 LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED
             ), due AS (
                 SELECT id, priority FROM {jobs}
                 WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
-                  AND scheduled_at <= now()
+                  AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
                 ORDER BY scheduled_at
                 LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED
             ), chosen AS (
                 SELECT id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
                 ORDER BY priority DESC, id
-                LIMIT %(limit)s
+                LIMIT (SELECT n FROM budget)
+            ), claimed AS (
+                UPDATE {jobs} j SET
+                    state = CASE WHEN j.expires_at <= now() THEN 'expired' ELSE 'running' END,
+                    attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
+                    completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
+                    started_at = now(),
+                    taken_by = %(worker)s
+                FROM chosen
+                WHERE j.id = chosen.id
+                RETURNING {j_cols}
+            ), counted AS (
+                UPDATE {queues} q SET rate_starts = (
+                    SELECT coalesce(array_agg(s ORDER BY s DESC), '{{}}') FROM (
+                        SELECT s FROM unnest(q.rate_starts || array_fill(now(), ARRAY[
+                            (SELECT count(*) FROM claimed WHERE state = 'running')::int])) s
+                        ORDER BY s DESC
+                        LIMIT q.rate_limit
+                    ) latest)
+                FROM limiter l
+                WHERE q.name = l.name
             )
-            UPDATE {jobs} j SET
-                state = CASE WHEN j.expires_at <= now() THEN 'expired' ELSE 'running' END,
-                attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
-                completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
-                started_at = now(),
-                taken_by = %(worker)s
-            FROM chosen
-            WHERE j.id = chosen.id
-            RETURNING {j_cols}
+            SELECT * FROM claimed
             """
         ).format(j_cols=j_cols, **f)
         self._notify_done = sql.SQL(
