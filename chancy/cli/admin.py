@@ -114,8 +114,8 @@ def _dedent_sql(text: str) -> str:
 
 
 @migrate.command("status")
+@target_options
 @json_option
-@click.pass_obj
 def migrate_status(target: Target, as_json: bool) -> None:
     """Show the schema version and pending migrations; exit 5 if any are pending."""
     current = asyncio.run(schema_version(target.app))

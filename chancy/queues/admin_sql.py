@@ -61,6 +61,14 @@ class AdminSQL:
         self._states_of = sql.SQL(
             "SELECT state, count(*) FROM {jobs} WHERE id = ANY(%(ids)s::uuid[]) GROUP BY state"
         ).format(**f)
+        self._batch_summary = sql.SQL(
+            """
+            SELECT queue, func, state, count(*), count(*) FILTER (WHERE attempts > 1),
+                   (avg(extract(epoch FROM completed_at - started_at)) * 1000)::float8
+            FROM {jobs} WHERE id = ANY(%(ids)s::uuid[])
+            GROUP BY queue, func, state ORDER BY queue, func, state
+            """
+        ).format(**f)
         self._purge = sql.SQL(
             """
             WITH purged AS (
@@ -108,6 +116,12 @@ class AdminSQL:
     def states_of(self, ids: Sequence[Any]) -> Statement:
         """``{state: count}`` over the given job ids (how far a batch has got)."""
         return Statement(self._states_of, {"ids": list(ids)}, lambda rows: {s: n for s, n in rows})
+
+    def batch_summary(self, ids: Sequence[Any]) -> Statement:
+        """Per queue, task and state: jobs, how many needed more than one attempt, and
+        the mean duration of the last attempt in milliseconds."""
+        keys = ("queue", "task", "state", "jobs", "retried", "mean_ms")
+        return Statement(self._batch_summary, {"ids": list(ids)}, lambda rows: [dict(zip(keys, r)) for r in rows])
 
     def purge(self, states: Sequence[JobState], queues: Sequence[str] | None = None) -> Statement:
         """Delete jobs in ``states`` (never running ones); ``{queue: deleted}``."""

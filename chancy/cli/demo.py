@@ -1,0 +1,140 @@
+"""``chancy demo``: the quickstart. Starts (or attaches to) Postgres, migrates, pushes a
+realistic batch across two queues and priorities — some scheduled, some failing and
+retrying — runs a worker with a live progress line, then prints what happened and how to
+look at the rows yourself. Safe to run again: each run works on its own jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Sequence
+
+import click
+
+from chancy.app import Chancy
+from chancy.cli.common import Target, target_options
+from chancy.cli.output import table
+from chancy.cli.progress import Progress
+from chancy.job import FINISHED_STATES, Job, JobState
+from chancy.queues.admin_sql import AdminSQL
+from chancy.queues.sql import drive_async, drive_sync, single
+from chancy.testing import running_worker
+
+PUSH_CHUNK = 500
+POLL_INTERVAL = 0.2
+TEMPLATES = ("welcome", "receipt", "digest", "invoice")
+
+
+def plan_jobs(total: int) -> list[Job]:
+    """Two emails for every report; urgent password resets jump the queue, reminders are
+    scheduled a few seconds ahead, big accounts' reports get a higher priority."""
+    from chancy.cli.demo_tasks import render_report, send_email
+
+    jobs = []
+    for n in range(total):
+        if n % 3 == 2:
+            job = render_report.job(n, 200 + n % 400)
+            if n % 10 == 5:
+                job = job.with_options(priority=5)
+        elif n % 20 == 0:
+            job = send_email.job(n, "password_reset").with_options(priority=10)
+        elif n % 25 == 1:
+            job = send_email.job(n, "reminder").after(1.0 + n % 3)
+        else:
+            job = send_email.job(n, TEMPLATES[n % len(TEMPLATES)])
+        jobs.append(job)
+    return jobs
+
+
+def push_all(app: Chancy, jobs: Sequence[Job]) -> list[uuid.UUID]:
+    progress = Progress("push ", len(jobs))
+    ids: list[uuid.UUID] = []
+    with app:
+        for start in range(0, len(jobs), PUSH_CHUNK):
+            ids += [ref.id for ref in app.push_many_sync(jobs[start:start + PUSH_CHUNK])]
+            progress.update(len(ids), final=len(ids) == len(jobs))
+    return ids
+
+
+def _summary(by_state: dict[str, int]) -> dict[str, int]:
+    return {
+        "done": by_state.get(JobState.SUCCEEDED.value, 0),
+        "failed": by_state.get(JobState.FAILED.value, 0),
+        "retrying": by_state.get(JobState.RETRYING.value, 0),
+        "running": by_state.get(JobState.RUNNING.value, 0),
+        "waiting": by_state.get(JobState.PENDING.value, 0) + by_state.get(JobState.SCHEDULED.value, 0),
+    }
+
+
+async def work_through(app: Chancy, ids: list[uuid.UUID], timeout: float) -> float:
+    """Run a worker until every job in ``ids`` is finished; returns the seconds it took."""
+    admin = AdminSQL(app.names)
+    finished = {state.value for state in FINISHED_STATES}
+    async with app, running_worker(app, shutdown_timeout=5.0):
+        progress = Progress("work ", len(ids))
+        while True:
+            async with app.connection() as conn:
+                by_state = await drive_async(conn, single(admin.states_of(ids)))
+            done = sum(n for state, n in by_state.items() if state in finished)
+            progress.update(done, _summary(by_state), final=done >= len(ids))
+            if done >= len(ids):
+                return progress.elapsed
+            if progress.elapsed > timeout:
+                raise click.ClickException(f"the jobs did not finish within {timeout:g}s")
+            await asyncio.sleep(POLL_INTERVAL)
+
+
+def report(app: Chancy, ids: list[uuid.UUID], seconds: float) -> None:
+    admin = AdminSQL(app.names)
+    with app.connect_sync() as conn:
+        rows = drive_sync(conn, single(admin.batch_summary(ids)))
+        failed = drive_sync(conn, single(admin.list_jobs(states=[JobState.FAILED], limit=1)))
+    click.echo()
+    click.echo(table(["queue", "task", "state", "jobs", "needed a retry", "mean ms"],
+                     [[r["queue"], r["task"], r["state"], r["jobs"], r["retried"],
+                       round(r["mean_ms"] or 0, 1)] for r in rows]))
+    click.echo(f"\n{len(ids)} jobs finished in {seconds:.1f}s ({len(ids) / seconds:,.0f} jobs/s, "
+               "including the scheduled ones' wait)")
+    jobs_table = app.names.prefix + "jobs"
+    click.echo(f"""
+Look at the rows yourself (DSN: {app.dsn}):
+  psql "{app.dsn}" -c "SELECT queue, state, count(*), avg(attempts) FROM {jobs_table} GROUP BY 1, 2 ORDER BY 1, 2"
+  psql "{app.dsn}" -c "SELECT id, func, attempts, errors->-1->>'message' FROM {jobs_table} WHERE state = 'failed' LIMIT 5"
+Or with the CLI:
+  chancy status
+  chancy jobs list --state failed""")
+    if failed:
+        click.echo(f"  chancy jobs show {failed[0].id}        # every attempt's traceback")
+        click.echo(f"  chancy jobs retry {failed[0].id}")
+    click.echo("  chancy worker -A chancy.cli.demo_tasks   # the demo's worker, with its logs")
+
+
+@click.command()
+@click.option("--jobs", "total", type=click.IntRange(min=1, max=1_000_000), default=3000, show_default=True,
+              help="How many jobs to push.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Give up if the jobs are not all finished after this many seconds.")
+@target_options
+def demo(target: Target, total: int, timeout: float) -> None:
+    """The quickstart: real jobs through Postgres with a live progress display.
+
+    Without --dsn or CHANCY_DSN it starts (or attaches to) the embedded per-user Postgres."""
+    from chancy.cli import demo_tasks
+
+    app = demo_tasks.app
+    if target.dsn:
+        app.dsn = target.dsn
+    else:
+        click.echo("starting the embedded Postgres (first run: a few seconds to create it)…", err=True)
+    started = time.monotonic()
+    click.echo(f"postgres ready: {app.dsn} ({time.monotonic() - started:.1f}s)", err=True)
+    applied = asyncio.run(app.migrate())
+    click.echo(f"schema: {'applied migration(s) ' + ', '.join(map(str, applied)) if applied else 'up to date'}",
+               err=True)
+    # Each outcome is summed up by the progress line; per-job log lines would tear it.
+    logging.getLogger("chancy").setLevel(logging.ERROR)
+    ids = push_all(app, plan_jobs(total))
+    seconds = asyncio.run(work_through(app, ids, timeout))
+    report(app, ids, seconds)

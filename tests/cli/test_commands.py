@@ -1,0 +1,162 @@
+"""The ``chancy`` commands as a user runs them: subprocesses against a real database."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from chancy.cli import cli
+from cli_helpers import HERE, cli_command, cli_env
+
+COMMANDS = ["worker", "migrate", "push", "status", "jobs", "purge", "info", "demo"]
+
+
+def test_help_documents_every_command_and_the_exit_codes(chancy):
+    result = chancy("--help", dsn_arg=None)
+    assert result.code == 0
+    for command in COMMANDS:
+        assert f"  {command} " in result.out
+    assert "Exit codes:" in result.out and "5    the schema is not migrated" in result.out
+    runner = CliRunner()
+    for command in [*COMMANDS, "migrate status", "jobs list", "jobs show", "jobs retry", "jobs cancel"]:
+        sub = runner.invoke(cli, [*command.split(), "--help"])
+        assert sub.exit_code == 0 and "Usage: " in sub.output, (command, sub.output)
+
+
+def test_migrate_dry_run_changes_nothing_then_migrate_and_status(chancy):
+    before = chancy("migrate", "status", "--json")
+    assert before.code == 5, before.err
+    assert before.json()["current"] == 0 and before.json()["pending"]
+    assert chancy("status").code == 5  # read commands refuse an unmigrated database
+
+    dry = chancy("migrate", "--dry-run")
+    assert dry.code == 0 and 'CREATE TABLE "chancy_jobs"' in dry.out
+    assert chancy("migrate", "status").code == 5
+
+    applied = chancy("migrate")
+    assert applied.code == 0 and "applied migration(s) 1" in applied.out
+    assert chancy("migrate").out.strip() == "schema already up to date"
+    after = chancy("migrate", "status", "--json")
+    assert after.code == 0 and after.json()["pending"] == []
+
+
+def test_bad_dsn_and_unreachable_server_have_their_own_exit_codes(chancy):
+    assert chancy("status", dsn_arg="mysql://x@y/z").code == 3
+    unreachable = chancy("status", dsn_arg="postgresql://nobody@/db?host=/nonexistent-chancy&connect_timeout=2")
+    assert unreachable.code == 4 and "Cannot connect" in unreachable.err
+
+
+def test_unknown_app_is_a_configuration_error(chancy):
+    result = chancy("status", "-A", "no_such_module_here")
+    assert result.code == 3 and "no module named 'no_such_module_here'" in result.err
+
+
+@pytest.fixture
+def migrated(chancy):
+    assert chancy("migrate").code == 0
+    return chancy
+
+
+@pytest.fixture
+def worker(dsn):
+    """A ``chancy worker -A cli_tasks`` subprocess; stopped with SIGTERM after the test."""
+    process = subprocess.Popen(
+        cli_command("worker", "-A", "cli_tasks", "-c", "2", "-P", "thread", "-n", "cli-test@%h", "--dsn", dsn),
+        cwd=HERE, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def _stop(process: subprocess.Popen) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    return process.returncode, out
+
+
+def test_push_work_inspect_retry_cancel(migrated, worker):
+    chancy = migrated
+    ok = chancy("push", "cli_tasks.add", "--args", "[2, 3]", "--wait", "30", "--json")
+    assert ok.code == 0, ok.err
+    assert ok.json()["state"] == "succeeded" and ok.json()["result"] == 5
+
+    failed = chancy("push", "cli_tasks.explode", "--kwargs", '{"message": "boom-7"}', "--max-attempts", "2",
+                    "--wait", "30")
+    assert failed.code == 1
+    job_id = failed.out.split()[1]
+    shown = chancy("jobs", "show", job_id)
+    assert shown.code == 0
+    # Both attempts' tracebacks, each naming the error.
+    assert shown.out.count("RuntimeError: boom-7") >= 2 and "--- attempt 2 failed" in shown.out
+    listed = chancy("jobs", "list", "--state", "failed", "--json").json()
+    assert [job["id"] for job in listed] == [job_id]
+
+    status = chancy("status", "--json").json()
+    assert {"queue": "default", "succeeded": 1, "failed": 1} .items() <= status["queues"][0].items()
+    [row] = [w for w in status["workers"] if w["worker_id"].startswith("cli-test@")]
+    assert row["heartbeat_age"] < 30 and row["queues"] == ["default", "other"]
+    twin = chancy("worker", "-A", "cli_tasks", "-n", row["worker_id"])
+    assert twin.code == 7 and "already running" in twin.err
+
+    code, output = _stop(worker)
+    assert code == 0, output
+    assert "stopped cleanly" in output
+    assert "task=cli_tasks.add queue=default" in output and "outcome=succeeded" in output
+
+    assert chancy("jobs", "retry", job_id).code == 0
+    assert chancy("jobs", "show", job_id, "--json").json()["state"] == "pending"
+    assert chancy("jobs", "retry", job_id).code == 7  # pending: nothing to retry
+    assert chancy("jobs", "cancel", job_id).code == 0
+    assert chancy("jobs", "cancel", job_id).code == 7
+    assert chancy("jobs", "show", str(uuid.uuid4())).code == 6
+    assert chancy("jobs", "show", "not-a-uuid").code == 2
+
+
+def test_push_validates_its_input(migrated):
+    chancy = migrated
+    assert chancy("push", "cli_tasks.add", "--args", "{not json").code == 2
+    assert chancy("push", "cli_tasks.add", "--args", '{"a": 1}').code == 2
+    assert chancy("push", "cli_tasks.add", "--kwargs", "[1]").code == 2
+    assert chancy("push", "cli_tasks.add", "--priority", "high").code == 2
+    assert chancy("jobs", "list", "--json").json() == []  # nothing was pushed
+
+
+def test_purge_needs_force_and_deletes_only_waiting_jobs_of_the_queue(migrated):
+    chancy = migrated
+    pushed = [chancy("push", "cli_tasks.add", "--args", "[1, 1]", "-Q", "other", "--countdown", "600").out.strip()
+              for _ in range(3)]
+    kept = chancy("push", "cli_tasks.add", "--args", "[1, 1]").out.strip()
+    assert chancy("purge", "-Q", "other", stdin="").code == 2  # not a terminal, no --force
+    purged = chancy("purge", "-Q", "other", "--force", "--json")
+    assert purged.code == 0 and purged.json() == {"deleted": {"other": 3}, "total": 3}
+    remaining = {job["id"] for job in chancy("jobs", "list", "--json").json()}
+    assert remaining == {kept} and not remaining & set(pushed)
+    assert chancy("purge", "--state", "running", "--force").code == 2
+
+
+def test_info_names_the_server_and_schema(migrated):
+    info = migrated("info", "--json")
+    assert info.code == 0, info.err
+    data = info.json()
+    assert data["server_version"] and data["schema_version"] == data["schema_latest"]
+    assert data["server"].startswith("given")
+
+
+def test_demo_runs_twice_with_a_small_batch(chancy):
+    for _ in range(2):
+        started = time.monotonic()
+        result = chancy("demo", "--jobs", "150", timeout=90)
+        assert result.code == 0, result.err
+        assert "200 jobs" not in result.out and "150 jobs finished" in result.out
+        assert "send_email" in result.out and "render_report" in result.out
+        assert "succeeded" in result.out and "failed" in result.out  # some reports are broken
+        assert "SELECT queue, state, count(*)" in result.out
+        assert "work " in result.err and "done " in result.err  # the progress line
+        assert time.monotonic() - started < 60
