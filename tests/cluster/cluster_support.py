@@ -1,0 +1,106 @@
+"""Helpers of the cluster proof tests: worker processes, a success audit, accounting."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+
+import psycopg
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def seed_from_env(name: str) -> int:
+    """A seed from CHANCY_TEST_SEED or a fresh one; printed so a failure can be replayed."""
+    seed = int(os.environ.get("CHANCY_TEST_SEED") or random.randrange(2**32))
+    print(f"{name}: seed {seed} (replay with CHANCY_TEST_SEED={seed})")
+    return seed
+
+
+class WorkerProcess:
+    """One ``python -m cluster_worker`` child; its output goes to a temp file (a pipe nobody
+    reads could fill and block the worker)."""
+
+    def __init__(self, dsn: str, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="chancy-worker-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cluster_worker", dsn, *args],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        with open(self.log.name) as f:
+            return f.read()
+
+    def worker_id(self, timeout: float = 20.0) -> str:
+        """The id it printed once ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.output().splitlines():
+                if line.startswith("ready "):
+                    return line.split()[1]
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker {self.pid} exited during start:\n{self.output()}")
+            time.sleep(0.02)
+        raise AssertionError(f"worker {self.pid} not ready within {timeout}s:\n{self.output()}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM (drain) and wait; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"worker {self.pid} did not stop within {timeout}s:\n{self.output()}")
+
+    def cleanup(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def install_success_audit(dsn: str, prefix: str = "chancy_") -> None:
+    """Record every transition into ``succeeded``: a job must appear exactly once."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE success_audit (job_id uuid NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+        conn.execute(
+            """
+            CREATE FUNCTION audit_success() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO success_audit (job_id) VALUES (NEW.id); RETURN NEW; END $$
+            """
+        )
+        conn.execute(
+            f"CREATE TRIGGER audit_success AFTER UPDATE OF state ON {prefix}jobs FOR EACH ROW "
+            "WHEN (NEW.state = 'succeeded' AND OLD.state IS DISTINCT FROM 'succeeded') "
+            "EXECUTE FUNCTION audit_success()"
+        )
+
+
+def success_counts(dsn: str) -> Counter:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return Counter({row[0]: row[1] for row in
+                        conn.execute("SELECT job_id, count(*) FROM success_audit GROUP BY job_id")})
+
+
+def states(dsn: str) -> Counter:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return Counter(dict(conn.execute("SELECT state, count(*) FROM chancy_jobs GROUP BY state").fetchall()))
