@@ -104,3 +104,60 @@ def success_counts(dsn: str) -> Counter:
 def states(dsn: str) -> Counter:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return Counter(dict(conn.execute("SELECT state, count(*) FROM chancy_jobs GROUP BY state").fetchall()))
+
+
+class RestartablePostgres:
+    """A private throwaway server (not the session's shared one) that a test can stop and
+    start again on the same data directory and socket.
+
+    ``chancy.embedded`` offers no restart, so this starts the postmaster again the way
+    ``start_throwaway_server`` does, with that module's helpers."""
+
+    def __init__(self) -> None:
+        from chancy import embedded
+
+        self._embedded = embedded
+        self.server = embedded.start_throwaway_server()
+        self.dsn = self.server.create_database("restart_test")
+        self._restarted: subprocess.Popen | None = None
+
+    def stop_server(self) -> None:
+        """Fast shutdown (SIGINT): every session is disconnected, as on a real restart."""
+        import psutil
+
+        if self._restarted is not None:
+            self._restarted.send_signal(signal.SIGINT)
+            self._restarted.wait(30)
+            return
+        os.kill(self.server.pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(self.server.pid).status() == psutil.STATUS_ZOMBIE:
+                    return
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.02)
+        raise AssertionError("Postgres did not stop within 30 s")
+
+    def start_server(self) -> None:
+        from pathlib import Path
+
+        e = self._embedded
+        run_as = e._server_user()
+        base = Path(self.server.base_dir)
+        log_path = base / "postgres-restarted.log"
+        with log_path.open("ab") as log:
+            self._restarted = subprocess.Popen(
+                [e._bindir_for(run_as)["postgres"], "-D", str(base / "data"), *e._server_args(base, fast=True)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=e._server_env(),
+                cwd=base, preexec_fn=e._die_with_parent(), start_new_session=True, **run_as.popen_kwargs(),
+            )
+        process = self._restarted
+        e._wait_ready(self.server.dsn, log_path, lambda: process.poll() is not None, 30)
+
+    def close(self) -> None:
+        if self._restarted is not None and self._restarted.poll() is None:
+            self._restarted.send_signal(signal.SIGINT)
+            self._restarted.wait(30)
+        self.server.stop()

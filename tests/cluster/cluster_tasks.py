@@ -13,3 +13,8 @@ async def noop(i: int) -> int:
 async def kill_my_worker() -> None:
     """A job that crashes whatever runs it, every time."""
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def slow(i: int) -> int:
+    await asyncio.sleep(0.2)
+    return i
