@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from chancy import migrations
+from chancy.app import Chancy
 from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_version, target_options
 from chancy.cli.output import age, emit_json, table, when
 from chancy.errors import SerializationError
@@ -201,31 +202,48 @@ def push(target: Target, task: str, args: list, kwargs: dict, queue: str, priori
 # --- status ------------------------------------------------------------------------------
 
 
+async def _leader(app: Chancy) -> str | None:
+    from chancy.plugins.leadership import current_leader
+
+    try:
+        return await current_leader(app)
+    finally:
+        await app.close()
+
+
 @click.command()
 @target_options
 @json_option
 def status(target: Target, as_json: bool) -> None:
     """Queues with their job counts by state, workers with their heartbeat age, the leader."""
+    from chancy.plugins.queues import QueueAdmin
+
     target.require_schema()
     admin = AdminSQL(target.app.names)
     counts = target.run(single(admin.counts()))
+    declared = QueueAdmin(target.app).list_sync()
+    paused = {s.name for s in declared if s.paused}
     workers = target.run(single(admin.workers()))
+    leader = asyncio.run(_leader(target.app))
+    queues = [{"queue": name, "paused": name in paused, **{s: counts.get(name, {}).get(s, 0) for s in STATE_COLUMNS}}
+              for name in sorted(set(counts) | {s.name for s in declared})]
     if as_json:
-        emit_json({"queues": [{"queue": q, **{s: by.get(s, 0) for s in STATE_COLUMNS}} for q, by in counts.items()],
-                   "workers": workers})
+        emit_json({"queues": queues, "workers": workers, "leader": leader})
         return
-    if counts:
-        rows = [[q, *(by.get(s, 0) for s in STATE_COLUMNS)] for q, by in counts.items()]
-        click.echo(table(["queue", *STATE_COLUMNS], rows))
+    if queues:
+        click.echo(table(["queue", "paused", *STATE_COLUMNS],
+                         [[q["queue"], "yes" if q["paused"] else "-", *(q[s] for s in STATE_COLUMNS)] for q in queues]))
     else:
         click.echo("no jobs yet")
     click.echo()
     if workers:
-        rows = [[w["worker_id"], w["hostname"], w["pid"], ",".join(w["queues"]), w["running"],
-                 age(w["heartbeat_age"]), when(w["started_at"])] for w in workers]
+        rows = [[w["worker_id"] + (" (leader)" if w["worker_id"] == leader else ""), w["hostname"], w["pid"],
+                 ",".join(w["queues"]), w["running"], age(w["heartbeat_age"]), when(w["started_at"])]
+                for w in workers]
         click.echo(table(["worker", "host", "pid", "queues", "running", "heartbeat", "started"], rows))
     else:
         click.echo("no workers running")
+    click.echo(f"leader: {leader or 'none'}")
 
 
 # --- purge -------------------------------------------------------------------------------

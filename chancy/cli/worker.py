@@ -90,6 +90,14 @@ def _worker_app(obj: Any, names: list[str] | None, concurrency: int | None, pool
     return app, configure_queues(app, names, None, None, max_tasks_per_child)
 
 
+def enable_beat(app: Chancy) -> None:
+    """Run the cron plugin on this worker (``-B``), unless the app already has it."""
+    from chancy.plugins.cron import Cron
+
+    if not any(isinstance(plugin, Cron) for plugin in app.plugins):
+        app.add_plugin(Cron())
+
+
 def _check_unique_id(target: Target, worker_id: str) -> None:
     for row in target.run(single(AdminSQL(target.app.names).workers())):
         if row["worker_id"] == worker_id and row["heartbeat_age"] < LIVE_HEARTBEAT_AGE:
@@ -98,7 +106,7 @@ def _check_unique_id(target: Target, worker_id: str) -> None:
                 "give this one another -n name", ExitCode.CONFLICT)
 
 
-def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | None) -> str:
+def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | None, beat: bool) -> str:
     from chancy.embedded import server_info
 
     server = server_info(app.dsn)
@@ -107,6 +115,8 @@ def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | No
              f"  tables   {app.names.prefix}*"]
     lines += [f"  queue    {name}: concurrency {app.queues[name].concurrency}, executor {pool or 'as declared'}"
               for name in names]
+    if beat:
+        lines.append("  beat     on: the leader fires cron schedules")
     return "\n".join(lines)
 
 
@@ -128,10 +138,12 @@ async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_
 @click.option("-n", "--hostname", "name", metavar="NAME", help="Worker id (%h: host name); must be unique.")
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
               help="Replace a process-pool child after N jobs (bounds leaks).")
+@click.option("-B", "--beat", is_flag=True, help="Also fire periodic (cron) schedules; only the leader fires them.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds running jobs get to finish on SIGTERM/Ctrl-C (a second one stops at once).")
 def worker(target: Target, queues: str | None, concurrency: int | None, pool: str | None, loglevel: str,
-           log_format: str, name: str | None, max_tasks_per_child: int | None, shutdown_timeout: float) -> None:
+           log_format: str, name: str | None, max_tasks_per_child: int | None, beat: bool,
+           shutdown_timeout: float) -> None:
     """Run jobs from the queues until SIGTERM or Ctrl-C (drains; a second signal stops hard).
 
     \b
@@ -141,10 +153,12 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
     logs.setup(loglevel, log_format)
     app, names = _worker_app(target.app_object, split_queues(queues), concurrency, pool, max_tasks_per_child)
     target.require_schema()
+    if beat:
+        enable_beat(app)
     worker_id = name.replace("%h", socket.gethostname()) if name else None
     if worker_id:
         _check_unique_id(target, worker_id)
-    click.echo(_banner(app, names, worker_id, pool), err=True)
+    click.echo(_banner(app, names, worker_id, pool, beat), err=True)
     try:
         asyncio.run(_serve(app, names, worker_id, shutdown_timeout))
     except KeyboardInterrupt:  # a signal before the worker installed its handlers

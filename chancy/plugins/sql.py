@@ -181,7 +181,10 @@ class ClusterSQL:
         self._queue_list = sql.SQL(
             """
             SELECT name, concurrency,
-                   CASE WHEN paused_until > now() THEN paused_until END,
+                   -- An open-ended pause is 'infinity', which Python cannot load: it
+                   -- reads as the last day datetime can hold in any time zone.
+                   CASE WHEN paused_until > now()
+                        THEN LEAST(paused_until, timestamptz '9999-12-31 00:00:00+00') END,
                    rate_limit, rate_period, updated_at
             FROM {queues}
             WHERE %(names)s::text[] IS NULL OR name = ANY(%(names)s::text[])

@@ -160,3 +160,48 @@ def test_demo_runs_twice_with_a_small_batch(chancy):
         assert "SELECT queue, state, count(*)" in result.out
         assert "work " in result.err and "done " in result.err  # the progress line
         assert time.monotonic() - started < 60
+
+
+def test_queue_pause_resume_declare_delete(migrated):
+    chancy = migrated
+    assert chancy("queue", "pause", "emails").code == 0
+    assert chancy("queue", "pause", "reports", "--for", "600").code == 0
+    assert chancy("queue", "declare", "bulk", "-c", "3", "--rate-limit", "100/60").code == 0
+    # Regression: an open-ended pause is stored as 'infinity', which used to break every read.
+    listed = {q["name"]: q for q in chancy("queue", "list", "--json").json()}
+    assert listed["emails"]["paused"] and listed["emails"]["paused_until"] is None
+    assert listed["reports"]["paused"] and listed["reports"]["paused_until"]
+    assert (listed["bulk"]["concurrency"], listed["bulk"]["rate_limit"], listed["bulk"]["rate_period"]) == (3, 100, 60)
+    status = {q["queue"]: q for q in chancy("status", "--json").json()["queues"]}
+    assert status["emails"]["paused"] and not status["bulk"]["paused"]
+
+    assert chancy("queue", "resume", "emails").code == 0
+    assert chancy("queue", "resume", "emails").code == 7  # not paused any more
+    assert chancy("queue", "resume", "nowhere").code == 6
+    assert chancy("queue", "declare", "bulk", "--rate-limit", "lots").code == 2
+    assert chancy("queue", "delete", "bulk").code == 0
+    assert chancy("queue", "delete", "bulk").code == 6
+    assert {q["name"] for q in chancy("queue", "list", "--json").json()} == {"emails", "reports"}
+
+
+def test_worker_with_beat_fires_cron_schedules(migrated, dsn):
+    from chancy import Chancy, Job
+    from chancy.plugins.cron import Cron
+
+    with Chancy(dsn) as app:
+        Cron.schedule_sync(app, "tick", Job("cli_tasks.add", args=[20, 22]), every=0.5)
+    process = subprocess.Popen(cli_command("worker", "-A", "cli_tasks", "-B", "-Q", "default", "--dsn", dsn),
+                               cwd=HERE, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        fired: list = []
+        while not fired and time.monotonic() < deadline:
+            fired = [job for job in migrated("jobs", "list", "--state", "succeeded", "--json").json()
+                     if (job["unique_key"] or "").startswith("cron:tick:") and job["result"] == 42]
+        assert fired, "the -B worker fired no cron job within 30s"
+        code, output = _stop(process)
+        assert code == 0 and "beat     on" in output, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
