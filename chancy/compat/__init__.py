@@ -1,0 +1,19 @@
+"""The Celery API on Chancy: change ``from celery import …`` to ``from chancy.compat
+import …`` and the broker URL to a Postgres DSN; task definitions, calls, results,
+canvas and beat schedules keep working, backed by Chancy job rows.
+
+``chancy.compat`` never imports ``celery`` (it is an optional extra)."""
+
+from chancy.compat import states
+from chancy.compat.app.base import Celery, shared_task
+from chancy.compat.app.task import Task
+from chancy.compat.canvas import chain, chord, chunks, group, maybe_signature, signature, subtask, xmap, xstarmap
+from chancy.compat.local import current_app, current_task
+from chancy.compat.result import AsyncResult, EagerResult, GroupResult
+from chancy.compat.worker import worker_app
+
+__all__ = [
+    "AsyncResult", "Celery", "EagerResult", "GroupResult", "Task", "chain", "chord", "chunks",
+    "current_app", "current_task", "group", "maybe_signature", "shared_task", "signature", "states",
+    "subtask", "worker_app", "xmap", "xstarmap",
+]

@@ -1,0 +1,475 @@
+"""``Celery``: the app object of a Celery codebase, backed by a :class:`chancy.Chancy`
+(exposed as ``.chancy``). It owns configuration, the task registry, routing, and turning
+calls (signatures) into job rows."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import uuid
+import warnings
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping, Sequence
+
+from chancy.app import Chancy
+from chancy.compat import continuations, routes, signals
+from chancy.compat.app.task import Context, Task, current_task_and_request
+from chancy.compat.config import Settings
+from chancy.compat.exceptions import ImproperlyConfigured
+from chancy.compat.local import set_current_app
+from chancy.compat.protocol import job_id_for
+from chancy.errors import ConfigurationError
+from chancy.execution import registry
+from chancy.job import Job, Limit
+from chancy.queues.pg import Queue
+
+log = logging.getLogger("chancy.compat")
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://", "chancy+postgresql://", "chancy+postgres://")
+_shared_tasks: list[Callable[["Celery"], Any]] = []
+_apps: list["Celery"] = []
+
+
+def gen_task_name(app: "Celery", name: str, module_name: str | None) -> str:
+    """Celery's naming: ``module.function``; a task defined in ``__main__`` takes the app's
+    ``main`` name as its module so the worker can find it."""
+    module_name = module_name or "__main__"
+    module = sys.modules.get(module_name)
+    if module is not None:
+        module_name = module.__name__
+    if module_name == "__main__" and app.main:
+        return f"{app.main}.{name}"
+    return ".".join(p for p in (module_name, name) if p)
+
+
+def _seconds_or_time(value: Any, label: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, (int, float)):
+        return datetime.now(timezone.utc) + timedelta(seconds=value)
+    if isinstance(value, str):
+        return _seconds_or_time(datetime.fromisoformat(value), label)
+    raise TypeError(f"{label} must be seconds or a datetime, got {value!r}")
+
+
+class Control:
+    """``app.control``: revoke and purge, durable because they act on job rows."""
+
+    def __init__(self, app: "Celery") -> None:
+        self.app = app
+
+    def revoke(self, task_id: str | Sequence[str], destination: Any = None, terminate: bool = False,
+               signal: Any = None, **kwargs: Any) -> None:
+        """Revoke waiting tasks (works with no worker running); ``terminate=True`` also stops
+        a running one. Without it a running task finishes, as in Celery."""
+        from chancy.job import JobState
+
+        chancy = self.app.chancy
+        for one in [task_id] if isinstance(task_id, str) else list(task_id):
+            job_id = job_id_for(one)
+            record = chancy.get_job_sync(job_id)
+            if record is None:
+                log.warning("revoke: no task %s (never sent, or forgotten)", one)
+                continue
+            if record.state is JobState.RUNNING and not terminate:
+                continue
+            if chancy.cancel_sync(job_id):
+                signals.task_revoked.send(sender=self.app.tasks.get(record.func), request=None,
+                                          terminated=terminate, signum=signal, expired=False)
+
+    def terminate(self, task_id: str | Sequence[str], destination: Any = None, signal: Any = None, **kwargs: Any) -> None:
+        self.revoke(task_id, terminate=True, signal=signal)
+
+    def purge(self) -> int:
+        """Delete every waiting task of the app's queues; returns how many."""
+        from chancy.job import JobState
+        from chancy.queues.admin_sql import AdminSQL
+        from chancy.queues.sql import drive_sync, single
+
+        statement = AdminSQL(self.app.chancy.names).purge(
+            [JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING], list(self.app.chancy.queues))
+        with self.app.chancy.connection_sync() as conn:
+            return sum(drive_sync(conn, single(statement)).values())
+
+    discard_all = purge
+
+
+class Celery:
+    """A Celery application whose broker and result backend are one Postgres database."""
+
+    def __init__(self, main: str | None = None, loader: Any = None, backend: str | None = None,
+                 amqp: Any = None, events: Any = None, log: Any = None, control: Any = None,
+                 set_as_current: bool = True, tasks: Any = None, broker: str | None = None,
+                 include: Sequence[str] | None = None, changes: Mapping[str, Any] | None = None,
+                 config_source: Any = None, fixups: Any = None, task_cls: Any = None,
+                 autofinalize: bool = True, namespace: str | None = None, strict_typing: bool = True,
+                 **kwargs: Any) -> None:
+        self.main = main
+        self.conf = Settings()
+        self.tasks: dict[str, Task] = {}
+        self.control = Control(self)
+        self.on_configure = signals.Signal("on_configure")
+        self.on_after_configure = signals.Signal("on_after_configure")
+        self.on_after_finalize = signals.Signal("on_after_finalize")
+        self._chancy: Chancy | None = None
+        self._pending_sources: list[tuple[Any, str | None]] = []
+        self._autodiscover: list[tuple[Any, str]] = []
+        self._periodic: list[tuple[Any, Any, dict[str, Any]]] = []
+        self.finalized = False
+        self._base_task = task_cls if isinstance(task_cls, type) else Task
+        if broker:
+            self.conf.broker_url = broker
+        if backend:
+            self.conf.result_backend = backend
+        if include:
+            self.conf.include = tuple(include)
+        if changes:
+            self.conf.update(changes)
+        if kwargs:
+            self.conf.update(kwargs)
+        if config_source is not None:
+            self.config_from_object(config_source)
+        if set_as_current:
+            set_current_app(self)
+        _apps.append(self)
+        for make in _shared_tasks:
+            make(self)
+        continuations.install()
+
+    def __repr__(self) -> str:
+        return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
+
+    # --- configuration ------------------------------------------------------------------
+    def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
+                           namespace: str | None = None) -> None:
+        """Load settings from a module path, ``'module:attr'`` (e.g.
+        ``'django.conf:settings'`` with ``namespace='CELERY'``) or an object."""
+        try:
+            self.conf.from_object(obj, namespace=namespace)
+        except ImportError:
+            if silent:
+                return
+            raise
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False, force: bool = False) -> None:
+        module_name = os.environ.get(variable_name)
+        if not module_name:
+            if silent:
+                return
+            raise ImproperlyConfigured(f"The environment variable {variable_name!r} is not set")
+        self.config_from_object(module_name, silent=silent)
+
+    def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks", force: bool = False) -> None:
+        """Import ``<package>.tasks`` for each package (default: Django's INSTALLED_APPS),
+        now when ``force``, else when the app is finalized."""
+        self._autodiscover.append((packages, related_name))
+        if force or self.finalized:
+            self._discover(packages, related_name)
+
+    def _discover(self, packages: Any, related_name: str) -> None:
+        if callable(packages):
+            packages = packages()
+        if packages is None:
+            try:
+                from django.conf import settings  # type: ignore[import-not-found]
+
+                packages = [a.split(".apps.")[0] for a in settings.INSTALLED_APPS]
+            except Exception:  # noqa: BLE001 - no Django: nothing to discover by default
+                packages = []
+        for package in packages:
+            try:
+                importlib.import_module(f"{package}.{related_name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{package}.{related_name}":
+                    raise
+
+    def finalize(self, auto: bool = False) -> None:
+        """Import ``include``/``imports``, discover tasks, apply annotations and send
+        ``on_after_configure`` / ``on_after_finalize`` (once)."""
+        if self.finalized:
+            return
+        self.finalized = True
+        self.on_configure.send(sender=self)
+        for module in tuple(self.conf.include or ()) + tuple(self.conf.imports or ()):
+            importlib.import_module(module)
+        for packages, related_name in self._autodiscover:
+            self._discover(packages, related_name)
+        self.on_after_configure.send(sender=self, source=self.conf)
+        for task in self.tasks.values():
+            self._annotate(task)
+        self.on_after_finalize.send(sender=self)
+
+    def _annotate(self, task: Task) -> None:
+        annotations = self.conf.task_annotations
+        if not annotations:
+            return
+        for table in annotations if isinstance(annotations, (list, tuple)) else [annotations]:
+            if callable(table) and not isinstance(table, Mapping):
+                table = table(task) or {}
+            for key in ("*", task.name):
+                for attr, value in (table.get(key) or {}).items():
+                    setattr(task, attr, value)
+
+    # --- the core app -------------------------------------------------------------------------
+    @property
+    def dsn(self) -> str | None:
+        url = self.conf.broker_url
+        if not url:
+            return None
+        if not url.startswith(POSTGRES_SCHEMES):
+            raise ConfigurationError(
+                f"broker_url {url!r} is not a Postgres DSN. chancy.compat keeps tasks in Postgres: use "
+                "'postgresql://user:password@host:5432/dbname' (or leave it unset to use CHANCY_DSN "
+                "or the embedded server). To keep a stock Celery worker on another broker, use the "
+                "kombu transport instead (see migration_guide.md).")
+        backend = self.conf.result_backend
+        if backend and not str(backend).startswith(POSTGRES_SCHEMES + ("chancy",)):
+            warnings.warn(f"result_backend {backend!r} is ignored: results are stored in the job rows "
+                          "of the broker database", UserWarning, stacklevel=3)
+        return url
+
+    def declared_queues(self) -> list[str]:
+        names = [self.conf.task_default_queue]
+        for queue in self.conf.task_queues or ():
+            name = queue if isinstance(queue, str) else getattr(queue, "name", None)
+            if name and name not in names:
+                names.append(name)
+        return names
+
+    @property
+    def chancy(self) -> Chancy:
+        """The :class:`chancy.Chancy` app behind this Celery app (built on first use)."""
+        if self._chancy is None:
+            self.finalize()
+            from chancy.compat.worker import WorkerSignals
+
+            self._chancy = Chancy(self.dsn, plugins=[*(Queue(name) for name in self.declared_queues()),
+                                                     WorkerSignals(self)])
+        return self._chancy
+
+    # --- tasks ---------------------------------------------------------------------------------
+    @property
+    def Task(self) -> type[Task]:  # noqa: N802 - Celery's name
+        return type("Task", (self._base_task,), {"app": self, "__module__": self._base_task.__module__,
+                                                 "abstract": True})
+
+    def task(self, *args: Any, **opts: Any) -> Any:
+        """``@app.task`` or ``@app.task(name=…, bind=True, base=…, max_retries=…, …)``."""
+        if len(args) == 1 and callable(args[0]) and not opts:
+            return self._task_from_fun(args[0])
+        if args:
+            raise TypeError("@app.task takes keyword options only, e.g. @app.task(bind=True)")
+        return lambda fun: self._task_from_fun(fun, **opts)
+
+    def _task_from_fun(self, fun: Callable[..., Any], name: str | None = None, base: type | None = None,
+                       bind: bool = False, **options: Any) -> Task:
+        name = name or gen_task_name(self, fun.__name__, fun.__module__)
+        existing = self.tasks.get(name)
+        if existing is not None and getattr(existing, "__wrapped__", None) is fun:
+            return existing
+        base = base or self._base_task
+        if options.get("rate_limit"):
+            warnings.warn(f"task {name}: rate_limit is not enforced by chancy.compat (see migration_guide.md)",
+                          UserWarning, stacklevel=3)
+        run = fun if bind else staticmethod(fun)
+        attrs = {"app": self, "name": name, "run": run, "__wrapped__": fun, "__doc__": fun.__doc__,
+                 "__module__": fun.__module__, "__qualname__": fun.__name__, "_decorated": True,
+                 "abstract": False, **options}
+        task = type(fun.__name__, (base,), attrs)()
+        self.tasks[name] = task
+        registry[name] = task.run_from_worker
+        if self.finalized:
+            self._annotate(task)
+        return task
+
+    def register_task(self, task: Any) -> Task:
+        """Register a class-based task (an instance of a ``Task`` subclass with ``run``)."""
+        if isinstance(task, type):
+            task = task()
+        if task.name is None:
+            task.name = gen_task_name(self, type(task).__name__, type(task).__module__)
+        task.app = self
+        self.tasks[task.name] = task
+        registry[task.name] = task.run_from_worker
+        return task
+
+    def new_task_id(self) -> str:
+        return str(uuid.uuid4())
+
+    # --- calling ---------------------------------------------------------------------------------
+    def signature(self, *args: Any, **kwargs: Any) -> Any:
+        from chancy.compat.canvas import signature
+
+        return signature(*args, app=self, **kwargs)
+
+    def send_task(self, name: str, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+                  countdown: float | None = None, eta: datetime | None = None, task_id: str | None = None,
+                  **options: Any) -> Any:
+        """Enqueue a task by name (it need not be importable here); never eager."""
+        from chancy.compat.canvas import Signature
+
+        for key, value in (("countdown", countdown), ("eta", eta), ("task_id", task_id)):
+            if value is not None:
+                options[key] = value
+        return self.publish(Signature(name, args, kwargs, options, app=self))
+
+    def job_for(self, sig: Any, parked_at: datetime | None = None) -> Job:
+        """The job row one task signature becomes (options, routing, Celery metadata)."""
+        task = self.tasks.get(sig.task)
+        opts = dict(sig.options)
+        if task is not None and parked_at is None:
+            task.check_arguments(sig.args, sig.kwargs)
+        route = routes.route_for(routes.prepare(self.conf.task_routes), sig.task, sig.args, sig.kwargs, opts, task)
+
+        def pick(key: str, default: Any = None) -> Any:
+            for source in (opts.get(key), getattr(task, key, None), route.get(key)):
+                if source is not None:
+                    return source
+            return default
+
+        queue = pick("queue", self.conf.task_default_queue)
+        queue = getattr(queue, "name", queue)
+        if opts.get("routing_key") and not opts.get("queue") and not getattr(task, "queue", None) and not route:
+            queue = opts["routing_key"]
+        if not self.conf.task_create_missing_queues and queue not in self.declared_queues():
+            from chancy.compat.exceptions import QueueNotFound
+
+            raise QueueNotFound(f"Queue {queue!r} missing from task_queues (task_create_missing_queues is off)")
+        serializer = pick("serializer", self.conf.task_serializer)
+        if serializer != "json":
+            raise ConfigurationError(
+                f"task {sig.task}: serializer {serializer!r} is not supported; chancy.compat stores "
+                "arguments as JSON (kombu's encoder: datetimes, UUIDs, Decimals round-trip). Pass plain data.")
+        countdown = opts.get("countdown")
+        scheduled_at = parked_at or (_seconds_or_time(countdown, "countdown") if countdown is not None
+                                     else _seconds_or_time(opts.get("eta"), "eta"))
+        expires_at = _seconds_or_time(pick("expires"), "expires")
+        hard = pick("time_limit", self.conf.task_time_limit)
+        soft = pick("soft_time_limit", self.conf.task_soft_time_limit)
+        limit = min(x for x in (hard, soft) if x) if (hard or soft) else None
+        max_retries = task.max_retries if task is not None else 3
+        acks_late = pick("acks_late", self.conf.task_acks_late)
+        task_id = opts.get("task_id") or self.new_task_id()
+        job_id = job_id_for(task_id)
+        running = current_task_and_request()
+        parent: Context | None = running[1] if running and not running[1].called_directly else None
+        celery: dict[str, Any] = {
+            "root_id": parent.root_id if parent else str(task_id),
+            "parent_id": parent.id if parent else None,
+            "group": opts.get("group_id"),
+            "group_index": opts.get("group_index"),
+            "shadow": opts.get("shadow"),
+            "headers": opts.get("headers"),
+            "ignore_result": bool(pick("ignore_result", self.conf.task_ignore_result)),
+            "timelimit": [hard, soft],
+            "track_started": bool(pick("track_started", self.conf.task_track_started)),
+            "eta": bool(scheduled_at and not parked_at),
+        }
+        if str(job_id) != str(task_id):
+            celery["task_id"] = str(task_id)
+        priority = pick("priority", self.conf.task_default_priority)
+        if priority is None and parent is not None and self.conf.task_inherit_parent_priority:
+            priority = parent.delivery_info.get("priority")
+        return Job(
+            sig.task, args=sig.args, kwargs=sig.kwargs, queue=queue, priority=int(priority or 0),
+            max_attempts=(max_retries + 1 if max_retries is not None else 2**31 - 1) if acks_late else 1,
+            scheduled_at=scheduled_at, expires_at=expires_at,
+            limits=[Limit(Limit.Type.TIME, limit)] if limit else [],
+            meta={"celery": {k: v for k, v in celery.items() if v is not None}}, id=job_id,
+        )
+
+    def publish(self, sig: Any) -> Any:
+        """Insert the jobs of a signature or canvas; returns its result handle."""
+        from chancy.compat import transactions
+        from chancy.compat.canvas import Planner
+
+        connection = sig.options.pop("connection", None)
+        on_commit = sig.options.pop("on_commit", False)
+        planner = Planner(self)
+        node = sig.plan(planner, parked=False)
+        jobs = planner.planned_jobs()
+        for job in jobs:
+            signals.before_task_publish.send(sender=job.func, body=(job.args, job.kwargs), headers=job.meta,
+                                             routing_key=job.queue)
+        transactions.push(self.chancy, jobs, connection=connection, on_commit=on_commit)
+        for job in jobs:
+            signals.after_task_publish.send(sender=job.func, body=(job.args, job.kwargs), headers=job.meta,
+                                            routing_key=job.queue)
+        return node.result
+
+    # --- results --------------------------------------------------------------------------------
+    def AsyncResult(self, id: str, **kwargs: Any) -> Any:  # noqa: N802 - Celery's name
+        from chancy.compat.result import AsyncResult
+
+        return AsyncResult(id, app=self, **kwargs)
+
+    def GroupResult(self, id: str | None = None, results: Sequence[Any] | None = None, **kwargs: Any) -> Any:  # noqa: N802
+        from chancy.compat.result import GroupResult
+
+        return GroupResult(id, results, app=self, **kwargs)
+
+    # --- beat -----------------------------------------------------------------------------------
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] = (),
+                          name: str | None = None, **opts: Any) -> str:
+        """Add a ``beat_schedule`` entry; the cluster's cron runs it (no beat process)."""
+        from chancy.compat.canvas import Signature
+
+        if not isinstance(sig, Signature):
+            sig = Signature(sig, args, dict(kwargs or {}), app=self)
+        key = name or repr(sig)
+        entries = dict(self.conf.beat_schedule or {})
+        entries[key] = {"schedule": schedule, "task": sig.task, "args": sig.args, "kwargs": sig.kwargs,
+                        "options": {**sig.options, **opts}}
+        self.conf.beat_schedule = entries
+        return key
+
+    # --- misc -------------------------------------------------------------------------------------
+    def set_current(self) -> None:
+        set_current_app(self)
+
+    def set_default(self) -> None:
+        set_current_app(self)
+
+    def close(self) -> None:
+        """Close the sync connections; the next use reconnects with the current settings."""
+        if self._chancy is not None:
+            self._chancy.close_sync()
+            self._chancy = None
+
+    def __enter__(self) -> "Celery":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def shared_task(*args: Any, **opts: Any) -> Any:
+    """``@shared_task``: a task for every app (a library does not know the app). It is
+    registered with each Celery app created, and calls go to the current app."""
+
+    def create(fun: Callable[..., Any]) -> Any:
+        from chancy.compat.local import Proxy, get_current_app
+
+        name = opts.get("name")
+
+        def register(app: Celery) -> Task:
+            return app._task_from_fun(fun, **opts)
+
+        _shared_tasks.append(register)
+        for app in list(_apps):
+            register(app)
+
+        def current() -> Task:
+            app = get_current_app()
+            task_name = name or gen_task_name(app, fun.__name__, fun.__module__)
+            return app.tasks.get(task_name) or register(app)
+
+        return Proxy(current)
+
+    if len(args) == 1 and callable(args[0]) and not opts:
+        return create(args[0])
+    return create

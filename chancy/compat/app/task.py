@@ -1,0 +1,420 @@
+"""Celery's ``Task``: calling (``delay``/``apply_async``/``apply``/inline), ``self.request``,
+``retry`` and autoretry, the handler hooks and signals. A Celery task is registered in
+:data:`chancy.execution.registry` under its Celery name; the core worker runs it through
+:meth:`Task.run_from_worker`, which builds ``self.request`` from the job row."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import sys
+import threading
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from chancy.compat import signals, states
+from chancy.compat.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from chancy.errors import Fail, JobCancelledError, JobTimeoutError
+from chancy.execution import current_job
+from chancy.job import JobRecord
+
+if TYPE_CHECKING:
+    from chancy.compat.app.base import Celery
+    from chancy.compat.canvas import Signature
+    from chancy.compat.result import AsyncResult, EagerResult
+
+log = logging.getLogger("chancy.compat.task")
+
+#: Attempt budget standing for Celery's ``max_retries=None`` (retry forever).
+UNLIMITED_ATTEMPTS = 2**31 - 1
+
+
+class Context:
+    """``self.request``: what Celery tells a running task about its own call."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.id: str | None = None
+        self.args: tuple = ()
+        self.kwargs: dict[str, Any] = {}
+        self.retries = 0
+        self.is_eager = False
+        self.called_directly = True
+        self.hostname: str | None = None
+        self.delivery_info: dict[str, Any] = {}
+        self.headers: dict[str, Any] | None = None
+        self.root_id: str | None = None
+        self.parent_id: str | None = None
+        self.group: str | None = None
+        self.group_index: int | None = None
+        self.eta: str | None = None
+        self.expires: str | None = None
+        self.timelimit: tuple = (None, None)
+        self.callbacks = None
+        self.errbacks = None
+        self.chain = None
+        self.chord = None
+        self.correlation_id: str | None = None
+        self.reply_to: str | None = None
+        self.origin: str | None = None
+        self.ignore_result = False
+        self.task: str | None = None
+        self.__dict__.update(fields)
+
+    def __repr__(self) -> str:
+        return f"<Context: {self.__dict__!r}>"
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> "Context":
+        celery = record.meta.get("celery", {})
+        return cls(
+            id=celery.get("task_id") or str(record.id), task=record.func, args=record.args,
+            kwargs=record.kwargs, retries=record.attempts - 1, is_eager=False, called_directly=False,
+            hostname=record.taken_by, delivery_info={"exchange": "", "routing_key": record.queue,
+                                                     "priority": record.priority, "redelivered": record.attempts > 1},
+            headers=celery.get("headers"), root_id=celery.get("root_id") or str(record.id),
+            parent_id=celery.get("parent_id"), group=celery.get("group"),
+            group_index=celery.get("group_index"),
+            eta=record.scheduled_at.isoformat() if celery.get("eta") else None,
+            expires=record.expires_at.isoformat() if record.expires_at else None,
+            timelimit=tuple(celery.get("timelimit") or (None, None)),
+            correlation_id=str(record.id), origin=celery.get("origin"),
+            ignore_result=bool(celery.get("ignore_result")),
+        )
+
+
+class _RequestStack(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[tuple["Task", Context]] = []
+
+
+_requests = _RequestStack()
+
+
+def current_task_and_request() -> tuple["Task", Context] | None:
+    return _requests.stack[-1] if _requests.stack else None
+
+
+class _running:
+    """Push ``(task, request)`` for the duration of a call (inline, eager or worker)."""
+
+    def __init__(self, task: "Task", request: Context) -> None:
+        self.entry = (task, request)
+
+    def __enter__(self) -> Context:
+        _requests.stack.append(self.entry)
+        return self.entry[1]
+
+    def __exit__(self, *exc: object) -> None:
+        _requests.stack.pop()
+
+
+def exponential_backoff(factor: int, retries: int, maximum: int, full_jitter: bool) -> int:
+    """Celery's autoretry countdown: ``min(maximum, factor * 2**retries)``, then uniformly
+    drawn from ``0..countdown`` with full jitter."""
+    countdown = min(maximum, factor * (2**retries))
+    if full_jitter:
+        countdown = random.randrange(countdown + 1)
+    return max(0, countdown)
+
+
+class Task:
+    """Base class of every Celery-style task (``@app.task(base=MyTask)`` subclasses it)."""
+
+    name: str | None = None
+    app: "Celery | None" = None
+    typing = True
+    max_retries: int | None = 3
+    default_retry_delay = 3 * 60
+    rate_limit: str | None = None
+    ignore_result: bool | None = None
+    track_started: bool | None = None
+    acks_late: bool | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    serializer: str | None = None
+    expires: float | datetime | None = None
+    priority: int | None = None
+    queue: str | None = None
+    throws: tuple[type[BaseException], ...] = ()
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_kwargs: Mapping[str, Any] = {}
+    retry_backoff: bool | int = False
+    retry_backoff_max = 600
+    retry_jitter = True
+    store_errors_even_if_ignored = False
+    abstract = False
+    #: Signature checking uses this function (the undecorated one).
+    __wrapped__: Callable[..., Any] | None = None
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"Task {self.name!r} defines no run()")
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name} of {self.app.main if self.app else None}>"
+
+    # --- the request ---------------------------------------------------------------------
+    @property
+    def request(self) -> Context:
+        for task, request in reversed(_requests.stack):
+            if task is self:
+                return request
+        return Context()
+
+    # --- calling -------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run inline, in this process, like calling the function."""
+        with _running(self, Context(args=args, kwargs=kwargs, called_directly=True, task=self.name)):
+            return self.run(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> "AsyncResult":
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+                    task_id: str | None = None, producer: Any = None, link: Any = None,
+                    link_error: Any = None, shadow: str | None = None, **options: Any) -> Any:
+        """Enqueue a call (see the Celery docs for the options). ``connection=`` (a psycopg
+        connection) enqueues in the caller's open transaction; inside a Django atomic block
+        the job joins Django's transaction by itself."""
+        self._check_app()
+        if link is not None:
+            options["link"] = link
+        if link_error is not None:
+            options["link_error"] = link_error
+        if shadow is not None:
+            options["shadow"] = shadow
+        if task_id is not None:
+            options["task_id"] = task_id
+        return self.signature(args, kwargs, **options).apply_async()
+
+    def delay_on_commit(self, *args: Any, **kwargs: Any) -> "AsyncResult":
+        """Enqueue once the surrounding transaction commits (Django's, when in one).
+        Unlike Celery's, it returns the result handle: the id is chosen now."""
+        return self.signature(args, kwargs).apply_async(on_commit=True)
+
+    def apply_async_on_commit(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+                              **options: Any) -> "AsyncResult":
+        return self.signature(args, kwargs, **options).apply_async(on_commit=True)
+
+    def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+              task_id: str | None = None, throw: bool | None = None, retries: int = 0,
+              **options: Any) -> "EagerResult":
+        """Run now, in this process, with a request like a worker's; returns an EagerResult.
+        Arguments round-trip through the serializer as they would through the queue."""
+        from chancy import serialization
+        from chancy.compat.result import EagerResult
+
+        self._check_app()
+        assert self.app is not None
+        args = tuple(serialization.loads(serialization.dumps(list(args or ()))))
+        kwargs = serialization.loads(serialization.dumps(dict(kwargs or {})))
+        self.check_arguments(args, kwargs)
+        task_id = task_id or str(uuid.uuid4())
+        throw = self.app.conf.task_eager_propagates if throw is None else throw
+        while True:
+            request = Context(id=task_id, args=args, kwargs=kwargs, retries=retries, is_eager=True,
+                              called_directly=False, task=self.name, root_id=options.get("root_id", task_id),
+                              parent_id=options.get("parent_id"), headers=options.get("headers"),
+                              delivery_info={"is_eager": True})
+            try:
+                retval = self._execute(request, args, kwargs)
+            except Retry:
+                retries += 1
+                continue
+            except BaseException as exc:  # noqa: BLE001 - reported as the result
+                cause = exc.exc if isinstance(exc, Fail) else exc
+                if throw:
+                    raise cause
+                return EagerResult(task_id, cause, states.FAILURE, name=self.name)
+            return EagerResult(task_id, serialization.loads(serialization.dumps(retval)), states.SUCCESS,
+                               name=self.name)
+
+    # --- signatures ----------------------------------------------------------------------
+    def signature(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+                  **options: Any) -> "Signature":
+        from chancy.compat.canvas import Signature
+
+        return Signature(self.name, args, kwargs, options, app=self.app)
+
+    subtask = signature
+
+    def s(self, *args: Any, **kwargs: Any) -> "Signature":
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> "Signature":
+        return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Any) -> "Signature":
+        from chancy.compat.canvas import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Any) -> "Signature":
+        from chancy.compat.canvas import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
+
+    def chunks(self, it: Any, n: int) -> "Signature":
+        from chancy.compat.canvas import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> "AsyncResult":  # noqa: N802 - Celery's name
+        from chancy.compat.result import AsyncResult
+
+        return AsyncResult(task_id, app=self.app, task_name=self.name, **kwargs)
+
+    # --- arguments ---------------------------------------------------------------------------
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Fail at call time, as Celery does, when the arguments cannot bind to ``run``."""
+        if not self.typing:
+            return
+        try:
+            inspect.signature(self.run).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}() called with wrong arguments: {exc}") from None
+        except ValueError:  # no introspectable signature (a builtin): nothing to check
+            return
+
+    # --- retrying ------------------------------------------------------------------------------
+    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
+              throw: bool = True, eta: datetime | None = None, countdown: float | None = None,
+              max_retries: int | None = None, **options: Any) -> Retry:
+        """Run this same task id again later: raises :class:`Retry` (returns it with
+        ``throw=False``). Past ``max_retries``: re-raises ``exc``, else
+        :class:`MaxRetriesExceededError`."""
+        request = self.request
+        if args is not None or kwargs is not None:
+            if tuple(args if args is not None else request.args) != tuple(request.args) or \
+                    dict(kwargs if kwargs is not None else request.kwargs) != dict(request.kwargs):
+                raise ValueError(
+                    f"{self.name}: retry() with different args/kwargs is not supported (the retry "
+                    "re-runs the same job row); call self.apply_async(new_args) and return instead")
+        if request.called_directly:
+            raise exc or Retry("Task can be retried", None)
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{request.kwargs}",
+                task_args=request.args, task_kwargs=request.kwargs)
+        if countdown is None and eta is not None:
+            countdown = max(0.0, (eta - datetime.now(timezone.utc)).total_seconds())
+        if countdown is None:
+            countdown = self.default_retry_delay
+        max_attempts = UNLIMITED_ATTEMPTS if limit is None else limit + 1
+        retry = Retry(exc=exc, when=eta or countdown, is_eager=request.is_eager,
+                      countdown=countdown, max_attempts=max_attempts)
+        if throw:
+            raise retry
+        return retry
+
+    # --- handlers (override in a base class) -----------------------------------------------
+    def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
+        """Called before the task runs."""
+
+    def on_success(self, retval: Any, task_id: str, args: tuple, kwargs: dict) -> None:
+        """Called when the task succeeded."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        """Called when the task is to be retried."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        """Called when the task failed."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        """Called after the task returned, whatever happened."""
+
+    # --- state ---------------------------------------------------------------------------------
+    def update_state(self, task_id: str | None = None, state: str | None = None, meta: Any = None,
+                     **kwargs: Any) -> None:
+        """Record a custom state (e.g. ``PROGRESS``) and its ``meta`` on the running job."""
+        from chancy.compat import rows
+
+        request = self.request
+        task_id = task_id or request.id
+        if task_id is None:
+            raise ValueError("update_state() outside a task needs task_id=")
+        if request.is_eager:
+            return
+        assert self.app is not None
+        rows.set_custom_state(self.app.chancy, task_id, state, meta)
+
+    # --- running in a worker ---------------------------------------------------------------------
+    def run_from_worker(self, *args: Any, **kwargs: Any) -> Any:
+        """What the core worker calls: builds ``self.request`` from the job row."""
+        record = current_job.get()
+        request = Context.from_record(record)
+        try:
+            return self._execute(request, args, kwargs)
+        except (Retry, Fail, JobCancelledError, JobTimeoutError):
+            raise  # the executor reports cancels and timeouts itself
+        except BaseException as exc:  # noqa: BLE001 - failures are final unless retried
+            raise Fail(exc) from exc
+
+    def _execute(self, request: Context, args: tuple, kwargs: dict) -> Any:
+        """Run with hooks and signals; a failure is raised wrapped in :class:`Fail`."""
+        task_id = request.id
+        with _running(self, request):
+            signals.task_prerun.send(sender=self, task_id=task_id, task=self, args=args, kwargs=kwargs)
+            status, retval, einfo = states.SUCCESS, None, None
+            try:
+                self.before_start(task_id, args, kwargs)
+                retval = self._run_with_autoretry(args, kwargs)
+            except Retry as retry:
+                status, retval, einfo = states.RETRY, retry, sys.exc_info()
+                self.on_retry(retry.exc or retry, task_id, args, kwargs, einfo)
+                signals.task_retry.send(sender=self, request=request, reason=retry.exc or retry, einfo=einfo)
+                raise
+            except Ignore:
+                status, retval = states.IGNORED, None
+            except Reject as reject:
+                status, retval = states.REJECTED, reject
+                signals.task_rejected.send(sender=self, message=None, exc=reject)
+                if reject.requeue:
+                    raise Retry(exc=reject, countdown=0, max_attempts=request.retries + 2) from None
+                raise Fail(reject) from None
+            except BaseException as exc:
+                status, retval, einfo = states.FAILURE, exc, sys.exc_info()
+                if not isinstance(exc, self.throws):
+                    log.debug("task %s[%s] raised %r", self.name, task_id, exc)
+                self.on_failure(exc, task_id, args, kwargs, einfo)
+                signals.task_failure.send(sender=self, task_id=task_id, exception=exc, args=args,
+                                          kwargs=kwargs, traceback=exc.__traceback__, einfo=einfo)
+                raise Fail(exc) from exc
+            else:
+                self.on_success(retval, task_id, args, kwargs)
+                signals.task_success.send(sender=self, result=retval)
+            finally:
+                self.after_return(status, retval, task_id, args, kwargs, einfo)
+                signals.task_postrun.send(sender=self, task_id=task_id, task=self, args=args, kwargs=kwargs,
+                                          retval=retval, state=status)
+            return retval
+
+    def _run_with_autoretry(self, args: tuple, kwargs: dict) -> Any:
+        if not self.autoretry_for:
+            return self.run(*args, **kwargs)
+        try:
+            return self.run(*args, **kwargs)
+        except Retry:
+            raise
+        except self.autoretry_for as exc:
+            if self.dont_autoretry_for and isinstance(exc, self.dont_autoretry_for):
+                raise
+            retry_kwargs = dict(self.retry_kwargs or {})
+            if self.retry_backoff:
+                retry_kwargs["countdown"] = exponential_backoff(
+                    factor=int(max(1.0, float(self.retry_backoff))), retries=self.request.retries,
+                    maximum=self.retry_backoff_max, full_jitter=self.retry_jitter)
+            raise self.retry(exc=exc, **retry_kwargs) from None
+
+    def _check_app(self) -> None:
+        if self.app is None:
+            raise RuntimeError(f"Task {self.name!r} is not bound to an app (define it with @app.task or "
+                               "@shared_task and create a chancy.compat.Celery app)")

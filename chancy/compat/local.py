@@ -1,0 +1,72 @@
+"""``current_app`` and ``current_task``: proxies to the app in use and the task running
+in this thread, as Celery's are."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from chancy.compat.app.base import Celery
+
+_state = threading.local()
+_default: list["Celery"] = []
+
+
+def set_current_app(app: "Celery") -> None:
+    _state.app = app
+    if not _default:
+        _default.append(app)
+
+
+def get_current_app() -> "Celery":
+    app = getattr(_state, "app", None) or (_default[0] if _default else None)
+    if app is None:
+        from chancy.compat.app.base import Celery
+
+        app = Celery("default")
+    return app
+
+
+def get_current_task() -> Any:
+    from chancy.compat.app.task import current_task_and_request
+
+    running = current_task_and_request()
+    return running[0] if running else None
+
+
+class Proxy:
+    """Forwards everything to what ``getter()`` returns at the time of use."""
+
+    __slots__ = ("_getter",)
+
+    def __init__(self, getter: Callable[[], Any]) -> None:
+        object.__setattr__(self, "_getter", getter)
+
+    def _get_current_object(self) -> Any:
+        return self._getter()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._getter(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._getter(), name, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._getter()(*args, **kwargs)
+
+    def __bool__(self) -> bool:
+        return bool(self._getter())
+
+    def __eq__(self, other: object) -> bool:
+        return self._getter() == other
+
+    def __hash__(self) -> int:
+        return hash(self._getter())
+
+    def __repr__(self) -> str:
+        return repr(self._getter())
+
+
+current_app: Any = Proxy(get_current_app)
+current_task: Any = Proxy(get_current_task)

@@ -1,0 +1,71 @@
+"""Running a Celery app's tasks on the Chancy worker: ``worker_app`` (what ``chancy worker
+-A proj`` calls for a Celery-style app) and the plugin that sends Celery's worker signals."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Sequence
+
+from chancy.app import Chancy
+from chancy.compat import signals
+from chancy.errors import ConfigurationError
+from chancy.plugin import Plugin
+from chancy.queues.pg import Queue
+
+if TYPE_CHECKING:
+    from chancy.compat.app.base import Celery
+    from chancy.worker import Worker
+
+#: Celery's ``-P`` pool names, as Chancy executors.
+POOLS = {"prefork": "process", "process": "process", "threads": "thread", "thread": "thread",
+         "solo": "asyncio", "asyncio": "asyncio"}
+
+
+class WorkerSignals(Plugin):
+    """Sends ``worker_init``/``worker_ready`` when a worker starts and
+    ``worker_shutting_down``/``worker_shutdown`` when it stops."""
+
+    def __init__(self, celery_app: "Celery") -> None:
+        super().__init__()
+        self.celery_app = celery_app
+
+    async def run(self, worker: "Worker") -> Any:
+        signals.worker_init.send(sender=worker)
+        signals.worker_ready.send(sender=worker)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            signals.worker_shutting_down.send(sender=worker.worker_id, sig="TERM", how="warm", exitcode=0)
+            signals.worker_shutdown.send(sender=worker)
+
+
+def _executor(pool: str | None) -> str | None:
+    if pool is None:
+        return None
+    try:
+        return POOLS[pool]
+    except KeyError:
+        raise ConfigurationError(f"-P {pool!r} is not available; choose one of {sorted(POOLS)} "
+                                 "(eventlet and gevent pools are not supported)") from None
+
+
+def worker_app(celery_app: "Celery", queues: Sequence[str] | None = None, concurrency: int | None = None,
+               pool: str | None = None) -> Chancy:
+    """The ready :class:`Chancy` to run ``celery_app``'s tasks: the named queues (declared
+    on the fly, like Celery's ``-Q``; default: ``task_default_queue`` and ``task_queues``),
+    each with ``concurrency`` (default ``worker_concurrency``, else 1) and the executor of
+    ``pool`` (Celery names accepted; default ``worker_pool``)."""
+    conf = celery_app.conf
+    chancy = celery_app.chancy
+    names = list(queues or celery_app.declared_queues())
+    concurrency = concurrency or conf.worker_concurrency or None
+    executor = _executor(pool or conf.worker_pool)
+    if executor == "asyncio" and (pool or conf.worker_pool) == "solo":
+        concurrency = 1
+    for name in names:
+        declared = chancy.queues.get(name)
+        queue = Queue(name, concurrency=concurrency or (declared.concurrency if declared else 1),
+                      executor=executor or "process")
+        queue.bind(chancy)
+        chancy.queues[name] = queue
+    return chancy

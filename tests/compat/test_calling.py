@@ -1,0 +1,117 @@
+"""Calling tasks as Celery's "Calling Tasks" guide does: delay, apply_async options,
+results, naming, inline calls, signature checks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from chancy.compat import states
+from chancy.compat.exceptions import TimeoutError
+from chancy.job import JobState
+from tests.compat.proj import tasks
+
+
+def test_getting_started_delay_and_get(worker):
+    result = tasks.add.delay(4, 4)
+    assert result.get(timeout=10) == 8
+    assert result.state == states.SUCCESS and result.status == "SUCCESS"
+    assert result.ready() and result.successful() and not result.failed()
+    assert result.date_done is not None
+
+
+def test_task_names_follow_celery(celery_app):
+    assert tasks.add.name == "tests.compat.proj.tasks.add"
+    assert tasks.named.name == "custom.named"
+    assert "tests.compat.proj.tasks.add" in celery_app.tasks
+
+
+def test_calling_a_task_runs_it_inline(celery_app):
+    assert tasks.add(2, 3) == 5
+    assert tasks.whoami()["id"] is None  # called directly: no task id
+
+
+def test_wrong_arguments_fail_at_call_time(celery_app):
+    with pytest.raises(TypeError, match="wrong arguments"):
+        tasks.add.delay(1)
+    with pytest.raises(TypeError):
+        tasks.add.apply_async((1, 2, 3))
+
+
+def test_request_context_in_the_worker(worker):
+    task_id = str(uuid.uuid4())
+    result = tasks.whoami.apply_async(task_id=task_id, headers={"tenant": "a"}, queue="default")
+    info = result.get(timeout=10)
+    assert info["id"] == task_id == result.id
+    assert info["retries"] == 0 and info["is_eager"] is False
+    assert info["root_id"] == task_id and info["parent_id"] is None
+    assert info["headers"] == {"tenant": "a"}
+    assert info["hostname"] == worker.worker.worker_id
+    assert info["name"] == tasks.whoami.name
+
+
+def test_a_custom_non_uuid_task_id_round_trips(worker):
+    result = tasks.whoami.apply_async(task_id="report-2024-01")
+    assert result.get(timeout=10)["id"] == "report-2024-01"
+
+
+def test_failure_propagates_the_original_exception(worker):
+    result = tasks.fail.delay("bad input")
+    with pytest.raises(ValueError, match="bad input"):
+        result.get(timeout=10)
+    assert result.state == states.FAILURE and result.failed()
+    assert isinstance(result.result, ValueError)
+    assert "ValueError: bad input" in result.traceback
+    assert isinstance(result.get(propagate=False, timeout=1), ValueError)
+
+
+def test_countdown_and_eta_schedule_the_row(celery_app):
+    later = tasks.add.apply_async((1, 1), countdown=3600)
+    record = celery_app.chancy.get_job_sync(later.id)
+    assert record.state is JobState.SCHEDULED
+    assert record.scheduled_at > datetime.now(timezone.utc) + timedelta(minutes=59)
+    assert later.state == states.PENDING
+    eta = datetime.now(timezone.utc) + timedelta(hours=2)
+    at_eta = tasks.add.apply_async((1, 1), eta=eta, countdown=None)
+    assert abs((celery_app.chancy.get_job_sync(at_eta.id).scheduled_at - eta).total_seconds()) < 1
+
+
+
+def test_options_become_job_columns(celery_app):
+    result = tasks.add.apply_async((1, 2), priority=7, queue="high", time_limit=30, soft_time_limit=20)
+    record = celery_app.chancy.get_job_sync(result.id)
+    assert (record.queue, record.priority) == ("high", 7)
+    assert record.limits[0].value == 20
+    assert record.meta["celery"]["timelimit"] == [30, 20]
+
+
+def test_unknown_id_is_pending_and_get_times_out(celery_app):
+    result = celery_app.AsyncResult(str(uuid.uuid4()))
+    assert result.state == states.PENDING and result.result is None
+    with pytest.raises(TimeoutError):
+        result.get(timeout=0.3)
+
+
+def test_get_timeout_while_the_task_waits(celery_app):
+    result = tasks.add.delay(1, 1)  # no worker running
+    with pytest.raises(TimeoutError):
+        result.get(timeout=0.3)
+
+
+def test_send_task_by_name(worker, celery_app):
+    result = celery_app.send_task("tests.compat.proj.tasks.add", args=(20, 22))
+    assert result.get(timeout=10) == 42
+
+
+def test_shared_task_binds_to_the_current_app(worker):
+    assert tasks.shared_add.delay(1, 2).get(timeout=10) == 3
+
+
+def test_get_inside_a_task_is_refused(celery_app):
+    from chancy.compat.app.task import Context, _running
+
+    with _running(tasks.add, Context(id="x", called_directly=False)):
+        with pytest.raises(RuntimeError, match="Never call result.get"):
+            celery_app.AsyncResult(str(uuid.uuid4())).get(timeout=0.1)
