@@ -45,6 +45,13 @@ class Signature(dict):
                          subtask_type=subtask_type, immutable=immutable)
         self._app = app or getattr(task, "app", None)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Signature":
+        """Copies the call, shares the app."""
+        sig = type(self).__new__(type(self))
+        dict.__init__(sig, {k: copy.deepcopy(v, memo) for k, v in self.items()})
+        sig._app = self._app
+        return sig
+
     # --- fields ----------------------------------------------------------------------------
     task = property(lambda self: self["task"])
     args = property(lambda self: tuple(self["args"]))
@@ -456,6 +463,7 @@ class Planner:
             node = maybe_signature(errback, self.app).plan(self, True)
             for entry in node.entries:
                 self.canvas[key].setdefault("errbacks", []).append(str(entry.id))
+                self.parent_of[str(entry.id)] = key
                 self.canvas[str(entry.id)].update(remaining=1, pass_result=False)
         celery_id = job.meta.get("celery", {}).get("task_id") or key
         return Node(entries=[job], exits=[job], result=AsyncResult(celery_id, app=self.app))
@@ -470,6 +478,7 @@ class Planner:
             wiring["join"] = before.join
             for exit_id in waited:
                 self.canvas[exit_id].setdefault("then", []).append(str(entry.id))
+            self.parent_of[str(entry.id)] = waited[-1]
 
     def _downstream(self, key: str, seen: set[str]) -> list[str]:
         found = []
@@ -479,9 +488,18 @@ class Planner:
                 found += [nxt] + self._downstream(nxt, seen)
         return found
 
+    def _celery_id(self, key: str) -> str:
+        return self.jobs[key].meta["celery"].get("task_id", key)
+
     def planned_jobs(self) -> list[Job]:
+        """The jobs with their wiring; every job shares the canvas's root id and names the
+        step it follows as its parent (as Celery's workers record them)."""
         jobs = []
+        root_id = self.jobs[self.order[0]].meta["celery"]["root_id"]
         for key in self.order:
+            celery = dict(self.jobs[key].meta["celery"], root_id=root_id)
+            if key in self.parent_of:
+                celery["parent_id"] = self._celery_id(self.parent_of[key])
             wiring = dict(self.canvas[key])
             downstream = self._downstream(key, set())
             if downstream:
@@ -490,9 +508,10 @@ class Planner:
                 if dropped:
                     wiring["dropped"] = dropped
             job = self.jobs[key]
+            meta = {**job.meta, "celery": celery}
             if wiring:
-                job = job.with_options(meta={**job.meta, "canvas": wiring})
-            jobs.append(job)
+                meta["canvas"] = wiring
+            jobs.append(job.with_options(meta=meta))
         return jobs
 
 

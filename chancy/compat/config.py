@@ -155,6 +155,8 @@ class Settings(MutableMapping[str, Any]):
         return len(self._values)
 
     def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
         try:
             return self[key]
         except KeyError:

@@ -234,7 +234,7 @@ class AsyncResult:
     def children(self) -> list["AsyncResult"]:
         from chancy.compat import rows
 
-        return [AsyncResult(str(i), app=self.app, parent=self) for i in rows.children_ids(self.app.chancy, self.id)]
+        return [AsyncResult(str(i), app=self.app) for i in rows.children_ids(self.app.chancy, self.id)]
 
     def as_tuple(self) -> tuple:
         parent = self.parent.as_tuple() if self.parent is not None else None
