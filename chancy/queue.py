@@ -39,6 +39,9 @@ class Transition:
     error: dict[str, Any] | None = None
     delay: float | None = None  # seconds until the retry, when RETRYING (database clock)
     max_attempts: int | None = None  # when the task changed its budget
+    #: The attempt this outcome belongs to: a stale attempt's outcome changes nothing
+    #: (e.g. one that kept running here after recovery gave its job to a new attempt).
+    attempt: int | None = None
     #: Statements to run in the transaction that writes this transition, and only if the
     #: write applied (e.g. the next step of a workflow): a crash loses or repeats neither.
     follow_up: "Callable[[], Steps] | None" = None

@@ -64,9 +64,10 @@ def with_follow_ups(app: Chancy, record: JobRecord, transition: Transition) -> T
 def decide(record: JobRecord, outcome: Outcome) -> Transition:
     """What one attempt's outcome does to its job row."""
     if outcome.succeeded:
-        return Transition(record.id, JobState.SUCCEEDED, result_json=outcome.result_json)
+        return Transition(record.id, JobState.SUCCEEDED, result_json=outcome.result_json,
+                          attempt=record.attempts)
     if outcome.cancelled:
-        return Transition(record.id, JobState.CANCELLED, error=outcome.error)
+        return Transition(record.id, JobState.CANCELLED, error=outcome.error, attempt=record.attempts)
     max_attempts = outcome.max_attempts or record.max_attempts
     retry_requested = outcome.retry_in is not None
     if record.attempts < max_attempts and (retry_requested or not outcome.final):
@@ -75,8 +76,9 @@ def decide(record: JobRecord, outcome: Outcome) -> Transition:
         else:
             delay = (record.backoff or DEFAULT_BACKOFF).delay(record.attempts)
         return Transition(record.id, JobState.RETRYING, error=outcome.error, delay=delay,
-                          max_attempts=outcome.max_attempts)
-    return Transition(record.id, JobState.FAILED, error=outcome.error, max_attempts=outcome.max_attempts)
+                          max_attempts=outcome.max_attempts, attempt=record.attempts)
+    return Transition(record.id, JobState.FAILED, error=outcome.error, max_attempts=outcome.max_attempts,
+                      attempt=record.attempts)
 
 
 @dataclasses.dataclass
@@ -280,6 +282,9 @@ class Worker:
                     continue
                 delay = 0.1
                 for record in records:
+                    if record.id in self._held:
+                        self._release_reclaimed(runner, record)
+                        continue
                     self._held[record.id] = runner
                     runner.executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
                 runner.saturated = len(records) == free
@@ -298,6 +303,19 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         except asyncio.TimeoutError:
             pass
+
+    def _release_reclaimed(self, runner: _QueueRunner, record: JobRecord) -> None:
+        """We claimed a job that an older attempt of ours is still running: recovery gave
+        it away while we were cut off, and it came back to us. Running it twice here is
+        wrong and the old attempt's outcome no longer counts (it is stale), so send the
+        new attempt back to be retried, without charging it to the job's budget."""
+        log.warning("job %s was recovered while still running here and claimed again; releasing it", record.id)
+        error = {"type": "chancy.ReclaimedWhileRunning", "at": datetime.now(timezone.utc).isoformat(),
+                 "message": "claimed again by the worker still running its previous attempt", "traceback": None}
+        self._unwritten.append((runner.queue, Transition(
+            record.id, JobState.RETRYING, error=error, delay=1.0,
+            max_attempts=max(record.max_attempts, record.attempts + 1), attempt=record.attempts)))
+        self._outcome_ready.set()
 
     def _on_pushed(self, queue_name: str) -> None:
         runner = self._runners.get(queue_name)

@@ -191,7 +191,8 @@ class MemoryQueue(QueuePlugin):
         with self._lock:
             for t in transitions:
                 record = self._rows.get(t.job_id)
-                if record is None or record.state is not JobState.RUNNING or record.taken_by != worker_id:
+                if record is None or record.state is not JobState.RUNNING or record.taken_by != worker_id \
+                        or t.attempt not in (None, record.attempts):
                     continue  # cancelled or recovered meanwhile: this late outcome changes nothing
                 errors = record.errors + ([{**t.error, "attempt": record.attempts}] if t.error else [])
                 retrying = t.state is JobState.RETRYING

@@ -222,8 +222,8 @@ class JobSQL:
             WITH input AS (
                 SELECT * FROM unnest(
                     %(ids)s::uuid[], %(states)s::text[], %(results)s::jsonb[],
-                    %(errors)s::jsonb[], %(delays)s::float8[], %(max_attempts)s::int[]
-                ) AS t(id, state, result, error, delay, max_attempts)
+                    %(errors)s::jsonb[], %(delays)s::float8[], %(max_attempts)s::int[], %(attempts)b::int[]
+                ) AS t(id, state, result, error, delay, max_attempts, attempt)
             ), updated AS (
                 UPDATE {jobs} j SET
                     state = i.state,
@@ -239,6 +239,7 @@ class JobSQL:
                     completed_at = CASE WHEN i.state = 'retrying' THEN NULL ELSE now() END
                 FROM input i
                 WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
+                  AND (i.attempt IS NULL OR j.attempts = i.attempt)
                 RETURNING j.id, j.state
             )
             SELECT id, CASE WHEN state <> 'retrying'
@@ -324,6 +325,7 @@ class JobSQL:
             "errors": [serialization.dumps(t.error) if t.error else None for t in transitions],
             "delays": [t.delay for t in transitions],
             "max_attempts": [t.max_attempts for t in transitions],
+            "attempts": [t.attempt for t in transitions],
             "worker": worker_id,
             "channel": self.done_channel,
         }
