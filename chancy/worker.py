@@ -286,6 +286,7 @@ class Worker:
                         self._release_reclaimed(runner, record)
                         continue
                     self._held[record.id] = runner
+                    _log_start(record)
                     runner.executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
                 runner.saturated = len(records) == free
                 if runner.saturated and runner.free_slots > 0:
@@ -475,14 +476,28 @@ class Worker:
         log.info("worker %s stopped after %.1fs of shutdown", self.worker_id, time.monotonic() - started)
 
 
+def _job_fields(record: JobRecord) -> dict[str, Any]:
+    """The fields of a job's log lines, for structured (JSON) logging: see chancy.logs."""
+    return {"job_id": str(record.id), "task": record.func, "queue": record.queue,
+            "attempt": record.attempts, "max_attempts": record.max_attempts}
+
+
+def _log_start(record: JobRecord) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info("job %s task=%s queue=%s attempt=%d/%d started", record.id, record.func, record.queue,
+                 record.attempts, record.max_attempts, extra=_job_fields(record))
+
+
 def _log_outcome(record: JobRecord, transition: Transition) -> None:
     duration = (time.time() - record.started_at.timestamp()) if record.started_at else 0.0
     level = logging.INFO if transition.state is JobState.SUCCEEDED else logging.WARNING
     if log.isEnabledFor(level):
+        error = f"{transition.error['type']}: {transition.error['message']}" if transition.error else None
+        fields = {**_job_fields(record), "outcome": transition.state.value, "duration": round(duration, 6),
+                  "error": error}
         log.log(level, "job %s task=%s queue=%s attempt=%d/%d outcome=%s duration=%.3fs%s",
                 record.id, record.func, record.queue, record.attempts, record.max_attempts,
-                transition.state.value, duration,
-                f" error={transition.error['type']}: {transition.error['message']}" if transition.error else "")
+                transition.state.value, duration, f" error={error}" if error else "", extra=fields)
 
 
 def _missing_cluster_plugins(plugins: Sequence[Plugin]) -> list[Plugin]:

@@ -14,7 +14,7 @@ import click
 from chancy import migrations
 from chancy.app import Chancy
 from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_version, target_options
-from chancy.cli.output import age, emit_json, table, when
+from chancy.cli.output import age, emit_json, safe_dsn, table, when
 from chancy.errors import SerializationError
 from chancy.job import Job, JobState
 from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL
@@ -59,7 +59,7 @@ def info(target: Target, as_json: bool) -> None:
         "chancy_version": importlib.metadata.version("chancy"),
         "server": _server_kind(target),
         "server_version": server["server_version"],
-        "dsn": server["dsn"],
+        "dsn": safe_dsn(app.dsn),
         "data_directory": server["data_directory"],
         "prefix": app.names.prefix,
         "schema_version": version,

@@ -6,55 +6,65 @@ look at the rows yourself. Safe to run again: each run works on its own jobs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import time
 import uuid
-from typing import Sequence
+from typing import Any, Sequence
 
 import click
 
 from chancy.app import Chancy
-from chancy.cli.common import Target, target_options
-from chancy.cli.output import table
+from chancy.cli.output import safe_dsn, table
 from chancy.cli.progress import Progress
-from chancy.job import FINISHED_STATES, Job, JobState
+from chancy.job import FINISHED_STATES, JobState
 from chancy.queues.admin_sql import AdminSQL
 from chancy.queues.sql import drive_async, drive_sync, single
 from chancy.testing import running_worker
 
-PUSH_CHUNK = 500
+#: Redraw the push progress line after this many calls.
+PROGRESS_EVERY = 100
 POLL_INTERVAL = 0.2
 TEMPLATES = ("welcome", "receipt", "digest", "invoice")
 
 
-def plan_jobs(total: int) -> list[Job]:
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One task call of the batch: ``task.apply_async(args, **options)``."""
+
+    task: Any
+    args: tuple
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def plan_calls(total: int) -> list[Call]:
     """Two emails for every report; urgent password resets jump the queue, reminders are
     scheduled a few seconds ahead, big accounts' reports get a higher priority."""
     from chancy.cli.demo_tasks import render_report, send_email
 
-    jobs = []
+    calls = []
     for n in range(total):
         if n % 3 == 2:
-            job = render_report.job(n, 200 + n % 400)
-            if n % 10 == 5:
-                job = job.with_options(priority=5)
+            calls.append(Call(render_report, (n, 200 + n % 400), {"priority": 5} if n % 10 == 5 else {}))
         elif n % 20 == 0:
-            job = send_email.job(n, "password_reset").with_options(priority=10)
+            calls.append(Call(send_email, (n, "password_reset"), {"priority": 9}))
         elif n % 25 == 1:
-            job = send_email.job(n, "reminder").after(1.0 + n % 3)
+            calls.append(Call(send_email, (n, "reminder"), {"countdown": 1 + n % 3}))
         else:
-            job = send_email.job(n, TEMPLATES[n % len(TEMPLATES)])
-        jobs.append(job)
-    return jobs
+            calls.append(Call(send_email, (n, TEMPLATES[n % len(TEMPLATES)])))
+    return calls
 
 
-def push_all(app: Chancy, jobs: Sequence[Job]) -> list[uuid.UUID]:
-    progress = Progress("push ", len(jobs))
+def push_all(calls: Sequence[Call]) -> list[uuid.UUID]:
+    """Push each call the Celery way (``.delay`` / ``.apply_async``)."""
+    progress = Progress("push ", len(calls))
     ids: list[uuid.UUID] = []
-    with app:
-        for start in range(0, len(jobs), PUSH_CHUNK):
-            ids += [ref.id for ref in app.push_many_sync(jobs[start:start + PUSH_CHUNK])]
-            progress.update(len(ids), final=len(ids) == len(jobs))
+    for call in calls:
+        result = call.task.apply_async(call.args, **call.options) if call.options else call.task.delay(*call.args)
+        ids.append(uuid.UUID(result.id))
+        if len(ids) % PROGRESS_EVERY == 0 or len(ids) == len(calls):
+            progress.update(len(ids), final=len(ids) == len(calls))
     return ids
 
 
@@ -86,7 +96,9 @@ async def work_through(app: Chancy, ids: list[uuid.UUID], timeout: float) -> flo
             await asyncio.sleep(POLL_INTERVAL)
 
 
-def report(app: Chancy, ids: list[uuid.UUID], seconds: float) -> None:
+def report(app: Chancy, ids: list[uuid.UUID], seconds: float, dsn_option: str) -> None:
+    """The outcome table, then the SQL and commands to look further (``dsn_option``
+    repeats the demo's --dsn in them)."""
     admin = AdminSQL(app.names)
     with app.connect_sync() as conn:
         rows = drive_sync(conn, single(admin.batch_summary(ids)))
@@ -99,42 +111,47 @@ def report(app: Chancy, ids: list[uuid.UUID], seconds: float) -> None:
                "including the scheduled ones' wait)")
     jobs_table = app.names.prefix + "jobs"
     click.echo(f"""
-Look at the rows yourself (DSN: {app.dsn}):
+Look at the rows yourself (DSN: {safe_dsn(app.dsn)}):
   psql "{app.dsn}" -c "SELECT queue, state, count(*), avg(attempts) FROM {jobs_table} GROUP BY 1, 2 ORDER BY 1, 2"
   psql "{app.dsn}" -c "SELECT id, func, attempts, errors->-1->>'message' FROM {jobs_table} WHERE state = 'failed' LIMIT 5"
 Or with the CLI:
-  chancy status
-  chancy jobs list --state failed""")
+  chancy status{dsn_option}
+  chancy jobs list --state failed{dsn_option}""")
     if failed:
-        click.echo(f"  chancy jobs show {failed[0].id}        # every attempt's traceback")
-        click.echo(f"  chancy jobs retry {failed[0].id}")
-    click.echo("  chancy worker -A chancy.cli.demo_tasks   # the demo's worker, with its logs")
+        click.echo(f"  chancy jobs show {failed[0].id}{dsn_option}   # every attempt's traceback")
+        click.echo(f"  chancy jobs retry {failed[0].id}{dsn_option}")
+    click.echo(f"  chancy worker -A chancy.cli.demo_tasks -P threads{dsn_option}   # the demo's worker, with its logs")
 
 
 @click.command()
 @click.option("--jobs", "total", type=click.IntRange(min=1, max=1_000_000), default=3000, show_default=True,
               help="How many jobs to push.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Jobs at a time per queue.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
               help="Give up if the jobs are not all finished after this many seconds.")
-@target_options
-def demo(target: Target, total: int, timeout: float) -> None:
-    """The quickstart: real jobs through Postgres with a live progress display.
+@click.option("--dsn", metavar="DSN", help="Postgres to use [env CHANCY_DSN; default: the embedded per-user server].")
+def demo(total: int, concurrency: int, timeout: float, dsn: str | None) -> None:
+    """The quickstart: real jobs through Postgres, pushed with Celery's .delay(), run by
+    a worker with a live progress line; then a summary and how to inspect the rows.
 
     Without --dsn or CHANCY_DSN it starts (or attaches to) the embedded per-user Postgres."""
     from chancy.cli import demo_tasks
+    from chancy.compat import worker_app
 
-    app = demo_tasks.app
-    if target.dsn:
-        app.dsn = target.dsn
-    else:
+    app = demo_tasks.app.chancy
+    if dsn:
+        app.dsn = dsn
+    elif not os.environ.get("CHANCY_DSN"):
         click.echo("starting the embedded Postgres (first run: a few seconds to create it)…", err=True)
     started = time.monotonic()
-    click.echo(f"postgres ready: {app.dsn} ({time.monotonic() - started:.1f}s)", err=True)
+    click.echo(f"postgres ready: {safe_dsn(app.dsn)} ({time.monotonic() - started:.1f}s)", err=True)
     applied = asyncio.run(app.migrate())
     click.echo(f"schema: {'applied migration(s) ' + ', '.join(map(str, applied)) if applied else 'up to date'}",
                err=True)
     # Each outcome is summed up by the progress line; per-job log lines would tear it.
     logging.getLogger("chancy").setLevel(logging.ERROR)
-    ids = push_all(app, plan_jobs(total))
+    ids = push_all(plan_calls(total))
+    worker_app(demo_tasks.app, concurrency=concurrency, pool="threads")
     seconds = asyncio.run(work_through(app, ids, timeout))
-    report(app, ids, seconds)
+    report(app, ids, seconds, dsn_option=f" --dsn '{dsn}'" if dsn else "")

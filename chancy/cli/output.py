@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import click
+import psycopg
 
 from chancy.job import JobRecord
 
@@ -56,6 +57,13 @@ def age(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def safe_dsn(dsn: str) -> str:
+    """The DSN with its password masked, fit to print."""
+    if "password" not in psycopg.conninfo.conninfo_to_dict(dsn):
+        return dsn
+    return psycopg.conninfo.make_conninfo(dsn, password="***")
 
 
 def when(moment: datetime | None) -> str:

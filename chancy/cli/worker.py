@@ -14,6 +14,7 @@ from chancy.app import Chancy
 from chancy.cli.admin import split_queues
 from chancy.cli.common import CliError, ExitCode, Target, target_options
 from chancy.cli.loading import core_app
+from chancy.cli.output import safe_dsn
 from chancy.errors import ConfigurationError
 from chancy.queue import EXECUTOR_ALIASES, ExecutorFactory, QueuePlugin
 from chancy.queues.admin_sql import AdminSQL
@@ -111,7 +112,7 @@ def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | No
 
     server = server_info(app.dsn)
     lines = [f"chancy worker {worker_id or '(id chosen at start)'}",
-             f"  postgres {server['server_version']}: {server['dsn']}",
+             f"  postgres {server['server_version']}: {safe_dsn(app.dsn)}",
              f"  tables   {app.names.prefix}*"]
     lines += [f"  queue    {name}: concurrency {app.queues[name].concurrency}, executor {pool or 'as declared'}"
               for name in names]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -66,7 +67,8 @@ def migrated(chancy):
 def worker(dsn):
     """A ``chancy worker -A cli_tasks`` subprocess; stopped with SIGTERM after the test."""
     process = subprocess.Popen(
-        cli_command("worker", "-A", "cli_tasks", "-c", "2", "-P", "thread", "-n", "cli-test@%h", "--dsn", dsn),
+        cli_command("worker", "-A", "cli_tasks", "-c", "2", "-P", "thread", "-n", "cli-test@%h",
+                    "--log-format", "json", "--dsn", dsn),
         cwd=HERE, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     yield process
@@ -108,7 +110,16 @@ def test_push_work_inspect_retry_cancel(migrated, worker):
     code, output = _stop(worker)
     assert code == 0, output
     assert "stopped cleanly" in output
-    assert "task=cli_tasks.add queue=default" in output and "outcome=succeeded" in output
+    # One JSON line per job start and finish, with the job's fields.
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    add_lines = [line for line in lines if line.get("task") == "cli_tasks.add"]
+    started, finished = add_lines
+    assert started["message"].endswith(" started") and "outcome" not in started
+    assert started["job_id"] == finished["job_id"] and started["queue"] == "default" and started["attempt"] == 1
+    assert finished["outcome"] == "succeeded" and finished["duration"] >= 0 and finished["error"] is None
+    failures = [line for line in lines if line.get("task") == "cli_tasks.explode" and "outcome" in line]
+    assert [f["outcome"] for f in failures] == ["retrying", "failed"]
+    assert failures[-1]["level"] == "WARNING" and "boom-7" in failures[-1]["error"]
 
     assert chancy("jobs", "retry", job_id).code == 0
     assert chancy("jobs", "show", job_id, "--json").json()["state"] == "pending"
