@@ -12,13 +12,14 @@ import psycopg
 
 from benchmarks import tasks
 from benchmarks.harness import FigureSpec, Run, rate
-from benchmarks.process import chancy_worker, rss_mib, wait_until_empty
+from benchmarks.process import chancy_worker, cpu_seconds, rss_mib, wait_until_empty
 from chancy import Chancy, Job, Queue
 
 CORES = os.cpu_count() or 1
 ASYNC_CONCURRENCY = 100
 PUSH_CHUNK = 20_000
 FILLER = "benchmarks.tasks.filler"  # never run: finished or far-future rows
+WARM_UP = "benchmarks.tasks.stamp"
 
 Prepare = Callable[[str], Awaitable[None]]
 
@@ -27,15 +28,20 @@ def drain_key(executor: str, count: int) -> str:
     return f"chancy.drain_{executor}_{count}"
 
 
+def _drain_specs(key: str, label: str) -> dict[str, FigureSpec]:
+    return {key: FigureSpec(label, "jobs/s"),
+            key + "_cpu": FigureSpec(f"{label}: worker CPU", "us/job", higher_is_better=False)}
+
+
 def _specs(run: Run) -> dict[str, FigureSpec]:
-    specs = {drain_key("asyncio", n): FigureSpec(f"chancy: drain {n:,} no-op, asyncio x{ASYNC_CONCURRENCY}", "jobs/s")
-             for n in run.sizes.drain}
-    specs |= {drain_key("process", n): FigureSpec(f"chancy: drain {n:,} no-op, process x{CORES}", "jobs/s")
-              for n in run.sizes.process_drain}
+    specs: dict[str, FigureSpec] = {}
+    for n in run.sizes.drain:
+        specs |= _drain_specs(drain_key("asyncio", n), f"chancy: drain {n:,} no-op, asyncio x{ASYNC_CONCURRENCY}")
+    for n in run.sizes.process_drain:
+        specs |= _drain_specs(drain_key("process", n), f"chancy: drain {n:,} no-op, process x{CORES}")
     n = run.sizes.drain[0]
-    specs["chancy.drain_scaled"] = FigureSpec(
-        f"chancy: drain {n:,}, asyncio, beside {run.sizes.finished_rows:,} finished + "
-        f"{run.sizes.scheduled_rows:,} future rows", "jobs/s")
+    specs |= _drain_specs("chancy.drain_scaled", f"chancy: drain {n:,}, asyncio, beside {run.sizes.finished_rows:,} "
+                                                 f"finished + {run.sizes.scheduled_rows:,} future rows")
     specs["chancy.rss_empty"] = FigureSpec("chancy: idle worker RSS, empty table", "MiB", higher_is_better=False)
     specs["chancy.rss_scheduled"] = FigureSpec(
         f"chancy: idle worker RSS, {run.sizes.memory_rows:,} scheduled jobs", "MiB", higher_is_better=False)
@@ -69,32 +75,42 @@ DRAIN_STATS = (
 
 
 async def timed_drain(run: Run, executor: str, concurrency: int, count: int,
-                      prepare: Prepare | None = None) -> float:
+                      prepare: Prepare | None = None) -> tuple[float, float]:
+    """Jobs/s from the first claim to the last outcome written (database clock), and the
+    worker's CPU microseconds per job (less sensitive than wall time to a busy machine).
+
+    The worker starts first and runs one warm-up job; then all ``count`` jobs are
+    committed in one transaction, so the worker finds them all enqueued at once."""
     func = f"benchmarks.tasks.{'noop' if executor == 'asyncio' else 'noop_sync'}"
     async with run.fresh_database() as dsn:
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
             await app.migrate()
             if prepare is not None:
                 await prepare(dsn)
-            for start in range(0, count, PUSH_CHUNK):
-                await app.push_many([Job(func, args=(i,)) for i in range(start, min(count, start + PUSH_CHUNK))])
-        async with chancy_worker(dsn, executor, concurrency) as proc:
-            await wait_until_empty(dsn, LIVE_COUNT, proc)
+            async with chancy_worker(dsn, executor, concurrency) as proc:
+                await (await app.push(Job(WARM_UP))).wait(timeout=60)
+                cpu_before = cpu_seconds(proc)
+                async with app.connection() as conn, conn.transaction():
+                    for start in range(0, count, PUSH_CHUNK):
+                        end = min(count, start + PUSH_CHUNK)
+                        await app.push_many([Job(func, args=(i,)) for i in range(start, end)], connection=conn)
+                await wait_until_empty(dsn, LIVE_COUNT, proc)
+                cpu = cpu_seconds(proc) - cpu_before
         async with await psycopg.AsyncConnection.connect(dsn) as conn:
             total, clean, seconds = await (await conn.execute(DRAIN_STATS, (func,))).fetchone()
     if total != count or clean != count:
         raise AssertionError(f"drain of {count}: {total} rows, {clean} succeeded at their first attempt")
-    return rate(count, seconds)
+    return rate(count, seconds), cpu / count * 1e6
 
 
-async def idle_rss(run: Run, scheduled: int, settle: float = 3.0) -> float:
-    """The RSS of an idle asyncio worker after ``settle`` seconds (a few polling rounds)."""
+async def idle_rss(run: Run, scheduled: int) -> float:
+    """The RSS of an idle asyncio worker after it has polled a few times."""
     async with run.fresh_database() as dsn:
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
             await app.migrate()
         await fill(dsn, 0, scheduled)
         async with chancy_worker(dsn, "asyncio", ASYNC_CONCURRENCY) as proc:
-            await asyncio.sleep(settle)
+            await asyncio.sleep(run.sizes.memory_settle)
             return rss_mib(proc)
 
 
@@ -104,7 +120,9 @@ async def measure(run: Run) -> None:
 
     def drain(executor: str, concurrency: int, n: int, key: str | None = None, prepare: Prepare | None = None):
         async def scenario(run: Run) -> dict[str, float]:
-            return {key or drain_key(executor, n): await timed_drain(run, executor, concurrency, n, prepare)}
+            name = key or drain_key(executor, n)
+            jobs_per_second, cpu_per_job = await timed_drain(run, executor, concurrency, n, prepare)
+            return {name: jobs_per_second, name + "_cpu": cpu_per_job}
         return scenario
 
     for n in run.sizes.drain:

@@ -50,6 +50,17 @@ def rss_mib(proc: subprocess.Popen) -> float:
     return psutil.Process(proc.pid).memory_info().rss / 2**20
 
 
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """User + system CPU time of the process and its live children (executor processes)."""
+    parent = psutil.Process(proc.pid)
+    total = 0.0
+    for process in [parent, *parent.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 async def wait_until_empty(dsn: str, count_live: str, proc: subprocess.Popen, *,
                            stall_timeout: float = 60.0, interval: float = 0.25) -> None:
     """Poll ``count_live`` (a query returning the number of jobs not finished yet) until

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from benchmarks import tasks
 from chancy import Chancy, Queue, Worker
 
 
 async def serve(dsn: str, executor: str, concurrency: int) -> None:
-    # Connections: claim, write-back and heartbeat may overlap, plus the LISTEN one.
     async with Chancy(dsn, plugins=[Queue("default", concurrency=concurrency, executor=executor)]) as app:
+        for func in (tasks.noop, tasks.noop_sync, tasks.stamp):  # as an app module would
+            app.task(func)
         await Worker(app, shutdown_timeout=10.0).start()
 
 

@@ -3,6 +3,7 @@ Decimals and bytes round-trip exactly as they do in Celery."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping, Sequence
 
 from kombu.utils import json as kombu_json
@@ -10,12 +11,24 @@ from kombu.utils import json as kombu_json
 from chancy.errors import SerializationError
 
 
+# One encoder and one decoder for the process: kombu's own dumps/loads build a new one per
+# call, which was a measurable share of the worker's per-job cost. The output is identical.
+_ENCODER = kombu_json.JSONEncoder()
+_DECODER = json.JSONDecoder(object_hook=kombu_json.object_hook)
+
+
 def dumps(value: Any) -> str:
-    return kombu_json.dumps(value)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes) -> Any:
-    return kombu_json.loads(text)
+    if text == "[]":  # most args, limits and errors columns: skip the parser
+        return []
+    if text == "{}":
+        return {}
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8")
+    return _DECODER.decode(text)
 
 
 def dumps_arguments(func: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:

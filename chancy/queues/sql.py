@@ -99,7 +99,11 @@ def _first_record(rows: list[tuple]) -> JobRecord | None:
 
 
 class JobSQL:
-    """The statements for one table prefix, composed once."""
+    """The statements for one table prefix, composed once.
+
+    Per-job arrays are sent in binary (``%(name)b``): psycopg dumps a list of 100 values
+    in binary in well under half the time of its text form, which showed in the
+    worker's per-job cost."""
 
     def __init__(self, names: Names) -> None:
         self.names = names
@@ -115,11 +119,11 @@ class JobSQL:
             """
             WITH input AS (
                 SELECT * FROM unnest(
-                    %(ids)s::uuid[], %(queues)s::text[], %(funcs)s::text[], %(args)s::jsonb[],
-                    %(kwargs)s::jsonb[], %(priorities)s::int[], %(max_attempts)s::int[],
-                    %(scheduled_at)s::timestamptz[], %(expires_at)s::timestamptz[],
-                    %(unique_keys)s::text[], %(limits)s::jsonb[], %(backoffs)s::jsonb[],
-                    %(metas)s::jsonb[]
+                    %(ids)b::uuid[], %(queues)b::text[], %(funcs)b::text[], %(args)b::jsonb[],
+                    %(kwargs)b::jsonb[], %(priorities)b::int[], %(max_attempts)b::int[],
+                    %(scheduled_at)b::timestamptz[], %(expires_at)b::timestamptz[],
+                    %(unique_keys)b::text[], %(limits)b::jsonb[], %(backoffs)b::jsonb[],
+                    %(metas)b::jsonb[]
                 ) AS t(id, queue, func, args, kwargs, priority, max_attempts, scheduled_at,
                        expires_at, unique_key, limits, backoff, meta)
             ), inserted AS (
@@ -221,8 +225,8 @@ class JobSQL:
             """
             WITH input AS (
                 SELECT * FROM unnest(
-                    %(ids)s::uuid[], %(states)s::text[], %(results)s::jsonb[],
-                    %(errors)s::jsonb[], %(delays)s::float8[], %(max_attempts)s::int[], %(attempts)b::int[]
+                    %(ids)b::uuid[], %(states)b::text[], %(results)b::jsonb[],
+                    %(errors)b::jsonb[], %(delays)b::float8[], %(max_attempts)b::int[], %(attempts)b::int[]
                 ) AS t(id, state, result, error, delay, max_attempts, attempt)
             ), updated AS (
                 UPDATE {jobs} j SET

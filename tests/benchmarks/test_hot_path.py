@@ -1,0 +1,69 @@
+"""The performance changes made for the benchmarks keep behaviour exactly: the shared JSON
+encoder/decoder match kombu's, and every job column survives the binary-array insert and
+write-back paths."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+
+import pytest
+from kombu.utils import json as kombu_json
+
+from chancy import Backoff, Chancy, Job, JobState, Limit, Queue
+from chancy import serialization
+from chancy.queue import Transition
+
+VALUES = [
+    [1, "a", {"x": 2.5, "y": None}], {}, [], "é\u2603", None, True,
+    {"at": datetime.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc),
+     "day": datetime.date(2026, 1, 2), "id": uuid.UUID(int=7), "amount": decimal.Decimal("1.10"),
+     "raw": b"\xff\x00", "text": b"plain"},
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_serialization_matches_kombu(value):
+    text = serialization.dumps(value)
+    assert text == kombu_json.dumps(value)
+    assert serialization.loads(text) == kombu_json.loads(text)
+    assert serialization.loads(text.encode()) == kombu_json.loads(text)
+
+
+def test_loads_fast_path_returns_fresh_containers():
+    first = serialization.loads("[]")
+    first.append(1)
+    assert serialization.loads("[]") == [] and serialization.loads("{}") == {}
+
+
+async def test_every_column_survives_the_binary_insert_and_write_back(dsn):
+    async with Chancy(dsn, plugins=[Queue("default")]) as app:
+        await app.migrate()
+        later = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
+        expires = later + datetime.timedelta(days=1)
+        job = Job("tests.somewhere.task", args=(1, "two", VALUES[-1]), kwargs={"k": [None]}, priority=2**31 - 1,
+                  max_attempts=3, scheduled_at=later, expires_at=expires, unique_key="u-1",
+                  limits=(Limit(Limit.Type.TIME, 1.5),), backoff=Backoff(base=2.0, jitter=False),
+                  meta={"celery": {"root_id": "r"}})
+        plain = Job("tests.somewhere.task")
+        ref, plain_ref = await app.push_many([job, plain])
+        stored = await ref.get()
+        assert (stored.args, stored.kwargs, stored.priority, stored.max_attempts) == \
+            (job.args, job.kwargs, job.priority, job.max_attempts)
+        assert (stored.scheduled_at, stored.expires_at, stored.unique_key) == (later, expires, "u-1")
+        assert (stored.limits, stored.backoff, stored.meta) == (job.limits, job.backoff, job.meta)
+        assert (await plain_ref.get()).state is JobState.PENDING
+
+        queue = app.queues["default"]
+        claimed = await queue.claim("w1", 10)
+        assert {r.id for r in claimed} == {ref.id, plain_ref.id}
+        error = {"type": "ValueError", "message": "no", "traceback": "tb", "at": "now"}
+        await queue.write_back("w1", [
+            Transition(ref.id, JobState.RETRYING, error=error, delay=60.0, max_attempts=5),
+            Transition(plain_ref.id, JobState.SUCCEEDED, result_json=serialization.dumps({"r": [1]})),
+        ])
+        retrying, done = await ref.get(), await plain_ref.get()
+        assert retrying.state is JobState.RETRYING and retrying.max_attempts == 5
+        assert retrying.errors[0]["message"] == "no" and retrying.scheduled_at > later
+        assert done.state is JobState.SUCCEEDED and done.result == {"r": [1]}
