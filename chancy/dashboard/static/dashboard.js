@@ -1,0 +1,43 @@
+// The dashboard's only script: keep the page live and ask before destructive actions.
+// Pages are rendered on the server; every few seconds the <main> region is re-fetched
+// (same URL, same session cookie) and swapped in, unless the user is busy in a form.
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+
+  document.addEventListener("submit", function (event) {
+    var message = event.target.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  });
+
+  if (!live || !live.dataset.refresh) return;
+  var every = parseFloat(live.dataset.refresh) * 1000;
+
+  function busy() {
+    var active = document.activeElement;
+    return (active && live.contains(active) && active.closest("form")) ||
+      String(window.getSelection && window.getSelection()) !== "";
+  }
+
+  function refresh() {
+    if (document.hidden || busy()) return schedule();
+    fetch(window.location.href, {
+      headers: { "X-Chancy-Fragment": "1" }, credentials: "same-origin", redirect: "manual"
+    }).then(function (response) {
+      if (response.type === "opaqueredirect" || response.status === 303) {
+        window.location.reload();  // the session ended: show the login page
+        return null;
+      }
+      return response.ok ? response.text() : null;
+    }).then(function (html) {
+      if (html !== null && html !== undefined && !busy()) {
+        live.innerHTML = html;
+        live.dataset.updated = String(Date.now());
+      }
+    }).catch(function () { /* offline for a moment: try again next time */ })
+      .then(schedule);
+  }
+
+  function schedule() { window.setTimeout(refresh, every); }
+  schedule();
+})();
