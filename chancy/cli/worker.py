@@ -79,16 +79,14 @@ def _worker_app(obj: Any, names: list[str] | None, concurrency: int | None, pool
     assert app is not None
     if isinstance(obj, Chancy):
         return app, configure_queues(app, names, concurrency, pool, max_tasks_per_child)
-    try:
-        from chancy.compat import worker_app  # type: ignore[attr-defined]
-    except ImportError:
-        raise ConfigurationError(
-            f"{obj!r} is a Celery-style app, but this install has no chancy.compat.worker_app to run it"
-        ) from None
+    from chancy.compat import worker_app
+
     if max_tasks_per_child is not None:
         pool = pool or "process"
     app = worker_app(obj, names, concurrency, pool)
-    return app, configure_queues(app, names, None, None, max_tasks_per_child)
+    # worker_app knows no --max-tasks-per-child: give its queues that process executor.
+    return app, configure_queues(app, names or list(app.queues), None,
+                                 pool if max_tasks_per_child else None, max_tasks_per_child)
 
 
 def enable_beat(app: Chancy) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 
@@ -216,3 +220,47 @@ def test_worker_with_beat_fires_cron_schedules(migrated, dsn):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_quickstart_example_on_a_celery_style_worker(migrated, dsn):
+    """examples/quickstart.py: a Celery-style app run by `chancy worker -A` (prefork pool,
+    children replaced every 2 jobs) and pushed to with .delay() from another process."""
+    root = os.path.dirname(os.path.dirname(HERE))
+    env = {**cli_env(), "CHANCY_DSN": dsn}
+    worker = subprocess.Popen(
+        cli_command("worker", "-A", "examples.quickstart", "-P", "prefork", "-c", "2", "--max-tasks-per-child", "2"),
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = subprocess.run([sys.executable, "-m", "examples.quickstart"], cwd=root, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert client.returncode == 0, client.stderr
+        assert [line.split(" -> ")[1] for line in client.stdout.splitlines()] == [
+            "0", "2", "4", "6", "8", "fetched https://example.com on attempt 2"]
+        code, output = _stop(worker)
+        assert code == 0 and "executor prefork" in output, output
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+@pytest.fixture
+def embedded_dir():
+    """A state directory for the embedded server that its (unprivileged) user can reach."""
+    parent = tempfile.mkdtemp(prefix="chancy-cli-test-")
+    os.chmod(parent, 0o755)  # our own fresh directory, so that a root run can hand it over
+    yield os.path.join(parent, "embedded")
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_without_a_dsn_the_embedded_server_is_started_and_stopped(embedded_dir):
+    """Zero setup: no --dsn, no CHANCY_DSN: `chancy info` runs on the per-user embedded
+    server (as root too, with a LANG naming a locale that is not generated), which stops
+    when the command exits."""
+    env = {**cli_env(), "CHANCY_EMBEDDED_DIR": embedded_dir, "LANG": "xx_YY.UTF-8", "LC_ALL": ""}
+    done = subprocess.run(cli_command("info", "--json"), env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["server"].startswith("embedded") and info["data_directory"] == os.path.join(embedded_dir, "pg")
+    assert "host=/tmp/chancy-" in info["dsn"] and info["schema_version"] == 0
+    assert not os.path.exists(os.path.join(embedded_dir, "pg", "postmaster.pid"))  # the last holder stopped it
