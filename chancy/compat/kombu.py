@@ -111,8 +111,9 @@ class Channel(virtual.Channel):
         job_id, attempt = protocol.parse_delivery_tag(delivery_tag)
         transport = self.connection
         if not transport.database.run(single(statement(job_id, attempt, transport.consumer_id))):
-            log.warning("delivery %s no longer held by %s (recovered, retried or finished elsewhere)",
-                        delivery_tag, transport.consumer_id)
+            # Usual with acks_late (the result backend finished the row first); otherwise
+            # the row was recovered, retried or cancelled meanwhile.
+            log.debug("delivery %s: row no longer running under %s", delivery_tag, transport.consumer_id)
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         self._on_delivery(delivery_tag, self.connection.transport_sql.ack)

@@ -68,7 +68,7 @@ class CeleryWorker:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGQUIT)  # cold shutdown: the test is over
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
