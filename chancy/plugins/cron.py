@@ -24,19 +24,17 @@ The API the Celery beat layer uses::
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from chancy import serialization
 from chancy.errors import ConfigurationError
-from chancy.job import Backoff, Job, Limit
+from chancy.job import Job
 from chancy.plugin import Plugin
-from chancy.plugins.sql import ClusterSQL, CronRow
+from chancy.plugins.sql import ClusterSQL, Schedule, dumps_job_template
 from chancy.queues.pg import push_steps
 from chancy.queues.sql import JobSQL, Steps, drive_async, drive_sync, single
 
@@ -44,25 +42,14 @@ if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.worker import Worker
 
+__all__ = ["Cron", "Schedule"]
+
 log = logging.getLogger("chancy.cron")
+
+_UTC = timezone.utc
 
 #: At most this many late ticks of one schedule are pushed per pass.
 MAX_FIRINGS_PER_PASS = 100
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """A stored schedule, as listed by :meth:`Cron.schedules`."""
-
-    name: str
-    job: Job
-    cron: str | None
-    every: float | None
-    timezone: str
-    expires_in: float | None
-    next_fire_at: datetime
-    last_fired_at: datetime | None
-    enabled: bool
 
 
 class Cron(Plugin):
@@ -132,14 +119,12 @@ class Cron(Plugin):
     @staticmethod
     async def schedules(app: "Chancy") -> list[Schedule]:
         async with app.connection() as conn:
-            rows = await drive_async(conn, single(ClusterSQL(app.names).cron_list()))
-        return [_schedule_of(row) for row in rows]
+            return await drive_async(conn, single(ClusterSQL(app.names).cron_list()))
 
     @staticmethod
     def schedules_sync(app: "Chancy") -> list[Schedule]:
         with app.connection_sync() as conn:
-            rows = drive_sync(conn, single(ClusterSQL(app.names).cron_list()))
-        return [_schedule_of(row) for row in rows]
+            return drive_sync(conn, single(ClusterSQL(app.names).cron_list()))
 
 
 # --- operations (driven sync or async) --------------------------------------------------------
@@ -167,7 +152,7 @@ def schedule_steps(statements: ClusterSQL, name: str, job: Job, cron: str | None
     now = yield statements.now
     row_timing = dict(cron=cron, every=float(seconds) if seconds is not None else None, timezone=tz)
     yield statements.cron_upsert({
-        "name": name, "job": _dumps_job(job), **row_timing, "expires_in": expires_in,
+        "name": name, "job": dumps_job_template(job), **row_timing, "expires_in": expires_in,
         "next_fire_at": _next_after(now, **row_timing), "enabled": enabled,
     })
 
@@ -177,13 +162,12 @@ def fire_due_steps(statements: ClusterSQL, job_sql: JobSQL, catch_up: timedelta)
     Returns the number of firings pushed."""
     fired = 0
     for row in (yield statements.cron_due(MAX_FIRINGS_PER_PASS)):
-        ticks, next_fire_at = _due_ticks(row, row.now - catch_up)
+        ticks, next_fire_at = _due_ticks(row, row.read_at - catch_up)
         if ticks[:1] != [row.next_fire_at]:
             log.warning("schedule %r skipped ticks from %s (more than %s late)", row.name,
                         row.next_fire_at.isoformat(), catch_up)
         if ticks:
-            template = _loads_job(row.job_json)
-            yield from push_steps(job_sql, [_firing(template, row, tick) for tick in ticks])
+            yield from push_steps(job_sql, [_firing(row, tick) for tick in ticks])
         yield statements.cron_advance(row.name, row.next_fire_at, next_fire_at, ticks[-1] if ticks else None)
         fired += len(ticks)
     return fired
@@ -205,7 +189,7 @@ def _next_after(moment: datetime, *, cron: str | None, every: float | None, time
     return croniter(cron, local).get_next(datetime).astimezone(_UTC)
 
 
-def _due_ticks(row: CronRow, oldest: datetime) -> tuple[list[datetime], datetime]:
+def _due_ticks(row: Schedule, oldest: datetime) -> tuple[list[datetime], datetime]:
     """Ticks from ``next_fire_at`` up to now that are not older than ``oldest`` (at most
     MAX_FIRINGS_PER_PASS of them), and the tick after the last one considered."""
     timing = dict(cron=row.cron, every=row.every, timezone=row.timezone)
@@ -217,41 +201,14 @@ def _due_ticks(row: CronRow, oldest: datetime) -> tuple[list[datetime], datetime
         if tick < oldest:
             tick = _next_after(oldest - timedelta(microseconds=1), **timing)
     ticks = []
-    while tick <= row.now and len(ticks) < MAX_FIRINGS_PER_PASS:
+    while tick <= row.read_at and len(ticks) < MAX_FIRINGS_PER_PASS:
         ticks.append(tick)
         tick = _next_after(tick, **timing)
     return ticks, tick
 
 
-_UTC = timezone.utc
-
-
-# --- the stored job template ---------------------------------------------------------------------
-def _dumps_job(job: Job) -> str:
-    serialization.dumps_arguments(job.func, job.args, job.kwargs)  # fails early, with the task's name
-    return serialization.dumps({
-        "func": job.func, "args": list(job.args), "kwargs": dict(job.kwargs), "queue": job.queue,
-        "priority": job.priority, "max_attempts": job.max_attempts,
-        "limits": [lim.to_dict() for lim in job.limits],
-        "backoff": job.backoff.to_dict() if job.backoff else None, "meta": dict(job.meta),
-    })
-
-
-def _loads_job(text: str) -> Job:
-    data: dict[str, Any] = serialization.loads(text)
-    return Job(
-        data["func"], args=data["args"], kwargs=data["kwargs"], queue=data["queue"],
-        priority=data["priority"], max_attempts=data["max_attempts"],
-        limits=[Limit.from_dict(d) for d in data["limits"]],
-        backoff=Backoff.from_dict(data["backoff"]) if data["backoff"] else None, meta=data["meta"],
-    )
-
-
-def _firing(template: Job, row: CronRow, tick: datetime) -> Job:
+# --- firings ---------------------------------------------------------------------------------------
+def _firing(row: Schedule, tick: datetime) -> Job:
     expires_at = tick + timedelta(seconds=row.expires_in) if row.expires_in else None
-    return template.with_options(unique_key=f"cron:{row.name}:{tick.isoformat()}", expires_at=expires_at)
+    return row.job.with_options(unique_key=f"cron:{row.name}:{tick.isoformat()}", expires_at=expires_at)
 
-
-def _schedule_of(row: CronRow) -> Schedule:
-    return Schedule(row.name, _loads_job(row.job_json), row.cron, row.every, row.timezone, row.expires_in,
-                    row.next_fire_at, row.last_fired_at, row.enabled)

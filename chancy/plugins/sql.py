@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 from psycopg import sql
 
+from chancy import serialization
+from chancy.job import Backoff, Job, Limit
 from chancy.migrations import Names
 from chancy.queues.sql import Statement
 
@@ -35,9 +37,11 @@ class QueueSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class CronRow:
+class Schedule:
+    """A stored cron schedule (see :mod:`chancy.plugins.cron`)."""
+
     name: str
-    job_json: str
+    job: Job  # the template each firing is made from
     cron: str | None
     every: float | None
     timezone: str
@@ -45,7 +49,28 @@ class CronRow:
     next_fire_at: datetime
     last_fired_at: datetime | None
     enabled: bool
-    now: datetime  # the database clock when the row was read
+    read_at: datetime  # the database clock when the row was read
+
+
+def dumps_job_template(job: Job) -> str:
+    """A job's reusable part (no id, times or unique key) as stored JSON."""
+    serialization.dumps_arguments(job.func, job.args, job.kwargs)  # fails early, naming the task
+    return serialization.dumps({
+        "func": job.func, "args": list(job.args), "kwargs": dict(job.kwargs), "queue": job.queue,
+        "priority": job.priority, "max_attempts": job.max_attempts,
+        "limits": [lim.to_dict() for lim in job.limits],
+        "backoff": job.backoff.to_dict() if job.backoff else None, "meta": dict(job.meta),
+    })
+
+
+def loads_job_template(text: str) -> Job:
+    data: dict[str, Any] = serialization.loads(text)
+    return Job(
+        data["func"], args=data["args"], kwargs=data["kwargs"], queue=data["queue"],
+        priority=data["priority"], max_attempts=data["max_attempts"],
+        limits=[Limit.from_dict(d) for d in data["limits"]],
+        backoff=Backoff.from_dict(data["backoff"]) if data["backoff"] else None, meta=data["meta"],
+    )
 
 
 class ClusterSQL:
@@ -252,5 +277,5 @@ class ClusterSQL:
                          lambda rows: [QueueSettings(*row) for row in rows])
 
 
-def _cron_rows(rows: list[tuple]) -> list[CronRow]:
-    return [CronRow(*row) for row in rows]
+def _cron_rows(rows: list[tuple]) -> list[Schedule]:
+    return [Schedule(row[0], loads_job_template(row[1]), *row[2:]) for row in rows]

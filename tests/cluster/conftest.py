@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 
 from chancy import Chancy, Queue
@@ -5,28 +7,13 @@ from chancy import Chancy, Queue
 
 @pytest.fixture
 async def make_app(dsn):
-    """Build migrated apps; all are closed after the test."""
-    apps = []
+    """``await make_app(*plugins)``: a migrated app on this test's database, closed after it."""
+    async with contextlib.AsyncExitStack() as apps:
 
-    async def make(*plugins, **options):
-        app = Chancy(dsn, plugins=list(plugins) or [Queue("default", concurrency=4)], **options)
-        await app.migrate()
-        apps.append(app)
-        return app
+        async def make(*plugins, **options):
+            app = Chancy(dsn, plugins=list(plugins) or [Queue("default", concurrency=4)], **options)
+            await apps.enter_async_context(app)
+            await app.migrate()
+            return app
 
-    yield make
-    for app in apps:
-        await app.close()
-
-
-@pytest.fixture
-async def sql(make_app):
-    """Run one statement on a fresh app's database: ``await sql(query, *params)`` -> rows."""
-    app = await make_app()
-
-    async def run(query, *params):
-        async with app.connection() as conn:
-            cur = await conn.execute(query, params or None)
-            return await cur.fetchall() if cur.description else []
-
-    return run
+        yield make
