@@ -1,0 +1,115 @@
+"""Server-rendered pages, the canvas and schedule views, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+
+from chancy import Job
+from chancy.plugins.cron import Cron
+from chancy.testing import running_worker
+
+from tests.dashboard import dashboard_tasks as tasks
+
+PARKED = datetime(9999, 12, 31, tzinfo=timezone.utc)
+
+
+async def test_every_page_renders_with_data(app, viewer):
+    ok = await app.push(tasks.add, 1, 2)
+    bad = await app.push(tasks.fail, "kaput")
+    async with running_worker(app):
+        await ok.wait(timeout=10)
+        await bad.wait(timeout=10)
+        pages = {path: await viewer.get(path) for path in ["/", "/queues", "/jobs", "/workers", "/schedules",
+                                                            f"/jobs/{bad.id}", "/jobs?state=failed"]}
+    for path, response in pages.items():
+        assert response.status_code == 200, (path, response.text[:500])
+    assert "<svg" in pages["/"].text and 'class="bad"' in pages["/"].text
+    assert "ValueError: kaput" in pages[f"/jobs/{bad.id}"].text
+    assert str(bad.id) in pages["/jobs?state=failed"].text and str(ok.id) not in pages["/jobs?state=failed"].text
+    assert "leader" in pages["/workers"].text or "worker" in pages["/workers"].text
+    missing = await viewer.get(f"/jobs/{uuid.uuid4()}")
+    assert missing.status_code == 404 and "There is no job" in missing.text
+    assert (await viewer.get("/jobs?state=nonsense")).status_code == 400
+
+
+async def test_fragment_requests_return_only_the_live_region(app, viewer):
+    await app.push(tasks.add, 1, 2)
+    full = await viewer.get("/queues")
+    part = await viewer.get("/queues", headers={"x-chancy-fragment": "1"})
+    assert "<html" in full.text and "<html" not in part.text
+    assert 'data-queue="default"' in part.text
+
+
+async def test_canvas_shows_steps_in_order(app, viewer):
+    a, b, c, h1, h2 = (uuid.uuid4() for _ in range(5))
+
+    def parked(after, **more):
+        return {"canvas": {"after": [str(x) for x in after], "remaining": len(after), **more}}
+
+    await app.push_many([
+        Job(tasks.add, args=(1, 1), id=a, meta={"canvas": {"then": [str(b)]}}),
+        Job(tasks.add, args=(2,), id=b, scheduled_at=PARKED, meta=parked([a], then=[str(c)])),
+        Job(tasks.add, args=(3,), id=c, scheduled_at=PARKED, meta=parked([b])),
+    ])
+    chain = (await viewer.get(f"/api/canvas/{c}")).json()
+    assert [[j["id"] for j in s["jobs"]] for s in chain["steps"]] == [[str(a)], [str(b)], [str(c)]]
+    assert chain["count"] == 3
+
+    body = uuid.uuid4()
+    await app.push_many([
+        Job(tasks.add, args=(1, 1), id=h1, meta={"canvas": {"then": [str(body)]}}),
+        Job(tasks.add, args=(1, 2), id=h2, meta={"canvas": {"then": [str(body)]}}),
+        Job(tasks.add, args=(), id=body, scheduled_at=PARKED, meta=parked([h1, h2], join=True)),
+    ])
+    chord = (await viewer.get(f"/api/canvas/{h1}")).json()
+    assert [sorted(j["id"] for j in s["jobs"]) for s in chord["steps"]] == [sorted([str(h1), str(h2)]), [str(body)]]
+    page = await viewer.get(f"/canvas/{body}")
+    assert page.status_code == 200 and "waiting on 2 job(s)" in page.text
+    assert (await viewer.get(f"/api/canvas/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_schedules_show_next_firing(app, viewer):
+    await Cron.schedule(app, "nightly-report", Job(tasks.add, args=(1, 2), queue="emails"), cron="0 3 * * *")
+    await Cron.schedule(app, "heartbeat", Job(tasks.add, args=(0, 0)), every=30)
+    rows = (await viewer.get("/api/schedules")).json()["schedules"]
+    assert [r["name"] for r in rows] == ["heartbeat", "nightly-report"]
+    assert rows[1]["cron"] == "0 3 * * *" and rows[1]["queue"] == "emails" and rows[1]["task"].endswith(".add")
+    assert 0 < rows[0]["next_in_seconds"] <= 30
+    assert 0 < rows[1]["next_in_seconds"] <= 24 * 3600
+    page = await viewer.get("/schedules")
+    assert "nightly-report" in page.text and "0 3 * * *" in page.text
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    match = re.search(rf"^{re.escape(name + wanted)} (\S+)$", text, re.M)
+    assert match, f"{name}{wanted} missing from:\n{text}"
+    return float(match.group(1))
+
+
+async def test_prometheus_metrics(app, viewer):
+    await app.push(Job(tasks.add, args=(1, 1), queue="emails"))
+    first = await viewer.get("/metrics")
+    assert first.status_code == 200 and first.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert _sample(first.text, "chancy_jobs", queue="emails", state="pending") == 1
+    assert "# TYPE chancy_jobs_finished_total counter" in first.text
+    refs = [await app.push(tasks.add, 1, 2), await app.push(tasks.fail), await app.push(tasks.add, 3, 4)]
+    async with running_worker(app):
+        for ref in refs:
+            await ref.wait(timeout=10)
+        text = (await viewer.get("/metrics")).text
+        assert _sample(text, "chancy_workers") == 1
+    assert _sample(text, "chancy_jobs_finished_total", queue="default", state="succeeded") == 2
+    assert _sample(text, "chancy_jobs_finished_total", queue="default", state="failed") == 1
+    assert _sample(text, "chancy_job_run_seconds_count", queue="default") == 3
+    assert _sample(text, "chancy_job_run_seconds_bucket", queue="default", le="+Inf") == 3
+    assert _sample(text, "chancy_job_run_seconds_bucket", queue="default", le="1800") == 3
+    assert _sample(text, "chancy_job_wait_seconds_count", queue="default") == 3
+    buckets = [float(v) for v in re.findall(r'^chancy_job_run_seconds_bucket\{queue="default",le="[^"]+"\} (\S+)$',
+                                            text, re.M)]
+    assert buckets == sorted(buckets)  # cumulative
+    assert _sample(text, "chancy_queue_paused", queue="default") == 0
+    again = (await viewer.get("/metrics")).text  # counted once, not again on the next scrape
+    assert _sample(again, "chancy_jobs_finished_total", queue="default", state="succeeded") == 2
