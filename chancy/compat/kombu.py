@@ -220,22 +220,23 @@ class Transport(virtual.Transport):
 
     # --- waiting for work -----------------------------------------------------------------
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
-        """Deliver one message; between empty polls wait on LISTEN, so a push wakes the
-        consumer at once and ``polling_interval`` only paces scheduled rows."""
+        """Deliver one message; when there is none, wait on LISTEN, so a push wakes the
+        consumer at once and ``polling_interval`` only paces scheduled rows. With a
+        ``timeout`` it returns after at most one wait, so Celery's loop sees a shutdown
+        request within ``polling_interval`` instead of ``timeout``."""
         started = time.monotonic()
+        waited = False
         while True:
             try:
                 self.cycle.get(self._deliver, timeout=timeout)
                 return
             except Empty:
                 pass
-            wait = self.polling_interval
-            if timeout is not None:
-                remaining = timeout - (time.monotonic() - started)
-                if remaining <= 0:
-                    raise socket.timeout()
-                wait = min(wait, remaining)
-            self._wait_for_push(wait)
+            remaining = None if timeout is None else timeout - (time.monotonic() - started)
+            if remaining is not None and (waited or remaining <= 0):
+                raise socket.timeout()
+            self._wait_for_push(self.polling_interval if remaining is None else min(self.polling_interval, remaining))
+            waited = True
 
     def _wait_for_push(self, seconds: float) -> None:
         try:

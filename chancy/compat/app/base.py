@@ -8,7 +8,6 @@ import importlib
 import logging
 import os
 import sys
-import uuid
 import warnings
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
@@ -22,7 +21,7 @@ from chancy.compat.local import set_current_app
 from chancy.compat.protocol import job_id_for
 from chancy.errors import ConfigurationError
 from chancy.execution import registry
-from chancy.job import Job, Limit
+from chancy.job import Job, Limit, new_job_id
 from chancy.queues.pg import Queue
 
 log = logging.getLogger("chancy.compat")
@@ -298,7 +297,8 @@ class Celery:
         return task
 
     def new_task_id(self) -> str:
-        return str(uuid.uuid4())
+        """A time-ordered UUID, so tasks of one priority run first in, first out."""
+        return str(new_job_id())
 
     # --- calling ---------------------------------------------------------------------------------
     def signature(self, *args: Any, **kwargs: Any) -> Any:
