@@ -57,6 +57,10 @@ async def test_mixed_fleet_drains_every_job_despite_a_killed_worker(
         async with running_worker(app, heartbeat_interval=0.5):
             await eventually(lambda: _count(interop_dsn, "SELECT count(*) FROM interop_ran") >= JOBS // 4,
                              timeout=60, message="a quarter of the jobs ran")
+            held_by_victim = f"SELECT count(*) FROM chancy_jobs WHERE state = 'running' " \
+                             f"AND taken_by LIKE 'celery:%:{victim.process.pid}:%'"
+            await eventually(lambda: _count(interop_dsn, held_by_victim) > 0, timeout=30,
+                             message="the victim holds rows")
             victim.kill()
             try:
                 await eventually(
@@ -79,5 +83,6 @@ async def test_mixed_fleet_drains_every_job_despite_a_killed_worker(
             "SELECT count(*) FROM chancy_jobs WHERE errors @> '[{\"type\": \"chancy.WorkerLost\"}]'").fetchone()[0]
         leftover = conn.execute("SELECT count(*) FROM chancy_jobs WHERE state <> 'succeeded'").fetchone()[0]
     assert leftover == 0
+    assert recovered >= 1
     assert len(runs) - JOBS <= recovered
     assert survivor.process.poll() is None, survivor.log()
