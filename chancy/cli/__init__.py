@@ -35,7 +35,7 @@ def cli(ctx: click.Context, app_spec: str | None, dsn: str | None, prefix: str |
     ctx.obj = Target(app_spec=app_spec, dsn=dsn, prefix=prefix)
 
 
-for command in (worker.worker, admin.migrate, admin.push, admin.status, jobs.jobs, queues.queue, admin.purge, admin.info, demo.demo):
+for command in (worker.worker, admin.migrate, admin.push, admin.status, jobs.jobs, queues.queue, admin.purge, admin.info, demo.demo, dashboard.dashboard):
     cli.add_command(command)
 
 
