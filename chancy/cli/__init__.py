@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from chancy.cli import admin, demo, jobs, queues, worker
+from chancy.cli import admin, dashboard, demo, jobs, queues, worker
 from chancy.cli.common import EXIT_CODES_HELP, Target, translated_errors
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 
 from chancy.cli.common import CliError, ExitCode, Target, target_options
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
+from chancy.dashboard.server import DEFAULT_HOST, DEFAULT_PORT
 
 
 @click.command()

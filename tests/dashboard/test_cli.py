@@ -1,0 +1,71 @@
+"""``chancy dashboard``: hashing a password, refusing to start without users, and serving
+the app end to end as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+
+from chancy import Chancy, Queue
+from chancy.dashboard import parse_users
+from chancy.testing import eventually
+
+from tests.dashboard.conftest import FAST, PASSWORD
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chancy.cli", "dashboard", *args], cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_hash_password_prints_a_usable_hash():
+    done = run_cli("--hash-password", stdin="a long secret\na long secret\n")
+    assert done.returncode == 0, done.stderr
+    encoded = done.stdout.strip().splitlines()[-1]
+    assert parse_users([f"ann:operator:{encoded}"])["ann"].verify("a long secret")
+
+
+def test_refuses_to_start_without_users(dsn):
+    done = run_cli("--dsn", dsn)
+    assert done.returncode == 2 and "nothing is served without a login" in done.stderr
+
+
+async def test_serves_the_app(dsn, tmp_path):
+    from chancy.dashboard import hash_password
+
+    app = Chancy(dsn, plugins=[Queue("default")])
+    await app.migrate()
+    await app.close()
+    users = tmp_path / "users"
+    users.write_text(f"# operators\nolga:operator:{hash_password(PASSWORD, **FAST)}\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "chancy.cli", "dashboard", "--dsn", dsn, "--users", str(users),
+                                "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            async def up() -> bool:
+                try:
+                    return (await client.get("/login")).status_code == 200
+                except httpx.TransportError:
+                    assert process.poll() is None, process.stdout.read().decode()
+                    return False
+
+            await eventually(up, timeout=30, interval=0.1)
+            assert (await client.get("/api/queues")).status_code == 401
+            login = await client.post("/api/login", json={"username": "olga", "password": PASSWORD})
+            assert login.status_code == 200
+            queues = (await client.get("/api/queues")).json()["queues"]
+            assert isinstance(queues, list)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
