@@ -37,15 +37,37 @@ def test_loads_fast_path_returns_fresh_containers():
     assert serialization.loads("[]") == [] and serialization.loads("{}") == {}
 
 
+def rich_job(unique_key: str) -> Job:
+    later = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
+    return Job("tests.somewhere.task", args=(1, "two", VALUES[-1]), kwargs={"k": [None]}, priority=2**31 - 1,
+               max_attempts=3, scheduled_at=later, expires_at=later + datetime.timedelta(days=1),
+               unique_key=unique_key, limits=(Limit(Limit.Type.TIME, 1.5),),
+               backoff=Backoff(base=2.0, jitter=False), meta={"celery": {"root_id": "r"}})
+
+
+def stored_fields(record) -> tuple:
+    return (record.args, record.kwargs, record.priority, record.max_attempts, record.scheduled_at,
+            record.expires_at, record.limits, record.backoff, record.meta, record.state)
+
+
+async def test_a_single_push_stores_what_a_bulk_push_stores(dsn):
+    """One job goes through the scalar insert, several through the array one."""
+    async with Chancy(dsn, plugins=[Queue("default")]) as app:
+        await app.migrate()
+        job = rich_job("u-1")
+        alone = await app.push(job)
+        in_bulk, _ = await app.push_many([job.with_options(unique_key="u-2"), Job("tests.somewhere.task")])
+        one, many = await alone.get(), await in_bulk.get()
+        assert stored_fields(one) == stored_fields(many)
+        assert (one.unique_key, many.unique_key) == ("u-1", "u-2")
+        assert await app.push(job) == alone  # the unique key still deduplicates a single push
+
+
 async def test_every_column_survives_the_binary_insert_and_write_back(dsn):
     async with Chancy(dsn, plugins=[Queue("default")]) as app:
         await app.migrate()
-        later = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
-        expires = later + datetime.timedelta(days=1)
-        job = Job("tests.somewhere.task", args=(1, "two", VALUES[-1]), kwargs={"k": [None]}, priority=2**31 - 1,
-                  max_attempts=3, scheduled_at=later, expires_at=expires, unique_key="u-1",
-                  limits=(Limit(Limit.Type.TIME, 1.5),), backoff=Backoff(base=2.0, jitter=False),
-                  meta={"celery": {"root_id": "r"}})
+        job = rich_job("u-1")
+        later, expires = job.scheduled_at, job.expires_at
         plain = Job("tests.somewhere.task")
         ref, plain_ref = await app.push_many([job, plain])
         stored = await ref.get()
