@@ -8,8 +8,8 @@ kind of worker ran it. Waiting uses the row's completion NOTIFY instead of polli
 State mapping (row → Celery): pending/scheduled → PENDING, running → STARTED, retrying →
 RETRY, succeeded → SUCCESS, failed → FAILURE, cancelled/expired → REVOKED; a state a
 Celery task set itself (``update_state``, RETRY, STARTED) is kept in
-``meta["celery"]["state"]`` with its info in ``["info"]``. A row a Celery worker
-acknowledged before its result arrived reads as STARTED until the result is stored.
+``meta["celery"]["state"]`` with its info in ``["info"]``. A row a Celery worker has
+acknowledged stays running until this backend stores its outcome (see the transport).
 """
 
 from __future__ import annotations
@@ -126,10 +126,6 @@ class ChancyBackend(BaseBackend):
         traceback = None
         if not record.is_finished and celery.get("state"):
             status, result = celery["state"], celery.get("info")
-        elif record.state is JobState.SUCCEEDED and celery.get("acked_by") and celery.get("state") != states.SUCCESS:
-            status, result = celery.get("state") or states.STARTED, celery.get("info")
-            if status in states.READY_STATES:  # a stale non-terminal Celery state cannot be ready
-                status = states.STARTED
         elif record.state is JobState.SUCCEEDED:
             result = record.result
         elif record.state is JobState.FAILED and record.errors:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from types import ModuleType
 from typing import Any, Iterator, Mapping, MutableMapping
 
 from chancy.compat.setting_names import CELERY_KEYS, OLD_NAMES
@@ -199,4 +200,6 @@ class Settings(MutableMapping[str, Any]):
                 key = key[len(prefix):].lower()
             elif not (key.islower() or key in OLD_NAMES):
                 continue
+            if canonical(key) not in CELERY_KEYS and (isinstance(value, ModuleType) or callable(value)):
+                continue  # an import or a helper in a config module, not a setting
             self[key] = value

@@ -7,14 +7,18 @@ Chancy workers and stock Celery workers can drain the same queues. A Celery cons
 claims a row exactly as a Chancy worker does — state ``running``, owned by the
 consumer's id, which heartbeats into the workers table from a background thread — so a
 consumer killed with unacknowledged messages loses nothing: its rows are recovered once
-its heartbeat is stale. An ack finishes the row (``succeeded``, results arrive through
-the result backend); a reject fails it or, with ``requeue``, puts it back.
+its heartbeat is stale. An ack finishes the row — unless the task's outcome is still to
+come through the Chancy result backend: then the row stays running under the consumer
+until the backend writes SUCCESS or FAILURE, so even with Celery's default early acks a
+consumer killed mid-task gets its row recovered. A reject fails the row or, with
+``requeue``, puts it back.
 
 Options (``broker_transport_options``): ``prefix`` (table prefix, default ``chancy_``),
 ``accept_content`` (serializers decoded on publish, default ``["json"]``),
 ``lower_priority_first`` (Redis-style priorities), ``polling_interval`` (seconds between
 checks for due scheduled rows; pushes wake consumers at once through LISTEN),
-``heartbeat_interval`` (default 5 s) and ``consumer_timeout`` (default 60 s: a consumer
+``await_results`` (default: whether the current Celery app's ``result_backend`` is a
+``chancy+`` URL), ``heartbeat_interval`` (default 5 s) and ``consumer_timeout`` (default 60 s: a consumer
 that has not heartbeaten for this long counts as dead, and its rows are recovered like a
 Chancy worker's — by any consumer's heartbeat thread or the Chancy cluster's leader).
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -116,7 +121,13 @@ class Channel(virtual.Channel):
             log.debug("delivery %s: row no longer running under %s", delivery_tag, transport.consumer_id)
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        self._on_delivery(delivery_tag, self.connection.transport_sql.ack)
+        message = self.qos._delivered.get(delivery_tag)
+        ignore_result = bool(message is not None and (message.headers or {}).get("ignore_result"))
+        finish = ignore_result or not self.connection.results_arrive_via_backend
+        self._on_delivery(
+            delivery_tag,
+            lambda job_id, attempt, who: self.connection.transport_sql.ack(job_id, attempt, who, finish),
+        )
         super().basic_ack(delivery_tag, multiple)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
@@ -159,6 +170,7 @@ class Transport(virtual.Transport):
         self.cluster_sql = ClusterSQL(names)
         self.accept_content = list(options.get("accept_content", ["json"]))
         self.lower_priority_first = bool(options.get("lower_priority_first", False))
+        self._await_results = options.get("await_results")
         self.heartbeat_interval = float(options.get("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL))
         self.consumer_timeout = float(options.get("consumer_timeout", DEFAULT_CONSUMER_TIMEOUT))
         if self.heartbeat_interval <= 0 or self.consumer_timeout <= 2 * self.heartbeat_interval:
@@ -180,6 +192,19 @@ class Transport(virtual.Transport):
             self._consumer_id = f"celery:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
             self._registered_pid = 0
         return self._consumer_id
+
+    @property
+    def results_arrive_via_backend(self) -> bool:
+        """Whether outcomes of tasks this consumer runs are written by the Chancy result
+        backend (option ``await_results``; by default: the current Celery app's
+        ``result_backend`` is a ``chancy+`` URL)."""
+        if self._await_results is not None:
+            return bool(self._await_results)
+        celery = sys.modules.get("celery")
+        if celery is None:
+            return False
+        backend = celery.current_app.conf.result_backend
+        return isinstance(backend, str) and backend.startswith("chancy+")
 
     # --- liveness -----------------------------------------------------------------------
     def ensure_registered(self) -> None:

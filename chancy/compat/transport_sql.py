@@ -60,16 +60,22 @@ class TransportSQL:
         ).format(**f)
         # A delivery is one claim of a row: (id, attempts) under the consumer's id.
         delivery = sql.SQL("id = %(id)s AND attempts = %(attempt)s AND state = 'running' AND taken_by = %(consumer)s")
+        # An ack finishes the row, unless its result is still to come through the Chancy
+        # result backend (``finish`` false): then the row stays running under the
+        # consumer, so a consumer dying mid-task gets it recovered, until the backend
+        # writes the outcome.
         self._ack = sql.SQL(
             """
             WITH acked AS (
-                UPDATE {jobs} SET state = 'succeeded', completed_at = now(),
+                UPDATE {jobs} SET
+                    state = CASE WHEN %(finish)s THEN 'succeeded' ELSE state END,
+                    completed_at = CASE WHEN %(finish)s THEN now() END,
                     meta = meta || jsonb_build_object('celery',
                         COALESCE(meta->'celery', '{{}}') || jsonb_build_object('acked_by', %(consumer)s::text))
                 WHERE {delivery}
                 RETURNING id
             )
-            SELECT pg_notify(%(done)s, id::text) FROM acked
+            SELECT CASE WHEN %(finish)s THEN pg_notify(%(done)s, id::text) END FROM acked
             """
         ).format(delivery=delivery, **f)
         self._requeue = sql.SQL(
@@ -156,8 +162,8 @@ class TransportSQL:
                   "pushed": self.pushed_channel, "done": self.done_channel, **extra}
         return Statement(query, params, lambda rows: bool(rows))
 
-    def ack(self, job_id: uuid.UUID, attempt: int, consumer: str) -> Statement:
-        return self._delivery(self._ack, job_id, attempt, consumer)
+    def ack(self, job_id: uuid.UUID, attempt: int, consumer: str, finish: bool) -> Statement:
+        return self._delivery(self._ack, job_id, attempt, consumer, finish=finish)
 
     def requeue(self, job_id: uuid.UUID, attempt: int, consumer: str) -> Statement:
         return self._delivery(self._requeue, job_id, attempt, consumer)

@@ -8,8 +8,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from chancy.app import Chancy
 from chancy.compat import signals
+from chancy.compat.beat import sync_schedule
 from chancy.errors import ConfigurationError
 from chancy.plugin import Plugin
+from chancy.plugins.cron import Cron
+from chancy.plugins.leadership import Leadership
+from chancy.plugins.recovery import Recovery
 from chancy.queues.pg import Queue
 
 if TYPE_CHECKING:
@@ -21,9 +25,10 @@ POOLS = {"prefork": "process", "process": "process", "threads": "thread", "threa
          "solo": "asyncio", "asyncio": "asyncio"}
 
 
-class WorkerSignals(Plugin):
-    """Sends ``worker_init``/``worker_ready`` when a worker starts and
-    ``worker_shutting_down``/``worker_shutdown`` when it stops."""
+class CeleryWorker(Plugin):
+    """Celery's worker-side duties on a Chancy worker: sends ``worker_init`` /
+    ``worker_ready`` at start and ``worker_shutting_down`` / ``worker_shutdown`` at stop,
+    and writes the app's beat schedule to the database (the leader's cron fires it)."""
 
     def __init__(self, celery_app: "Celery") -> None:
         super().__init__()
@@ -31,12 +36,20 @@ class WorkerSignals(Plugin):
 
     async def run(self, worker: "Worker") -> Any:
         signals.worker_init.send(sender=worker)
+        if self.celery_app.conf.beat_schedule:
+            await asyncio.to_thread(sync_schedule, self.celery_app)
         signals.worker_ready.send(sender=worker)
         try:
             await asyncio.Event().wait()
         finally:
             signals.worker_shutting_down.send(sender=worker.worker_id, sig="TERM", how="warm", exitcode=0)
             signals.worker_shutdown.send(sender=worker)
+
+
+def cluster_plugins(celery_app: "Celery") -> list[Plugin]:
+    """The plugins a Celery app's core app runs: leadership, recovery of jobs of dead
+    workers, the cron that runs beat, and the Celery worker hooks."""
+    return [Leadership(), Recovery(), Cron(), CeleryWorker(celery_app)]
 
 
 def _executor(pool: str | None) -> str | None:

@@ -244,10 +244,10 @@ class Celery:
         """The :class:`chancy.Chancy` app behind this Celery app (built on first use)."""
         if self._chancy is None:
             self.finalize()
-            from chancy.compat.worker import WorkerSignals
+            from chancy.compat.worker import cluster_plugins
 
             self._chancy = Chancy(self.dsn, plugins=[*(Queue(name) for name in self.declared_queues()),
-                                                     WorkerSignals(self)])
+                                                     *cluster_plugins(self)])
         return self._chancy
 
     # --- tasks ---------------------------------------------------------------------------------
