@@ -90,6 +90,8 @@ class _QueueRunner:
     #: Runtime settings (chancy.plugins.queues), re-read while running.
     paused_until: datetime | None = None
     concurrency_cap: int | None = None
+    declared: bool = False  # served because it was declared at runtime, not in code
+    retired: bool = False  # its declaration was deleted: claim no more, drain, drop
 
     @property
     def free_slots(self) -> int:
@@ -129,7 +131,11 @@ class Worker:
         this worker counts as dead and its jobs are recovered. ``settings_interval``: how
         often runtime queue settings are re-read (a change also arrives by NOTIFY).
         ``cluster_plugins``: add :class:`~chancy.plugins.leadership.Leadership` and
-        :class:`~chancy.plugins.recovery.Recovery` unless the app already has them."""
+        :class:`~chancy.plugins.recovery.Recovery` unless the app already has them.
+
+        Without ``queues`` the worker serves every queue of the app *and* every queue
+        declared at runtime (:class:`~chancy.plugins.queues.QueueAdmin`), starting and
+        stopping them as declarations come and go."""
         if queues is not None:
             unknown = [name for name in queues if name not in app.queues]
             if unknown:
@@ -157,6 +163,7 @@ class Worker:
         self.writeback_delay = writeback_delay
         self.install_signal_handlers = install_signal_handlers
         self.uses_postgres = any(isinstance(q, PgQueue) for q in self.queues)
+        self.serves_declared = queues is None and self.uses_postgres
         self.plugins = list(app.plugins)
         if cluster_plugins and self.uses_postgres:
             for plugin in _missing_cluster_plugins(self.plugins):
@@ -264,8 +271,13 @@ class Worker:
 
     # --- claiming -----------------------------------------------------------------------------
     async def _claim_loop(self, runner: _QueueRunner) -> None:
+        await self._claim_until_stopped(runner)
+        if runner.retired and not self._stopping.is_set():
+            await self._retire(runner)
+
+    async def _claim_until_stopped(self, runner: _QueueRunner) -> None:
         delay = 0.1
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not runner.retired:
             runner.wake.clear()
             free = runner.free_slots
             paused_for = runner.paused_for()
@@ -399,11 +411,19 @@ class Worker:
     # --- runtime queue settings -------------------------------------------------------------------
     async def _load_settings(self) -> None:
         pg_runners = [r for r in self._runners.values() if isinstance(r.queue, PgQueue)]
-        statement = self._cluster_sql.queue_list([r.queue.name for r in pg_runners])
+        names = None if self.serves_declared else [r.queue.name for r in pg_runners]
         async with self.app.connection() as conn:
-            rows = {row.name: row for row in await drive_async(conn, single(statement))}
+            rows = {row.name: row for row in await drive_async(conn, single(self._cluster_sql.queue_list(names)))}
+        for name in rows.keys() - self._runners.keys():
+            pg_runners.append(await self._serve_declared(name))
         for runner in pg_runners:
             row = rows.get(runner.queue.name)
+            if runner.declared:
+                if row is None:
+                    runner.retired = True
+                    runner.wake.set()
+                    continue
+                runner.executor.concurrency = row.concurrency or 1  # its executor has no fixed pool
             paused_until = row.paused_until if row else None
             cap = row.concurrency if row else None
             if (paused_until, cap) != (runner.paused_until, runner.concurrency_cap):
@@ -412,6 +432,27 @@ class Worker:
                          cap or runner.executor.concurrency)
             runner.paused_until, runner.concurrency_cap = paused_until, cap
             runner.wake.set()
+
+    async def _serve_declared(self, name: str) -> _QueueRunner:
+        queue = PgQueue(name, concurrency=1, executor="asyncio")
+        queue.bind(self.app)
+        executor = queue.make_executor()
+        await executor.start()
+        runner = _QueueRunner(queue, executor, asyncio.Event(), declared=True)
+        self._runners[name] = runner
+        self.queues.append(queue)
+        if self._ready.is_set():  # else start() is about to start every runner's claim loop
+            self._tasks.append(asyncio.get_running_loop().create_task(self._claim_loop(runner),
+                                                                      name=f"chancy-claim-{name}"))
+        log.info("serving queue %r (declared at runtime)", name)
+        return runner
+
+    async def _retire(self, runner: _QueueRunner) -> None:
+        """A deleted declaration: let its running jobs finish, then forget the queue."""
+        log.info("queue %r was deleted; draining it", runner.queue.name)
+        await runner.executor.stop(self.shutdown_timeout)
+        self._runners.pop(runner.queue.name, None)
+        self.queues.remove(runner.queue)
 
     async def _settings_loop(self) -> None:
         while True:

@@ -120,3 +120,25 @@ def _running_at(records, moment):
 
 async def _state_is(ref, state):
     return (await ref.get()).state is state
+
+
+async def test_a_queue_declared_at_runtime_is_served_and_dropped_without_restart(make_app):
+    app = await make_app(Queue("default", polling_interval=0.1))
+    admin = QueueAdmin(app)
+    await admin.declare("reports", concurrency=3)
+    early = await app.push(Job(cluster_tasks.noop, args=[1], queue="reports"))
+    async with running_worker(app, **FAST) as worker:
+        assert (await early.wait(5)).result == 1  # declared before the worker started
+        await admin.declare("emails", concurrency=2)
+        late = await app.push(Job(cluster_tasks.noop, args=[2], queue="emails"))
+        assert (await late.wait(5)).result == 2  # declared while it ran
+        refs = await app.push_many([Job(cluster_tasks.slow, args=[i], queue="emails") for i in range(4)])
+        records = [await ref.wait(10) for ref in refs]
+        assert all(len(_running_at(records, r.started_at)) <= 2 for r in records)
+        await admin.delete("emails")
+        await eventually(lambda: "emails" not in [q.name for q in worker.queues], timeout=5)
+        orphan = await app.push(Job(cluster_tasks.noop, args=[3], queue="emails"))
+        await asyncio.sleep(0.3)
+        assert (await orphan.get()).state is JobState.PENDING
+    async with running_worker(app, queues=["default"], **FAST) as worker:
+        assert [q.name for q in worker.queues] == ["default"]  # named queues only
