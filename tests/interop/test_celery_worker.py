@@ -73,8 +73,11 @@ async def test_unregistered_task_is_a_failed_row_with_a_reason(chancy_app, celer
     assert "rejected without requeue by Celery consumer" in record.errors[-1]["message"]
 
 
-async def test_celery_worker_killed_mid_task_loses_nothing(interop_dsn, celery_app, celery_worker):
-    victim = celery_worker(pool="prefork", concurrency=1, INTEROP_ACKS_LATE="1")
+@pytest.mark.parametrize("acks_late", ["1", "0"])
+async def test_celery_worker_killed_mid_task_loses_nothing(interop_dsn, celery_app, celery_worker, acks_late):
+    """Even with Celery's default early ack: the row stays running under the consumer
+    until the result backend stores the outcome."""
+    victim = celery_worker(pool="prefork", concurrency=1, INTEROP_ACKS_LATE=acks_late)
     result = celery_app.tasks["interop.record"].delay(7, 60)
     job_id = uuid.UUID(result.id)
     await eventually(lambda: job_rows(interop_dsn, f"id = '{job_id}' AND state = 'running'"), timeout=20,
@@ -84,10 +87,29 @@ async def test_celery_worker_killed_mid_task_loses_nothing(interop_dsn, celery_a
     with psycopg.connect(interop_dsn, autocommit=True) as conn:  # let the re-run finish at once
         conn.execute("UPDATE chancy_jobs SET args = '[7, 0]' WHERE id = %s", (job_id,))
     # A new Celery worker recovers the dead consumer's row and runs it again.
-    celery_worker(pool="solo", INTEROP_ACKS_LATE="1")
+    celery_worker(pool="solo", INTEROP_ACKS_LATE=acks_late)
     assert await _result(celery_app, job_id, timeout=30) == 7
     ((key, worker),) = ran(interop_dsn)
     assert key == 7 and worker.startswith("celery:")
     ((_, state, attempts, _, _),) = job_rows(interop_dsn, f"id = '{job_id}'")
     # The lost delivery counts as an attempt (within the row's lost-delivery budget).
     assert state == "succeeded" and attempts == 2
+
+
+async def test_compat_async_result_reads_what_a_celery_worker_stored(interop_dsn, celery_app, celery_worker):
+    """Path 3, the other way: ``chancy.compat``'s AsyncResult reads results a stock Celery
+    worker wrote through the Chancy result backend."""
+    from chancy.compat import Celery as CompatCelery
+
+    compat = CompatCelery("compat_reader", broker=interop_dsn, set_as_current=False)
+    celery_worker(pool="solo")
+    good = celery_app.tasks["interop.add"].delay(40, 2)
+    bad = celery_app.tasks["interop.fail"].delay("from celery")
+    try:
+        assert await asyncio.to_thread(compat.AsyncResult(good.id).get, timeout=20) == 42
+        with pytest.raises(ValueError, match="from celery"):
+            await asyncio.to_thread(compat.AsyncResult(bad.id).get, timeout=20)
+        result = compat.AsyncResult(bad.id)
+        assert result.state == "FAILURE" and "from celery" in result.traceback
+    finally:
+        await compat.chancy.close()
