@@ -132,10 +132,12 @@ class Signature(dict):
                     **options: Any) -> Any:
         """Enqueue (eager under ``task_always_eager``). ``connection=`` enqueues in the
         caller's transaction; ``on_commit=True`` once Django's transaction commits."""
+        connection = options.pop("connection", None)  # never copied: a live connection
+        on_commit = bool(options.pop("on_commit", False))
         sig = self.clone(args, kwargs, **options)
         if sig.app.conf.task_always_eager:
             return sig.apply()
-        return sig.app.publish(sig)
+        return sig.app.publish(sig, connection=connection, on_commit=on_commit)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Any) -> Any:

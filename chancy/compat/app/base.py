@@ -315,7 +315,8 @@ class Celery:
         for key, value in (("countdown", countdown), ("eta", eta), ("task_id", task_id)):
             if value is not None:
                 options[key] = value
-        return self.publish(Signature(name, args, kwargs, options, app=self))
+        connection = options.pop("connection", None)
+        return self.publish(Signature(name, args, kwargs, options, app=self), connection=connection)
 
     def job_for(self, sig: Any, parked_at: datetime | None = None) -> Job:
         """The job row one task signature becomes (options, routing, Celery metadata)."""
@@ -382,13 +383,12 @@ class Celery:
             meta={"celery": {k: v for k, v in celery.items() if v is not None}}, id=job_id,
         )
 
-    def publish(self, sig: Any) -> Any:
-        """Insert the jobs of a signature or canvas; returns its result handle."""
+    def publish(self, sig: Any, connection: Any = None, on_commit: bool = False) -> Any:
+        """Insert the jobs of a signature or canvas (in the caller's transaction, see
+        :mod:`chancy.compat.transactions`); returns its result handle."""
         from chancy.compat import transactions
         from chancy.compat.canvas import Planner
 
-        connection = sig.options.pop("connection", None)
-        on_commit = sig.options.pop("on_commit", False)
         planner = Planner(self)
         node = sig.plan(planner, parked=False)
         jobs = planner.planned_jobs()

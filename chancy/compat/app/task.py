@@ -190,7 +190,8 @@ class Task:
             options["shadow"] = shadow
         if task_id is not None:
             options["task_id"] = task_id
-        return self.signature(args, kwargs, **options).apply_async()
+        delivery = {key: options.pop(key) for key in ("connection", "on_commit") if key in options}
+        return self.signature(args, kwargs, **options).apply_async(**delivery)
 
     def delay_on_commit(self, *args: Any, **kwargs: Any) -> "AsyncResult":
         """Enqueue once the surrounding transaction commits (Django's, when in one).
