@@ -23,7 +23,7 @@ class WorkerSQL:
                 VALUES (%(worker)s, %(hostname)s, %(pid)s, %(queues)s, %(tags)s,
                         now() + make_interval(secs => %(ttl)s))
                 ON CONFLICT (worker_id) DO UPDATE
-                SET last_seen = now(), expires_at = EXCLUDED.expires_at
+                SET last_seen = now(), expires_at = EXCLUDED.expires_at, queues = EXCLUDED.queues
                 RETURNING worker_id
             )
             SELECT j.id FROM {jobs} j

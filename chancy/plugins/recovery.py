@@ -43,13 +43,15 @@ class Recovery(Plugin):
 
     async def run(self, worker: "Worker") -> None:
         while True:
+            # Wait first: a leader elected after an outage gives the other workers one
+            # interval to heartbeat again before it judges them dead.
+            await asyncio.sleep(self.interval)
             try:
                 await recover(worker.app, self.batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - try again next round
                 log.warning("recovery failed (%s); retrying in %.1fs", exc, self.interval)
-            await asyncio.sleep(self.interval)
 
 
 async def recover(app: "Chancy", batch: int = 1000) -> int:
