@@ -19,10 +19,12 @@ from chancy.dashboard.server import DEFAULT_HOST, DEFAULT_PORT
               help="Force the session cookie's Secure flag [default: when the request came over HTTPS].")
 @click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
               help="Proxies whose X-Forwarded-Proto/-For headers are trusted.")
+@click.option("--root-path", default="", metavar="PREFIX",
+              help="Public path prefix a reverse proxy strips, e.g. /chancy.")
 @click.option("--hash-password", "hash_only", is_flag=True,
               help="Ask for a password, print its hash for the users file, and exit.")
 def dashboard(target: Target, host: str, port: int, users_file: str | None, secure_cookies: bool | None,
-              forwarded_allow_ips: str, hash_only: bool) -> None:
+              forwarded_allow_ips: str, root_path: str, hash_only: bool) -> None:
     """Serve the dashboard (web UI, JSON API under /api, Prometheus /metrics).
 
     Needs pip install "chancy[dashboard]" and a users file; make its lines with
@@ -40,5 +42,5 @@ def dashboard(target: Target, host: str, port: int, users_file: str | None, secu
 
     users = load_users(users_file)
     target.require_schema()
-    serve(target.app, host, port, users=users, forwarded_allow_ips=forwarded_allow_ips,
+    serve(target.app, host, port, users=users, forwarded_allow_ips=forwarded_allow_ips, root_path=root_path,
           secure_cookies=secure_cookies)

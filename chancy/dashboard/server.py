@@ -34,11 +34,13 @@ def serve(
     *,
     users: Mapping[str, User] | Iterable[User],
     forwarded_allow_ips: str = "127.0.0.1",
+    root_path: str = "",
     **options: Any,
 ) -> None:
     """Serve the dashboard of ``app`` until interrupted. Bound to localhost unless told
     otherwise; ``forwarded_allow_ips`` are the proxies whose ``X-Forwarded-Proto`` and
-    ``X-Forwarded-For`` are believed. ``options`` go to :func:`create_app`."""
+    ``X-Forwarded-For`` are believed; ``root_path`` is the public path prefix a proxy
+    strips (e.g. ``/chancy``). ``options`` go to :func:`create_app`."""
     try:
         import uvicorn
     except ImportError:
@@ -52,5 +54,7 @@ def serve(
     if not _is_loopback(host):
         log.warning("The dashboard listens on %s, beyond this machine: put it behind a TLS proxy "
                     "(see docs/dashboard.md)", host)
+    if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
+        raise ConfigurationError(f"root_path must start with '/' and not end with one, e.g. '/chancy'; got {root_path!r}")
     uvicorn.run(asgi, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
-                server_header=False, log_level="info")
+                root_path=root_path, server_header=False, log_level="info")

@@ -37,11 +37,12 @@ def test_refuses_to_start_without_users(dsn):
     assert done.returncode == 2 and "nothing is served without a login" in done.stderr
 
 
-async def test_serves_the_app(dsn, tmp_path):
+async def test_serves_the_app_under_a_proxy_prefix(dsn, tmp_path):
     from chancy.dashboard import hash_password
 
     app = Chancy(dsn, plugins=[Queue("default")])
     await app.migrate()
+    await app.push("reports.build", 2026)
     await app.close()
     users = tmp_path / "users"
     users.write_text(f"# operators\nolga:operator:{hash_password(PASSWORD, **FAST)}\n")
@@ -49,7 +50,7 @@ async def test_serves_the_app(dsn, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "chancy.cli", "dashboard", "--dsn", dsn, "--users", str(users),
-                                "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                "--port", str(port), "--root-path", "/chancy"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base) as client:
@@ -62,10 +63,16 @@ async def test_serves_the_app(dsn, tmp_path):
 
             await eventually(up, timeout=30, interval=0.1)
             assert (await client.get("/api/queues")).status_code == 401
+            # Behind a proxy that strips /chancy, links and redirects keep the public prefix.
+            redirect = await client.get("/jobs")
+            assert redirect.headers["location"] == "/chancy/login?next=%2Fchancy%2Fjobs"
+            assert 'href="/chancy/static/dashboard.css"' in (await client.get("/login")).text
             login = await client.post("/api/login", json={"username": "olga", "password": PASSWORD})
-            assert login.status_code == 200
-            queues = (await client.get("/api/queues")).json()["queues"]
-            assert isinstance(queues, list)
+            assert login.status_code == 200 and "path=/chancy/" in login.headers["set-cookie"].lower()
+            # A browser sends the cookie to /chancy/…, which the proxy forwards as /…
+            cookie = login.headers["set-cookie"].split(";")[0]
+            queues = (await client.get("/api/queues", headers={"cookie": cookie})).json()["queues"]
+            assert [q["name"] for q in queues] == ["default"]
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
