@@ -44,8 +44,46 @@ def test_an_async_connection_is_refused_with_advice(celery_app):
         tasks.add.apply_async((1, 2), connection=object.__new__(psycopg.AsyncConnection))
 
 
-def test_django_atomic_block_is_joined():
-    pytest.importorskip("django", reason="Django is not installed; the psycopg path is tested above")
+def _configure_django(dsn: str) -> None:
+    django = pytest.importorskip("django", reason="Django is not installed; the psycopg path is tested above")
+    from django.conf import settings
+
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": params["dbname"],
+                "USER": params.get("user", ""), "PASSWORD": params.get("password", ""),
+                "HOST": params.get("host", ""), "PORT": params.get("port", "")}
+    if settings.configured:
+        from django.db import connections
+
+        connections["default"].close()
+        connections["default"].settings_dict.update(database)
+    else:
+        settings.configure(DATABASES={"default": database}, INSTALLED_APPS=[], USE_TZ=True)
+        django.setup()
+
+
+def test_delay_inside_a_django_atomic_block_joins_its_transaction(celery_app, dsn):
+    _configure_django(dsn)
+    from django.db import connection, transaction
+
+    try:
+        with transaction.atomic():
+            rolled_back = tasks.add.delay(1, 2)
+            transaction.set_rollback(True)
+        assert celery_app.chancy.get_job_sync(rolled_back.id) is None
+
+        with transaction.atomic():
+            committed = tasks.add.delay(3, 4)
+            assert celery_app.chancy.get_job_sync(committed.id) is None  # not before the commit
+            with connection.cursor() as cursor:  # but already there inside Django's transaction
+                cursor.execute("SELECT count(*) FROM chancy_jobs WHERE id = %s", [committed.id])
+                assert cursor.fetchone()[0] == 1
+        assert celery_app.chancy.get_job_sync(committed.id) is not None
+
+        outside = tasks.add.delay(5, 6)  # autocommit: pushed at once
+        assert celery_app.chancy.get_job_sync(outside.id) is not None
+    finally:
+        connection.close()
 
 
 def test_worker_cli_runs_a_celery_project(celery_app, dsn):
