@@ -34,6 +34,7 @@ def make_app(dsn: str, **conf: object) -> Celery:
     celery.task(name="interop.record")(record)
     celery.task(name="interop.retry_twice", bind=True, max_retries=3)(retry_twice)
     celery.task(name="interop.describe", bind=True)(describe)
+    celery.task(name="interop.total")(total)
     return celery
 
 
@@ -52,6 +53,10 @@ def record_run(key: int, worker: str) -> None:
 
 def add(a, b):
     return a + b
+
+
+def total(numbers):
+    return sum(numbers)
 
 
 def fail(message):

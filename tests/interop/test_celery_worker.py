@@ -48,7 +48,7 @@ async def test_celery_worker_consumes_chancy_jobs(celery_app, chancy_app, celery
 
 
 async def test_celery_to_celery_links_chains_retries_and_failures(celery_app, celery_worker):
-    from celery import chain
+    from celery import chain, chord, group
 
     celery_worker(pool="prefork", concurrency=2)
     add = celery_app.tasks["interop.add"]
@@ -63,6 +63,11 @@ async def test_celery_to_celery_links_chains_retries_and_failures(celery_app, ce
         await _result(celery_app, failed.id)
     callback_id = linked.children[0].id if linked.children else None
     assert callback_id is not None and await _result(celery_app, callback_id) == 13
+    grouped = group(add.s(1, 1), add.s(2, 2)).apply_async()
+    assert await asyncio.to_thread(grouped.get, timeout=20) == [2, 4]
+    # A chord completes through Celery's chord_unlock task, polling the backend.
+    chorded = chord([add.s(1, 1), add.s(2, 2)], celery_app.tasks["interop.total"].s()).apply_async()
+    assert await _result(celery_app, chorded.id) == 6
 
 
 async def test_unregistered_task_is_a_failed_row_with_a_reason(chancy_app, celery_worker):
