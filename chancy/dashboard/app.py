@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from chancy.dashboard import views
 from chancy.dashboard.auth import Authenticator, Session, User
 from chancy.dashboard.console import Conflict, Console, NotFound
-from chancy.dashboard.filters import BadRequest, JobFilter, parse_job_id
+from chancy.dashboard.filters import BadRequest, JobFilter, parse_job_id, positive_number
 from chancy.dashboard.guard import SESSION_COOKIE, Guard
 from chancy.dashboard.metrics import CONTENT_TYPE, Metrics
 from chancy.errors import ConfigurationError
@@ -254,7 +254,7 @@ def create_app(
 
     async def pause(request: Request, data: dict[str, Any]) -> str:
         name = str(data.get("queue", ""))
-        await console.pause(name, _optional_number(data.get("seconds"), "seconds", float))
+        await console.pause(name, positive_number(data.get("seconds"), "seconds", float))
         return f"Queue {name!r} paused"
 
     async def resume(request: Request, data: dict[str, Any]) -> str:
@@ -264,7 +264,7 @@ def create_app(
 
     async def concurrency(request: Request, data: dict[str, Any]) -> str:
         name = str(data.get("queue", ""))
-        value = _optional_number(data.get("concurrency"), "concurrency", int)
+        value = positive_number(data.get("concurrency"), "concurrency", int)
         await console.set_concurrency(name, value)
         return f"Queue {name!r} concurrency set to {value or 'the code default'}"
 
@@ -308,15 +308,3 @@ def create_app(
 
     return Starlette(routes=routes, lifespan=lifespan,
                      middleware=[Middleware(Guard, auth=auth, allowed_origins=allowed_origins)])
-
-
-def _optional_number(value: Any, name: str, kind: type) -> Any:
-    if value in (None, ""):
-        return None
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name!r} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
-    if number <= 0:
-        raise BadRequest(f"{name!r} must be positive, got {value!r}")
-    return number

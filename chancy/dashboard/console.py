@@ -50,7 +50,7 @@ class Console:
             self.sql.live_counts(), self.sql.finished_counts(OVERVIEW_SPAN),
             self.sql.throughput(OVERVIEW_SPAN, OVERVIEW_BUCKET), self.sql.now(), self.sql.workers(),
         )
-        queues = await self.queues(live=(live, oldest), finished=finished)
+        queues = await self.queues(live=(live, oldest), finished=finished, workers=workers)
         done = sum(n for q in finished.values() for n in q.values())
         failed = sum(q.get("failed", 0) for q in finished.values())
         return {
@@ -65,14 +65,17 @@ class Console:
             "leader": await current_leader(self.app),
         }
 
-    async def queues(self, live: tuple | None = None, finished: dict | None = None) -> list[dict[str, Any]]:
-        """Every queue known from code, settings, workers or jobs, with its counts."""
-        if live is None or finished is None:
-            live, finished = await self._run(self.sql.live_counts(), self.sql.finished_counts(OVERVIEW_SPAN))
+    async def queues(self, live: tuple | None = None, finished: dict | None = None,
+                     workers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Every queue known from code, settings, workers or jobs, with its counts (the
+        overview passes what it has already read)."""
+        if live is None or finished is None or workers is None:
+            live, finished, workers = await self._run(
+                self.sql.live_counts(), self.sql.finished_counts(OVERVIEW_SPAN), self.sql.workers())
         counts, oldest = live
         settings = {s.name: s for s in await self.queue_admin.list()}
         served: dict[str, int] = {}
-        for worker in (await self._run(self.sql.workers()))[0]:
+        for worker in workers:
             if worker["alive"]:
                 for name in worker["queues"]:
                     served[name] = served.get(name, 0) + 1

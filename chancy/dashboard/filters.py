@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -95,15 +96,21 @@ def _parse_cursor(value: str) -> tuple[datetime, uuid.UUID]:
 
 
 def _limit(value: Any) -> int:
+    return positive_number(value, "limit", int, maximum=MAX_PAGE) or DEFAULT_PAGE
+
+
+def positive_number(value: Any, name: str, kind: type[int] | type[float], maximum: float | None = None) -> Any:
+    """``value`` as a positive, finite int or float (at most ``maximum``); None if blank."""
     if value in (None, ""):
-        return DEFAULT_PAGE
+        return None
     try:
-        limit = int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"'limit' must be a whole number, got {value!r}") from None
-    if not 1 <= limit <= MAX_PAGE:
-        raise BadRequest(f"'limit' must be between 1 and {MAX_PAGE}, got {limit}")
-    return limit
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise BadRequest(f"{name!r} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0 or (maximum is not None and number > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise BadRequest(f"{name!r} must be positive{upper}, got {value!r}")
+    return number
 
 
 def parse_job_id(value: str) -> uuid.UUID:
