@@ -47,6 +47,7 @@ from chancy.app import resolve_dsn
 from chancy.compat import protocol
 from chancy.compat.process_connection import ProcessConnection
 from chancy.compat.transport_sql import TransportSQL
+from chancy.errors import ConfigurationError
 from chancy.migrations import Names
 from chancy.plugins.sql import ClusterSQL
 from chancy.queues.pg import claim_steps
@@ -174,7 +175,7 @@ class Transport(virtual.Transport):
         self.heartbeat_interval = float(options.get("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL))
         self.consumer_timeout = float(options.get("consumer_timeout", DEFAULT_CONSUMER_TIMEOUT))
         if self.heartbeat_interval <= 0 or self.consumer_timeout <= 2 * self.heartbeat_interval:
-            raise ValueError(
+            raise ConfigurationError(
                 "chancy transport: need heartbeat_interval > 0 and consumer_timeout > 2 * heartbeat_interval "
                 f"(got {self.heartbeat_interval} and {self.consumer_timeout})"
             )
