@@ -83,9 +83,11 @@ def create_app(
         return request.scope.get("state", {}).get("session")
 
     async def read_input(request: Request) -> dict[str, Any]:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise BadRequest(f"The request body is larger than {MAX_BODY} bytes")
+        body = b""
+        async for chunk in request.stream():  # read no further than the limit
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise BadRequest(f"The request body is larger than {MAX_BODY} bytes")
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 data = json.loads(body or b"{}")
@@ -183,17 +185,21 @@ def create_app(
         return pages.render(request, None, "login.html", {"next": request.query_params.get("next", "")})
 
     async def login_form(request: Request) -> Response:
-        data = await read_input(request)
+        data: dict[str, Any] = {}
         try:
+            data = await read_input(request)
             token, _ = login_user(request, str(data.get("username", "")), str(data.get("password", "")))
-        except Forbidden as exc:
-            return pages.render(request, None, "login.html", {"error": str(exc), "next": data.get("next", "")}, 401)
+        except (Forbidden, BadRequest) as exc:
+            status = 400 if isinstance(exc, BadRequest) else 401
+            return pages.render(request, None, "login.html", {"error": str(exc), "next": data.get("next", "")}, status)
         return with_cookie(RedirectResponse(views.safe_next(request, str(data.get("next", ""))), 303), request, token)
 
     async def api_login(request: Request) -> Response:
-        data = await read_input(request)
         try:
+            data = await read_input(request)
             token, session = login_user(request, str(data.get("username", "")), str(data.get("password", "")))
+        except BadRequest as exc:
+            return ApiResponse({"error": str(exc)}, status_code=400)
         except Forbidden as exc:
             return ApiResponse({"error": str(exc)}, status_code=401)
         body = {"user": session.user.name, "role": session.user.role.value, "csrf_token": session.csrf_token}

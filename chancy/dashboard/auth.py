@@ -195,16 +195,25 @@ class LoginThrottle:
         self._failures: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()
 
+    #: Past this many tracked keys, keys without a recent failure are forgotten, so a
+    #: spray of invented user names cannot grow the table without bound.
+    max_keys = 10_000
+
     def blocked(self, key: tuple[str, str]) -> bool:
         now = time.monotonic()
         with self._lock:
-            recent = [t for t in self._failures.get(key, []) if now - t < self.window]
-            self._failures[key] = recent
+            recent = [t for t in self._failures.pop(key, []) if now - t < self.window]
+            if recent:
+                self._failures[key] = recent
             return len(recent) >= self.limit
 
     def failed(self, key: tuple[str, str]) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._failures.setdefault(key, []).append(time.monotonic())
+            if len(self._failures) >= self.max_keys:
+                for stale in [k for k, times in self._failures.items() if now - times[-1] >= self.window]:
+                    del self._failures[stale]
+            self._failures.setdefault(key, []).append(now)
 
     def succeeded(self, key: tuple[str, str]) -> None:
         with self._lock:

@@ -173,3 +173,32 @@ async def test_mounted_under_a_prefix(app, dashboard):
         page = await client.get("/ops/chancy/queues")
         assert page.status_code == 200 and 'href="/ops/chancy/static/dashboard.css"' in page.text
         assert (await client.get("/ops/chancy/static/dashboard.js")).status_code == 200
+
+
+async def test_malformed_and_oversized_requests_are_refused_cleanly(app, anonymous, operator):
+    ref = await app.push(tasks.add, 1, 2)
+    huge = await operator.post("/api/queues/pause", content=b"x" * 70_000,
+                               headers={"content-type": "application/json"})
+    assert huge.status_code == 400 and "larger than" in huge.json()["error"]
+    broken = await operator.post(f"/api/jobs/{ref.id}/cancel", content=b"{nope",
+                                 headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]
+    listed = await operator.post(f"/api/jobs/{ref.id}/cancel", json=[1, 2])
+    assert listed.status_code == 400
+    login = await anonymous.post("/api/login", content=b"[", headers={"content-type": "application/json"})
+    assert login.status_code == 400
+    form_login = await anonymous.post("/login", content=b"x" * 70_000,
+                                      headers={"content-type": "application/x-www-form-urlencoded"})
+    assert form_login.status_code == 400
+    assert (await app.get_job(ref)).state.value == "pending"
+
+
+def test_login_throttle_forgets_stale_keys():
+    from chancy.dashboard.auth import LoginThrottle
+
+    throttle = LoginThrottle(limit=2, window=0.0)
+    throttle.max_keys = 3
+    for n in range(10):
+        throttle.failed((f"name{n}", "client"))
+    assert len(throttle._failures) <= 3
+    assert not throttle.blocked(("name9", "client"))  # its failures are older than the window
