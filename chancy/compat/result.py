@@ -45,6 +45,10 @@ def exception_from_error(error: dict[str, Any] | None) -> BaseException:
     return stand_in(message)
 
 
+def _column(record: JobRecord | None, name: str) -> Any:
+    return getattr(record, name) if record is not None else None
+
+
 def _assert_will_not_block() -> None:
     from chancy.compat.app.task import current_task_and_request
 
@@ -136,29 +140,14 @@ class AsyncResult:
         return record.completed_at if record is not None and record.is_finished else None
 
     @property
-    def args(self) -> tuple | None:
-        record = self._read()
-        return record.args if record else None
-
-    @property
-    def kwargs(self) -> dict | None:
-        record = self._read()
-        return record.kwargs if record else None
-
-    @property
     def retries(self) -> int:
         record = self._read()
         return max(0, record.attempts - 1) if record else 0
 
-    @property
-    def queue(self) -> str | None:
-        record = self._read()
-        return record.queue if record else None
-
-    @property
-    def worker(self) -> str | None:
-        record = self._read()
-        return record.taken_by if record else None
+    args = property(lambda self: _column(self._read(), "args"), doc="The task's positional arguments.")
+    kwargs = property(lambda self: _column(self._read(), "kwargs"), doc="The task's keyword arguments.")
+    queue = property(lambda self: _column(self._read(), "queue"), doc="The queue the task was sent to.")
+    worker = property(lambda self: _column(self._read(), "taken_by"), doc="The worker that ran it last.")
 
     def ready(self) -> bool:
         return self.state in states.READY_STATES
