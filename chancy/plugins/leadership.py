@@ -85,9 +85,13 @@ async def _try_lock(conn: psycopg.AsyncConnection, key: int) -> bool:
 
 
 async def _close_quietly(conn: psycopg.AsyncConnection) -> None:
+    """Unlock explicitly, so a successor can take over as soon as this returns (a backend
+    releases the locks of a closed session only once it has noticed), then close."""
     try:
+        if not conn.broken:
+            await asyncio.wait_for(conn.execute("SELECT pg_advisory_unlock_all()"), 2)
         await asyncio.wait_for(conn.close(), 5)
-    except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone either way
+    except Exception:  # noqa: BLE001 - a broken connection is gone either way, and its locks with it
         pass
 
 
