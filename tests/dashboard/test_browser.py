@@ -97,6 +97,7 @@ async def test_pause_a_queue_and_see_work_stop(app):
         await page.click("table.queue-actions tr[data-queue='default'] form[action$='/queues/pause'] button")
         await page.wait_for_selector("table.queues tr[data-queue='default'] .state-paused")
 
+        await page.evaluate("window.sameDocument = true")  # a reload or navigation would drop it
         held = await app.push(Job(tasks.add, args=(20, 22)))
         # A job on another queue runs through: the worker is alive and claiming.
         await (await app.push(Job(tasks.add, args=(1, 1), queue="emails"))).wait(timeout=10)
@@ -104,6 +105,7 @@ async def test_pause_a_queue_and_see_work_stop(app):
             await held.wait(timeout=1.0)
         await page.wait_for_selector("table.queues tr[data-queue='default'] td.count-pending:text-is('1')")
         assert await page.inner_text("table.queues tr[data-queue='default'] td.count-running") == "0"
+        assert await page.evaluate("window.sameDocument === true")  # the page updated itself
 
         await page.click("table.queue-actions tr[data-queue='default'] form[action$='/queues/resume'] button")
         await page.wait_for_selector("table.queues tr[data-queue='default'] .state-active")
