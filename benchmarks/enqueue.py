@@ -7,9 +7,11 @@ import time
 from benchmarks import tasks
 from benchmarks.harness import FigureSpec, Run, rate
 from chancy import Chancy, Queue
+from chancy.compat import Celery
 
 SPECS = {
-    "chancy.push_sync": FigureSpec("chancy: task.push_sync() loop (.delay())", "jobs/s"),
+    "chancy.delay": FigureSpec("chancy.compat: Celery task .delay() loop", "jobs/s"),
+    "chancy.push_sync": FigureSpec("chancy: task.push_sync() loop", "jobs/s"),
     "chancy.push_async": FigureSpec("chancy: await task.push() loop", "jobs/s"),
     "chancy.push_many": FigureSpec("chancy: await push_many(jobs)", "jobs/s"),
 }
@@ -35,6 +37,23 @@ async def one_at_a_time(run: Run) -> dict[str, float]:
     return {"chancy.push_sync": sync_rate, "chancy.push_async": async_rate}
 
 
+async def celery_delay(run: Run) -> dict[str, float]:
+    """``.delay()`` through the Celery-compatible layer, as a migrated Celery app calls it."""
+    n = run.sizes.insert_loop
+    async with run.fresh_database() as dsn:
+        celery = Celery("benchmarks", broker=dsn, set_as_current=False)
+        task = celery.task(name="benchmarks.tasks.noop_sync")(tasks.noop_sync)
+        await celery.chancy.migrate()
+        try:
+            task.delay(-1)
+            started = time.perf_counter()
+            for i in range(n):
+                task.delay(i)
+            return {"chancy.delay": rate(n, time.perf_counter() - started)}
+        finally:
+            await celery.chancy.close()
+
+
 async def bulk(run: Run) -> dict[str, float]:
     n = run.sizes.bulk
     async with run.fresh_database() as dsn:
@@ -49,8 +68,10 @@ async def bulk(run: Run) -> dict[str, float]:
 
 async def measure(run: Run) -> None:
     run.log("chancy enqueue")
+    await run.measure(SPECS, celery_delay)
     await run.measure(SPECS, one_at_a_time)
     await run.measure(SPECS, bulk)
+    run.ratio(".delay() (compat) / raw INSERT loop", "chancy.delay", "raw.insert_loop", at_least=0.8)
     run.ratio("push_sync / raw INSERT loop", "chancy.push_sync", "raw.insert_loop", at_least=0.8)
     run.ratio("push_async / raw INSERT loop", "chancy.push_async", "raw.insert_loop")
     run.ratio("push_many / raw COPY", "chancy.push_many", "raw.copy", at_least=0.8)

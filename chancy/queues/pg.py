@@ -23,8 +23,13 @@ UNIQUE_RETRIES = 5
 
 
 def push_steps(statements: JobSQL, jobs: Sequence[Job]) -> Steps:
-    """Insert jobs; a job whose unique key is taken by a live job gets that job's id."""
+    """Insert jobs; a job whose unique key is taken by a live job gets that job's id.
+    Run it in a transaction when ``statements.copyable(jobs)``: it copies, then notifies."""
     ids = [job.id or new_job_id() for job in jobs]
+    if statements.copyable(jobs):
+        yield statements.copy(jobs, ids)
+        yield statements.notify_pushed(sorted({job.queue for job in jobs}))
+        return ids
     todo = list(range(len(jobs)))
     for _ in range(UNIQUE_RETRIES):
         inserted = yield statements.insert([jobs[i] for i in todo], [ids[i] for i in todo])
@@ -74,27 +79,35 @@ class Queue(QueuePlugin):
             raise RuntimeError(f"Queue {self.name!r} is not attached to a Chancy app")
         return self.app
 
-    async def _run(self, steps: Steps, connection: Any = None) -> Any:
-        if connection is not None:
-            if not isinstance(connection, psycopg.AsyncConnection):
-                raise TypeError("pass a psycopg.AsyncConnection to the async API (or use push_sync)")
+    async def _run(self, steps: Steps, connection: Any = None, *, atomic: bool = False) -> Any:
+        """Drive ``steps`` on ``connection`` or a pooled one; ``atomic``: in one transaction
+        (a savepoint inside the caller's)."""
+        if connection is None:
+            async with self._app.connection() as conn:
+                return await self._run(steps, conn, atomic=atomic)
+        if not isinstance(connection, psycopg.AsyncConnection):
+            raise TypeError("pass a psycopg.AsyncConnection to the async API (or use push_sync)")
+        if not atomic:
             return await drive_async(connection, steps)
-        async with self._app.connection() as conn:
-            return await drive_async(conn, steps)
+        async with connection.transaction():
+            return await drive_async(connection, steps)
 
-    def _run_sync(self, steps: Steps, connection: Any = None) -> Any:
-        if connection is not None:
-            if not isinstance(connection, psycopg.Connection):
-                raise TypeError("pass a psycopg.Connection to the sync API (or await push)")
+    def _run_sync(self, steps: Steps, connection: Any = None, *, atomic: bool = False) -> Any:
+        if connection is None:
+            with self._app.connection_sync() as conn:
+                return self._run_sync(steps, conn, atomic=atomic)
+        if not isinstance(connection, psycopg.Connection):
+            raise TypeError("pass a psycopg.Connection to the sync API (or await push)")
+        if not atomic:
             return drive_sync(connection, steps)
-        with self._app.connection_sync() as conn:
-            return drive_sync(conn, steps)
+        with connection.transaction():
+            return drive_sync(connection, steps)
 
     async def push(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
-        return await self._run(push_steps(self._sql, jobs), connection)
+        return await self._run(push_steps(self._sql, jobs), connection, atomic=self._sql.copyable(jobs))
 
     def push_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
-        return self._run_sync(push_steps(self._sql, jobs), connection)
+        return self._run_sync(push_steps(self._sql, jobs), connection, atomic=self._sql.copyable(jobs))
 
     async def get(self, job_id: uuid.UUID) -> JobRecord | None:
         return await self._run(single(self._sql.get(job_id)))

@@ -59,6 +59,7 @@ class Statement:
     query: sql.Composable
     params: dict[str, Any]
     mapper: Callable[[list[tuple]], Any] = lambda rows: rows
+    copy_rows: Sequence[Sequence[Any]] | None = None  # rows for a ``COPY … FROM STDIN``
 
 
 #: An operation: a generator that yields statements, is sent each one's mapped rows,
@@ -70,6 +71,12 @@ def drive_sync(conn: Any, steps: Steps) -> Any:
     try:
         statement = next(steps)
         while True:
+            if statement.copy_rows is not None:
+                with conn.cursor() as cur, cur.copy(statement.query) as copy:
+                    for row in statement.copy_rows:
+                        copy.write_row(row)
+                statement = steps.send(None)
+                continue
             cur = conn.execute(statement.query, statement.params)
             statement = steps.send(statement.mapper(cur.fetchall() if cur.description else []))
     except StopIteration as stop:
@@ -80,6 +87,12 @@ async def drive_async(conn: Any, steps: Steps) -> Any:
     try:
         statement = next(steps)
         while True:
+            if statement.copy_rows is not None:
+                async with conn.cursor() as cur, cur.copy(statement.query) as copy:
+                    for row in statement.copy_rows:
+                        await copy.write_row(row)
+                statement = steps.send(None)
+                continue
             cur = await conn.execute(statement.query, statement.params)
             statement = steps.send(statement.mapper(await cur.fetchall() if cur.description else []))
     except StopIteration as stop:
@@ -106,6 +119,13 @@ PUSHED = (
     ("expires_at", "expires_at", "timestamptz"), ("unique_keys", "unique_key", "text"),
     ("limits", "limits", "jsonb"), ("backoffs", "backoff", "jsonb"), ("metas", "meta", "jsonb"),
 )
+
+
+#: A push of at least this many jobs, none with a unique key or a schedule, is written with
+#: COPY (several times faster than the multi-row INSERT); such jobs are plainly pending,
+#: so no conflict handling and no database-clock decision is needed.
+COPY_MIN_JOBS = 1000
+_COPIED = [column for _, column, _ in PUSHED if column not in ("scheduled_at", "unique_key")]
 
 
 def _pushed_rows(many: bool) -> str:
@@ -163,6 +183,9 @@ class JobSQL:
             ).format(**f)
             for many in (False, True)
         }
+        self._copy = sql.SQL("COPY {jobs} ({columns}) FROM STDIN").format(
+            columns=sql.SQL(", ").join(map(sql.Identifier, _COPIED)), **f)
+        self._notify_pushed = sql.SQL("SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS t(queue)")
         self._live_by_unique_key = sql.SQL(
             "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s) AND state IN " + LIVE
         ).format(**f)
@@ -299,32 +322,26 @@ class JobSQL:
 
     # --- statement builders ----------------------------------------------------------
     def insert(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
-        columns: dict[str, list[Any]] = {
-            key: []
-            for key in (
-                "queues", "funcs", "args", "kwargs", "priorities", "max_attempts",
-                "scheduled_at", "expires_at", "unique_keys", "limits", "backoffs", "metas",
-            )
-        }
-        for job in jobs:
-            args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
-            columns["queues"].append(job.queue)
-            columns["funcs"].append(job.func)
-            columns["args"].append(args_json)
-            columns["kwargs"].append(kwargs_json)
-            columns["priorities"].append(job.priority)
-            columns["max_attempts"].append(job.max_attempts)
-            columns["scheduled_at"].append(job.scheduled_at)
-            columns["expires_at"].append(job.expires_at)
-            columns["unique_keys"].append(job.unique_key)
-            columns["limits"].append(serialization.dumps([lim.to_dict() for lim in job.limits]))
-            columns["backoffs"].append(serialization.dumps(job.backoff.to_dict()) if job.backoff else None)
-            columns["metas"].append(_dumps_meta(job))
-        columns["ids"] = list(ids)
-        many = len(jobs) > 1
-        params: dict[str, Any] = columns if many else {key: values[0] for key, values in columns.items()}
+        rows = [_pushed_values(job_id, job) for job_id, job in zip(ids, jobs)]
+        names = [param for param, _, _ in PUSHED]
+        many = len(rows) > 1
+        params: dict[str, Any] = dict(zip(names, map(list, zip(*rows)) if many else rows[0]))
         params["channel"] = self.pushed_channel
         return Statement(self._insert[many], params, lambda rows: {row[0] for row in rows})
+
+    @staticmethod
+    def copyable(jobs: Sequence[Job]) -> bool:
+        return len(jobs) >= COPY_MIN_JOBS and all(job.unique_key is None and job.scheduled_at is None for job in jobs)
+
+    def copy(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
+        """COPY of :meth:`copyable` jobs; follow it with :meth:`notify_pushed`, in the same
+        transaction."""
+        kept = [i for i, (_, column, _) in enumerate(PUSHED) if column in _COPIED]
+        rows = [[values[i] for i in kept] for values in map(_pushed_values, ids, jobs)]
+        return Statement(self._copy, {}, copy_rows=rows)
+
+    def notify_pushed(self, queues: Sequence[str]) -> Statement:
+        return Statement(self._notify_pushed, {"channel": self.pushed_channel, "queues": list(queues)})
 
     def live_by_unique_key(self, keys: Sequence[str]) -> Statement:
         return Statement(self._live_by_unique_key, {"keys": list(keys)}, dict)
@@ -365,6 +382,18 @@ class JobSQL:
 
 def _qualify(column: str) -> str:
     return f"j.{column}"
+
+
+def _pushed_values(job_id: uuid.UUID, job: Job) -> tuple:
+    """One job's values in :data:`PUSHED` order."""
+    args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
+    return (
+        job_id, job.queue, job.func, args_json, kwargs_json, job.priority, job.max_attempts,
+        job.scheduled_at, job.expires_at, job.unique_key,
+        serialization.dumps([lim.to_dict() for lim in job.limits]) if job.limits else "[]",
+        serialization.dumps(job.backoff.to_dict()) if job.backoff else None,
+        _dumps_meta(job) if job.meta else "{}",
+    )
 
 
 def _dumps_meta(job: Job) -> str:

@@ -8,6 +8,7 @@ import datetime
 import decimal
 import uuid
 
+import psycopg
 import pytest
 from kombu.utils import json as kombu_json
 
@@ -89,3 +90,45 @@ async def test_every_column_survives_the_binary_insert_and_write_back(dsn):
         assert retrying.state is JobState.RETRYING and retrying.max_attempts == 5
         assert retrying.errors[0]["message"] == "no" and retrying.scheduled_at > later
         assert done.state is JobState.SUCCEEDED and done.result == {"r": [1]}
+
+
+async def test_bulk_push_by_copy_is_atomic_and_wakes_workers(dsn):
+    """A large plain push_many goes through COPY + one notification per queue."""
+    from chancy.queues.sql import COPY_MIN_JOBS
+
+    async with Chancy(dsn, plugins=[Queue("default"), Queue("other")]) as app:
+        await app.migrate()
+        jobs = [Job("tests.somewhere.task", args=(i,), queue=("default", "other")[i % 2]) for i in range(COPY_MIN_JOBS)]
+        assert app.job_sql.copyable(jobs)
+        async with app.connection() as conn:
+            await conn.execute(f"LISTEN {app.job_sql.pushed_channel}")
+            refs = await app.push_many(jobs)
+            heard = {notify.payload async for notify in conn.notifies(timeout=5, stop_after=2)}
+        assert heard == {"default", "other"}
+        stored = await app.get_job(refs[-1])
+        assert stored.state is JobState.PENDING and stored.args == (COPY_MIN_JOBS - 1,)
+        assert stored.queue == "other" and stored.scheduled_at is not None
+
+        async with app.connection() as conn:
+            with pytest.raises(psycopg.errors.UniqueViolation):  # as the INSERT path does
+                async with conn.transaction():
+                    await app.push_many(jobs[:-1] + [Job("x", id=refs[0].id)], connection=conn)
+        # The failed COPY left nothing behind: still exactly one job per original push.
+        async with app.connection() as conn:
+            count = (await (await conn.execute("SELECT count(*) FROM chancy_jobs")).fetchone())[0]
+        assert count == COPY_MIN_JOBS
+
+
+async def test_bulk_push_with_a_unique_key_or_a_schedule_keeps_the_insert_path(dsn):
+    from chancy.queues.sql import COPY_MIN_JOBS
+
+    async with Chancy(dsn, plugins=[Queue("default")]) as app:
+        await app.migrate()
+        first = await app.push(Job("tests.somewhere.task", unique_key="k"))
+        jobs = [Job("tests.somewhere.task") for _ in range(COPY_MIN_JOBS - 1)] + [Job("tests.somewhere.task", unique_key="k")]
+        assert not app.job_sql.copyable(jobs)
+        refs = await app.push_many(jobs)
+        assert refs[-1] == first
+        later = [Job("tests.somewhere.task").after(3600) for _ in range(COPY_MIN_JOBS)]
+        assert not app.job_sql.copyable(later)
+        assert (await app.get_job((await app.push_many(later))[0])).state is JobState.SCHEDULED
