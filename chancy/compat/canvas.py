@@ -466,7 +466,7 @@ class Planner:
             for entry in node.entries:
                 self.canvas[key].setdefault("errbacks", []).append(str(entry.id))
                 self.parent_of[str(entry.id)] = key
-                self.canvas[str(entry.id)].update(remaining=1, pass_result=False)
+                self.canvas[str(entry.id)].update(remaining=1, pass_result=False, errback=True)
         celery_id = job.meta.get("celery", {}).get("task_id") or key
         return Node(entries=[job], exits=[job], result=AsyncResult(celery_id, app=self.app))
 

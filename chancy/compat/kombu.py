@@ -169,7 +169,7 @@ class Transport(virtual.Transport):
         self.transport_sql = TransportSQL(names)
         self.worker_sql = WorkerSQL(names)
         self.cluster_sql = ClusterSQL(names)
-        self.accept_content = list(options.get("accept_content", ["json"]))
+        self.accept_content = protocol.accepted_content_types(options.get("accept_content", ["json"]))
         self.lower_priority_first = bool(options.get("lower_priority_first", False))
         self._await_results = options.get("await_results")
         self.heartbeat_interval = float(options.get("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL))

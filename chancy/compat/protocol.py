@@ -25,6 +25,7 @@ from kombu import compression, serialization as kombu_serialization
 from kombu.exceptions import ContentDisallowed, DecodeError
 
 from chancy import serialization
+from chancy.errors import ConfigurationError
 from chancy.job import Job, JobRecord, Limit, new_job_id
 
 MAX_CELERY_PRIORITY = 9
@@ -110,7 +111,7 @@ def decode_body(message: Mapping[str, Any], accept: Collection[str]) -> Any:
     try:
         return kombu_serialization.loads(
             body, content_type, message.get("content-encoding") or "utf-8",
-            accept=kombu_serialization.prepare_accept_content(accept),
+            accept=accepted_content_types(accept),
         )
     except ContentDisallowed:
         raise InvalidMessage(
@@ -119,6 +120,19 @@ def decode_body(message: Mapping[str, Any], accept: Collection[str]) -> Any:
         ) from None
     except (DecodeError, Exception) as exc:  # noqa: BLE001 - decoding untrusted input
         raise InvalidMessage(f"the {content_type} body cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
+def accepted_content_types(accept: Collection[str]) -> set[str]:
+    """Serializer names (``"json"``, ``"pickle"``…) or MIME types as MIME types; a name
+    whose serializer is not installed is a configuration error, named as such."""
+    installed = kombu_serialization.registry.name_to_type
+    unknown = [name for name in accept if "/" not in name and name not in installed]
+    if unknown:
+        raise ConfigurationError(
+            f"accept_content lists {unknown}, but no serializer of that name is installed "
+            f"(e.g. pip install pyyaml / msgpack); installed: {sorted(installed)}"
+        )
+    return kombu_serialization.prepare_accept_content(accept)
 
 
 def _v1_as_v2(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:

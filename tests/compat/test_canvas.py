@@ -83,12 +83,20 @@ def test_link_and_link_error(worker):
     assert callback.get(timeout=10) == 40
     assert errback.state == states.REVOKED  # the task succeeded: its errback never runs
 
-    bad = tasks.fail.apply_async(("x",), link=tasks.add.s(1), link_error=tasks.add.s("-failed"))
+    bad = tasks.fail.apply_async(("x",), link=tasks.add.s(1), link_error=tasks.log_failure.s())
     with pytest.raises(ValueError):
         bad.get(timeout=10)
     callback, errback = bad.children
-    assert errback.get(timeout=10) == bad.id + "-failed"  # errbacks get the failed task's id first
+    assert errback.get(timeout=10) == f"{bad.id} failed"  # a one-argument errback gets the task id
     assert callback.state == states.FAILURE
+
+
+def test_errback_with_request_exc_traceback(worker):
+    bad = tasks.fail.apply_async(("broken",), link_error=tasks.error_handler.s())
+    with pytest.raises(ValueError):
+        bad.get(timeout=10)
+    (errback,) = bad.children
+    assert errback.get(timeout=10) == {"failed": bad.id, "exc": "ValueError: broken", "has_traceback": True}
 
 
 def test_chain_steps_record_parent_and_root(worker):

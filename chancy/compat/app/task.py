@@ -352,12 +352,35 @@ class Task:
         """What the core worker calls: builds ``self.request`` from the job row."""
         record = current_job.get()
         request = Context.from_record(record)
+        if record.meta.get("canvas", {}).get("errback") and args and self._takes_failure_details():
+            args = self._failure_details(str(args[0])) + tuple(args[1:])
         try:
             return self._execute(request, args, kwargs)
         except (Retry, Fail, JobCancelledError, JobTimeoutError):
             raise  # the executor reports cancels and timeouts itself
         except BaseException as exc:  # noqa: BLE001 - failures are final unless retried
             raise Fail(exc) from exc
+
+    def _takes_failure_details(self) -> bool:
+        """Celery calls an errback whose function takes more than one positional argument
+        as ``errback(request, exc, traceback)``; others get the failed task's id."""
+        try:
+            params = inspect.signature(self.run).parameters.values()
+        except (TypeError, ValueError):
+            return False
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return len(positional) > 1 or any(p.kind is p.VAR_POSITIONAL for p in params)
+
+    def _failure_details(self, failed_id: str) -> tuple[Context, BaseException, str | None]:
+        from chancy.compat.protocol import job_id_for
+        from chancy.compat.result import exception_from_error
+
+        assert self.app is not None
+        failed = self.app.chancy.get_job_sync(job_id_for(failed_id))
+        if failed is None:
+            raise LookupError(f"errback {self.name}: the failed task {failed_id} no longer exists")
+        error = failed.errors[-1] if failed.errors else None
+        return Context.from_record(failed), exception_from_error(error), error.get("traceback") if error else None
 
     def _execute(self, request: Context, args: tuple, kwargs: dict) -> Any:
         """Run with hooks and signals; a failure is raised wrapped in :class:`Fail`."""

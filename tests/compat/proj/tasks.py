@@ -83,3 +83,15 @@ def shared_add(x, y):
 @app.task(name="custom.named")
 def named():
     return "named"
+
+
+@app.task
+def error_handler(request, exc, traceback):
+    """The errback of Celery's "Linking (callbacks/errbacks)" docs."""
+    return {"failed": request.id, "exc": f"{type(exc).__name__}: {exc}", "has_traceback": "Traceback" in traceback}
+
+
+@app.task
+def log_failure(task_id):
+    """An old-style errback: it gets the failed task's id."""
+    return f"{task_id} failed"
