@@ -3,6 +3,7 @@ these tests run (``-A celery_app``). Configured from the environment by the test
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 
@@ -12,6 +13,7 @@ from celery import Celery
 import chancy.compat.kombu  # noqa: F401 - registers the ``chancy`` transport alias
 
 DSN = os.environ.get("INTEROP_DSN", "postgresql://localhost/unset")
+HAVE_YAML = importlib.util.find_spec("yaml") is not None
 
 
 def make_app(dsn: str, **conf: object) -> Celery:
@@ -22,7 +24,7 @@ def make_app(dsn: str, **conf: object) -> Celery:
             "polling_interval": 0.2,
             "heartbeat_interval": float(os.environ.get("INTEROP_HEARTBEAT", "0.5")),
             "consumer_timeout": float(os.environ.get("INTEROP_CONSUMER_TIMEOUT", "3")),
-            "accept_content": ["json", "pickle", "yaml"],
+            "accept_content": ["json", "pickle"] + (["yaml"] if HAVE_YAML else []),
         },
         task_acks_late=os.environ.get("INTEROP_ACKS_LATE") == "1",
         worker_prefetch_multiplier=int(os.environ.get("INTEROP_PREFETCH", "4")),

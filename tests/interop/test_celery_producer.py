@@ -19,6 +19,8 @@ from chancy.job import JobState, Limit
 from chancy.queues.pg import Queue
 from chancy.testing import running_worker
 
+from celery_app import HAVE_YAML
+
 
 def _record(app: Chancy, task_id: str):
     from chancy.compat.protocol import job_id_for
@@ -80,7 +82,10 @@ async def test_custom_task_id_maps_to_a_stable_row_id(celery_app, chancy_app):
 
 
 @pytest.mark.parametrize("compression", ["zlib", "bzip2"])
-@pytest.mark.parametrize("serializer", ["json", "pickle", "yaml"])
+@pytest.mark.parametrize("serializer", [
+    "json", "pickle",
+    pytest.param("yaml", marks=pytest.mark.skipif(not HAVE_YAML, reason="pyyaml is not installed")),
+])
 async def test_accepted_serializers_and_compression(celery_app, chancy_app, serializer, compression):
     result = celery_app.tasks["interop.add"].apply_async(
         (datetime(2020, 1, 1, tzinfo=timezone.utc), "x"), serializer=serializer, compression=compression)

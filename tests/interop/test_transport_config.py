@@ -34,3 +34,10 @@ def test_the_alias_is_registered_at_import():
 def test_liveness_options_are_checked(options):
     with pytest.raises(ValueError, match="consumer_timeout > 2 \\* heartbeat_interval"):
         Connection("chancy+postgresql://u@db/app", transport_options=options).transport  # noqa: B018
+
+
+def test_accept_content_naming_a_missing_serializer_is_a_clear_error():
+    from chancy.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="accept_content lists \\['no-such-codec'\\]"):
+        Connection("chancy+postgresql://u@db/app", transport_options={"accept_content": ["no-such-codec"]}).transport  # noqa: B018
