@@ -115,3 +115,34 @@ def test_get_inside_a_task_is_refused(celery_app):
     with _running(tasks.add, Context(id="x", called_directly=False)):
         with pytest.raises(RuntimeError, match="Never call result.get"):
             celery_app.AsyncResult(str(uuid.uuid4())).get(timeout=0.1)
+
+
+def test_expired_task_reads_revoked(worker):
+    result = tasks.add.apply_async((1, 1), expires=datetime.now(timezone.utc) - timedelta(seconds=1))
+    with pytest.raises(Exception, match="expired"):
+        result.get(timeout=10)
+    assert result.state == states.REVOKED
+
+
+def test_higher_priority_runs_first(celery_app):
+    from tests.compat.conftest import BackgroundWorker
+    from chancy.compat import worker_app
+
+    worker_app(celery_app, concurrency=1, pool="thread")
+    low = [tasks.whoami.apply_async(priority=0) for _ in range(3)]
+    high = tasks.whoami.apply_async(priority=9)
+    background = BackgroundWorker(celery_app).start()
+    try:
+        for result in low + [high]:
+            result.get(timeout=10)
+    finally:
+        background.stop()
+    started = {r.id: celery_app.chancy.get_job_sync(r.id).started_at for r in low + [high]}
+    assert started[high.id] < min(started[r.id] for r in low)
+
+
+def test_current_task_inside_a_task(worker):
+    from chancy.compat import current_task
+
+    assert not current_task
+    assert tasks.whoami.delay().get(timeout=10)["current"] == tasks.whoami.name

@@ -2,7 +2,7 @@
 
 import time
 
-from chancy.compat import shared_task
+from chancy.compat import current_task, shared_task
 from chancy.compat.exceptions import Ignore
 
 from tests.compat.proj.celery import app
@@ -35,7 +35,7 @@ def whoami(self):
     r = self.request
     return {"id": r.id, "retries": r.retries, "is_eager": r.is_eager, "hostname": r.hostname,
             "root_id": r.root_id, "parent_id": r.parent_id, "headers": r.headers,
-            "queue": r.delivery_info.get("routing_key"), "name": self.name}
+            "queue": r.delivery_info.get("routing_key"), "name": self.name, "current": current_task.name}
 
 
 @app.task(bind=True, max_retries=3, default_retry_delay=0)
