@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from urllib.parse import parse_qsl
 
+import psycopg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -29,7 +30,7 @@ from chancy.dashboard.console import Conflict, Console, NotFound
 from chancy.dashboard.filters import BadRequest, JobFilter, parse_job_id, positive_number
 from chancy.dashboard.guard import SESSION_COOKIE, Guard
 from chancy.dashboard.metrics import CONTENT_TYPE, Metrics
-from chancy.errors import ConfigurationError
+from chancy.errors import ConfigurationError, DatabaseUnavailableError
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -40,6 +41,19 @@ MAX_BODY = 64 * 1024
 
 class Forbidden(PermissionError):
     """The user may look but not act (or the request lacks its CSRF token)."""
+
+
+#: Errors a request can meet in normal operation, and the HTTP status each one means.
+#: Anything else is a bug and surfaces as a 500.
+STATUS = (
+    (BadRequest, 400), (ConfigurationError, 400), (Forbidden, 403), (NotFound, 404), (Conflict, 409),
+    (DatabaseUnavailableError, 503), (psycopg.OperationalError, 503),
+)
+EXPECTED = tuple(kind for kind, _ in STATUS)
+
+
+def status_of(exc: BaseException) -> int:
+    return next(status for kind, status in STATUS if isinstance(exc, kind))
 
 
 def _json_default(value: Any) -> Any:
@@ -118,27 +132,16 @@ def create_app(
         async def endpoint(request: Request) -> Response:
             try:
                 return ApiResponse(await handler(request))
-            except BadRequest as exc:
-                return ApiResponse({"error": str(exc)}, status_code=400)
-            except ConfigurationError as exc:
-                return ApiResponse({"error": str(exc)}, status_code=400)
-            except Forbidden as exc:
-                return ApiResponse({"error": str(exc)}, status_code=403)
-            except NotFound as exc:
-                return ApiResponse({"error": str(exc)}, status_code=404)
-            except Conflict as exc:
-                return ApiResponse({"error": str(exc)}, status_code=409)
+            except EXPECTED as exc:
+                return ApiResponse({"error": str(exc).strip()}, status_code=status_of(exc))
         return endpoint
 
     def page(template: str, load: Callable[[Request], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
-                data = await load(request)
-                status = 200
-            except BadRequest as exc:
-                data, status = {"error": str(exc)}, 400
-            except NotFound as exc:
-                data, status = {"error": str(exc)}, 404
+                data, status = await load(request), 200
+            except EXPECTED as exc:
+                data, status = {"error": str(exc).strip()}, status_of(exc)
             return pages.render(request, session_of(request), template, data, status)
         return endpoint
 
@@ -153,8 +156,8 @@ def create_app(
                 message, kind = await run(request, data), "ok"
             except Forbidden as exc:
                 return pages.render(request, session, "error.html", {"error": str(exc)}, 403)
-            except (BadRequest, ConfigurationError, NotFound, Conflict) as exc:
-                message, kind = str(exc), "error"
+            except EXPECTED as exc:
+                message, kind = str(exc).strip(), "error"
             if session is not None:
                 session.notices.append((kind, message))
             return RedirectResponse(back, status_code=303)
@@ -249,7 +252,7 @@ def create_app(
     job_actions = {"retry": console.retry, "cancel": console.cancel, "delete": console.delete}
 
     def job_action(action: str) -> Callable[[Request, dict[str, Any]], Awaitable[str]]:
-        run = {"retry": console.retry, "cancel": console.cancel, "delete": console.delete}[action]
+        run = job_actions[action]
         done = {"retry": "queued to run again", "cancel": "cancelled", "delete": "deleted"}[action]
 
         async def act(request: Request, data: dict[str, Any]) -> str:
@@ -279,7 +282,7 @@ def create_app(
             return {"ok": True, "message": await run(request, await action_input(request))}
         return api(handler)
 
-    actions = {f"/jobs/{{job_id}}/{name}": job_action(name) for name in ("retry", "cancel", "delete")}
+    actions = {f"/jobs/{{job_id}}/{name}": job_action(name) for name in job_actions}
     actions.update({"/queues/pause": pause, "/queues/resume": resume, "/queues/concurrency": concurrency})
     routes = [
         Route("/login", login_page, methods=["GET"]),

@@ -202,3 +202,17 @@ def test_login_throttle_forgets_stale_keys():
         throttle.failed((f"name{n}", "client"))
     assert len(throttle._failures) <= 3
     assert not throttle.blocked(("name9", "client"))  # its failures are older than the window
+
+
+async def test_an_unreachable_database_is_a_clear_503():
+    from chancy import Chancy
+
+    down = Chancy("postgresql://nobody@127.0.0.1:1/nothing", connect_timeout=1)
+    dashboard = create_app(down, USERS, refresh_seconds=0)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dashboard), base_url=BASE) as client:
+        await login(client, "vera")
+        api = await client.get("/api/queues")
+        assert api.status_code == 503 and "Cannot connect to Postgres" in api.json()["error"]
+        page = await client.get("/jobs")
+        assert page.status_code == 503 and "Cannot connect to Postgres" in page.text
+    await down.close()
