@@ -23,12 +23,13 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from chancy import serialization
 from chancy.app import resolve_dsn
+from chancy.compat import continuations
 from chancy.compat.process_connection import ProcessConnection
 from chancy.compat.protocol import job_id_for
 from chancy.compat.transport_sql import TransportSQL
 from chancy.job import JobRecord, JobState
 from chancy.migrations import Names
-from chancy.queues.sql import JobSQL, single
+from chancy.queues.sql import JobSQL, Statement, Steps, single
 
 #: Celery states that finish the row, and the row state each becomes.
 TERMINAL_STATES = {states.SUCCESS: "succeeded", states.FAILURE: "failed", states.REVOKED: "cancelled"}
@@ -68,7 +69,8 @@ class ChancyBackend(BaseBackend):
         self.url = url or app.conf.result_backend
         options = app.conf.get("result_backend_transport_options") or {}
         self.dsn = resolve_dsn(self.url)
-        names = Names(options.get("prefix", "chancy_"))
+        self.prefix = options.get("prefix", "chancy_")
+        names = Names(self.prefix)
         self.job_sql = JobSQL(names)
         self.transport_sql = TransportSQL(names)
         self.database = ProcessConnection(self.dsn)
@@ -101,13 +103,28 @@ class ChancyBackend(BaseBackend):
         args_json, kwargs_json = serialization.dumps_arguments(
             getattr(request, "task", None) or "celery.unknown",
             getattr(request, "args", None) or (), getattr(request, "kwargs", None) or {})
-        self.database.run(single(self.transport_sql.store_state(
+        statement = self.transport_sql.store_state(
             job_id_for(task_id), state=row_state, celery=celery, result_json=result_json, error=error,
             func=getattr(request, "task", None) or "celery.unknown",
             queue=delivery_info.get("routing_key") or self.app.conf.task_default_queue,
             args_json=args_json, kwargs_json=kwargs_json,
-        )))
+        )
+        self.database.run(self._store_steps(statement, row_state, str(task_id), error), transaction=True)
         return result
+
+    def _store_steps(self, statement: Statement, row_state: str | None, task_id: str,
+                     error: dict[str, Any] | None) -> Steps:
+        """Store the state; when that finishes a step of a ``chancy.compat`` canvas (a
+        chain, chord or link applied through Chancy and run by a Celery worker), advance
+        the canvas in the same transaction, as a Chancy worker would."""
+        canvas = yield statement
+        if True or not canvas or row_state is None:
+            return
+        statements = continuations.statements(self.prefix)
+        if row_state == "succeeded":
+            yield from continuations.on_success(statements, canvas)
+        else:
+            yield from continuations.on_failure(statements, canvas, task_id, error)
 
     def _forget(self, task_id: Any) -> None:
         self.database.run(single(self.transport_sql.forget(job_id_for(task_id))))

@@ -28,11 +28,16 @@ class ProcessConnection:
             self._pid = os.getpid()
         return self._conn
 
-    def run(self, steps: Steps) -> Any:
-        """Drive an operation's statements (see :mod:`chancy.queues.sql`)."""
+    def run(self, steps: Steps, transaction: bool = False) -> Any:
+        """Drive an operation's statements (see :mod:`chancy.queues.sql`), optionally
+        all in one transaction."""
         with self.lock:
             try:
-                return drive_sync(self.connection(), steps)
+                conn = self.connection()
+                if transaction:
+                    with conn.transaction():
+                        return drive_sync(conn, steps)
+                return drive_sync(conn, steps)
             except psycopg.OperationalError:
                 self.close()
                 raise

@@ -24,6 +24,11 @@ def _count(rows: list[tuple]) -> int:
     return rows[0][0] if rows else 0
 
 
+def _canvas(rows: list[tuple]) -> dict[str, Any] | None:
+    """The ``chancy.compat`` canvas bookkeeping of the stored row, if it has any."""
+    return serialization.loads(rows[0][2]) if rows and rows[0][2] else None
+
+
 class TransportSQL:
     def __init__(self, names: Names) -> None:
         f = names.fields()
@@ -131,10 +136,10 @@ class TransportSQL:
                     taken_by = CASE WHEN %(state)s::text IS NULL THEN j.taken_by END,
                     meta = j.meta || jsonb_build_object('celery',
                         COALESCE(j.meta->'celery', '{{}}') || %(celery)s::jsonb)
-                RETURNING id, state
+                RETURNING id, state, meta->'canvas' AS canvas
             )
             SELECT id, CASE WHEN state IN ('succeeded', 'failed', 'cancelled', 'expired')
-                            THEN pg_notify(%(done)s, id::text) END
+                            THEN pg_notify(%(done)s, id::text) END, canvas::text
             FROM stored
             """
         ).format(**f)
@@ -186,7 +191,7 @@ class TransportSQL:
             "error": serialization.dumps(error) if error else None, "func": func, "queue": queue,
             "args": args_json, "kwargs": kwargs_json, "done": self.done_channel,
         }
-        return Statement(self._store_state, params)
+        return Statement(self._store_state, params, _canvas)
 
     def forget(self, job_id: uuid.UUID) -> Statement:
         return Statement(self._forget, {"id": job_id})

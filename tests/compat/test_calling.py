@@ -146,3 +146,16 @@ def test_current_task_inside_a_task(worker):
 
     assert not current_task
     assert tasks.whoami.delay().get(timeout=10)["current"] == tasks.whoami.name
+
+
+def test_pickle_only_when_explicitly_accepted(worker, celery_app):
+    from chancy.errors import ConfigurationError
+
+    numbers = frozenset({1, 2, 3})  # not JSON: needs pickle
+    with pytest.raises(ConfigurationError, match="accept_content"):
+        tasks.xsum.apply_async((numbers,), serializer="pickle")
+    celery_app.conf.accept_content = ["json", "pickle"]
+    result = tasks.xsum.apply_async((numbers,), serializer="pickle")
+    assert result.get(timeout=10) == 6
+    record = celery_app.chancy.get_job_sync(result.id)
+    assert record.args == () and record.meta["celery"]["payload"]["content_type"] == "application/x-python-serialize"

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from chancy.app import Chancy
-from chancy.compat import continuations, routes, signals
+from chancy.compat import continuations, payload, routes, signals
 from chancy.compat.app.task import Context, Task, current_task_and_request
 from chancy.compat.config import Settings
 from chancy.compat.exceptions import ImproperlyConfigured
@@ -341,10 +341,10 @@ class Celery:
 
             raise QueueNotFound(f"Queue {queue!r} missing from task_queues (task_create_missing_queues is off)")
         serializer = pick("serializer", self.conf.task_serializer)
+        args, kwargs, encoded = sig.args, sig.kwargs, None
         if serializer != "json":
-            raise ConfigurationError(
-                f"task {sig.task}: serializer {serializer!r} is not supported; chancy.compat stores "
-                "arguments as JSON (kombu's encoder: datetimes, UUIDs, Decimals round-trip). Pass plain data.")
+            encoded = payload.encode(serializer, self.conf.accept_content, args, kwargs)
+            args, kwargs = (), {}
         countdown = opts.get("countdown")
         scheduled_at = parked_at or (_seconds_or_time(countdown, "countdown") if countdown is not None
                                      else _seconds_or_time(opts.get("eta"), "eta"))
@@ -369,6 +369,7 @@ class Celery:
             "timelimit": [hard, soft],
             "track_started": bool(pick("track_started", self.conf.task_track_started)),
             "eta": bool(scheduled_at and not parked_at),
+            "payload": encoded,
         }
         if str(job_id) != str(task_id):
             celery["task_id"] = str(task_id)
@@ -376,7 +377,7 @@ class Celery:
         if priority is None and parent is not None and self.conf.task_inherit_parent_priority:
             priority = parent.delivery_info.get("priority")
         return Job(
-            sig.task, args=sig.args, kwargs=sig.kwargs, queue=queue, priority=int(priority or 0),
+            sig.task, args=args, kwargs=kwargs, queue=queue, priority=int(priority or 0),
             max_attempts=(max_retries + 1 if max_retries is not None else 2**31 - 1) if acks_late else 1,
             scheduled_at=scheduled_at, expires_at=expires_at,
             limits=[Limit(Limit.Type.TIME, limit)] if limit else [],

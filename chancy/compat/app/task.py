@@ -352,6 +352,17 @@ class Task:
         """What the core worker calls: builds ``self.request`` from the job row."""
         record = current_job.get()
         request = Context.from_record(record)
+        encoded = record.meta.get("celery", {}).get("payload")
+        if encoded:
+            from chancy.compat import payload
+
+            assert self.app is not None
+            try:
+                more_args, more_kwargs = payload.decode(encoded, self.app.conf.accept_content)
+            except Exception as exc:  # noqa: BLE001 - refused content fails the job for good
+                raise Fail(exc) from None
+            args, kwargs = tuple(args) + tuple(more_args), {**kwargs, **more_kwargs}
+            request.args, request.kwargs = args, kwargs
         if record.meta.get("canvas", {}).get("errback") and args and self._takes_failure_details():
             args = self._failure_details(str(args[0])) + tuple(args[1:])
         try:
