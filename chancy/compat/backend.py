@@ -118,7 +118,7 @@ class ChancyBackend(BaseBackend):
         chain, chord or link applied through Chancy and run by a Celery worker), advance
         the canvas in the same transaction, as a Chancy worker would."""
         canvas = yield statement
-        if True or not canvas or row_state is None:
+        if not canvas or row_state is None:
             return
         statements = continuations.statements(self.prefix)
         if row_state == "succeeded":

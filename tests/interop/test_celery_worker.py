@@ -118,3 +118,39 @@ async def test_compat_async_result_reads_what_a_celery_worker_stored(interop_dsn
         assert result.state == "FAILURE" and "from celery" in result.traceback
     finally:
         await compat.chancy.close()
+
+
+async def test_compat_chain_and_link_run_by_a_celery_worker(interop_dsn, celery_app, celery_worker):
+    """A chain and a link applied through ``chancy.compat`` (parked rows, not a message
+    embed) advance when a stock Celery worker finishes each step."""
+    from chancy.compat import Celery as CompatCelery
+    from chancy.compat import chain
+
+    compat = CompatCelery("compat_producer", broker=interop_dsn, set_as_current=False)
+    compat.conf.task_default_queue = "celery"
+
+    @compat.task(name="interop.add")
+    def add(a, b):
+        return a + b
+
+    @compat.task(name="interop.fail")
+    def fail(message):
+        raise ValueError(message)
+
+    celery_worker(pool="solo")
+    try:
+        chained = chain(add.s(1, 2), add.s(3), add.s(4)).apply_async()
+        assert await _result(celery_app, chained.id) == 10
+        linked = add.apply_async((5, 5), link=add.s(100))
+        assert await _result(celery_app, linked.id) == 10
+        follower = compat.chancy.get_job_sync(uuid.UUID(linked.id))
+        assert follower is not None
+        assert await eventually(lambda: _succeeded_with(interop_dsn, 110), timeout=20)
+    finally:
+        await compat.chancy.close()
+
+
+def _succeeded_with(dsn: str, value: int) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return bool(conn.execute("SELECT 1 FROM chancy_jobs WHERE state = 'succeeded' AND result = %s::jsonb",
+                                 (str(value),)).fetchall())
