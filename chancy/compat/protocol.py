@@ -18,7 +18,7 @@ import base64
 import binascii
 import dataclasses
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Collection, Mapping
 
 from kombu import compression, serialization as kombu_serialization
@@ -239,6 +239,49 @@ def _unrunnable(message: Mapping[str, Any], headers: Mapping[str, Any], queue: s
     return Translation(job, attempts=0, error=error)
 
 
+# --- a signature from a message's embed becomes the next job ---------------------------------
+def job_from_signature(
+    signature: Mapping[str, Any], parent: JobRecord, args_before: tuple = (), chain: list[Any] | None = None,
+) -> Job:
+    """The job a Celery worker would send for a ``link``/``link_error`` signature or the
+    next step of a chain, when ``parent`` finished: ``args_before`` (the parent's result,
+    or its task id for an errback) go first unless the signature is immutable."""
+    options = dict(signature.get("options") or {})
+    parent_meta = parent.meta.get("celery") or {}
+    parent_id = celery_task_id(parent)
+    task_id = options.get("task_id") or str(new_job_id())
+    args = tuple(signature.get("args") or ())
+    if not signature.get("immutable"):
+        args = tuple(args_before) + args
+    countdown = options.get("countdown")
+    meta = {
+        "root_id": parent_meta.get("root_id") or parent_id, "parent_id": parent_id,
+        "group": options.get("group_id"), "group_index": options.get("group_index"),
+        "timelimit": [options.get("time_limit"), options.get("soft_time_limit")],
+        "headers": dict(options.get("headers") or {}), "ignore_result": bool(options.get("ignore_result", False)),
+        "callbacks": options.get("link") and list(_as_list(options["link"])),
+        "errbacks": options.get("link_error") and list(_as_list(options["link_error"])),
+        "chain": chain or None, "chord": options.get("chord"),
+    }
+    if str(job_id_for(task_id)) != str(task_id):
+        meta["task_id"] = str(task_id)
+    return Job(
+        signature["task"], args=args, kwargs=dict(signature.get("kwargs") or {}),
+        queue=options.get("queue") or parent.queue,
+        priority=to_chancy_priority(options["priority"]) if options.get("priority") is not None else parent.priority,
+        max_attempts=1 + LOST_DELIVERY_BUDGET,
+        scheduled_at=(datetime.now(timezone.utc) + timedelta(seconds=float(countdown))) if countdown else
+        _parse_time(options.get("eta"), "eta"),
+        expires_at=_parse_time(options.get("expires"), "expires") if isinstance(options.get("expires"), str) else None,
+        limits=[Limit(Limit.Type.TIME, options["time_limit"])] if options.get("time_limit") else [],
+        meta={"celery": meta}, id=job_id_for(task_id),
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 # --- outbound: a row becomes the message a Celery worker consumes -------------------------
 def message_from_record(record: JobRecord, *, lower_priority_first: bool = False) -> dict[str, Any]:
     """The protocol-v2 payload of a claimed row, in the kombu virtual-channel format.
@@ -297,3 +340,9 @@ def parse_delivery_tag(tag: str) -> tuple[uuid.UUID, int]:
         return uuid.UUID(job_id), int(attempt)
     except ValueError:
         raise InvalidMessage(f"{tag!r} is not a delivery tag of the chancy transport") from None
+
+
+# A Chancy worker that can see Celery messages continues their embeds (see embed.py).
+from chancy.compat import embed as _embed  # noqa: E402 - after the names embed imports
+
+_embed.install()

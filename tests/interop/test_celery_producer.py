@@ -9,6 +9,7 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 from kombu import Connection, Exchange, Producer
 
@@ -17,7 +18,7 @@ from chancy.errors import Fail
 from chancy.execution import registry
 from chancy.job import JobState, Limit
 from chancy.queues.pg import Queue
-from chancy.testing import running_worker
+from chancy.testing import eventually, running_worker
 
 from celery_app import HAVE_YAML
 
@@ -201,3 +202,32 @@ def test_body_is_base64_of_serialized_data():
     message = {"body": body, "content-type": "application/json", "content-encoding": "utf-8",
                "properties": {"body_encoding": "base64"}, "headers": {}}
     assert decode_body(message, ["json"]) == [[1], {}, {}]
+
+
+async def test_chancy_worker_continues_links_chains_and_errbacks_of_celery_messages(
+        celery_app, chancy_app, monkeypatch):
+    """What a Celery worker does after a task, a Chancy worker does for Celery messages."""
+    from celery import chain
+
+    failed_ids: list[str] = []
+    monkeypatch.setitem(registry, "interop.add", lambda a, b: a + b)
+    monkeypatch.setitem(registry, "interop.fail", lambda message: (_ for _ in ()).throw(Fail(ValueError(message))))
+    monkeypatch.setitem(registry, "interop.on_error", failed_ids.append)
+    add = celery_app.tasks["interop.add"]
+    chained = chain(add.s(1, 2), add.s(3), add.s(4)).apply_async()
+    linked = add.apply_async((1, 1), link=add.s(10))
+    failing = celery_app.tasks["interop.fail"].apply_async(("x",), link_error=celery_app.signature("interop.on_error"))
+    async with running_worker(chancy_app):
+        assert await asyncio.to_thread(chained.get, timeout=10) == 10
+        callback = await eventually(lambda: _child_of(chancy_app, linked.id), timeout=10)
+        record = await chancy_app.wait(callback.id, timeout=10)
+        assert record.result == 12 and record.meta["celery"]["root_id"] == linked.id
+        await eventually(lambda: failed_ids == [failing.id], timeout=10)
+    step = _record(chancy_app, chained.id)
+    assert step.meta["celery"]["root_id"] == chained.parent.parent.id
+
+
+def _child_of(app: Chancy, parent_id: str):
+    with psycopg.connect(app.dsn) as conn:
+        row = conn.execute("SELECT id FROM chancy_jobs WHERE meta->'celery'->>'parent_id' = %s", (parent_id,)).fetchone()
+    return app.reference(row[0]) if row else None
