@@ -4,6 +4,7 @@ a failed one, cancel a live one."""
 from __future__ import annotations
 
 import uuid
+from typing import Callable
 
 import click
 
@@ -93,17 +94,23 @@ def show(target: Target, job_id: uuid.UUID, as_json: bool) -> None:
     print_job(_existing(target, job_id), as_json)
 
 
+def _change(target: Target, job_id: uuid.UUID, change: Callable[[uuid.UUID], bool], refusal: str,
+            done: str) -> None:
+    """Apply a state change; when it does not apply, say why (``refusal`` names ``{state}``)."""
+    target.require_schema()
+    if not change(job_id):
+        raise CliError(refusal.format(state=_existing(target, job_id).state.value), ExitCode.CONFLICT)
+    click.echo(done)
+
+
 @jobs.command()
 @click.argument("job_id", callback=_job_id)
 @target_options
 def retry(target: Target, job_id: uuid.UUID) -> None:
     """Run a failed, cancelled or expired job again (with one more attempt)."""
-    target.require_schema()
-    if not target.app.requeue_sync(job_id):
-        record = _existing(target, job_id)
-        raise CliError(f"job {job_id} is {record.state.value}: only failed, cancelled or expired jobs "
-                       "can be retried", ExitCode.CONFLICT)
-    click.echo(f"job {job_id} is pending again")
+    _change(target, job_id, target.app.requeue_sync,
+            f"job {job_id} is {{state}}: only failed, cancelled or expired jobs can be retried",
+            f"job {job_id} is pending again")
 
 
 @jobs.command()
@@ -111,8 +118,4 @@ def retry(target: Target, job_id: uuid.UUID) -> None:
 @target_options
 def cancel(target: Target, job_id: uuid.UUID) -> None:
     """Cancel a waiting job, or stop a running one (its worker is told at once)."""
-    target.require_schema()
-    if not target.app.cancel_sync(job_id):
-        record = _existing(target, job_id)
-        raise CliError(f"job {job_id} is already {record.state.value}", ExitCode.CONFLICT)
-    click.echo(f"job {job_id} cancelled")
+    _change(target, job_id, target.app.cancel_sync, f"job {job_id} is already {{state}}", f"job {job_id} cancelled")

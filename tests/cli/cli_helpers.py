@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -19,7 +21,10 @@ class Result:
     err: str
 
     def json(self) -> Any:
-        return json.loads(self.out)
+        try:
+            return json.loads(self.out)
+        except json.JSONDecodeError:
+            raise AssertionError(f"not JSON (exit {self.code}):\n{self.out}\nstderr:\n{self.err}") from None
 
 
 def cli_env() -> dict[str, str]:
@@ -31,3 +36,23 @@ def cli_env() -> dict[str, str]:
 
 def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "chancy.cli", *args]
+
+
+@contextlib.contextmanager
+def background(args: list[str], cwd: str = HERE, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """A long-running ``chancy`` process (a worker), killed if the block did not stop it."""
+    process = subprocess.Popen(cli_command(*args), cwd=cwd, env=env or cli_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def stop(process: subprocess.Popen) -> tuple[int, str]:
+    """SIGTERM, as a service manager would; the exit code and everything it printed."""
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    return process.returncode, out

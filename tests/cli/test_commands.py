@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from chancy.cli import cli
-from cli_helpers import HERE, cli_command, cli_env
+from cli_helpers import HERE, background, cli_command, cli_env, stop
 
 COMMANDS = ["worker", "migrate", "push", "status", "jobs", "purge", "info", "demo"]
 
@@ -69,22 +68,10 @@ def migrated(chancy):
 
 @pytest.fixture
 def worker(dsn):
-    """A ``chancy worker -A cli_tasks`` subprocess; stopped with SIGTERM after the test."""
-    process = subprocess.Popen(
-        cli_command("worker", "-A", "cli_tasks", "-c", "2", "-P", "thread", "-n", "cli-test@%h",
-                    "--log-format", "json", "--dsn", dsn),
-        cwd=HERE, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    yield process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-
-
-def _stop(process: subprocess.Popen) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=30)
-    return process.returncode, out
+    """A ``chancy worker -A cli_tasks`` subprocess, logging JSON lines."""
+    with background(["worker", "-A", "cli_tasks", "-c", "2", "-P", "thread", "-n", "cli-test@%h",
+                     "--log-format", "json", "--dsn", dsn]) as process:
+        yield process
 
 
 def test_push_work_inspect_retry_cancel(migrated, worker):
@@ -111,11 +98,11 @@ def test_push_work_inspect_retry_cancel(migrated, worker):
     twin = chancy("worker", "-A", "cli_tasks", "-n", row["worker_id"])
     assert twin.code == 7 and "already running" in twin.err
 
-    code, output = _stop(worker)
+    code, output = stop(worker)
     assert code == 0, output
     assert "stopped cleanly" in output
     # One JSON line per job start and finish, with the job's fields.
-    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith('{"ts"')]
     add_lines = [line for line in lines if line.get("task") == "cli_tasks.add"]
     started, finished = add_lines
     assert started["message"].endswith(" started") and "outcome" not in started
@@ -205,21 +192,15 @@ def test_worker_with_beat_fires_cron_schedules(migrated, dsn):
 
     with Chancy(dsn) as app:
         Cron.schedule_sync(app, "tick", Job("cli_tasks.add", args=[20, 22]), every=0.5)
-    process = subprocess.Popen(cli_command("worker", "-A", "cli_tasks", "-B", "-Q", "default", "--dsn", dsn),
-                               cwd=HERE, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with background(["worker", "-A", "cli_tasks", "-B", "-Q", "default", "--dsn", dsn]) as process:
         deadline = time.monotonic() + 30
         fired: list = []
         while not fired and time.monotonic() < deadline:
             fired = [job for job in migrated("jobs", "list", "--state", "succeeded", "--json").json()
                      if (job["unique_key"] or "").startswith("cron:tick:") and job["result"] == 42]
         assert fired, "the -B worker fired no cron job within 30s"
-        code, output = _stop(process)
+        code, output = stop(process)
         assert code == 0 and "beat     on" in output, output
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_quickstart_example_on_a_celery_style_worker(migrated, dsn):
@@ -227,21 +208,15 @@ def test_quickstart_example_on_a_celery_style_worker(migrated, dsn):
     children replaced every 2 jobs) and pushed to with .delay() from another process."""
     root = os.path.dirname(os.path.dirname(HERE))
     env = {**cli_env(), "CHANCY_DSN": dsn}
-    worker = subprocess.Popen(
-        cli_command("worker", "-A", "examples.quickstart", "-P", "prefork", "-c", "2", "--max-tasks-per-child", "2"),
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with background(["worker", "-A", "examples.quickstart", "-P", "prefork", "-c", "2", "--max-tasks-per-child", "2"],
+                    cwd=root, env=env) as worker:
         client = subprocess.run([sys.executable, "-m", "examples.quickstart"], cwd=root, env=env,
                                 capture_output=True, text=True, timeout=60)
         assert client.returncode == 0, client.stderr
         assert [line.split(" -> ")[1] for line in client.stdout.splitlines()] == [
             "0", "2", "4", "6", "8", "fetched https://example.com on attempt 2"]
-        code, output = _stop(worker)
+        code, output = stop(worker)
         assert code == 0 and "executor prefork" in output, output
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
 
 
 @pytest.fixture
