@@ -18,3 +18,7 @@ async def kill_my_worker() -> None:
 async def slow(i: int) -> int:
     await asyncio.sleep(0.2)
     return i
+
+
+async def sleepy(seconds: float) -> None:
+    await asyncio.sleep(seconds)
