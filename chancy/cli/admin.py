@@ -238,7 +238,8 @@ def status(target: Target, as_json: bool) -> None:
     click.echo()
     if workers:
         rows = [[w["worker_id"] + (" (leader)" if w["worker_id"] == leader else ""), w["hostname"], w["pid"],
-                 ",".join(w["queues"]), w["running"], age(w["heartbeat_age"]), when(w["started_at"])]
+                 ",".join(w["queues"]), w["running"],
+                 age(w["heartbeat_age"]) + ("" if w["alive"] else " (presumed dead)"), when(w["started_at"])]
                 for w in workers]
         click.echo(table(["worker", "host", "pid", "queues", "running", "heartbeat", "started"], rows))
     else:

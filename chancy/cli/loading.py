@@ -1,7 +1,7 @@
 """Finding the user's app from ``-A/--app``, the way ``celery -A`` does.
 
-Accepted forms: ``proj`` (its ``app``, ``chancy`` or ``celery`` attribute, else the only
-app object in it, else the same inside ``proj.celery``), ``proj.celery`` (a module, as
+Accepted forms: ``proj`` (its ``app``, ``chancy`` or ``celery`` attribute, else the same
+in its ``proj.celery`` submodule, else the only app object in it), ``proj.celery`` (a module, as
 above), ``proj:app`` and ``proj.app`` (an attribute). The object may be a
 :class:`~chancy.Chancy` or anything with a ``.chancy`` attribute holding one (a
 ``chancy.compat.Celery`` app)."""
@@ -28,11 +28,15 @@ def core_app(obj: Any) -> Chancy | None:
     return inner if isinstance(inner, Chancy) else None
 
 
-def _app_in_module(module: ModuleType) -> Any | None:
+def _named_app(module: ModuleType) -> Any | None:
     for name in PREFERRED_NAMES:
         obj = getattr(module, name, None)
         if core_app(obj) is not None:
             return obj
+    return None
+
+
+def _only_app(module: ModuleType) -> Any | None:
     found = {id(v): v for v in vars(module).values() if core_app(v) is not None}
     if len(found) > 1:
         raise ConfigurationError(
@@ -76,10 +80,12 @@ def find_app(spec: str) -> Any:
         obj = None
         module = _import(spec)
         if module is not None:
-            obj = _app_in_module(module)
+            # Celery's order: a named app, then the package's celery submodule, then any app.
+            obj = _named_app(module)
             if obj is None and getattr(module, "__path__", None):
                 submodule = _import(spec + ".celery")
-                obj = _app_in_module(submodule) if submodule is not None else None
+                obj = submodule and (_named_app(submodule) or _only_app(submodule))
+            obj = obj or _only_app(module)
             if obj is None:
                 raise ConfigurationError(
                     f"-A {spec}: found no Chancy or Celery app in module {spec!r}; "

@@ -127,7 +127,7 @@ async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_
 
 @click.command()
 @target_options
-@click.option("-Q", "--queues", metavar="A,B", help="Queues to serve [default: every queue the app declares].")
+@click.option("-Q", "--queues", metavar="A,B", help="Queues to serve [default: every queue the app declares; without -A: default].")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Jobs at a time per queue.")
 @click.option("-P", "--pool", type=click.Choice(POOLS), help="Executor: process, thread, asyncio, solo (or Celery's prefork/threads).")
 @click.option("-l", "--loglevel", type=click.Choice(logs.LEVELS, case_sensitive=False), default="INFO",

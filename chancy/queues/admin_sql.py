@@ -26,6 +26,7 @@ class WorkerRow(TypedDict):
     tags: list[str]
     started_at: datetime
     heartbeat_age: float  # seconds since the last heartbeat, on the database clock
+    alive: bool  # it promised its next heartbeat (expires_at) and that time has not passed
     running: int
 
 
@@ -42,7 +43,7 @@ class AdminSQL:
         self._workers = sql.SQL(
             """
             SELECT w.worker_id, w.hostname, w.pid, w.queues, w.tags, w.started_at,
-                   extract(epoch FROM now() - w.last_seen)::float8,
+                   extract(epoch FROM now() - w.last_seen)::float8, w.expires_at > now(),
                    (SELECT count(*) FROM {jobs} j WHERE j.state = 'running' AND j.taken_by = w.worker_id)
             FROM {workers} w
             ORDER BY w.worker_id

@@ -94,7 +94,7 @@ def test_push_work_inspect_retry_cancel(migrated, worker):
     status = chancy("status", "--json").json()
     assert {"queue": "default", "succeeded": 1, "failed": 1} .items() <= status["queues"][0].items()
     [row] = [w for w in status["workers"] if w["worker_id"].startswith("cli-test@")]
-    assert row["heartbeat_age"] < 30 and row["queues"] == ["default", "other"]
+    assert row["heartbeat_age"] < 30 and row["alive"] and row["queues"] == ["default", "other"]
     twin = chancy("worker", "-A", "cli_tasks", "-n", row["worker_id"])
     assert twin.code == 7 and "already running" in twin.err
 
