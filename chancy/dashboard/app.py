@@ -76,7 +76,7 @@ def create_app(
     secure_cookies: bool | None = None,
     allowed_origins: Iterable[str] = (),
     refresh_seconds: float = 3.0,
-    metrics_lag: float = 5.0,
+    commit_lag: float = 5.0,
 ) -> Starlette:
     """The dashboard for ``chancy``.
 
@@ -84,12 +84,14 @@ def create_app(
     ``Secure`` always (True), never (False) or when the request arrived over HTTPS (None;
     behind a TLS proxy, let the server trust its ``X-Forwarded-Proto``).
     ``allowed_origins``: other origins whose forms may post here (normally none).
-    ``refresh_seconds``: how often open pages update themselves (0: never)."""
+    ``refresh_seconds``: how often open pages update themselves (0: never).
+    ``commit_lag``: how long after its ``completed_at`` a finished job is surely committed;
+    counts of finished jobs older than that are kept instead of read again."""
     if refresh_seconds < 0:
         raise ConfigurationError(f"refresh_seconds must be >= 0, got {refresh_seconds!r}")
     auth = Authenticator(users)
-    console = Console(chancy)
-    metrics = Metrics(chancy, console, lag=metrics_lag)
+    console = Console(chancy, history_lag=commit_lag)
+    metrics = Metrics(chancy, console, lag=commit_lag)
     pages = views.Pages(HERE / "templates", refresh_seconds)
 
     # --- plumbing -----------------------------------------------------------------------------

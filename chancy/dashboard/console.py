@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from chancy.dashboard.filters import JobFilter
+from chancy.dashboard.history import Counts, FinishedHistory
 from chancy.dashboard.queries import DashboardSQL
 from chancy.job import LIVE_STATES, JobState
 from chancy.plugins.cron import Cron
@@ -35,21 +36,27 @@ class Conflict(ValueError):
 
 
 class Console:
-    def __init__(self, app: "Chancy") -> None:
+    def __init__(self, app: "Chancy", history_lag: float = 5.0) -> None:
         self.app = app
         self.sql = DashboardSQL(app.names)
         self.queue_admin = QueueAdmin(app)
+        self.history = FinishedHistory(OVERVIEW_SPAN, OVERVIEW_BUCKET, history_lag)
 
     async def _run(self, *statements: Statement) -> list[Any]:
         async with self.app.connection() as conn:
             return [await drive_async(conn, single(s)) for s in statements]
 
     # --- overview and queues ----------------------------------------------------------------
+    async def _history(self, now: datetime) -> dict[float, Counts]:
+        async def run(statement: Statement) -> Any:
+            return (await self._run(statement))[0]
+
+        return await self.history.read(now, run, self.sql.finished_buckets)
+
     async def overview(self) -> dict[str, Any]:
-        (live, oldest), finished, series, now, workers = await self._run(
-            self.sql.live_counts(), self.sql.finished_counts(OVERVIEW_SPAN),
-            self.sql.throughput(OVERVIEW_SPAN, OVERVIEW_BUCKET), self.sql.now(), self.sql.workers(),
-        )
+        (live, oldest), now, workers = await self._run(self.sql.live_counts(), self.sql.now(), self.sql.workers())
+        buckets = await self._history(now)
+        finished = _by_queue(buckets)
         queues = await self.queues(live=(live, oldest), finished=finished, workers=workers)
         done = sum(n for q in finished.values() for n in q.values())
         failed = sum(q.get("failed", 0) for q in finished.values())
@@ -59,7 +66,7 @@ class Console:
             "finished": done,
             "failed": failed,
             "failure_rate": failed / done if done else 0.0,
-            "throughput": _series(series, now.timestamp(), OVERVIEW_SPAN, OVERVIEW_BUCKET),
+            "throughput": _series(buckets, now.timestamp()),
             "queues": queues,
             "workers_alive": sum(1 for w in workers if w["alive"]),
             "leader": await current_leader(self.app),
@@ -70,8 +77,8 @@ class Console:
         """Every queue known from code, settings, workers or jobs, with its counts (the
         overview passes what it has already read)."""
         if live is None or finished is None or workers is None:
-            live, finished, workers = await self._run(
-                self.sql.live_counts(), self.sql.finished_counts(OVERVIEW_SPAN), self.sql.workers())
+            live, now, workers = await self._run(self.sql.live_counts(), self.sql.now(), self.sql.workers())
+            finished = _by_queue(await self._history(now))
         counts, oldest = live
         settings = {s.name: s for s in await self.queue_admin.list()}
         served: dict[str, int] = {}
@@ -203,16 +210,26 @@ def _cursor(row: dict[str, Any]) -> str:
     return f"{row['created_at'].isoformat()}|{row['id']}"
 
 
-def _series(rows: list[tuple], now: float, span: float, bucket: float) -> list[dict[str, Any]]:
-    """One point per bucket over ``span`` (empty buckets as zeros)."""
-    first = (now - span) // bucket * bucket + bucket
-    points = {first + i * bucket: {"at": first + i * bucket, "succeeded": 0, "failed": 0, "other": 0}
-              for i in range(int(span // bucket))}
-    for at, state, count in rows:
-        point = points.get(at)
-        if point is not None:
-            point[state if state in ("succeeded", "failed") else "other"] += count
-    return list(points.values())
+def _by_queue(buckets: dict[float, Counts]) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    for counts in buckets.values():
+        for (queue, state), n in counts.items():
+            by_state = totals.setdefault(queue, {})
+            by_state[state] = by_state.get(state, 0) + n
+    return totals
+
+
+def _series(buckets: dict[float, Counts], now: float) -> list[dict[str, Any]]:
+    """One point per minute of the last hour (empty minutes as zeros), oldest first."""
+    first = (now - OVERVIEW_SPAN) // OVERVIEW_BUCKET * OVERVIEW_BUCKET + OVERVIEW_BUCKET
+    points = []
+    for i in range(int(OVERVIEW_SPAN // OVERVIEW_BUCKET)):
+        at = first + i * OVERVIEW_BUCKET
+        point = {"at": at, "succeeded": 0, "failed": 0, "other": 0}
+        for (_, state), n in buckets.get(at, {}).items():
+            point[state if state in ("succeeded", "failed") else "other"] += n
+        points.append(point)
+    return points
 
 
 def _timings(job: dict[str, Any]) -> dict[str, float | None]:

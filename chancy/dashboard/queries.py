@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from psycopg import sql
 
-from chancy.migrations import LIVE, Names
+from chancy.migrations import Names
 from chancy.queues.sql import Statement
 
 FINISHED = "('succeeded', 'failed', 'cancelled', 'expired')"
@@ -51,29 +51,23 @@ class DashboardSQL:
     def __init__(self, names: Names) -> None:
         f = names.fields()
         done = names.channel("done")
+        # One branch per partial index of migration 1, each with that index's exact
+        # predicate, so counting live jobs never reads the finished ones.
+        waiting_age = "extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now()))::float8"
         self._live_counts = sql.SQL(
-            """
-            SELECT queue, state, count(*),
-                   extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now()))::float8
-            FROM {jobs} WHERE state IN """ + LIVE + """
-            GROUP BY queue, state
-            """
+            "SELECT queue, 'pending', count(*), " + waiting_age + " FROM {jobs} WHERE state = 'pending' GROUP BY queue"
+            " UNION ALL SELECT queue, state, count(*), " + waiting_age + " FROM {jobs}"
+            " WHERE state IN ('scheduled', 'retrying') GROUP BY queue, state"
+            " UNION ALL SELECT queue, 'running', count(*), NULL FROM {jobs} WHERE state = 'running' GROUP BY queue"
         ).format(**f)
-        self._finished_counts = sql.SQL(
+        # Jobs finished since %(start)s per bucket (its start, epoch seconds), queue and
+        # state; read through the partial index on completed_at.
+        self._finished_buckets = sql.SQL(
             """
-            SELECT queue, state, count(*) FROM {jobs}
-            WHERE state IN """ + FINISHED + """ AND completed_at > now() - make_interval(secs => %(span)s)
-            GROUP BY queue, state
-            """
-        ).format(**f)
-        self._throughput = sql.SQL(
-            """
-            SELECT extract(epoch FROM date_bin(make_interval(secs => %(bucket)s), completed_at,
-                                               timestamptz '2000-01-01 00:00:00+00'))::float8,
-                   state, count(*)
+            SELECT (floor(extract(epoch FROM completed_at) / %(bucket)s) * %(bucket)s)::float8, queue, state, count(*)
             FROM {jobs}
-            WHERE state IN """ + FINISHED + """ AND completed_at > now() - make_interval(secs => %(span)s)
-            GROUP BY 1, 2 ORDER BY 1
+            WHERE state IN """ + FINISHED + """ AND completed_at >= %(start)s
+            GROUP BY 1, 2, 3
             """
         ).format(**f)
         self._now = sql.SQL("SELECT now()")
@@ -183,20 +177,9 @@ class DashboardSQL:
 
         return Statement(self._live_counts, {}, shape)
 
-    def finished_counts(self, span: float) -> Statement:
-        """``{queue: {state: count}}`` of jobs finished in the last ``span`` seconds."""
-
-        def shape(rows: list[tuple]) -> dict[str, dict[str, int]]:
-            counts: dict[str, dict[str, int]] = {}
-            for queue, state, count in rows:
-                counts.setdefault(queue, {})[state] = count
-            return counts
-
-        return Statement(self._finished_counts, {"span": float(span)}, shape)
-
-    def throughput(self, span: float, bucket: float) -> Statement:
-        """``[(bucket start epoch, state, count)]`` of jobs finished in the last ``span`` s."""
-        return Statement(self._throughput, {"span": float(span), "bucket": float(bucket)})
+    def finished_buckets(self, start: datetime, bucket: float) -> Statement:
+        """``[(bucket start epoch, queue, state, count)]`` of jobs finished since ``start``."""
+        return Statement(self._finished_buckets, {"start": start, "bucket": float(bucket)})
 
     def now(self) -> Statement:
         return Statement(self._now, {}, lambda rows: rows[0][0])

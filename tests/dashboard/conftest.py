@@ -30,7 +30,7 @@ async def app(dsn):
 
 @pytest.fixture
 def dashboard(app):
-    return create_app(app, USERS, refresh_seconds=0, metrics_lag=0)
+    return create_app(app, USERS, refresh_seconds=0, commit_lag=0)
 
 
 @pytest.fixture
