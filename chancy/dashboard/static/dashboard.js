@@ -19,8 +19,13 @@
       String(window.getSelection && window.getSelection()) !== "";
   }
 
+  // A page that is slow to build (a big job table) refreshes less often: at most a tenth
+  // of the time goes to refreshing.
+  var delay = every;
+
   function refresh() {
     if (document.hidden || busy()) return schedule();
+    var started = Date.now();
     fetch(window.location.href, {
       headers: { "X-Chancy-Fragment": "1" }, credentials: "same-origin", redirect: "manual"
     }).then(function (response) {
@@ -30,6 +35,7 @@
       }
       return response.ok ? response.text() : null;
     }).then(function (html) {
+      delay = Math.max(every, 10 * (Date.now() - started));
       if (html !== null && html !== undefined && !busy()) {
         live.innerHTML = html;
         live.dataset.updated = String(Date.now());
@@ -38,6 +44,6 @@
       .then(schedule);
   }
 
-  function schedule() { window.setTimeout(refresh, every); }
+  function schedule() { window.setTimeout(refresh, delay); }
   schedule();
 })();
