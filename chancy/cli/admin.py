@@ -16,7 +16,7 @@ from chancy.app import Chancy
 from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_version, target_options
 from chancy.cli.output import age, emit_json, safe_dsn, table, when
 from chancy.errors import SerializationError
-from chancy.job import Job, JobState
+from chancy.job import Job, JobState, Reference
 from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL
 from chancy.queues.sql import single
 
@@ -151,34 +151,56 @@ def _json_arg(kind: type, example: str) -> Any:
     return convert
 
 
+def _push_native(app: Chancy, task: str, args: list, kwargs: dict, options: dict[str, Any]) -> Reference:
+    countdown = options.pop("countdown", None)
+    scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=countdown) if countdown else None
+    try:
+        job = Job(task, args=args, kwargs=kwargs, scheduled_at=scheduled_at, **options)
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None
+    return app.push_sync(job)
+
+
+def _push_celery(celery_app: Any, task: str, args: list, kwargs: dict, options: dict[str, Any]) -> Reference:
+    """``send_task``, so that the app's routing and task options apply as in Celery."""
+    unsupported = sorted(set(options) & {"max_attempts", "unique_key"})
+    if unsupported:
+        raise CliError(f"--{unsupported[0].replace('_', '-')} is not a Celery option: the task's own "
+                       "max_retries applies to a Celery-style app", ExitCode.USAGE)
+    result = celery_app.send_task(task, args, kwargs, **options)
+    record = celery_app.chancy.get_job_sync(result.id)  # where the app's routing put it
+    return Reference(celery_app.chancy, record.id, record.queue)
+
+
 @click.command()
 @click.argument("task")
 @click.option("--args", callback=_json_arg(list, '[1, "a"]'), metavar="JSON", help='Positional arguments, e.g. \'[1, "a"]\'.')
 @click.option("--kwargs", callback=_json_arg(dict, '{"x": 1}'), metavar="JSON", help='Keyword arguments, e.g. \'{"x": 1}\'.')
-@click.option("-Q", "--queue", default="default", show_default=True, help="Queue to push to.")
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("-Q", "--queue", help="Queue to push to [default: default; a Celery-style app routes as Celery does].")
+@click.option("--priority", type=int, help="Higher runs first [default: 0].")
 @click.option("--countdown", type=click.FloatRange(min=0), help="Run no sooner than this many seconds from now.")
-@click.option("--max-attempts", type=click.IntRange(min=1), default=1, show_default=True, help="Attempts before it fails for good.")
+@click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts before it fails for good [default: 1].")
 @click.option("--unique-key", help="At most one live job per key: a duplicate returns the live job's id.")
 @click.option("--wait", "wait_timeout", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Wait this long for the job to finish; exit 0 only if it succeeded.")
 @target_options
 @json_option
-def push(target: Target, task: str, args: list, kwargs: dict, queue: str, priority: int,
-         countdown: float | None, max_attempts: int, unique_key: str | None,
+def push(target: Target, task: str, args: list, kwargs: dict, queue: str | None, priority: int | None,
+         countdown: float | None, max_attempts: int | None, unique_key: str | None,
          wait_timeout: float | None, as_json: bool) -> None:
     """Push one job running TASK (a registered name or an importable module.function).
 
     Prints the job id (or, with --wait, the finished job)."""
-    scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=countdown) if countdown else None
-    try:
-        job = Job(task, args=args, kwargs=kwargs, queue=queue, priority=priority,
-                  max_attempts=max_attempts, scheduled_at=scheduled_at, unique_key=unique_key)
-    except (ValueError, TypeError) as exc:
-        raise CliError(str(exc), ExitCode.USAGE) from None
+    given = {"queue": queue, "priority": priority, "countdown": countdown, "max_attempts": max_attempts,
+             "unique_key": unique_key}
+    options = {key: value for key, value in given.items() if value is not None}
+    obj = target.app_object
     with target.app as app:
         try:
-            ref = app.push_sync(job)
+            if obj is app:
+                ref = _push_native(app, task, args, kwargs, options)
+            else:
+                ref = _push_celery(obj, task, args, kwargs, options)
         except SerializationError as exc:
             raise CliError(str(exc), ExitCode.USAGE) from None
         if wait_timeout is None:

@@ -215,6 +215,12 @@ def test_quickstart_example_on_a_celery_style_worker(migrated, dsn):
         assert client.returncode == 0, client.stderr
         assert [line.split(" -> ")[1] for line in client.stdout.splitlines()] == [
             "0", "2", "4", "6", "8", "fetched https://example.com on attempt 2"]
+        # `chancy push -A` on a Celery-style app routes like send_task: to its "celery" queue.
+        pushed = subprocess.run(cli_command("push", "-A", "examples.quickstart", "examples.quickstart.add",
+                                            "--args", "[20, 22]", "--wait", "30", "--json"),
+                                cwd=root, env=env, capture_output=True, text=True, timeout=60)
+        assert pushed.returncode == 0, pushed.stderr
+        assert (json.loads(pushed.stdout)["queue"], json.loads(pushed.stdout)["result"]) == ("celery", 42)
         code, output = stop(worker)
         assert code == 0 and "executor prefork" in output, output
 

@@ -42,6 +42,8 @@ def test_find_app_accepts_celery_style_specs(project):
     project("projb/__init__.py", "")
     project("projb/celery.py", APP.format(name="celery"))
     project("projc.py", APP.format(name="my_chancy") + "other = 1\n")
+    project("proje/__init__.py", APP.format(name="unnamed"))
+    project("proje/celery.py", APP.format(name="app"))
     project("projd.py", "from chancy import Chancy\n"
                         "class Compat:\n    def __init__(self): self.chancy = Chancy('postgresql://x@h/db')\n"
                         "worker_app = Compat()\n")
@@ -50,6 +52,7 @@ def test_find_app_accepts_celery_style_specs(project):
     assert find_app("projb") is import_("projb.celery").celery  # the celery submodule, like Celery
     assert find_app("projb.celery") is import_("projb.celery").celery
     assert find_app("projc") is import_("projc").my_chancy  # the only app in the module
+    assert find_app("proje") is import_("proje.celery").app  # Celery's order: the submodule first
     assert find_app("projc:my_chancy") is find_app("projc.my_chancy")
     assert find_app("projd:worker_app").chancy is import_("projd").worker_app.chancy
 
