@@ -3,12 +3,14 @@ the ASGI app over httpx (in process, against the real Postgres of ``dsn``)."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from chancy import Chancy, Queue
-from chancy.dashboard import User, hash_password
-from chancy.dashboard.app import create_app
+pytest.importorskip("starlette", reason='the dashboard needs its extra: pip install "chancy[dashboard]" httpx')
+httpx = pytest.importorskip("httpx", reason="the dashboard tests talk HTTP through httpx: pip install httpx")
+
+from chancy import Chancy, Queue  # noqa: E402
+from chancy.dashboard import User, hash_password  # noqa: E402
+from chancy.dashboard.app import create_app  # noqa: E402
 
 PASSWORD = "correct horse battery"
 # Cheap scrypt parameters for speed; the default cost is tested in test_auth.py.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from chancy import Job
+from chancy.plugins.leadership import current_leader
 from chancy.plugins.queues import QueueAdmin
 from chancy.testing import eventually, running_worker
 
@@ -106,6 +107,14 @@ async def test_queues_pause_resume_and_concurrency(app, operator):
     assert queues["emails"]["paused"] and queues["default"]["concurrency"] == 1
     assert (await operator.post("/api/queues/resume", json={"queue": "emails"})).status_code == 200
     assert not (await admin.get("emails")).paused
+    timed = await operator.post("/api/queues/pause", json={"queue": "emails", "seconds": 120})
+    assert timed.status_code == 200
+    queues = {q["name"]: q for q in (await operator.get("/api/queues")).json()["queues"]}
+    until = datetime.fromisoformat(queues["emails"]["paused_until"])
+    assert timedelta(seconds=60) < until - datetime.now(timezone.utc) <= timedelta(seconds=120)
+    for bad_seconds in (-5, "nan", "inf", "soon"):
+        refused = await operator.post("/api/queues/pause", json={"queue": "emails", "seconds": bad_seconds})
+        assert refused.status_code == 400, bad_seconds
 
     bad = await operator.post("/api/queues/concurrency", json={"queue": "default", "concurrency": "lots"})
     assert bad.status_code == 400 and "whole number" in bad.json()["error"]
@@ -118,13 +127,14 @@ async def test_overview_workers_and_leader(app, operator):
     async with running_worker(app) as worker:
         await ok.wait(timeout=10)
         await bad.wait(timeout=10)
+        await eventually(lambda: current_leader(app), timeout=10, message="a leader elected")
         overview = (await operator.get("/api/overview")).json()
         workers = (await operator.get("/api/workers")).json()["workers"]
     assert overview["finished"] == 2 and overview["failed"] == 1 and overview["failure_rate"] == 0.5
-    assert overview["workers_alive"] == 1
+    assert overview["workers_alive"] == 1 and overview["leader"] == worker.worker_id
     assert sum(p["succeeded"] for p in overview["throughput"]) == 1
     assert sum(p["failed"] for p in overview["throughput"]) == 1
     assert len(overview["throughput"]) == 60
     [row] = workers
-    assert row["worker_id"] == worker.worker_id and row["alive"] and row["heartbeat_age"] < 30
+    assert row["worker_id"] == worker.worker_id and row["alive"] and row["heartbeat_age"] < 30 and row["leader"]
     assert set(row["queues"]) >= {"default", "emails"}
