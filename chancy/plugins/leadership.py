@@ -6,7 +6,8 @@ dedicated to it. Postgres grants such a lock to one session at a time, so two le
 cannot exist in the database's view, and it releases the lock the moment that session
 ends — a ``kill -9`` closes the socket, a crashed host is noticed through TCP keepalives
 (raised for this session below) — so a successor takes over within one ``interval``. Unlike a lease row, this
-needs no clock comparisons and no writes while leading.
+needs no clock comparisons and no writes while leading. It does need a real session: point
+workers at Postgres directly, not through a transaction-pooling PgBouncer.
 
 What it cannot do alone is stop a leader whose link silently died from *believing* it
 still leads; so the leader probes its connection every ``interval`` and steps down when

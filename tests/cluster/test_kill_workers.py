@@ -39,6 +39,8 @@ async def test_random_kill_9_of_workers_loses_no_job_and_records_each_success_on
                 workers[victim].kill()
                 workers[victim] = WorkerProcess(dsn)
                 kills += 1
+        for worker in workers:
+            worker.worker_id()  # a replacement still starting up has no SIGTERM handler yet
         codes = [worker.terminate() for worker in workers]
         outputs = "\n".join(worker.output() for worker in workers)
     finally:
