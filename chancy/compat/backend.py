@@ -23,7 +23,8 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from chancy import serialization
 from chancy.app import resolve_dsn
-from chancy.compat import continuations
+from chancy.errors import SerializationError
+from chancy.compat import continuations, payload
 from chancy.compat.process_connection import ProcessConnection
 from chancy.compat.protocol import job_id_for
 from chancy.compat.transport_sql import TransportSQL
@@ -58,6 +59,17 @@ def _error_as_exception_info(error: Mapping[str, Any]) -> dict[str, Any]:
     return {"exc_type": name, "exc_module": module or None, "exc_message": [error.get("message", "")]}
 
 
+def _arguments_json(request: Any) -> tuple[str, str]:
+    """The request's arguments for a row this backend creates (a task that came through
+    another broker); arguments JSON cannot hold are left out, the outcome still counts."""
+    try:
+        return serialization.dumps_arguments(getattr(request, "task", None) or "celery.unknown",
+                                             getattr(request, "args", None) or (),
+                                             getattr(request, "kwargs", None) or {})
+    except SerializationError:
+        return "[]", "{}"
+
+
 class ChancyBackend(BaseBackend):
     """Celery results stored on (and read from) Chancy job rows."""
 
@@ -83,7 +95,10 @@ class ChancyBackend(BaseBackend):
         celery: dict[str, Any] = {"state": state}
         result_json = error = None
         if state == states.SUCCESS:
-            result_json = serialization.dumps(result)
+            try:
+                result_json = serialization.dumps(result)
+            except (TypeError, ValueError):  # e.g. a pickle app's set: kept in its serializer
+                celery["result_payload"] = payload.encode(self.serializer, [self.serializer], [result], {})
         elif state in states.EXCEPTION_STATES:
             info = exception_info(result)
             celery["info"] = info
@@ -100,9 +115,7 @@ class ChancyBackend(BaseBackend):
         if str(job_id_for(task_id)) != str(task_id):
             celery["task_id"] = str(task_id)
         delivery_info = getattr(request, "delivery_info", None) or {}
-        args_json, kwargs_json = serialization.dumps_arguments(
-            getattr(request, "task", None) or "celery.unknown",
-            getattr(request, "args", None) or (), getattr(request, "kwargs", None) or {})
+        args_json, kwargs_json = _arguments_json(request)
         statement = self.transport_sql.store_state(
             job_id_for(task_id), state=row_state, celery=celery, result_json=result_json, error=error,
             func=getattr(request, "task", None) or "celery.unknown",
@@ -145,6 +158,8 @@ class ChancyBackend(BaseBackend):
             status, result = celery["state"], celery.get("info")
         elif record.state is JobState.SUCCEEDED:
             result = record.result
+            if celery.get("result_payload"):
+                result = payload.decode(celery["result_payload"], sorted(self.accept))[0][0]
         elif record.state is JobState.FAILED and record.errors:
             result = _error_as_exception_info(record.errors[-1])
             traceback = record.errors[-1].get("traceback")

@@ -138,6 +138,13 @@ def on_failure(sql_: ContinuationSQL, canvas: dict[str, Any], task_id: str, erro
         yield sql_.finish(canvas["dropped"], JobState.CANCELLED, None)
 
 
+def on_revoke(sql_: ContinuationSQL, canvas: dict[str, Any]) -> Steps:
+    """A revoked step's dependants will never run: revoke them too (and every errback)."""
+    for key in ("downstream", "dropped", "errbacks"):
+        if canvas.get(key):
+            yield sql_.finish(canvas[key], JobState.CANCELLED, None)
+
+
 def continue_canvas(app: Chancy, record: JobRecord, transition: Transition) -> Callable[[], Steps] | None:
     """The completion hook: what finishing this step does to the rest of its canvas."""
     canvas = record.meta.get("canvas")

@@ -25,6 +25,7 @@ from kombu import compression, serialization as kombu_serialization
 from kombu.exceptions import ContentDisallowed, DecodeError
 
 from chancy import serialization
+from chancy.compat import payload
 from chancy.errors import ConfigurationError
 from chancy.job import Job, JobRecord, Limit, new_job_id
 
@@ -202,6 +203,14 @@ def job_from_message(
             raise InvalidMessage("the message names no task or has no id")
         retries = int(headers.get("retries") or 0)
         hard_limit = (headers.get("timelimit") or (None, None))[0]
+        celery_meta = _celery_meta(headers, properties, embed, headers["id"])
+        content_type = message.get("content-type")
+        if content_type != "application/json":
+            # Kept in its own serializer (as chancy.compat stores such arguments), so a
+            # Celery worker gets it back as sent and objects JSON cannot hold survive.
+            name = kombu_serialization.registry.type_to_name[content_type]
+            celery_meta["payload"] = payload.encode(name, sorted(accepted_content_types(accept)), args, kwargs)
+            args, kwargs = (), {}
         job = Job(
             headers["task"], args=args, kwargs=kwargs, queue=queue,
             priority=to_chancy_priority(properties.get("priority"), lower_priority_first),
@@ -209,7 +218,7 @@ def job_from_message(
             scheduled_at=_parse_time(headers.get("eta"), "eta"),
             expires_at=_parse_time(headers.get("expires"), "expires"),
             limits=[Limit(Limit.Type.TIME, hard_limit)] if hard_limit else [],
-            meta={"celery": _celery_meta(headers, properties, embed, headers["id"])},
+            meta={"celery": celery_meta},
             id=job_id_for(headers["id"]),
         )
         serialization.dumps_arguments(job.func, job.args, job.kwargs)
@@ -306,10 +315,20 @@ def message_from_record(record: JobRecord, *, lower_priority_first: bool = False
         "group": celery.get("group"),
         "ignore_result": bool(celery.get("ignore_result", False)),
     })
-    headers.setdefault("argsrepr", repr(tuple(record.args)))
-    headers.setdefault("kwargsrepr", repr(record.kwargs))
     embed = {key: celery.get(key) for key in EMBED_KEYS}
-    body = serialization.dumps([list(record.args), record.kwargs, embed]).encode()
+    args, kwargs = list(record.args), dict(record.kwargs)
+    content_type, encoding = "application/json", "utf-8"
+    if celery.get("payload"):  # arguments kept in their own serializer: send them that way
+        stored = celery["payload"]
+        more_args, kwargs = payload.decode(stored, [stored["content_type"]])
+        args += more_args
+        content_type, encoding, body = kombu_serialization.dumps(
+            [args, kwargs, embed], serializer=kombu_serialization.registry.type_to_name[stored["content_type"]])
+        body = body if isinstance(body, bytes) else body.encode(encoding)
+    else:
+        body = serialization.dumps([args, kwargs, embed]).encode()
+    headers.setdefault("argsrepr", repr(tuple(args)))
+    headers.setdefault("kwargsrepr", repr(kwargs))
     properties = {
         "correlation_id": celery.get("correlation_id") or task_id,
         "reply_to": celery.get("reply_to"),
@@ -321,8 +340,8 @@ def message_from_record(record: JobRecord, *, lower_priority_first: bool = False
     }
     return {
         "body": base64.b64encode(body).decode(),
-        "content-type": "application/json",
-        "content-encoding": "utf-8",
+        "content-type": content_type,
+        "content-encoding": encoding,
         "headers": headers,
         "properties": properties,
     }

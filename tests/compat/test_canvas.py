@@ -119,7 +119,15 @@ def test_signature_by_name_and_options(worker):
     assert tasks.add.s(2).set(queue="default").delay(5).get(timeout=10) == 7
 
 
-def test_revoking_a_later_step_stops_the_chain_there(celery_app):
-    res = (tasks.add.s(1, 1) | tasks.add.s(1)).delay()
-    res.revoke()
-    assert res.state == states.REVOKED
+def test_revoking_a_later_step_stops_the_chain_there(worker):
+    res = (tasks.sleeper.s(0.3) | tasks.add.s(1) | tasks.add.s(2)).delay()
+    res.parent.revoke()
+    assert res.parent.state == states.REVOKED
+    assert res.state == states.REVOKED  # what waited on the revoked step is revoked with it
+    assert res.parent.parent.get(timeout=10) == 0.3
+
+
+def test_revoking_the_first_step_revokes_the_whole_chain(celery_app):
+    res = (tasks.add.s(1, 1) | tasks.add.s(1) | tasks.add.s(1)).delay()
+    res.parent.parent.revoke()
+    assert [res.state, res.parent.state, res.parent.parent.state] == [states.REVOKED] * 3

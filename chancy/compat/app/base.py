@@ -76,9 +76,20 @@ class Control:
                 continue
             if record.state is JobState.RUNNING and not terminate:
                 continue
-            if chancy.cancel_sync(job_id):
+            if self._cancel_with_dependants(job_id, record.meta.get("canvas") or {}):
                 signals.task_revoked.send(sender=self.app.tasks.get(record.func), request=None,
                                           terminated=terminate, signum=signal, expired=False)
+
+    def _cancel_with_dependants(self, job_id: Any, canvas: dict[str, Any]) -> bool:
+        """Cancel the job and, in the same transaction, the workflow steps waiting on it."""
+        from chancy.queues.sql import drive_sync, single
+
+        chancy = self.app.chancy
+        with chancy.connection_sync() as conn, conn.transaction():
+            cancelled = drive_sync(conn, single(chancy.job_sql.cancel(job_id)))
+            if cancelled and canvas:
+                drive_sync(conn, continuations.on_revoke(continuations.statements(chancy.names.prefix), canvas))
+        return cancelled
 
     def terminate(self, task_id: str | Sequence[str], destination: Any = None, signal: Any = None, **kwargs: Any) -> None:
         self.revoke(task_id, terminate=True, signal=signal)
