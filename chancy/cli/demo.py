@@ -174,7 +174,11 @@ def demo(total: int, concurrency: int, timeout: float, dsn: str | None) -> None:
                err=True)
     # Each outcome is summed up by the progress line; per-job log lines would tear it.
     logging.getLogger("chancy").setLevel(logging.ERROR)
-    ids = push_all(plan_calls(total))
-    worker_app(demo_tasks.app, concurrency=concurrency, pool="threads")
-    seconds = asyncio.run(work_through(app, ids, timeout))
+    try:
+        ids = push_all(plan_calls(total))
+        worker_app(demo_tasks.app, concurrency=concurrency, pool="threads")
+        seconds = asyncio.run(work_through(app, ids, timeout))
+    except KeyboardInterrupt:
+        click.echo(err=True)  # end the progress line; the worker has drained by now
+        raise
     report(app, shown_dsn, ids, seconds, dsn_option=f" --dsn '{dsn}'" if dsn else "")

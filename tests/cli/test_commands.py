@@ -135,6 +135,9 @@ def test_purge_needs_force_and_deletes_only_waiting_jobs_of_the_queue(migrated):
     pushed = [chancy("push", "cli_tasks.add", "--args", "[1, 1]", "-Q", "other", "--countdown", "600").out.strip()
               for _ in range(3)]
     kept = chancy("push", "cli_tasks.add", "--args", "[1, 1]").out.strip()
+    listed = chancy("jobs", "list", "-Q", "other", "-t", "cli_tasks.add", "-s", "scheduled", "--json").json()
+    assert sorted(job["id"] for job in listed) == sorted(pushed)
+    assert chancy("jobs", "list", "-Q", "other", "-s", "pending", "--json").json() == []
     assert chancy("purge", "-Q", "other", stdin="").code == 2  # not a terminal, no --force
     purged = chancy("purge", "-Q", "other", "--force", "--json")
     assert purged.code == 0 and purged.json() == {"deleted": {"other": 3}, "total": 3}
