@@ -83,7 +83,7 @@ def test_options_become_job_columns(celery_app):
     result = tasks.add.apply_async((1, 2), priority=7, queue="high", time_limit=30, soft_time_limit=20)
     record = celery_app.chancy.get_job_sync(result.id)
     assert (record.queue, record.priority) == ("high", 7)
-    assert record.limits[0].value == 20
+    assert record.limits[0].value == 30  # the hard limit; the soft one is raised in the task
     assert record.meta["celery"]["timelimit"] == [30, 20]
 
 
@@ -159,3 +159,7 @@ def test_pickle_only_when_explicitly_accepted(worker, celery_app):
     assert result.get(timeout=10) == 6
     record = celery_app.chancy.get_job_sync(result.id)
     assert record.args == () and record.meta["celery"]["payload"]["content_type"] == "application/x-python-serialize"
+
+
+def test_soft_time_limit_is_raised_inside_the_task(worker):
+    assert tasks.cleans_up_at_soft_limit.delay().get(timeout=10) == "cleaned up"

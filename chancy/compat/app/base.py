@@ -362,7 +362,6 @@ class Celery:
         expires_at = _seconds_or_time(pick("expires"), "expires")
         hard = pick("time_limit", self.conf.task_time_limit)
         soft = pick("soft_time_limit", self.conf.task_soft_time_limit)
-        limit = min(x for x in (hard, soft) if x) if (hard or soft) else None
         max_retries = task.max_retries if task is not None else 3
         acks_late = pick("acks_late", self.conf.task_acks_late)
         task_id = opts.get("task_id") or self.new_task_id()
@@ -391,7 +390,7 @@ class Celery:
             sig.task, args=args, kwargs=kwargs, queue=queue, priority=int(priority or 0),
             max_attempts=(max_retries + 1 if max_retries is not None else 2**31 - 1) if acks_late else 1,
             scheduled_at=scheduled_at, expires_at=expires_at,
-            limits=[Limit(Limit.Type.TIME, limit)] if limit else [],
+            limits=[Limit(Limit.Type.TIME, hard)] if hard else [],
             meta={"celery": {k: v for k, v in celery.items() if v is not None}}, id=job_id,
         )
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from chancy.compat import signals, states
 from chancy.compat.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from chancy.compat.soft_limit import soft_time_limit
 from chancy.errors import Fail, JobCancelledError, JobTimeoutError
 from chancy.execution import current_job
 from chancy.job import JobRecord
@@ -401,7 +402,8 @@ class Task:
             status, retval, einfo = states.SUCCESS, None, None
             try:
                 self.before_start(task_id, args, kwargs)
-                retval = self._run_with_autoretry(args, kwargs)
+                with soft_time_limit(None if request.is_eager else request.timelimit[1]):
+                    retval = self._run_with_autoretry(args, kwargs)
             except Retry as retry:
                 status, retval, einfo = states.RETRY, retry, sys.exc_info()
                 self.on_retry(retry.exc or retry, task_id, args, kwargs, einfo)

@@ -95,3 +95,15 @@ def error_handler(request, exc, traceback):
 def log_failure(task_id):
     """An old-style errback: it gets the failed task's id."""
     return f"{task_id} failed"
+
+
+@app.task(soft_time_limit=0.3, time_limit=10)
+def cleans_up_at_soft_limit():
+    """The soft-limit pattern of Celery's docs: catch it, clean up, return."""
+    from chancy.compat.exceptions import SoftTimeLimitExceeded
+
+    try:
+        while True:
+            time.sleep(0.01)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
