@@ -29,6 +29,7 @@ def make_app(dsn: str, **conf: object) -> Celery:
         task_acks_late=os.environ.get("INTEROP_ACKS_LATE") == "1",
         worker_prefetch_multiplier=int(os.environ.get("INTEROP_PREFETCH", "4")),
         worker_hijack_root_logger=False,
+        accept_content=os.environ.get("INTEROP_ACCEPT", "json").split(","),
         **conf,
     )
     celery.task(name="interop.add")(add)
@@ -37,6 +38,7 @@ def make_app(dsn: str, **conf: object) -> Celery:
     celery.task(name="interop.retry_twice", bind=True, max_retries=3)(retry_twice)
     celery.task(name="interop.describe", bind=True)(describe)
     celery.task(name="interop.total")(total)
+    celery.task(name="interop.kinds")(kinds)
     return celery
 
 
@@ -55,6 +57,10 @@ def record_run(key: int, worker: str) -> None:
 
 def add(a, b):
     return a + b
+
+
+def kinds(*args):
+    return [type(arg).__name__ for arg in args]
 
 
 def total(numbers):

@@ -154,3 +154,11 @@ def _succeeded_with(dsn: str, value: int) -> bool:
     with psycopg.connect(dsn) as conn:
         return bool(conn.execute("SELECT 1 FROM chancy_jobs WHERE state = 'succeeded' AND result = %s::jsonb",
                                  (str(value),)).fetchall())
+
+
+async def test_pickled_arguments_reach_a_pickle_celery_worker_as_sent(celery_app, celery_worker):
+    """A pickle app moving its broker only: objects JSON cannot hold survive the row."""
+    celery_app.conf.accept_content = ["pickle", "json"]
+    celery_worker(pool="solo", INTEROP_ACCEPT="pickle,json", C_FORCE_ROOT="1")  # CI runs as root
+    sent = celery_app.tasks["interop.kinds"].apply_async(({1, 2}, (3, 4), b"x"), serializer="pickle")
+    assert await _result(celery_app, sent.id) == ["set", "tuple", "bytes"]
