@@ -117,7 +117,8 @@ def create_app(
     def check_csrf(request: Request, data: dict[str, Any]) -> Session:
         session = session_of(request)
         token = request.headers.get("x-csrf-token") or str(data.get("csrf_token", ""))
-        if session is None or not session.csrf_token or not hmac.compare_digest(token, session.csrf_token):
+        if session is None or not session.csrf_token or \
+                not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), session.csrf_token.encode()):
             raise Forbidden("Missing or wrong CSRF token: reload the page and try again")
         return session
 

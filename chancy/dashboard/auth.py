@@ -86,7 +86,7 @@ class User:
 
 def _verify(encoded: str, password: str) -> bool:
     n, r, p, salt, expected = _parse_hash(encoded)
-    actual = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=2**26, dklen=len(expected))
+    actual = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p, maxmem=2**26, dklen=len(expected))
     return hmac.compare_digest(actual, expected)
 
 

@@ -80,7 +80,10 @@ class Guard:
         self.allowed_origins = tuple(urlsplit(o).netloc or o for o in allowed_origins)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # the dashboard has none; refuse before any route sees it
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
 

@@ -216,3 +216,30 @@ async def test_an_unreachable_database_is_a_clear_503():
         page = await client.get("/jobs")
         assert page.status_code == 503 and "Cannot connect to Postgres" in page.text
     await down.close()
+
+
+async def test_odd_characters_in_credentials_and_tokens_are_just_wrong(app, anonymous, operator):
+    ref = await app.push(tasks.add, 1, 2)
+    as_json = {"content-type": "application/json"}
+    odd = await anonymous.post("/api/login", content=rb'{"username": "olga", "password": "\ud800 \u00e9"}',
+                               headers=as_json)
+    assert odd.status_code == 401
+    forged = await operator.post(f"/api/jobs/{ref.id}/cancel", content=rb'{"csrf_token": "\u00e9\ud800"}',
+                                 headers={**as_json, "x-csrf-token": ""})
+    assert forged.status_code == 403
+    assert (await app.get_job(ref)).state.value == "pending"
+
+
+async def test_websockets_are_refused(dashboard):
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/api/queues", "raw_path": b"/api/queues", "root_path": "",
+             "headers": [], "query_string": b"", "scheme": "ws", "server": ("dash.test", 80), "subprotocols": []}
+    await dashboard(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
