@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from chancy.compat.continuations import PARKED_AT
@@ -458,6 +459,9 @@ class Planner:
         self.canvas[key] = {}
         if parked:
             self.canvas[key].update(after=[], remaining=0, pass_result=not sig.immutable, join=False)
+            delay = _delay_of(sig.options)
+            if delay:
+                self.canvas[key]["delay"] = delay  # counted from the moment the step is released
         for callback in _as_list(sig.options.get("link")):
             node = maybe_signature(callback, self.app).plan(self, True)
             self.connect(Node([job], [job], None), node)
@@ -515,6 +519,20 @@ class Planner:
                 meta["canvas"] = wiring
             jobs.append(job.with_options(meta=meta))
         return jobs
+
+
+def _delay_of(options: Mapping[str, Any]) -> float | None:
+    """A waiting step's ``countdown`` (or what is left until its ``eta``), in seconds."""
+    if options.get("countdown") is not None:
+        return float(options["countdown"])
+    eta = options.get("eta")
+    if eta is None:
+        return None
+    if isinstance(eta, str):
+        eta = datetime.fromisoformat(eta)
+    if eta.tzinfo is None:
+        eta = eta.replace(tzinfo=timezone.utc)
+    return max(0.0, (eta - datetime.now(timezone.utc)).total_seconds())
 
 
 def _as_list(value: Any) -> list[Any]:

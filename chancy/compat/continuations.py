@@ -5,7 +5,7 @@ Every job of a canvas is inserted when the canvas is applied. Jobs that must wai
 *parked*: state ``scheduled`` with a far-future ``scheduled_at`` (never claimed) and
 ``meta["canvas"]`` saying what they wait for::
 
-    {"after": [ids], "remaining": n, "pass_result": bool, "join": bool}
+    {"after": [ids], "remaining": n, "pass_result": bool, "join": bool, "delay": seconds}
 
 A job others wait on carries what its completion does::
 
@@ -58,7 +58,9 @@ class ContinuationSQL:
         self._release = sql.SQL(
             """
             WITH released AS (
-                UPDATE {jobs} j SET state = 'pending', scheduled_at = now(),
+                UPDATE {jobs} j SET
+                    state = CASE WHEN (j.meta->'canvas'->>'delay')::float8 > 0 THEN 'scheduled' ELSE 'pending' END,
+                    scheduled_at = now() + make_interval(secs => coalesce((j.meta->'canvas'->>'delay')::float8, 0)),
                     args = CASE WHEN (j.meta->'canvas'->>'pass_result')::boolean THEN
                         jsonb_build_array(CASE WHEN (j.meta->'canvas'->>'join')::boolean THEN
                             (SELECT coalesce(jsonb_agg(p.result ORDER BY a.ord), '[]'::jsonb)

@@ -131,3 +131,11 @@ def test_revoking_the_first_step_revokes_the_whole_chain(celery_app):
     res = (tasks.add.s(1, 1) | tasks.add.s(1) | tasks.add.s(1)).delay()
     res.parent.parent.revoke()
     assert [res.state, res.parent.state, res.parent.parent.state] == [states.REVOKED] * 3
+
+
+def test_countdown_of_a_later_step_counts_from_its_release(worker, celery_app):
+    res = (tasks.add.s(1, 1) | tasks.add.s(1).set(countdown=3600)).delay()
+    assert res.parent.get(timeout=10) == 2
+    record = celery_app.chancy.get_job_sync(res.id)  # released in the parent's own transaction
+    assert record.state is JobState.SCHEDULED and record.args == (2, 1)
+    assert (record.scheduled_at - record.created_at).total_seconds() > 3500
