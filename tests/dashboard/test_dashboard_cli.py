@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import httpx
+import psutil
 
 from chancy import Chancy, Queue
 from chancy.dashboard import parse_users
@@ -62,6 +63,9 @@ async def test_serves_the_app_under_a_proxy_prefix(dsn, tmp_path):
                     return False
 
             await eventually(up, timeout=30, interval=0.1)
+            listening = [c.laddr for c in psutil.Process(process.pid).net_connections("inet")
+                         if c.status == psutil.CONN_LISTEN]
+            assert listening and all(addr.ip == "127.0.0.1" for addr in listening)  # localhost by default
             assert (await client.get("/api/queues")).status_code == 401
             # Behind a proxy that strips /chancy, links and redirects keep the public prefix.
             redirect = await client.get("/jobs")
