@@ -287,8 +287,12 @@ class group(Signature):  # noqa: N801 - Celery's name
 
         group_id = self.options.get("task_id") or self.app.new_task_id()
         nodes = []
+        shared = {k: v for k, v in self.options.items() if k not in ("task_id", "link", "link_error")}
         for index, task in enumerate(self.tasks):
-            task = task.clone(group_id=group_id, group_index=index)
+            # Options given to the group (queue, priority, countdown…) apply to every
+            # member that does not set its own, as in Celery.
+            inherited = {k: v for k, v in shared.items() if k not in task.options}
+            task = task.clone(group_id=group_id, group_index=index, **inherited)
             nodes.append(task.plan(planner, parked))
         result = GroupResult(group_id, [n.result for n in nodes], app=self.app)
         return Node(entries=[e for n in nodes for e in n.entries], exits=[x for n in nodes for x in n.exits],

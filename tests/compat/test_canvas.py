@@ -139,3 +139,9 @@ def test_countdown_of_a_later_step_counts_from_its_release(worker, celery_app):
     record = celery_app.chancy.get_job_sync(res.id)  # released in the parent's own transaction
     assert record.state is JobState.SCHEDULED and record.args == (2, 1)
     assert (record.scheduled_at - record.created_at).total_seconds() > 3500
+
+
+def test_group_options_apply_to_members_without_their_own(celery_app):
+    res = group(tasks.add.s(1, 1), tasks.add.s(2, 2).set(queue="own")).apply_async(queue="bulk", priority=4)
+    records = [celery_app.chancy.get_job_sync(r.id) for r in res]
+    assert [(r.queue, r.priority) for r in records] == [("bulk", 4), ("own", 4)]
