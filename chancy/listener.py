@@ -39,6 +39,21 @@ class Listener:
         self._subscribers[channel].add(callback)
         return lambda: self._subscribers[channel].discard(callback)
 
+    def add_channel(self, channel: str) -> bool:
+        """Listen on ``channel`` too from the next (re)connection on; False if it already
+        was. Call :meth:`restart` to make it take effect now."""
+        if channel in self._channels:
+            return False
+        self._channels.append(channel)
+        return True
+
+    async def restart(self, timeout: float | None = None) -> None:
+        """Reconnect now (e.g. after :meth:`add_channel`). Reconnect subscribers are told,
+        as after any reconnect, so nothing sent in between goes unnoticed."""
+        await self.stop()
+        await self.start(timeout)
+        self._fire_reconnected()
+
     def on_reconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
         self._reconnect_subscribers.add(callback)
         return lambda: self._reconnect_subscribers.discard(callback)

@@ -132,3 +132,25 @@ async def test_bulk_push_with_a_unique_key_or_a_schedule_keeps_the_insert_path(d
         later = [Job("tests.somewhere.task").after(3600) for _ in range(COPY_MIN_JOBS)]
         assert not app.job_sql.copyable(later)
         assert (await app.get_job((await app.push_many(later))[0])).state is JobState.SCHEDULED
+
+
+async def test_a_worker_listens_for_completions_only_once_someone_waits(dsn):
+    """Otherwise every finished job is a notification to its own worker."""
+    import asyncio
+
+    from chancy.testing import running_worker
+
+    async with Chancy(dsn, plugins=[Queue("default", concurrency=5)]) as app:
+        await app.migrate()
+        app.task(_double)
+        async with running_worker(app):
+            listener = await app.listener()
+            assert app.job_sql.done_channel not in listener._channels
+            refs = [await app.push(Job(_double, args=(i,))) for i in range(1, 5)]
+            results = await asyncio.gather(*(ref.wait(timeout=10) for ref in refs))
+            assert [r.result for r in results] == [2, 4, 6, 8]
+            assert app.job_sql.done_channel in listener._channels
+
+
+async def _double(x: int) -> int:
+    return 2 * x
