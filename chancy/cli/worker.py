@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import dataclasses
 import socket
 from typing import Any
 
@@ -27,24 +27,37 @@ LIVE_HEARTBEAT_AGE = 30.0
 POOLS = sorted(EXECUTOR_ALIASES)
 
 
-def _process_executor(queue: QueuePlugin, max_tasks_per_child: int) -> Any:
-    from chancy.executors.process import ProcessExecutor
+@dataclasses.dataclass(frozen=True)
+class ChildLimits:
+    """``--max-tasks-per-child`` and ``--max-memory-per-child`` (KiB, as in Celery):
+    when a process-pool child is replaced."""
 
-    return ProcessExecutor(queue, maximum_jobs_per_worker=max_tasks_per_child)
+    max_tasks: int | None = None
+    max_memory_kib: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.max_tasks is not None or self.max_memory_kib is not None
+
+    def make_executor(self, queue: QueuePlugin) -> Any:
+        from chancy.executors.process import ProcessExecutor
+
+        return ProcessExecutor(queue, maximum_jobs_per_worker=self.max_tasks,
+                               maximum_memory_per_worker=self.max_memory_kib * 1024 if self.max_memory_kib else None)
 
 
-def executor_for(pool: str | None, max_tasks_per_child: int | None) -> ExecutorFactory | str | None:
-    """The executor a ``-P`` pool name (and ``--max-tasks-per-child``) stands for."""
-    if max_tasks_per_child is not None:
+def executor_for(pool: str | None, limits: ChildLimits) -> ExecutorFactory | str | None:
+    """The executor a ``-P`` pool name (and the per-child limits) stands for."""
+    if limits:
         if pool is not None and EXECUTOR_ALIASES[pool] != EXECUTOR_ALIASES["process"]:
-            raise click.UsageError("--max-tasks-per-child applies to the process pool (-P process)")
-        return functools.partial(_process_executor, max_tasks_per_child=max_tasks_per_child)
+            raise click.UsageError("--max-tasks-per-child and --max-memory-per-child apply to the process "
+                                   "pool (-P process)")
+        return limits.make_executor
     return pool
 
 
 def configure_queues(
     app: Chancy, names: list[str] | None, concurrency: int | None, pool: str | None,
-    max_tasks_per_child: int | None,
+    limits: ChildLimits = ChildLimits(),
 ) -> list[str]:
     """Declare or adjust the queues this worker serves; returns their names.
 
@@ -52,7 +65,7 @@ def configure_queues(
     ``-c``/``-P`` override the settings of each queue served (``-P solo`` runs one job at
     a time)."""
     names = names or list(app.queues) or ["default"]
-    executor = executor_for(pool, max_tasks_per_child)
+    executor = executor_for(pool, limits)
     if pool == "solo":
         concurrency = 1
     for name in names:
@@ -73,20 +86,19 @@ def configure_queues(
 
 
 def _worker_app(obj: Any, names: list[str] | None, concurrency: int | None, pool: str | None,
-                max_tasks_per_child: int | None) -> tuple[Chancy, list[str]]:
+                limits: ChildLimits) -> tuple[Chancy, list[str]]:
     """The core app to run and the queues to serve, for a native or a Celery-style app."""
     app = core_app(obj)
     assert app is not None
     if isinstance(obj, Chancy):
-        return app, configure_queues(app, names, concurrency, pool, max_tasks_per_child)
+        return app, configure_queues(app, names, concurrency, pool, limits)
     from chancy.compat import worker_app
 
-    if max_tasks_per_child is not None:
+    if limits:
         pool = pool or "process"
     app = worker_app(obj, names, concurrency, pool)
-    # worker_app knows no --max-tasks-per-child: give its queues that process executor.
-    return app, configure_queues(app, names or list(app.queues), None,
-                                 pool if max_tasks_per_child else None, max_tasks_per_child)
+    # worker_app knows no per-child limits: give its queues a process executor that has them.
+    return app, configure_queues(app, names or list(app.queues), None, pool if limits else None, limits)
 
 
 def enable_beat(app: Chancy) -> None:
@@ -137,12 +149,14 @@ async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_
 @click.option("-n", "--hostname", "name", metavar="NAME", help="Worker id (%h: host name); must be unique.")
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
               help="Replace a process-pool child after N jobs (bounds leaks).")
+@click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
+              help="Replace a process-pool child after a job that leaves it above KIB resident memory.")
 @click.option("-B", "--beat", is_flag=True, help="Also fire periodic (cron) schedules; only the leader fires them.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds running jobs get to finish on SIGTERM/Ctrl-C (a second one stops at once).")
 def worker(target: Target, queues: str | None, concurrency: int | None, pool: str | None, loglevel: str,
-           log_format: str, name: str | None, max_tasks_per_child: int | None, beat: bool,
-           shutdown_timeout: float) -> None:
+           log_format: str, name: str | None, max_tasks_per_child: int | None, max_memory_per_child: int | None,
+           beat: bool, shutdown_timeout: float) -> None:
     """Run jobs from the queues until SIGTERM or Ctrl-C (drains; a second signal stops hard).
 
     \b
@@ -150,7 +164,8 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
     chancy worker -A proj.tasks:app -P process --max-tasks-per-child 100
     """
     logs.setup(loglevel, log_format)
-    app, names = _worker_app(target.app_object, split_queues(queues), concurrency, pool, max_tasks_per_child)
+    limits = ChildLimits(max_tasks_per_child, max_memory_per_child)
+    app, names = _worker_app(target.app_object, split_queues(queues), concurrency, pool, limits)
     target.require_schema()
     if beat:
         enable_beat(app)

@@ -51,7 +51,8 @@ class ProcessExecutor(SlotExecutor):
       size measured. An allocation made and freed between two samples goes unseen.
     - A child that dies by itself (a crash, ``os._exit``, the kernel's OOM killer) fails
       its job with ChildDiedError naming its exit code or signal, and is replaced.
-    - After ``maximum_jobs_per_worker`` jobs a child exits and is replaced (bounding leaks).
+    - After ``maximum_jobs_per_worker`` jobs, or after a job that leaves it holding more
+      than ``maximum_memory_per_worker`` bytes, a child exits and is replaced (bounding leaks).
 
     Children ignore SIGINT (the worker handles Ctrl-C and drains) and, on Linux, are
     killed when the thread that started them (the worker's event-loop thread) ends.
@@ -67,11 +68,15 @@ class ProcessExecutor(SlotExecutor):
         queue: "QueuePlugin",
         maximum_jobs_per_worker: int | None = None,
         mp_context: str = "spawn",
+        maximum_memory_per_worker: int | None = None,
     ) -> None:
         super().__init__(queue)
         if maximum_jobs_per_worker is not None and maximum_jobs_per_worker < 1:
             raise ValueError(f"maximum_jobs_per_worker must be None or >= 1, got {maximum_jobs_per_worker!r}")
+        if maximum_memory_per_worker is not None and maximum_memory_per_worker < 1:
+            raise ValueError(f"maximum_memory_per_worker must be None or >= 1 bytes, got {maximum_memory_per_worker!r}")
         self.maximum_jobs_per_worker = maximum_jobs_per_worker
+        self.maximum_memory_per_worker = maximum_memory_per_worker
         self._context = multiprocessing.get_context(mp_context)
         #: The children in service: ``concurrency`` of them until stop.
         self._children: list[_Child] = []
@@ -164,9 +169,22 @@ class ProcessExecutor(SlotExecutor):
             assert slot is not None
             _stop_timer(child)
             child.jobs_done += 1
-            if self.maximum_jobs_per_worker and child.jobs_done >= self.maximum_jobs_per_worker:
+            if self._spent(child):
                 self._retire(child)  # before reporting, so that no new job is given to it
             self._finished(slot, message)
+
+    def _spent(self, child: _Child) -> bool:
+        """Whether a child that just finished a job is due for replacement: it ran
+        ``maximum_jobs_per_worker`` jobs, or holds more than ``maximum_memory_per_worker``
+        bytes of resident memory (Celery's max_tasks_per_child / max_memory_per_child)."""
+        if self.maximum_jobs_per_worker and child.jobs_done >= self.maximum_jobs_per_worker:
+            return True
+        if self.maximum_memory_per_worker:
+            try:
+                return psutil.Process(child.process.pid).memory_info().rss > self.maximum_memory_per_worker
+            except psutil.Error:  # it is exiting; its closed pipe tells us
+                return False
+        return False
 
     def _on_exit(self, child: _Child) -> None:
         asyncio.get_running_loop().remove_reader(child.conn.fileno())

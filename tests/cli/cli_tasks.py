@@ -13,3 +13,11 @@ def add(a: int, b: int) -> int:
 @app.task(max_attempts=2)
 def explode(message: str) -> None:
     raise RuntimeError(message)
+
+
+@app.task
+def pid() -> int:
+    """Which process ran the job (to see process-pool children being replaced)."""
+    import os
+
+    return os.getpid()

@@ -248,3 +248,13 @@ def test_without_a_dsn_the_embedded_server_is_started_and_stopped(embedded_dir):
     assert info["server"].startswith("embedded") and info["data_directory"] == os.path.join(embedded_dir, "pg")
     assert "host=/tmp/chancy-" in info["dsn"] and info["schema_version"] == 0
     assert not os.path.exists(os.path.join(embedded_dir, "pg", "postmaster.pid"))  # the last holder stopped it
+
+
+def test_max_memory_per_child_replaces_a_child_that_grew_too_big(migrated, dsn):
+    """Regression for the process executor's new per-child memory cap: every spawned
+    child holds more than 1 KiB, so each job runs in a fresh child."""
+    with background(["worker", "-A", "cli_tasks", "-Q", "default", "-P", "process", "-c", "1",
+                     "--max-memory-per-child", "1", "--dsn", dsn]) as process:
+        pids = [migrated("push", "cli_tasks.pid", "--wait", "60", "--json").json()["result"] for _ in range(2)]
+        assert pids[0] != pids[1]
+        assert stop(process)[0] == 0

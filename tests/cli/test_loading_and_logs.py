@@ -9,11 +9,12 @@ import logging
 import sys
 import textwrap
 
+import click
 import pytest
 
 from chancy import Chancy, Queue, logs
 from chancy.cli.loading import find_app
-from chancy.cli.worker import configure_queues
+from chancy.cli.worker import ChildLimits, configure_queues
 from chancy.errors import ConfigurationError
 from chancy.executors.process import ProcessExecutor
 
@@ -75,16 +76,19 @@ def test_find_app_says_what_is_wrong(project):
 
 def test_worker_flags_override_queue_settings():
     app = Chancy("postgresql://x@localhost/db", plugins=[Queue("a", concurrency=3, polling_interval=0.3), Queue("b")])
-    assert configure_queues(app, None, None, None, None) == ["a", "b"]
+    assert configure_queues(app, None, None, None) == ["a", "b"]
     assert app.queues["a"].concurrency == 3
-    assert configure_queues(app, ["a", "new"], 5, "process", 10) == ["a", "new"]
+    assert configure_queues(app, ["a", "new"], 5, "process", ChildLimits(10, 2048)) == ["a", "new"]
     for name in ("a", "new"):
         queue = app.queues[name]
         assert queue.concurrency == 5 and queue.app is app
         executor = queue.make_executor()
-        assert isinstance(executor, ProcessExecutor) and executor.maximum_jobs_per_worker == 10
+        assert isinstance(executor, ProcessExecutor)
+        assert (executor.maximum_jobs_per_worker, executor.maximum_memory_per_worker) == (10, 2048 * 1024)
     assert app.queues["a"].polling_interval == 0.3
-    configure_queues(app, ["b"], 8, "solo", None)
+    with pytest.raises(click.UsageError, match="apply to the process pool"):
+        configure_queues(app, ["b"], None, "thread", ChildLimits(max_memory_kib=1))
+    configure_queues(app, ["b"], 8, "solo")
     assert app.queues["b"].concurrency == 1  # solo runs one job at a time
 
 
