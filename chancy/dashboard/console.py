@@ -15,6 +15,7 @@ from chancy.dashboard.history import Counts, FinishedHistory
 from chancy.dashboard.queries import DashboardSQL
 from chancy.job import LIVE_STATES, JobState
 from chancy.plugins.cron import Cron
+from chancy.plugins.cron import _next_after as next_tick  # the one definition of a schedule's ticks
 from chancy.plugins.leadership import current_leader
 from chancy.plugins.queues import QueueAdmin
 from chancy.queues.sql import Statement, drive_async, single
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 #: The window of the overview's charts and finished-job counts.
 OVERVIEW_SPAN = 3600.0
 OVERVIEW_BUCKET = 60.0
+#: How many coming firings the schedules page lists per schedule.
+UPCOMING_FIRINGS = 3
 
 
 class NotFound(LookupError):
@@ -200,6 +203,7 @@ class Console:
                 "name": s.name, "task": s.job.func, "queue": s.job.queue, "cron": s.cron, "every": s.every,
                 "timezone": s.timezone, "enabled": s.enabled, "next_fire_at": s.next_fire_at,
                 "next_in_seconds": (s.next_fire_at - now).total_seconds(), "last_fired_at": s.last_fired_at,
+                "upcoming": _upcoming(s.next_fire_at, s.cron, s.every, s.timezone),
             })
         rows.sort(key=lambda r: (not r["enabled"], r["next_fire_at"]))
         return {"schedules": rows, "now": now}
@@ -230,6 +234,14 @@ def _series(buckets: dict[float, Counts], now: float) -> list[dict[str, Any]]:
             point[state if state in ("succeeded", "failed") else "other"] += n
         points.append(point)
     return points
+
+
+def _upcoming(first: datetime, cron: str | None, every: float | None, timezone: str) -> list[datetime]:
+    """The next ``UPCOMING_FIRINGS`` ticks of a schedule, by the cron plugin's own rule."""
+    ticks = [first]
+    while len(ticks) < UPCOMING_FIRINGS:
+        ticks.append(next_tick(ticks[-1], cron=cron, every=every, timezone=timezone))
+    return ticks
 
 
 def _timings(job: dict[str, Any]) -> dict[str, float | None]:

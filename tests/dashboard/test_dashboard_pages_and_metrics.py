@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from chancy import Job
 from chancy.plugins.cron import Cron
@@ -78,6 +78,11 @@ async def test_schedules_show_next_firing(app, viewer):
     assert rows[1]["cron"] == "0 3 * * *" and rows[1]["queue"] == "emails" and rows[1]["task"].endswith(".add")
     assert 0 < rows[0]["next_in_seconds"] <= 30
     assert 0 < rows[1]["next_in_seconds"] <= 24 * 3600
+    nightly = [datetime.fromisoformat(t) for t in rows[1]["upcoming"]]
+    assert len(nightly) == 3 and all(t.hour == 3 and t.minute == 0 for t in nightly)
+    assert [b - a for a, b in zip(nightly, nightly[1:])] == [timedelta(days=1)] * 2
+    every = [datetime.fromisoformat(t) for t in rows[0]["upcoming"]]
+    assert [b - a for a, b in zip(every, every[1:])] == [timedelta(seconds=30)] * 2
     page = await viewer.get("/schedules")
     assert "nightly-report" in page.text and "0 3 * * *" in page.text
 
