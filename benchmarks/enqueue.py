@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 
-from benchmarks import tasks
+from benchmarks import raw, tasks
 from benchmarks.harness import FigureSpec, Run, rate
 from chancy import Chancy, Queue
 from chancy.compat import Celery
 
 SPECS = {
+    **{key: spec for key, spec in raw.SPECS.items() if key in ("raw.insert_loop", "raw.insert_multirow", "raw.copy")},
     "chancy.delay": FigureSpec("chancy.compat: Celery task .delay() loop", "jobs/s"),
     "chancy.push_sync": FigureSpec("chancy: task.push_sync() loop", "jobs/s"),
     "chancy.push_async": FigureSpec("chancy: await task.push() loop", "jobs/s"),
@@ -18,10 +19,15 @@ SPECS = {
 
 
 async def one_at_a_time(run: Run) -> dict[str, float]:
+    """Celery-style ``.delay()``, ``push_sync`` and ``await push``, back to back on one
+    database, bracketed by the raw INSERT loop (its figure is the mean of before and after,
+    so neither side gains from a disk that speeds up or slows down meanwhile)."""
     n = run.sizes.insert_loop
     async with run.fresh_database() as dsn:
+        await raw.create(dsn)
+        raw_before = raw.insert_loop(dsn, n)
+        delay_rate = await celery_delay(dsn, n)
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
-            await app.migrate()
             task = app.task(tasks.noop)
             with app:
                 task.push_sync(-1)  # open the pool outside the clock, as a running app has
@@ -34,41 +40,44 @@ async def one_at_a_time(run: Run) -> dict[str, float]:
             for i in range(n):
                 await task.push(i)
             async_rate = rate(n, time.perf_counter() - started)
-    return {"chancy.push_sync": sync_rate, "chancy.push_async": async_rate}
+        raw_rate = (raw_before + raw.insert_loop(dsn, n)) / 2
+    return {"raw.insert_loop": raw_rate, "chancy.delay": delay_rate, "chancy.push_sync": sync_rate,
+            "chancy.push_async": async_rate}
 
 
-async def celery_delay(run: Run) -> dict[str, float]:
-    """``.delay()`` through the Celery-compatible layer, as a migrated Celery app calls it."""
-    n = run.sizes.insert_loop
-    async with run.fresh_database() as dsn:
-        celery = Celery("benchmarks", broker=dsn, set_as_current=False)
-        task = celery.task(name="benchmarks.tasks.noop_sync")(tasks.noop_sync)
-        await celery.chancy.migrate()
-        try:
-            task.delay(-1)
-            started = time.perf_counter()
-            for i in range(n):
-                task.delay(i)
-            return {"chancy.delay": rate(n, time.perf_counter() - started)}
-        finally:
-            await celery.chancy.close()
+async def celery_delay(dsn: str, n: int) -> float:
+    """``.delay()`` through the Celery-compatible layer, as a migrated Celery app calls it
+    (this also creates Chancy's tables)."""
+    celery = Celery("benchmarks", broker=dsn, set_as_current=False)
+    task = celery.task(name="benchmarks.tasks.noop_sync")(tasks.noop_sync)
+    await celery.chancy.migrate()
+    try:
+        task.delay(-1)
+        started = time.perf_counter()
+        for i in range(n):
+            task.delay(i)
+        return rate(n, time.perf_counter() - started)
+    finally:
+        await celery.chancy.close()
 
 
 async def bulk(run: Run) -> dict[str, float]:
+    """Multi-row INSERT and COPY of the raw table, then ``push_many``, on one database."""
     n = run.sizes.bulk
     async with run.fresh_database() as dsn:
+        await raw.create(dsn)
+        figures = await raw.bulk_insert(dsn, n)
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
             await app.migrate()
             task = app.task(tasks.noop)
             await task.push(-1)
             started = time.perf_counter()  # building the jobs is part of what a caller pays
             await app.push_many([task.job(i) for i in range(n)])
-            return {"chancy.push_many": rate(n, time.perf_counter() - started)}
+            return {**figures, "chancy.push_many": rate(n, time.perf_counter() - started)}
 
 
 async def measure(run: Run) -> None:
     run.log("chancy enqueue")
-    await run.measure(SPECS, celery_delay)
     await run.measure(SPECS, one_at_a_time)
     await run.measure(SPECS, bulk)
     run.ratio(".delay() (compat) / raw INSERT loop", "chancy.delay", "raw.insert_loop", at_least=0.8)

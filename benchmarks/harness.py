@@ -39,7 +39,7 @@ class Sizes:
 
 
 SIZES = {
-    "full": Sizes("full", repeat=3, insert_loop=5_000, bulk=50_000, claim_one=10_000,
+    "full": Sizes("full", repeat=3, insert_loop=3_000, bulk=50_000, claim_one=5_000,
                   claim_batch=100_000, drain=(10_000, 100_000), process_drain=(10_000, 100_000),
                   latency_seconds=10.0, latency_rate=100.0, finished_rows=1_000_000,
                   scheduled_rows=100_000, memory_rows=1_000_000, memory_settle=5.0, peer_drain=10_000),
