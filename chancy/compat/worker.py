@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any, Sequence
 
 from chancy.app import Chancy
@@ -19,6 +20,8 @@ from chancy.queues.pg import Queue
 if TYPE_CHECKING:
     from chancy.compat.app.base import Celery
     from chancy.worker import Worker
+
+log = logging.getLogger("chancy.compat.worker")
 
 #: Celery's ``-P`` pool names, as Chancy executors.
 POOLS = {"prefork": "process", "process": "process", "threads": "thread", "thread": "thread",
@@ -37,7 +40,10 @@ class CeleryWorker(Plugin):
     async def run(self, worker: "Worker") -> Any:
         signals.worker_init.send(sender=worker)
         if self.celery_app.conf.beat_schedule:
-            await asyncio.to_thread(sync_schedule, self.celery_app)
+            try:
+                await asyncio.to_thread(sync_schedule, self.celery_app)
+            except Exception:  # noqa: BLE001 - a bad entry must not stop the worker's tasks
+                log.exception("the beat schedule could not be written; periodic tasks keep their old timing")
         signals.worker_ready.send(sender=worker)
         try:
             await asyncio.Event().wait()

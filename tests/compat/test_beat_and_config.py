@@ -148,3 +148,22 @@ def test_on_after_configure_can_add_periodic_tasks():
 def test_states_of_the_docs():
     assert states.READY_STATES == {"SUCCESS", "FAILURE", "REVOKED"}
     assert "STARTED" in states.UNREADY_STATES
+
+
+def test_config_from_a_module_attribute_with_a_namespace():
+    app = Celery("nsapp", set_as_current=False)
+    app.config_from_object("tests.compat.celeryconfig:DjangoSettings", namespace="CELERY")
+    assert app.conf.broker_url == "postgres://app@db/app"
+    assert app.conf.task_default_queue == "django-queue"
+    assert app.conf.beat_schedule["tick"]["schedule"] == 60.0
+
+
+def test_autodiscover_tasks_imports_each_packages_tasks_module():
+    import sys
+
+    sys.modules.pop("tests.compat.discover_me.tasks", None)
+    app = Celery("discovering", set_as_current=False)
+    app.autodiscover_tasks(["tests.compat.discover_me", "tests.compat"])  # the latter has no tasks module
+    assert "tests.compat.discover_me.tasks" not in sys.modules  # lazily, at finalize
+    app.finalize()
+    assert "tests.compat.discover_me.tasks" in sys.modules
