@@ -21,7 +21,8 @@ FINISHED = "('succeeded', 'failed', 'cancelled', 'expired')"
 
 @dataclasses.dataclass(frozen=True)
 class QueueSettings:
-    """A queue's runtime settings (``None``: the code's own setting applies)."""
+    """A queue's runtime settings (``None``: the code's own setting applies). An
+    open-ended pause reads as ``paused_until`` = ``datetime.max`` (Postgres' infinity)."""
 
     name: str
     concurrency: int | None
@@ -34,6 +35,11 @@ class QueueSettings:
     def paused(self) -> bool:
         """Paused as of when the row was read (an ``until`` may have passed since)."""
         return self.paused_until is not None
+
+    @property
+    def paused_until_resumed(self) -> bool:
+        """Paused with no end time."""
+        return self.paused_until is not None and self.paused_until.year == datetime.max.year
 
 
 @dataclasses.dataclass(frozen=True)

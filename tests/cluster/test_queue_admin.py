@@ -41,7 +41,8 @@ async def test_pause_stops_claims_until_resumed_and_running_jobs_finish(make_app
         assert (await busy.wait(5)).state is JobState.SUCCEEDED  # a pause does not stop running jobs
         await asyncio.sleep(0.6)  # more than a polling interval and a settings re-read
         assert (await waiting.get()).state is JobState.PENDING
-        assert (await admin.get("default")).paused
+        settings = await admin.get("default")
+        assert settings.paused and settings.paused_until_resumed
         resumed_at = datetime.now(timezone.utc)
         await admin.resume("default")
         record = await waiting.wait(5)
@@ -52,7 +53,9 @@ async def test_pause_until_a_time_ends_by_itself(make_app):
     app = await make_app(Queue("default", concurrency=4, polling_interval=0.2))
     admin = QueueAdmin(app)
     await admin.pause("default", until=timedelta(seconds=1))
-    paused_until = (await admin.get("default")).paused_until
+    settings = await admin.get("default")
+    assert settings.paused and not settings.paused_until_resumed
+    paused_until = settings.paused_until
     ref = await app.push(cluster_tasks.noop, 1)
     async with running_worker(app, **FAST):
         record = await ref.wait(10)
