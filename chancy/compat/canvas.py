@@ -22,7 +22,7 @@ from chancy.job import Job
 
 if TYPE_CHECKING:
     from chancy.compat.app.base import Celery
-    from chancy.compat.result import AsyncResult, GroupResult
+    from chancy.compat.result import AsyncResult
 
 
 class Signature(dict):
@@ -205,7 +205,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
         result, previous = None, None
-        for i, step in enumerate(self.clone(args, kwargs).tasks):
+        for step in self.clone(args, kwargs).tasks:
             result = step.apply((result.get(),) if result is not None else ())
             result.parent = previous
             previous = result

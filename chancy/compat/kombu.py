@@ -23,9 +23,10 @@ that has not heartbeaten for this long counts as dead, and its rows are recovere
 Chancy worker's — by any consumer's heartbeat thread or the Chancy cluster's leader).
 
 Routing: queues map 1:1 to Chancy queues; the default exchange and direct exchanges
-route by routing key. Fanout exchanges (remote control broadcast, ``inspect``) are not
-supported: run Celery workers with ``worker_enable_remote_control = False``, and without
-gossip/mingle (``--without-gossip --without-mingle``).
+route by routing key. Broadcasts (fanout) are not delivered to consumers: of the remote
+control commands only ``revoke`` works (it cancels the rows); ``inspect``, ``ping`` and
+the other ``control`` commands reach no worker. Run Celery workers without gossip and
+mingle (``--without-gossip --without-mingle``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ from chancy.errors import ConfigurationError
 from chancy.migrations import Names
 from chancy.plugins.sql import ClusterSQL
 from chancy.queues.pg import claim_steps
-from chancy.queues.sql import JobSQL, Statement, single
+from chancy.job import JobState
+from chancy.queues.sql import JobSQL, Statement, Steps, single
 from chancy.worker_sql import WorkerSQL
 
 log = logging.getLogger("chancy.compat.kombu")
@@ -59,6 +61,15 @@ log = logging.getLogger("chancy.compat.kombu")
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_CONSUMER_TIMEOUT = 60.0
 RECOVERY_BATCH = 500
+
+
+def revoke_steps(statements: JobSQL, job_id: uuid.UUID, terminate: bool) -> Steps:
+    """Cancel a job that has not started; a running one only with ``terminate`` (Chancy
+    workers then stop it; a Celery worker running it is not signalled)."""
+    record = yield statements.get(job_id)
+    if record is None or record.is_finished or (record.state is JobState.RUNNING and not terminate):
+        return False
+    return (yield statements.cancel(job_id))
 
 
 def _dsn_of(client: Any) -> str:
@@ -77,9 +88,32 @@ def _dsn_of(client: Any) -> str:
 class Channel(virtual.Channel):
     """A kombu channel whose queues are Chancy queues."""
 
-    supports_fanout = False
+    #: Fanout is accepted so that remote-control broadcasts reach :meth:`_put_fanout`;
+    #: only ``revoke`` is acted on there (see the module docstring).
+    supports_fanout = True
     do_restore = True
     connection: "Transport"
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: Any, queue: str) -> None:
+        """Fanout bindings are not stored: broadcasts are not delivered to consumers."""
+
+    def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
+        """A broadcast. ``revoke`` (``app.control.revoke``, ``AsyncResult.revoke``) cancels
+        the rows, which no worker then receives; other commands reach no worker."""
+        try:
+            command = protocol.decode_body(message, ["json"])
+        except protocol.InvalidMessage as exc:
+            log.warning("ignored a broadcast on %r that cannot be read: %s", exchange, exc)
+            return
+        if not isinstance(command, dict) or command.get("method") != "revoke":
+            log.info("remote control %r is not supported by the chancy transport; no worker receives it",
+                     command.get("method") if isinstance(command, dict) else command)
+            return
+        arguments = command.get("arguments") or {}
+        task_ids = arguments.get("task_id") or []
+        for task_id in [task_ids] if isinstance(task_ids, str) else task_ids:
+            self.connection.database.run(revoke_steps(
+                self.connection.job_sql, protocol.job_id_for(task_id), bool(arguments.get("terminate"))))
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         transport = self.connection

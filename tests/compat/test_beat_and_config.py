@@ -167,3 +167,10 @@ def test_autodiscover_tasks_imports_each_packages_tasks_module():
     assert "tests.compat.discover_me.tasks" not in sys.modules  # lazily, at finalize
     app.finalize()
     assert "tests.compat.discover_me.tasks" in sys.modules
+
+
+def test_get_task_logger_is_a_child_of_celery_task():
+    from chancy.compat.utils.log import get_task_logger
+
+    logger = get_task_logger("tests.compat.some_tasks")
+    assert logger.parent.name == "celery.task"

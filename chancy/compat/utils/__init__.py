@@ -1,0 +1,1 @@
+"""``celery.utils`` helpers that task modules import."""
