@@ -54,5 +54,5 @@ def background(args: list[str], cwd: str = HERE, env: dict[str, str] | None = No
 def stop(process: subprocess.Popen) -> tuple[int, str]:
     """SIGTERM, as a service manager would; the exit code and everything it printed."""
     process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=30)
+    out, _ = process.communicate(timeout=60)
     return process.returncode, out

@@ -15,7 +15,7 @@ def chancy(dsn: str) -> Callable[..., Result]:
     """``chancy(*args)`` runs the CLI with ``--dsn`` of this test's database appended to
     the command (``dsn=None`` leaves it out) and returns its exit code and output."""
 
-    def run(*args: str, dsn_arg: str | None = dsn, timeout: float = 60, stdin: str | None = None) -> Result:
+    def run(*args: str, dsn_arg: str | None = dsn, timeout: float = 90, stdin: str | None = None) -> Result:
         command = cli_command(*args, *(["--dsn", dsn_arg] if dsn_arg else []))
         done = subprocess.run(command, cwd=HERE, env=cli_env(), capture_output=True, text=True,
                               timeout=timeout, input=stdin)
