@@ -179,3 +179,10 @@ def test_forget_deletes_a_finished_result(worker, celery_app):
     assert result.get(timeout=10) == 2
     result.forget()
     assert celery_app.AsyncResult(result.id).state == states.PENDING
+
+
+def test_control_purge_deletes_waiting_tasks(celery_app):
+    waiting = [tasks.add.delay(i, i) for i in range(3)] + [tasks.add.apply_async((1, 1), countdown=600)]
+    assert celery_app.control.purge() == 4
+    assert all(celery_app.AsyncResult(r.id).state == states.PENDING for r in waiting)
+    assert all(celery_app.chancy.get_job_sync(r.id) is None for r in waiting)
