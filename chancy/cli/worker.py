@@ -22,8 +22,6 @@ from chancy.queues.pg import Queue
 from chancy.queues.sql import single
 from chancy.worker import Worker
 
-#: A worker id whose heartbeat is younger than this belongs to a live worker.
-LIVE_HEARTBEAT_AGE = 30.0
 POOLS = sorted(EXECUTOR_ALIASES)
 
 
@@ -111,7 +109,7 @@ def enable_beat(app: Chancy) -> None:
 
 def _check_unique_id(target: Target, worker_id: str) -> None:
     for row in target.run(single(AdminSQL(target.app.names).workers())):
-        if row["worker_id"] == worker_id and row["heartbeat_age"] < LIVE_HEARTBEAT_AGE:
+        if row["worker_id"] == worker_id and row["alive"]:
             raise CliError(
                 f"a worker named {worker_id!r} is already running on {row['hostname']} (pid {row['pid']}); "
                 "give this one another -n name", ExitCode.CONFLICT)
