@@ -138,3 +138,13 @@ async def test_overview_workers_and_leader(app, operator):
     [row] = workers
     assert row["worker_id"] == worker.worker_id and row["alive"] and row["heartbeat_age"] < 30 and row["leader"]
     assert set(row["queues"]) >= {"default", "emails"}
+
+
+async def test_paging_through_jobs_created_in_one_statement(app, operator):
+    refs = await app.push_many([Job(tasks.add, args=(i, i), queue="emails") for i in range(5)])
+    seen, page = [], {"older": ""}
+    while page["older"] is not None:
+        params = {"queue": "emails", "limit": 2, **({"older": page["older"]} if page["older"] else {})}
+        page = (await operator.get("/api/jobs", params=params)).json()
+        seen += [j["id"] for j in page["jobs"]]
+    assert sorted(seen) == sorted(str(r.id) for r in refs) and len(seen) == 5
