@@ -118,3 +118,16 @@ async def test_prometheus_metrics(app, viewer):
     assert _sample(text, "chancy_queue_paused", queue="default") == 0
     again = (await viewer.get("/metrics")).text  # counted once, not again on the next scrape
     assert _sample(again, "chancy_jobs_finished_total", queue="default", state="succeeded") == 2
+
+
+async def test_page_links_follow_the_filter_and_cursor(app, viewer):
+    import html
+
+    refs = [await app.push(Job(tasks.add, args=(i, i), queue="emails")) for i in range(3)]
+    first = await viewer.get("/jobs", params={"queue": "emails", "limit": 2})
+    older = html.unescape(re.search(r'<a rel="next" href="([^"]+)"', first.text).group(1))
+    second = await viewer.get(older)
+    assert second.status_code == 200 and str(refs[0].id) in second.text and str(refs[2].id) not in second.text
+    newer = html.unescape(re.search(r'<a rel="prev" href="([^"]+)"', second.text).group(1))
+    back = await viewer.get(newer)
+    assert str(refs[2].id) in back.text and str(refs[1].id) in back.text and str(refs[0].id) not in back.text
