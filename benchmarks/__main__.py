@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> Run:
         asyncio.run(run_parts(run, parts))
     print()
     print(run.table())
+    print("load average at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     path = run.write_json(args.results, env)
     print(f"\nJSON: {path}")
     return run

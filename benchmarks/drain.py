@@ -13,6 +13,7 @@ import psycopg
 from benchmarks import tasks
 from benchmarks.harness import FigureSpec, Run, rate
 from benchmarks.process import chancy_worker, cpu_seconds, rss_mib, wait_until_empty
+from benchmarks.raw import claim100_key
 from chancy import Chancy, Job, Queue
 
 CORES = os.cpu_count() or 1
@@ -140,9 +141,10 @@ async def measure(run: Run) -> None:
 
     await run.measure(specs, memory)
     for n in run.sizes.drain:
-        run.ratio(f"drain {n:,} asyncio / raw claim-100", drain_key("asyncio", n), "raw.claim100", at_least=0.8)
-    for n in run.sizes.process_drain:
-        run.ratio(f"drain {n:,} process / raw claim-100", drain_key("process", n), "raw.claim100")
+        run.ratio(f"drain {n:,} asyncio / raw claim-100 of {n:,}", drain_key("asyncio", n), claim100_key(n),
+                  at_least=0.8)
+    for n in set(run.sizes.process_drain) & set(run.sizes.drain):
+        run.ratio(f"drain {n:,} process / raw claim-100 of {n:,}", drain_key("process", n), claim100_key(n))
     run.ratio("drain beside a big table / drain on an empty one", "chancy.drain_scaled",
               drain_key("asyncio", first), at_least=0.95)
     run.ratio("idle RSS with scheduled jobs / with none", "chancy.rss_scheduled", "chancy.rss_empty",

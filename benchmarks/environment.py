@@ -56,6 +56,7 @@ def describe(dsn: str, server: str) -> dict[str, Any]:
         "packages": {name: v for name in PACKAGES if (v := _version(name))},
         "server": server,
         "postgres": settings,
+        "load_average_at_start": os.getloadavg(),
     }
 
 
@@ -68,4 +69,7 @@ def summary(env: dict[str, Any]) -> str:
             f"postgres {pg['server_version']} ({env['server']}): fsync={pg['fsync']} "
             f"synchronous_commit={pg['synchronous_commit']} full_page_writes={pg['full_page_writes']} "
             f"shared_buffers={pg['shared_buffers']}\n"
-            f"chancy commit {env['chancy_commit']}")
+            f"chancy commit {env['chancy_commit']}\n"
+            f"load average at start: {', '.join(f'{x:.2f}' for x in env['load_average_at_start'])}"
+            + ("  (WARNING: the machine is busy; figures will be noisy)"
+               if env["load_average_at_start"][0] > 0.5 * (env["machine"]["cores"] or 1) else ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import statistics
 import time
 import uuid
@@ -26,7 +27,6 @@ class Sizes:
     insert_loop: int  # single-row inserts / .delay() calls / awaited pushes
     bulk: int  # rows per multi-row INSERT, COPY and push_many
     claim_one: int  # jobs drained one at a time by the raw baseline
-    claim_batch: int  # jobs drained 100 at a time by the raw baseline
     drain: tuple[int, ...]  # jobs pre-enqueued per drain measurement
     process_drain: tuple[int, ...]
     latency_seconds: float  # seconds of pushing at latency_rate
@@ -40,15 +40,15 @@ class Sizes:
 
 SIZES = {
     "full": Sizes("full", repeat=3, insert_loop=3_000, bulk=50_000, claim_one=5_000,
-                  claim_batch=100_000, drain=(10_000, 100_000), process_drain=(10_000, 100_000),
+                  drain=(10_000, 100_000), process_drain=(10_000,),
                   latency_seconds=10.0, latency_rate=100.0, finished_rows=1_000_000,
                   scheduled_rows=100_000, memory_rows=1_000_000, memory_settle=5.0, peer_drain=10_000),
     "quick": Sizes("quick", repeat=3, insert_loop=1_000, bulk=10_000, claim_one=2_000,
-                   claim_batch=20_000, drain=(10_000,), process_drain=(2_000,),
+                   drain=(10_000,), process_drain=(2_000,),
                    latency_seconds=3.0, latency_rate=100.0, finished_rows=100_000,
                    scheduled_rows=10_000, memory_rows=100_000, memory_settle=3.0, peer_drain=5_000),
     "smoke": Sizes("smoke", repeat=1, insert_loop=50, bulk=200, claim_one=100,
-                   claim_batch=500, drain=(300,), process_drain=(50,),
+                   drain=(300,), process_drain=(50,),
                    latency_seconds=0.5, latency_rate=50.0, finished_rows=1_000,
                    scheduled_rows=200, memory_rows=1_000, memory_settle=0.5, peer_drain=100),
 }
@@ -177,7 +177,7 @@ class Run:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         path = directory / f"{stamp}-{environment.get('chancy_commit', 'unknown')[:10]}-{self.sizes.name}.json"
         path.write_text(json.dumps({
-            "environment": environment, "sizes": dataclasses.asdict(self.sizes),
+            "environment": {**environment, "load_average_at_end": os.getloadavg()}, "sizes": dataclasses.asdict(self.sizes),
             "figures": {key: fig.as_dict() for key, fig in self.figures.items()},
             "ratios": self.ratio_rows(), "limits": self.limit_rows(), "notes": self.notes,
         }, indent=2))
