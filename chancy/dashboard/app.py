@@ -280,13 +280,21 @@ def create_app(
         await console.set_concurrency(name, value)
         return f"Queue {name!r} concurrency set to {value or 'the code default'}"
 
+    async def rate_limit(request: Request, data: dict[str, Any]) -> str:
+        name = str(data.get("queue", ""))
+        limit = positive_number(data.get("limit"), "limit", int)
+        per = positive_number(data.get("per"), "per", float) or 1.0
+        await console.set_rate_limit(name, limit, per)
+        return f"Queue {name!r} rate limit " + (f"set to {limit} per {per:g}s" if limit else "removed")
+
     def api_action(run: Callable[[Request, dict[str, Any]], Awaitable[str]]) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> dict[str, Any]:
             return {"ok": True, "message": await run(request, await action_input(request))}
         return api(handler)
 
     actions = {f"/jobs/{{job_id}}/{name}": job_action(name) for name in job_actions}
-    actions.update({"/queues/pause": pause, "/queues/resume": resume, "/queues/concurrency": concurrency})
+    actions.update({"/queues/pause": pause, "/queues/resume": resume, "/queues/concurrency": concurrency,
+                    "/queues/rate_limit": rate_limit})
     routes = [
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login_form, methods=["POST"]),

@@ -121,6 +121,9 @@ class Console:
     async def set_concurrency(self, name: str, concurrency: int | None) -> None:
         await self.queue_admin.set_concurrency(name, concurrency)
 
+    async def set_rate_limit(self, name: str, limit: int | None, per: float) -> None:
+        await self.queue_admin.set_rate_limit(name, limit, per)
+
     # --- jobs ------------------------------------------------------------------------------------
     async def jobs(self, query: JobFilter) -> dict[str, Any]:
         """One page of jobs, newest first, with cursors that stay valid as jobs arrive."""

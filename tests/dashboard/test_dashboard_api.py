@@ -116,6 +116,15 @@ async def test_queues_pause_resume_and_concurrency(app, operator):
         refused = await operator.post("/api/queues/pause", json={"queue": "emails", "seconds": bad_seconds})
         assert refused.status_code == 400, bad_seconds
 
+    limited = await operator.post("/api/queues/rate_limit", json={"queue": "emails", "limit": 10, "per": 60})
+    assert limited.status_code == 200 and "10 per 60s" in limited.json()["message"]
+    assert ((await admin.get("emails")).rate_limit, (await admin.get("emails")).rate_period) == (10, 60.0)
+    queues = {q["name"]: q for q in (await operator.get("/api/queues")).json()["queues"]}
+    assert (queues["emails"]["rate_limit"], queues["emails"]["rate_period"]) == (10, 60.0)
+    assert (await operator.post("/api/queues/rate_limit", json={"queue": "emails", "limit": ""})).status_code == 200
+    assert (await admin.get("emails")).rate_limit is None
+    assert (await operator.post("/api/queues/rate_limit", json={"queue": "emails", "limit": 0})).status_code == 400
+
     bad = await operator.post("/api/queues/concurrency", json={"queue": "default", "concurrency": "lots"})
     assert bad.status_code == 400 and "whole number" in bad.json()["error"]
     assert (await operator.post("/api/queues/pause", json={"queue": ""})).status_code == 400
