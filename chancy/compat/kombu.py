@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from queue import Empty
 from typing import Any, Callable
 
@@ -61,6 +62,8 @@ log = logging.getLogger("chancy.compat.kombu")
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_CONSUMER_TIMEOUT = 60.0
 RECOVERY_BATCH = 500
+#: Celery's remote-control queues (``<node>.celery.pidbox``, ``<id>.reply.celery.pidbox``).
+PIDBOX_SUFFIX = ".pidbox"
 
 
 def revoke_steps(statements: JobSQL, job_id: uuid.UUID, terminate: bool) -> Steps:
@@ -127,6 +130,8 @@ class Channel(virtual.Channel):
             translation.job, translation.attempts, translation.error)))
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        if queue.endswith(PIDBOX_SUFFIX):  # remote-control queues: no rows ever go there
+            raise Empty()
         transport = self.connection
         transport.ensure_registered()
         records = transport.database.run(claim_steps(transport.job_sql, queue, transport.consumer_id, 1))
@@ -251,29 +256,41 @@ class Transport(virtual.Transport):
         self._registered_pid = os.getpid()
         self._stop = threading.Event()
         self._beat_thread = threading.Thread(
-            target=self._beat, args=(consumer, self._stop), name="chancy-kombu-heartbeat", daemon=True)
+            target=self._beat, args=(weakref.ref(self), consumer, self._stop), name="chancy-kombu-heartbeat",
+            daemon=True)
         self._beat_thread.start()
 
     def _heartbeat(self, consumer: str) -> Statement:
         return self.worker_sql.heartbeat(consumer, socket.gethostname(), os.getpid(), [], ["celery"], [],
                                          ttl=self.consumer_timeout)
 
-    def _beat(self, consumer: str, stop: threading.Event) -> None:
+    @staticmethod
+    def _beat(transport_ref: "weakref.ref[Transport]", consumer: str, stop: threading.Event) -> None:
         """Heartbeat, and recover rows of holders that stopped heartbeating: a fleet of
-        Celery workers alone (no Chancy worker, hence no leader) must still recover."""
-        database = ProcessConnection(self.dsn)
+        Celery workers alone (no Chancy worker, hence no leader) must still recover.
+        Holds the transport weakly: a transport dropped without being closed ends it."""
+        transport = transport_ref()
+        if transport is None:
+            return
+        database, interval = ProcessConnection(transport.dsn), transport.heartbeat_interval
+        deregister = transport.worker_sql.deregister(consumer)
+        del transport
         try:
-            while not stop.wait(self.heartbeat_interval):
+            while not stop.wait(interval):
+                transport = transport_ref()
+                if transport is None:
+                    return
                 try:
-                    database.run(single(self._heartbeat(consumer)))
-                    recovered = database.run(single(self.cluster_sql.recover(RECOVERY_BATCH)))
+                    database.run(single(transport._heartbeat(consumer)))
+                    recovered = database.run(single(transport.cluster_sql.recover(RECOVERY_BATCH)))
                     if recovered:
                         log.warning("recovered %d job(s) from stopped workers or consumers", len(recovered))
                 except psycopg.Error as exc:
                     log.warning("chancy transport heartbeat failed (%s)", exc)
+                del transport
         finally:
             try:
-                database.run(single(self.worker_sql.deregister(consumer)))
+                database.run(single(deregister))
             except psycopg.Error:
                 pass
             database.close()

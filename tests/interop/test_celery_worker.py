@@ -162,3 +162,17 @@ async def test_pickled_arguments_reach_a_pickle_celery_worker_as_sent(celery_app
     celery_worker(pool="solo", INTEROP_ACCEPT="pickle,json", C_FORCE_ROOT="1")  # CI runs as root
     sent = celery_app.tasks["interop.kinds"].apply_async(({1, 2}, (3, 4), b"x"), serializer="pickle")
     assert await _result(celery_app, sent.id) == ["set", "tuple", "bytes"]
+
+
+async def test_revoke_from_a_stock_celery_app_cancels_the_row(interop_dsn, celery_app, chancy_app):
+    """``app.control.revoke`` / ``AsyncResult.revoke`` is a broadcast; the transport turns it
+    into a cancel, so no worker of either kind ever receives the task."""
+    add = celery_app.tasks["interop.add"]
+    waiting = add.apply_async((1, 2), countdown=60)
+    also_waiting = add.apply_async((3, 4), countdown=60)
+    celery_app.control.revoke(waiting.id)
+    also_waiting.revoke()
+    for result in (waiting, also_waiting):
+        assert (await chancy_app.get_job(uuid.UUID(result.id))).state is JobState.CANCELLED
+        assert result.state == "REVOKED"
+    assert celery_app.control.inspect(timeout=0.2).ping() is None  # reaches no worker, as documented
