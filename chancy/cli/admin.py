@@ -14,9 +14,9 @@ import click
 from chancy import migrations
 from chancy.app import Chancy
 from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_version, target_options
-from chancy.cli.output import age, emit_json, safe_dsn, table, when
+from chancy.cli.output import age, emit_json, safe_dsn, span, table, when
 from chancy.errors import SerializationError
-from chancy.job import Job, JobState, Reference
+from chancy.job import FINISHED_STATES, Job, JobState, Reference
 from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL
 from chancy.queues.sql import single
 
@@ -234,15 +234,21 @@ async def _leader(app: Chancy) -> str | None:
 
 
 @click.command()
+@click.option("--since", "window", type=click.FloatRange(min=0, min_open=True), default=86400.0, show_default=True,
+              metavar="SECONDS", help="Count finished jobs of this recent window (live ones: all).")
+@click.option("--all", "count_all", is_flag=True, help="Count every finished job (reads them all: slow on big tables).")
 @target_options
 @json_option
-def status(target: Target, as_json: bool) -> None:
-    """Queues with their job counts by state, workers with their heartbeat age, the leader."""
+def status(target: Target, window: float, count_all: bool, as_json: bool) -> None:
+    """Queues with their job counts by state, workers with their heartbeat age, the leader.
+
+    Live jobs (pending, scheduled, running, retrying) are all counted; finished ones
+    (succeeded, failed, cancelled, expired) for the last --since seconds, or --all."""
     from chancy.plugins.queues import QueueAdmin
 
     target.require_schema()
     admin = AdminSQL(target.app.names)
-    counts = target.run(single(admin.counts()))
+    counts = target.run(single(admin.counts(None if count_all else window)))
     declared = QueueAdmin(target.app).list_sync()
     paused = {s.name for s in declared if s.paused}
     workers = target.run(single(admin.workers()))
@@ -250,10 +256,14 @@ def status(target: Target, as_json: bool) -> None:
     queues = [{"queue": name, "paused": name in paused, **{s: counts.get(name, {}).get(s, 0) for s in STATE_COLUMNS}}
               for name in sorted(set(counts) | {s.name for s in declared})]
     if as_json:
-        emit_json({"queues": queues, "workers": workers, "leader": leader})
+        emit_json({"queues": queues, "workers": workers, "leader": leader,
+                   "finished_window_seconds": None if count_all else window})
         return
     if queues:
-        click.echo(table(["queue", "paused", *STATE_COLUMNS],
+        finished = {s.value for s in FINISHED_STATES}
+        suffix = "" if count_all else f" ({span(window)})"
+        headers = [state + (suffix if state in finished else "") for state in STATE_COLUMNS]
+        click.echo(table(["queue", "paused", *headers],
                          [[q["queue"], "yes" if q["paused"] else "-", *(q[s] for s in STATE_COLUMNS)] for q in queues]))
     else:
         click.echo("no jobs yet")

@@ -59,6 +59,14 @@ def age(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def span(seconds: float) -> str:
+    """A window length the way people say it: ``24h``, ``90m``, ``45s``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def safe_dsn(dsn: str) -> str:
     """The DSN with its password masked, fit to print."""
     if "password" not in psycopg.conninfo.conninfo_to_dict(dsn):

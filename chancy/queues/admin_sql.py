@@ -37,8 +37,22 @@ class AdminSQL:
         self.names = names
         f = names.fields()
         self._table_exists = sql.SQL("SELECT to_regclass(%(name)s) IS NOT NULL")
+        # Live rows through their partial indexes (one branch per index, with its exact
+        # predicate: a single IN () is planned as a full scan); finished ones only within
+        # the window, through the index on completed_at. Millions of old rows cost nothing.
         self._counts = sql.SQL(
-            "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state ORDER BY queue, state"
+            """
+            SELECT queue, state, count(*) FROM {jobs} WHERE state = 'pending' GROUP BY queue, state
+            UNION ALL
+            SELECT queue, state, count(*) FROM {jobs} WHERE state IN ('scheduled', 'retrying') GROUP BY queue, state
+            UNION ALL
+            SELECT queue, state, count(*) FROM {jobs} WHERE state = 'running' GROUP BY queue, state
+            UNION ALL
+            SELECT queue, state, count(*) FROM {jobs}
+            WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired')
+              AND (%(window)s::float8 IS NULL OR completed_at >= now() - make_interval(secs => %(window)s::float8))
+            GROUP BY queue, state
+            """
         ).format(**f)
         self._workers = sql.SQL(
             """
@@ -86,8 +100,9 @@ class AdminSQL:
         """Whether ``<prefix><suffix>`` exists (e.g. tables of a later migration)."""
         return Statement(self._table_exists, {"name": self.names.prefix + suffix}, lambda rows: rows[0][0])
 
-    def counts(self) -> Statement:
-        """``{queue: {state: count}}`` over every job row."""
+    def counts(self, finished_within: float | None = None) -> Statement:
+        """``{queue: {state: count}}``: every live job, and the jobs finished in the last
+        ``finished_within`` seconds (None: ever)."""
 
         def by_queue(rows: list[tuple]) -> dict[str, dict[str, int]]:
             result: dict[str, dict[str, int]] = {}
@@ -95,7 +110,7 @@ class AdminSQL:
                 result.setdefault(queue, {})[state] = count
             return result
 
-        return Statement(self._counts, {}, by_queue)
+        return Statement(self._counts, {"window": finished_within}, by_queue)
 
     def workers(self) -> Statement:
         keys = WorkerRow.__annotations__.keys()
