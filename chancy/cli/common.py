@@ -65,6 +65,9 @@ def translated_errors() -> Iterator[None]:
         raise CliError("interrupted", ExitCode.INTERRUPTED) from None
     except SchemaOutOfDateError as exc:
         raise CliError(str(exc), ExitCode.SCHEMA_OUT_OF_DATE) from None
+    except psycopg.errors.UndefinedTable as exc:
+        raise CliError(f"{exc.diag.message_primary}: the schema is not migrated (wrong --prefix?); "
+                       "run `chancy migrate`", ExitCode.SCHEMA_OUT_OF_DATE) from None
     except (DatabaseUnavailableError, psycopg.OperationalError) as exc:
         raise CliError(str(exc).strip(), ExitCode.DATABASE_UNAVAILABLE) from None
     except ConfigurationError as exc:

@@ -37,6 +37,8 @@ def test_migrate_dry_run_changes_nothing_then_migrate_and_status(chancy):
     assert before.code == 5, before.err
     assert before.json()["current"] == 0 and before.json()["pending"]
     assert chancy("status").code == 5  # read commands refuse an unmigrated database
+    unmigrated_push = chancy("push", "cli_tasks.add", "--args", "[1, 2]")
+    assert unmigrated_push.code == 5 and "run `chancy migrate`" in unmigrated_push.err
 
     dry = chancy("migrate", "--dry-run")
     assert dry.code == 0 and 'CREATE TABLE "chancy_jobs"' in dry.out
