@@ -288,6 +288,20 @@ class GroupResult:
         for result in self.results:
             result.revoke(terminate=terminate, signal=signal)
 
+    def save(self, backend: Any = None) -> "GroupResult":
+        """Nothing to write: every member row already records its group and position."""
+        return self
+
+    @classmethod
+    def restore(cls, id: str, backend: Any = None, app: "Celery | None" = None) -> "GroupResult | None":
+        """The group of that id, rebuilt from its members' rows (None if it has none)."""
+        from chancy.compat import rows
+        from chancy.compat.local import get_current_app
+
+        app = app or get_current_app()
+        members = rows.group_member_ids(app.chancy, id)
+        return cls(id, [AsyncResult(m, app=app) for m in members], app=app) if members else None
+
     def forget(self) -> None:
         for result in self.results:
             result.forget()

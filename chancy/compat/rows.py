@@ -33,6 +33,10 @@ class CompatSQL:
         self._children = sql.SQL(
             "SELECT id FROM {jobs} WHERE meta->'celery'->>'parent_id' = %(id)s ORDER BY id"
         ).format(**f)
+        self._group_members = sql.SQL(
+            "SELECT id, meta->'celery'->>'task_id' FROM {jobs} WHERE meta->'celery'->>'group' = %(group)s "
+            "ORDER BY (meta->'celery'->>'group_index')::int, id"
+        ).format(**f)
         self._forget = sql.SQL(
             "DELETE FROM {jobs} WHERE id = %(id)s AND state IN ('succeeded', 'failed', 'cancelled', 'expired')"
         ).format(**f)
@@ -42,6 +46,10 @@ class CompatSQL:
 
     def children(self, task_id: str) -> Statement:
         return Statement(self._children, {"id": task_id}, lambda rows: [row[0] for row in rows])
+
+    def group_members(self, group_id: str) -> Statement:
+        return Statement(self._group_members, {"group": group_id},
+                         lambda rows: [task_id or str(job_id) for job_id, task_id in rows])
 
     def forget(self, job_id: uuid.UUID) -> Statement:
         return Statement(self._forget, {"id": job_id})
@@ -67,3 +75,8 @@ def children_ids(app: "Chancy", task_id: str) -> list[uuid.UUID]:
 
 def forget(app: "Chancy", task_id: str) -> None:
     _run(app, statements(app.names.prefix).forget(job_id_for(task_id)))
+
+
+def group_member_ids(app: "Chancy", group_id: str) -> list[str]:
+    """Task ids of a group's members, in group order (each row records its group)."""
+    return _run(app, statements(app.names.prefix).group_members(group_id))

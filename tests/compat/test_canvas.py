@@ -145,3 +145,14 @@ def test_group_options_apply_to_members_without_their_own(celery_app):
     res = group(tasks.add.s(1, 1), tasks.add.s(2, 2).set(queue="own")).apply_async(queue="bulk", priority=4)
     records = [celery_app.chancy.get_job_sync(r.id) for r in res]
     assert [(r.queue, r.priority) for r in records] == [("bulk", 4), ("own", 4)]
+
+
+def test_group_result_restore_from_the_rows(worker, celery_app):
+    from chancy.compat.result import GroupResult
+
+    res = group(tasks.add.s(i, i) for i in range(5)).delay()
+    res.save()
+    restored = GroupResult.restore(res.id, app=celery_app)
+    assert [r.id for r in restored] == [r.id for r in res]
+    assert restored.get(timeout=10) == [0, 2, 4, 6, 8]
+    assert GroupResult.restore("no-such-group", app=celery_app) is None
