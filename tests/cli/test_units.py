@@ -1,4 +1,5 @@
-"""In-process parts of the CLI: finding ``-A`` apps, ``-c``/``-P`` queue overrides, log lines."""
+"""In-process parts of the CLI: finding ``-A`` apps, ``-c``/``-P`` queue overrides, log
+lines, the progress line."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from chancy import Chancy, Queue, logs
 from chancy.cli.loading import find_app
+from chancy.cli.progress import Progress
 from chancy.cli.worker import ChildLimits, configure_queues
 from chancy.errors import ConfigurationError
 from chancy.executors.process import ProcessExecutor
@@ -110,3 +112,25 @@ def test_json_log_lines_carry_the_extra_fields():
     assert "filtered out" not in stream.getvalue()
     with pytest.raises(ValueError, match="not one of"):
         logs.setup("LOUD")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_redraws_on_a_terminal_and_throttles_elsewhere():
+    terminal = _Terminal()
+    progress = Progress("work ", 200, stream=terminal)
+    progress.update(50, {"done": 48, "failed": 2})
+    progress.update(200, {"done": 198, "failed": 2}, final=True)
+    first, second = terminal.getvalue().split("\r")[1:]
+    assert "[#######.....................] 50/200  25% | done 48 failed 2 |" in first
+    assert second.startswith("work  [############################] 200/200 100%") and second.endswith("\n")
+
+    log = io.StringIO()
+    plain = Progress("push ", 10, stream=log, plain_interval=3600)
+    for done in range(1, 11):
+        plain.update(done, final=done == 10)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("push  [##") and "10/10 100%" in lines[1]  # first and last only
