@@ -22,7 +22,7 @@ FINISHED = "('succeeded', 'failed', 'cancelled', 'expired')"
 @dataclasses.dataclass(frozen=True)
 class QueueSettings:
     """A queue's runtime settings (``None``: the code's own setting applies). An
-    open-ended pause reads as ``paused_until`` = ``datetime.max`` (Postgres' infinity)."""
+    open-ended pause (Postgres' infinity) reads as ``paused_until`` = 9999-12-31 UTC."""
 
     name: str
     concurrency: int | None
