@@ -8,6 +8,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 import warnings
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
@@ -126,6 +127,7 @@ class Celery:
         self.on_after_configure = signals.Signal("on_after_configure")
         self.on_after_finalize = signals.Signal("on_after_finalize")
         self._chancy: Chancy | None = None
+        self._chancy_lock = threading.RLock()
         self._pending_sources: list[tuple[Any, str | None]] = []
         self._autodiscover: list[tuple[Any, str]] = []
         self._periodic: list[tuple[Any, Any, dict[str, Any]]] = []
@@ -253,13 +255,14 @@ class Celery:
     @property
     def chancy(self) -> Chancy:
         """The :class:`chancy.Chancy` app behind this Celery app (built on first use)."""
-        if self._chancy is None:
-            self.finalize()
-            from chancy.compat.worker import cluster_plugins
+        with self._chancy_lock:  # web threads may all call .delay() first at once
+            if self._chancy is None:
+                self.finalize()
+                from chancy.compat.worker import cluster_plugins
 
-            self._chancy = Chancy(self.dsn, plugins=[*(Queue(name) for name in self.declared_queues()),
-                                                     *cluster_plugins(self)])
-        return self._chancy
+                self._chancy = Chancy(self.dsn, plugins=[*(Queue(name) for name in self.declared_queues()),
+                                                         *cluster_plugins(self)])
+            return self._chancy
 
     # --- tasks ---------------------------------------------------------------------------------
     @property
