@@ -41,7 +41,7 @@ def _server_kind(target: Target) -> str:
     if target.dsn:
         return "given (--dsn / CHANCY_DSN)"
     if target.app_spec:
-        return "the app's"
+        return "the app's configuration (the embedded server if it names none)"
     return "embedded (per-user server from chancy[embedded])"
 
 
