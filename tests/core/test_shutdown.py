@@ -30,6 +30,8 @@ async def test_sigterm_lets_running_jobs_finish_and_claims_nothing_new(app, dsn)
     worker = _start_worker(dsn, "thread")
     try:
         await eventually(lambda: _running(app, busy), timeout=20)
+        # The only slot is busy: `later` can run only if the draining worker claims
+        # again when the slot frees.
         later = await app.push(core_tasks.add, 1, 1)
         worker.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(worker.wait, 20)

@@ -8,7 +8,7 @@ from chancy import Chancy, Queue, Worker
 
 
 async def main(dsn: str, shutdown_timeout: float, executor: str) -> None:
-    app = Chancy(dsn, plugins=[Queue("default", concurrency=2, executor=executor)])
+    app = Chancy(dsn, plugins=[Queue("default", concurrency=1, executor=executor)])
     async with app:
         print("ready", flush=True)
         await Worker(app, shutdown_timeout=shutdown_timeout).start()
