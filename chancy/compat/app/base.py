@@ -286,8 +286,9 @@ class Celery:
             return existing
         base = base or self._base_task
         if options.get("rate_limit"):
-            warnings.warn(f"task {name}: rate_limit is not enforced by chancy.compat (see migration_guide.md)",
-                          UserWarning, stacklevel=3)
+            warnings.warn(f"task {name}: rate_limit is not enforced per task; route the task to its own queue "
+                          "and rate-limit that queue (chancy.plugins.queues.QueueAdmin.set_rate_limit, "
+                          "cluster-wide)", UserWarning, stacklevel=3)
         run = fun if bind else staticmethod(fun)
         attrs = {"app": self, "name": name, "run": run, "__wrapped__": fun, "__doc__": fun.__doc__,
                  "__module__": fun.__module__, "__qualname__": fun.__name__, "_decorated": True,
