@@ -430,8 +430,8 @@ class Worker:
                 log.info("queue %r: %s, concurrency %s", runner.queue.name,
                          f"paused until {paused_until:%Y-%m-%d %H:%M:%S}" if paused_until else "running",
                          cap or runner.executor.concurrency)
-            runner.paused_until, runner.concurrency_cap = paused_until, cap
-            runner.wake.set()
+                runner.paused_until, runner.concurrency_cap = paused_until, cap
+                runner.wake.set()
 
     async def _serve_declared(self, name: str) -> _QueueRunner:
         queue = PgQueue(name, concurrency=1, executor="asyncio")
@@ -530,9 +530,9 @@ def _log_start(record: JobRecord) -> None:
 
 
 def _log_outcome(record: JobRecord, transition: Transition) -> None:
-    duration = (time.time() - record.started_at.timestamp()) if record.started_at else 0.0
     level = logging.INFO if transition.state is JobState.SUCCEEDED else logging.WARNING
     if log.isEnabledFor(level):
+        duration = (time.time() - record.started_at.timestamp()) if record.started_at else 0.0
         error = f"{transition.error['type']}: {transition.error['message']}" if transition.error else None
         fields = {**_job_fields(record), "outcome": transition.state.value, "duration": round(duration, 6),
                   "error": error}

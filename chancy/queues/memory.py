@@ -188,6 +188,7 @@ class MemoryQueue(QueuePlugin):
 
     async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
         now = _now()
+        due_now = False
         with self._lock:
             for t in transitions:
                 record = self._rows.get(t.job_id)
@@ -205,3 +206,6 @@ class MemoryQueue(QueuePlugin):
                 )
                 if not retrying:
                     self._announce_done(t.job_id)
+                due_now = due_now or (retrying and (t.delay or 0) <= 0)
+        if due_now:
+            self._announce_push()

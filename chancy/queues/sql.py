@@ -284,10 +284,12 @@ class JobSQL:
                 FROM input i
                 WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
                   AND (i.attempt IS NULL OR j.attempts = i.attempt)
-                RETURNING j.id, j.state
+                RETURNING j.id, j.state, j.queue, i.delay
             )
-            SELECT id, CASE WHEN state <> 'retrying'
-                            THEN pg_notify(%(channel)s, id::text) END
+            -- Waiters hear of finished jobs; workers hear of retries that are due now, as
+            -- they would of a push, instead of finding them at their next poll.
+            SELECT id, CASE WHEN state <> 'retrying' THEN pg_notify(%(channel)s, id::text)
+                            WHEN delay <= 0 THEN pg_notify(%(pushed_channel)s, queue) END
             FROM updated
             """
         ).format(**f)
@@ -369,6 +371,7 @@ class JobSQL:
             "attempts": [t.attempt for t in transitions],
             "worker": worker_id,
             "channel": self.done_channel,
+            "pushed_channel": self.pushed_channel,
         }
         return Statement(self._write_back, params, lambda rows: {row[0] for row in rows})
 

@@ -201,3 +201,14 @@ async def test_get_unknown_job(app):
 async def _in_state(ref, state):
     record = await ref.get()
     return record if record.state is state else None
+
+
+async def test_immediate_retry_wakes_the_queue_instead_of_waiting_a_poll(make_app):
+    """A retry due at once is announced like a push; with a 30 s polling interval, a
+    second attempt within a few seconds proves the worker was woken."""
+    app = await make_app(Queue("default", concurrency=2, polling_interval=30))
+    async with running_worker(app):
+        await asyncio.sleep(0.5)  # let start-up wake-ups pass: only notifications remain
+        ref = await app.push(Job(core_tasks.retry_with_countdown, args=[0], max_attempts=2))
+        record = await ref.wait(timeout=4)
+    assert (record.state, record.attempts) == (JobState.SUCCEEDED, 2)

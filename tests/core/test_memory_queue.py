@@ -43,3 +43,11 @@ async def test_cancel_running_and_sync_wait(app):
         assert ref.wait_sync(timeout=5).state is JobState.CANCELLED
     with pytest.raises(TypeError, match="no transactions"):
         app.push_many_sync([Job(core_tasks.add, args=[1, 1])], connection=object())
+
+
+async def test_immediate_retry_wakes_the_worker():
+    app = Chancy(plugins=[MemoryQueue("default", concurrency=2, polling_interval=30)])
+    async with running_worker(app):
+        ref = await app.push(Job(core_tasks.retry_with_countdown, args=[0], max_attempts=2))
+        record = await ref.wait(timeout=4)
+    assert (record.state, record.attempts) == (JobState.SUCCEEDED, 2)
