@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING
 
 from chancy.errors import ConfigurationError
 from chancy.plugin import Plugin
+from chancy.job import JobState
 from chancy.plugins.sql import ClusterSQL
-from chancy.queues.sql import drive_async, single
+from chancy.queue import Transition
+from chancy.queues.sql import Steps, drive_async
+from chancy.worker import completion_hooks, with_follow_ups
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -54,13 +57,27 @@ class Recovery(Plugin):
                 log.warning("recovery failed (%s); retrying in %.1fs", exc, self.interval)
 
 
+def recover_steps(app: "Chancy", statements: ClusterSQL, batch: int) -> Steps:
+    """One recovery batch; jobs it fails for good get their completion hooks' follow-ups
+    (e.g. the rest of a workflow), as a worker's write-back would give them."""
+    recovered = yield statements.recover(batch)
+    failed = [job_id for job_id, state in recovered.items() if state == JobState.FAILED.value]
+    if failed and completion_hooks:
+        for record in (yield app.job_sql.get_many(failed)):
+            transition = Transition(record.id, JobState.FAILED, error=record.errors[-1])
+            follow_up = with_follow_ups(app, record, transition).follow_up
+            if follow_up is not None:
+                yield from follow_up()
+    return recovered
+
+
 async def recover(app: "Chancy", batch: int = 1000) -> int:
     """Recover every job held by an expired worker now; returns how many went back."""
     statements = ClusterSQL(app.names)
     total = 0
     while True:
-        async with app.connection() as conn:
-            recovered = await drive_async(conn, single(statements.recover(batch)))
+        async with app.connection() as conn, conn.transaction():
+            recovered = await drive_async(conn, recover_steps(app, statements, batch))
         for job_id, state in recovered.items():
             log.warning("job %s was running on a worker that stopped heartbeating; now %s", job_id, state)
         total += len(recovered)

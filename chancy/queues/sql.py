@@ -190,6 +190,7 @@ class JobSQL:
             "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s) AND state IN " + LIVE
         ).format(**f)
         self._get = sql.SQL("SELECT {cols} FROM {jobs} WHERE id = %(id)s").format(cols=cols, **f)
+        self._get_many = sql.SQL("SELECT {cols} FROM {jobs} WHERE id = ANY(%(ids)s)").format(cols=cols, **f)
         self._states = sql.SQL("SELECT id, state FROM {jobs} WHERE id = ANY(%(ids)s)").format(**f)
         # One statement claims up to `limit` jobs: the best runnable-now rows and the
         # earliest due scheduled/retrying rows, each read through its own partial index.
@@ -350,6 +351,9 @@ class JobSQL:
 
     def get(self, job_id: uuid.UUID) -> Statement:
         return Statement(self._get, {"id": job_id}, _first_record)
+
+    def get_many(self, job_ids: Sequence[uuid.UUID]) -> Statement:
+        return Statement(self._get_many, {"ids": list(job_ids)}, _records)
 
     def states(self, ids: Sequence[uuid.UUID]) -> Statement:
         return Statement(self._states, {"ids": list(ids)}, lambda rows: {r[0]: JobState(r[1]) for r in rows})
