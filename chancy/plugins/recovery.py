@@ -20,11 +20,10 @@ from chancy.job import JobState
 from chancy.plugins.sql import ClusterSQL
 from chancy.queue import Transition
 from chancy.queues.sql import Steps, drive_async
-from chancy.worker import completion_hooks, with_follow_ups
+from chancy.worker import Worker, completion_hooks, with_follow_ups
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
-    from chancy.worker import Worker
 
 log = logging.getLogger("chancy.recovery")
 
@@ -44,7 +43,7 @@ class Recovery(Plugin):
         self.interval = float(interval)
         self.batch = batch
 
-    async def run(self, worker: "Worker") -> None:
+    async def run(self, worker: Worker) -> None:
         while True:
             # Wait first: a leader elected after an outage gives the other workers one
             # interval to heartbeat again before it judges them dead.
