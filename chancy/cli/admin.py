@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import importlib.metadata
 import json
 import sys
@@ -19,6 +20,7 @@ from chancy.errors import SerializationError
 from chancy.job import FINISHED_STATES, Job, JobState, Reference
 from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL
 from chancy.queues.sql import single
+from chancy.task import Task
 
 STATE_COLUMNS = [s.value for s in JobState]
 WAITING_STATES = (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING)
@@ -151,11 +153,23 @@ def _json_arg(kind: type, example: str) -> Any:
     return convert
 
 
+def _template(name: str) -> Job:
+    """What a job of task ``name`` looks like by default: its ``@chancy.task`` options
+    (queue, priority, attempts, limits…) when this process can import it by that name."""
+    module_name, _, attr = name.rpartition(".")
+    try:
+        candidate = getattr(importlib.import_module(module_name), attr, None) if module_name else None
+    except ImportError:
+        candidate = None
+    return candidate.defaults if isinstance(candidate, Task) else Job(name)
+
+
 def _push_native(app: Chancy, task: str, args: list, kwargs: dict, options: dict[str, Any]) -> Reference:
     countdown = options.pop("countdown", None)
-    scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=countdown) if countdown else None
+    if countdown:
+        options["scheduled_at"] = datetime.now(timezone.utc) + timedelta(seconds=countdown)
     try:
-        job = Job(task, args=args, kwargs=kwargs, scheduled_at=scheduled_at, **options)
+        job = _template(task).with_options(args=args, kwargs=kwargs, **options)
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc), ExitCode.USAGE) from None
     return app.push_sync(job)
@@ -176,10 +190,12 @@ def _push_celery(celery_app: Any, task: str, args: list, kwargs: dict, options: 
 @click.argument("task")
 @click.option("--args", callback=_json_arg(list, '[1, "a"]'), metavar="JSON", help='Positional arguments, e.g. \'[1, "a"]\'.')
 @click.option("--kwargs", callback=_json_arg(dict, '{"x": 1}'), metavar="JSON", help='Keyword arguments, e.g. \'{"x": 1}\'.')
-@click.option("-Q", "--queue", help="Queue to push to [default: default; a Celery-style app routes as Celery does].")
-@click.option("--priority", type=int, help="Higher runs first [default: 0].")
+@click.option("-Q", "--queue", help="Queue to push to [default: the task's, else default; a Celery-style app "
+              "routes as Celery does].")
+@click.option("--priority", type=int, help="Higher runs first [default: the task's, else 0].")
 @click.option("--countdown", type=click.FloatRange(min=0), help="Run no sooner than this many seconds from now.")
-@click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts before it fails for good [default: 1].")
+@click.option("--max-attempts", type=click.IntRange(min=1),
+              help="Attempts before it fails for good [default: the task's, else 1].")
 @click.option("--unique-key", help="At most one live job per key: a duplicate returns the live job's id.")
 @click.option("--wait", "wait_timeout", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Wait this long for the job to finish; exit 0 only if it succeeded.")

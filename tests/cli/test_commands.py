@@ -82,8 +82,8 @@ def test_push_work_inspect_retry_cancel(migrated, worker):
     assert ok.code == 0, ok.err
     assert ok.json()["state"] == "succeeded" and ok.json()["result"] == 5
 
-    failed = chancy("push", "cli_tasks.explode", "--kwargs", '{"message": "boom-7"}', "--max-attempts", "2",
-                    "--wait", "30")
+    # No --max-attempts: the task's own @app.task(max_attempts=2) applies.
+    failed = chancy("push", "cli_tasks.explode", "--kwargs", '{"message": "boom-7"}', "--wait", "30")
     assert failed.code == 1
     job_id = failed.out.split()[1]
     shown = chancy("jobs", "show", job_id)
