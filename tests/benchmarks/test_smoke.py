@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from benchmarks.__main__ import main
+from benchmarks.report import markdown
 
 
 def test_suite_runs_at_smoke_size(pg_admin_dsn, tmp_path, capsys):
@@ -21,3 +22,5 @@ def test_suite_runs_at_smoke_size(pg_admin_dsn, tmp_path, capsys):
     saved = json.loads(result.read_text())
     assert saved["environment"]["machine"]["cores"] >= 1
     assert {row["label"] for row in saved["ratios"]} >= {"push_many / raw COPY", "drain 300 asyncio / raw claim-100 of 300"}
+    table = markdown(saved)
+    assert "| push_many / raw COPY |" in table and "| chancy: pickup latency p99 |" in table
