@@ -25,19 +25,31 @@ async def _running(app, ref):
     return (await ref.get()).state is JobState.RUNNING
 
 
-async def test_sigterm_lets_running_jobs_finish_and_claims_nothing_new(app, dsn):
-    busy = await app.push(core_tasks.sleep, 1.5)
-    worker = _start_worker(dsn, "thread")
+async def _signal_while_running(app, dsn, executor, busy, before_signal=None, after_signal=None):
+    """Start a worker, wait until ``busy`` runs, SIGTERM it: (exit code, output, what
+    ``before_signal`` returned)."""
+    worker = _start_worker(dsn, executor)
     try:
         await eventually(lambda: _running(app, busy), timeout=20)
-        # The only slot is busy: `later` can run only if the draining worker claims
-        # again when the slot frees.
-        later = await app.push(core_tasks.add, 1, 1)
+        before = await before_signal() if before_signal else None
         worker.send_signal(signal.SIGTERM)
+        if after_signal:
+            await after_signal(worker)
         code = await asyncio.to_thread(worker.wait, 20)
-        output = worker.stdout.read()
+        return code, worker.stdout.read(), before
     finally:
         worker.kill()
+
+
+async def test_sigterm_lets_running_jobs_finish_and_claims_nothing_new(app, dsn):
+    busy = await app.push(core_tasks.sleep, 1.5)
+
+    async def push_later():
+        # The only slot is busy: `later` can run only if the draining worker claims
+        # again when the slot frees.
+        return await app.push(core_tasks.add, 1, 1)
+
+    code, output, later = await _signal_while_running(app, dsn, "thread", busy, push_later)
     assert code == 0, output
     assert (await busy.get()).state is JobState.SUCCEEDED, output
     assert (await later.get()).state is JobState.PENDING, output
@@ -46,16 +58,12 @@ async def test_sigterm_lets_running_jobs_finish_and_claims_nothing_new(app, dsn)
 
 async def test_second_sigterm_stops_hard_and_the_job_goes_back(app, dsn):
     busy = await app.push(Job(core_tasks.sleep, args=[60], max_attempts=2))
-    worker = _start_worker(dsn, "process")
-    try:
-        await eventually(lambda: _running(app, busy), timeout=20)
-        worker.send_signal(signal.SIGTERM)
+
+    async def signal_again(worker):
         await asyncio.sleep(0.3)
         worker.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(worker.wait, 20)
-        output = worker.stdout.read()
-    finally:
-        worker.kill()
+
+    code, output, _ = await _signal_while_running(app, dsn, "process", busy, after_signal=signal_again)
     assert code == 0, output
     record = await busy.get()
     # Interrupted attempts count; with attempts left the job is retried, not lost.
