@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from psycopg import sql
 
 from chancy.migrations import Names
+from chancy.queues.admin_sql import AdminSQL
 from chancy.queues.sql import Statement
 
 FINISHED = "('succeeded', 'failed', 'cancelled', 'expired')"
@@ -51,15 +52,7 @@ class DashboardSQL:
     def __init__(self, names: Names) -> None:
         f = names.fields()
         done = names.channel("done")
-        # One branch per partial index of migration 1, each with that index's exact
-        # predicate, so counting live jobs never reads the finished ones.
-        waiting_age = "extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now()))::float8"
-        self._live_counts = sql.SQL(
-            "SELECT queue, 'pending', count(*), " + waiting_age + " FROM {jobs} WHERE state = 'pending' GROUP BY queue"
-            " UNION ALL SELECT queue, state, count(*), " + waiting_age + " FROM {jobs}"
-            " WHERE state IN ('scheduled', 'retrying') GROUP BY queue, state"
-            " UNION ALL SELECT queue, 'running', count(*), NULL FROM {jobs} WHERE state = 'running' GROUP BY queue"
-        ).format(**f)
+        self._admin = AdminSQL(names)
         # Jobs finished since %(start)s per bucket (its start, epoch seconds), queue and
         # state; read through the partial index on completed_at.
         self._finished_buckets = sql.SQL(
@@ -164,18 +157,9 @@ class DashboardSQL:
 
     # --- overview --------------------------------------------------------------------------
     def live_counts(self) -> Statement:
-        """``{queue: {state: count}}`` of live jobs and ``{queue: oldest waiting seconds}``."""
-
-        def shape(rows: list[tuple]) -> tuple[dict[str, dict[str, int]], dict[str, float]]:
-            counts: dict[str, dict[str, int]] = {}
-            oldest: dict[str, float] = {}
-            for queue, state, count, age in rows:
-                counts.setdefault(queue, {})[state] = count
-                if age is not None and state != "running":
-                    oldest[queue] = max(oldest.get(queue, 0.0), age)
-            return counts, oldest
-
-        return Statement(self._live_counts, {}, shape)
+        """``{queue: {state: count}}`` of live jobs and ``{queue: oldest waiting seconds}``
+        (the statement ``chancy status`` counts with too)."""
+        return self._admin.live_counts()
 
     def finished_buckets(self, start: datetime, bucket: float) -> Statement:
         """``[(bucket start epoch, queue, state, count)]`` of jobs finished since ``start``."""

@@ -38,17 +38,21 @@ class AdminSQL:
         f = names.fields()
         self._table_exists = sql.SQL("SELECT to_regclass(%(name)s) IS NOT NULL")
         # Live rows through their partial indexes (one branch per index, with its exact
-        # predicate: a single IN () is planned as a full scan); finished ones only within
-        # the window, through the index on completed_at. Millions of old rows cost nothing.
+        # predicate: a single IN () is planned as a full scan), with the age of the oldest
+        # due waiting job; finished ones only within the window, through the index on
+        # completed_at. Millions of old rows cost nothing.
+        waiting_age = "extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now()))::float8"
+        live = (
+            "SELECT queue, state, count(*), " + waiting_age + " FROM {jobs} WHERE state = 'pending' GROUP BY queue, state"
+            " UNION ALL SELECT queue, state, count(*), " + waiting_age + " FROM {jobs}"
+            " WHERE state IN ('scheduled', 'retrying') GROUP BY queue, state"
+            " UNION ALL SELECT queue, state, count(*), NULL FROM {jobs} WHERE state = 'running' GROUP BY queue, state"
+        )
+        self._live_counts = sql.SQL(live).format(**f)
         self._counts = sql.SQL(
-            """
-            SELECT queue, state, count(*) FROM {jobs} WHERE state = 'pending' GROUP BY queue, state
+            live + """
             UNION ALL
-            SELECT queue, state, count(*) FROM {jobs} WHERE state IN ('scheduled', 'retrying') GROUP BY queue, state
-            UNION ALL
-            SELECT queue, state, count(*) FROM {jobs} WHERE state = 'running' GROUP BY queue, state
-            UNION ALL
-            SELECT queue, state, count(*) FROM {jobs}
+            SELECT queue, state, count(*), NULL FROM {jobs}
             WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired')
               AND (%(window)s::float8 IS NULL OR completed_at >= now() - make_interval(secs => %(window)s::float8))
             GROUP BY queue, state
@@ -103,14 +107,12 @@ class AdminSQL:
     def counts(self, finished_within: float | None = None) -> Statement:
         """``{queue: {state: count}}``: every live job, and the jobs finished in the last
         ``finished_within`` seconds (None: ever)."""
+        return Statement(self._counts, {"window": finished_within}, lambda rows: _by_queue(rows)[0])
 
-        def by_queue(rows: list[tuple]) -> dict[str, dict[str, int]]:
-            result: dict[str, dict[str, int]] = {}
-            for queue, state, count in rows:
-                result.setdefault(queue, {})[state] = count
-            return result
-
-        return Statement(self._counts, {"window": finished_within}, by_queue)
+    def live_counts(self) -> Statement:
+        """``({queue: {state: count}}, {queue: oldest due waiting job's age in seconds})``
+        of the jobs not yet finished (what a live view polls)."""
+        return Statement(self._live_counts, {}, _by_queue)
 
     def workers(self) -> Statement:
         keys = WorkerRow.__annotations__.keys()
@@ -147,3 +149,15 @@ class AdminSQL:
             raise ValueError(f"cannot purge {refused} jobs: a worker holds them (cancel them instead)")
         params = {"states": [s.value for s in states], "queues": list(queues) if queues else None}
         return Statement(self._purge, params, lambda rows: {q: n for q, n in rows})
+
+
+def _by_queue(rows: list[tuple]) -> tuple[dict[str, dict[str, int]], dict[str, float]]:
+    """Rows of ``(queue, state, count, oldest waiting age)`` as counts per queue and
+    state, and the oldest age per queue."""
+    counts: dict[str, dict[str, int]] = {}
+    oldest: dict[str, float] = {}
+    for queue, state, count, waited in rows:
+        counts.setdefault(queue, {})[state] = count
+        if waited is not None:
+            oldest[queue] = max(oldest.get(queue, 0.0), waited)
+    return counts, oldest
