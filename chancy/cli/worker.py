@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 from typing import Any
 
@@ -16,7 +15,8 @@ from chancy.cli.common import CliError, ExitCode, Target, target_options
 from chancy.cli.loading import core_app
 from chancy.cli.output import safe_dsn
 from chancy.errors import ConfigurationError
-from chancy.queue import EXECUTOR_ALIASES, ExecutorFactory, QueuePlugin
+from chancy.executors.process import ChildLimits
+from chancy.queue import EXECUTOR_ALIASES, ExecutorFactory
 from chancy.queues.admin_sql import AdminSQL
 from chancy.queues.pg import Queue
 from chancy.queues.sql import single
@@ -25,31 +25,13 @@ from chancy.worker import Worker
 POOLS = sorted(EXECUTOR_ALIASES)
 
 
-@dataclasses.dataclass(frozen=True)
-class ChildLimits:
-    """``--max-tasks-per-child`` and ``--max-memory-per-child`` (KiB, as in Celery):
-    when a process-pool child is replaced."""
-
-    max_tasks: int | None = None
-    max_memory_kib: int | None = None
-
-    def __bool__(self) -> bool:
-        return self.max_tasks is not None or self.max_memory_kib is not None
-
-    def make_executor(self, queue: QueuePlugin) -> Any:
-        from chancy.executors.process import ProcessExecutor
-
-        return ProcessExecutor(queue, maximum_jobs_per_worker=self.max_tasks,
-                               maximum_memory_per_worker=self.max_memory_kib * 1024 if self.max_memory_kib else None)
-
-
 def executor_for(pool: str | None, limits: ChildLimits) -> ExecutorFactory | str | None:
     """The executor a ``-P`` pool name (and the per-child limits) stands for."""
     if limits:
         if pool is not None and EXECUTOR_ALIASES[pool] != EXECUTOR_ALIASES["process"]:
             raise click.UsageError("--max-tasks-per-child and --max-memory-per-child apply to the process "
                                    "pool (-P process)")
-        return limits.make_executor
+        return limits.executor
     return pool
 
 
@@ -92,11 +74,10 @@ def _worker_app(obj: Any, names: list[str] | None, concurrency: int | None, pool
         return app, configure_queues(app, names, concurrency, pool, limits)
     from chancy.compat import worker_app
 
-    if limits:
-        pool = pool or "process"
-    app = worker_app(obj, names, concurrency, pool)
-    # worker_app knows no per-child limits: give its queues a process executor that has them.
-    return app, configure_queues(app, names or list(app.queues), None, pool if limits else None, limits)
+    if limits and pool is not None:
+        executor_for(pool, limits)  # the same usage error as for a native app
+    app = worker_app(obj, names, concurrency, pool, limits)
+    return app, names or list(app.queues)
 
 
 def enable_beat(app: Chancy) -> None:

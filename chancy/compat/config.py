@@ -93,8 +93,6 @@ UNSUPPORTED_BECAUSE: dict[str, str] = {
     "result_chord_join_timeout": "chords are counted in the database, not joined",
     "worker_direct": "per-worker queues are not supported; route to a named queue instead",
     "result_expires": "finished rows are removed by the pruner plugin; give it a rule instead",
-    "worker_max_tasks_per_child": "pass --max-tasks-per-child to `chancy worker` instead",
-    "worker_max_memory_per_child": "pass --max-memory-per-child to `chancy worker` instead",
     "beat_scheduler": "schedules come from beat_schedule / add_periodic_task (stored in the database); "
                       "custom schedulers such as django-celery-beat's are not read",
 }

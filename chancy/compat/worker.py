@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
 from chancy.app import Chancy
 from chancy.compat import signals
 from chancy.compat.beat import sync_schedule
 from chancy.errors import ConfigurationError
+from chancy.executors.process import ChildLimits
 from chancy.plugin import Plugin
 from chancy.plugins.cron import Cron
 from chancy.plugins.leadership import Leadership
@@ -68,23 +70,42 @@ def _executor(pool: str | None) -> str | None:
                                  "(eventlet and gevent pools are not supported)") from None
 
 
+def child_limits(celery_app: "Celery", executor: str, given: ChildLimits = ChildLimits()) -> ChildLimits:
+    """The per-child limits of a worker: ``given`` (the worker's flags) over the app's
+    ``worker_max_tasks_per_child`` / ``worker_max_memory_per_child``. Only process-pool
+    children can be replaced: for another pool, given limits are an error and configured
+    ones are ignored with a warning (Celery ignores them there too)."""
+    conf = celery_app.conf
+    configured = ChildLimits(conf.worker_max_tasks_per_child, conf.worker_max_memory_per_child)
+    if executor == "process":
+        return given.or_else(configured)
+    if given:
+        raise ConfigurationError(f"max tasks/memory per child apply to the process pool, not the {executor} pool")
+    if configured:
+        warnings.warn(f"worker_max_tasks_per_child / worker_max_memory_per_child apply to the process pool "
+                      f"(-P process / prefork) only; the {executor} pool ignores them", UserWarning, stacklevel=3)
+    return ChildLimits()
+
+
 def worker_app(celery_app: "Celery", queues: Sequence[str] | None = None, concurrency: int | None = None,
-               pool: str | None = None) -> Chancy:
+               pool: str | None = None, limits: ChildLimits = ChildLimits()) -> Chancy:
     """The ready :class:`Chancy` to run ``celery_app``'s tasks: the named queues (declared
     on the fly, like Celery's ``-Q``; default: ``task_default_queue`` and ``task_queues``),
-    each with ``concurrency`` (default ``worker_concurrency``, else 1) and the executor of
-    ``pool`` (Celery names accepted; default ``worker_pool``)."""
+    each with ``concurrency`` (default ``worker_concurrency``, else 1), the executor of
+    ``pool`` (Celery names accepted; default ``worker_pool``) and, for the process pool,
+    the per-child ``limits`` (default: the app's ``worker_max_*_per_child``)."""
     conf = celery_app.conf
     chancy = celery_app.chancy
     names = list(queues or celery_app.declared_queues())
     concurrency = concurrency or conf.worker_concurrency or None
-    executor = _executor(pool or conf.worker_pool)
+    executor = _executor(pool or conf.worker_pool) or "process"
     if executor == "asyncio" and (pool or conf.worker_pool) == "solo":
         concurrency = 1
+    limits = child_limits(celery_app, executor, limits)
     for name in names:
         declared = chancy.queues.get(name)
         queue = Queue(name, concurrency=concurrency or (declared.concurrency if declared else 1),
-                      executor=executor or "process")
+                      executor=limits.executor if limits else executor)
         queue.bind(chancy)
         chancy.queues[name] = queue
     return chancy

@@ -39,6 +39,29 @@ class ChildDiedError(ChancyError):
     """The child process running a job died before it reported an outcome."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ChildLimits:
+    """When a child is replaced, in Celery's terms and units (``worker_max_tasks_per_child``,
+    ``worker_max_memory_per_child`` in KiB): after ``max_tasks`` jobs, or after a job that
+    leaves it above ``max_memory_kib`` resident. Bounds leaks in long-lived children."""
+
+    max_tasks: int | None = None
+    max_memory_kib: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.max_tasks is not None or self.max_memory_kib is not None
+
+    def or_else(self, other: "ChildLimits") -> "ChildLimits":
+        """These limits, each unset one taken from ``other``."""
+        return ChildLimits(self.max_tasks if self.max_tasks is not None else other.max_tasks,
+                           self.max_memory_kib if self.max_memory_kib is not None else other.max_memory_kib)
+
+    def executor(self, queue: "QueuePlugin") -> "ProcessExecutor":
+        """An executor factory for ``Queue(executor=limits.executor)``."""
+        return ProcessExecutor(queue, maximum_jobs_per_worker=self.max_tasks,
+                               maximum_memory_per_worker=self.max_memory_kib * 1024 if self.max_memory_kib else None)
+
+
 class ProcessExecutor(SlotExecutor):
     """Runs each job with :func:`execution.run_sync` in one of ``concurrency`` child processes.
 

@@ -22,3 +22,10 @@ def chancy(dsn: str) -> Callable[..., Result]:
         return Result(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+@pytest.fixture
+def migrated(chancy: Callable[..., Result]) -> Callable[..., Result]:
+    """``chancy`` on a migrated database."""
+    assert chancy("migrate").code == 0
+    return chancy

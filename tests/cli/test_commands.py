@@ -63,12 +63,6 @@ def test_unknown_app_is_a_configuration_error(chancy):
 
 
 @pytest.fixture
-def migrated(chancy):
-    assert chancy("migrate").code == 0
-    return chancy
-
-
-@pytest.fixture
 def worker(dsn):
     """A ``chancy worker -A cli_tasks`` subprocess, logging JSON lines."""
     with background(["worker", "-A", "cli_tasks", "-c", "2", "-P", "thread", "-n", "cli-test@%h",

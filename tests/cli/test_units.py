@@ -16,9 +16,9 @@ import pytest
 from chancy import Chancy, Queue, logs
 from chancy.cli.loading import find_app
 from chancy.cli.progress import Progress
-from chancy.cli.worker import ChildLimits, configure_queues
+from chancy.cli.worker import configure_queues
 from chancy.errors import ConfigurationError
-from chancy.executors.process import ProcessExecutor
+from chancy.executors.process import ChildLimits, ProcessExecutor
 
 
 @pytest.fixture
@@ -134,3 +134,20 @@ def test_progress_redraws_on_a_terminal_and_throttles_elsewhere():
         plain.update(done, final=done == 10)
     lines = log.getvalue().splitlines()
     assert len(lines) == 2 and lines[0].startswith("push  [##") and "10/10 100%" in lines[1]  # first and last only
+
+
+def test_celery_max_tasks_and_memory_per_child_configure_the_process_pool_only():
+    from chancy.compat import Celery, worker_app
+
+    celery_app = Celery("limits", broker="postgresql://x@localhost/db")
+    celery_app.conf.worker_max_tasks_per_child = 3
+    celery_app.conf.worker_max_memory_per_child = 4096
+    app = worker_app(celery_app, ["a"], 2, "prefork", ChildLimits(max_tasks=5))
+    executor = app.queues["a"].make_executor()
+    assert isinstance(executor, ProcessExecutor)  # the flag wins; the setting fills the rest
+    assert (executor.maximum_jobs_per_worker, executor.maximum_memory_per_worker) == (5, 4096 * 1024)
+    with pytest.warns(UserWarning, match="apply to the process pool"):
+        worker_app(celery_app, ["b"], 2, "threads")
+    assert not isinstance(app.queues["b"].make_executor(), ProcessExecutor)
+    with pytest.raises(ConfigurationError, match="not the thread pool"):
+        worker_app(celery_app, ["c"], 2, "threads", ChildLimits(max_tasks=1))
