@@ -86,6 +86,8 @@ class Chancy:
         self.connect_timeout = connect_timeout
         self.queues: dict[str, QueuePlugin] = {}
         self.plugins: list[Any] = []
+        #: The tasks registered with ``@app.task``, by name.
+        self.tasks: dict[str, Task] = {}
         for plugin in plugins:
             self.add_plugin(plugin)
         self._async_pool: AsyncConnectionPool | None = None

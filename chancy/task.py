@@ -50,6 +50,7 @@ class Task(Generic[P, R]):
         )
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
         execution.registry[self.name] = func
+        app.tasks[self.name] = self
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.defaults.queue!r}>"

@@ -1,10 +1,11 @@
 """Periodic jobs: cron expressions (``croniter``) and fixed intervals, stored in the
-database and fired by the leader.
+database and fired by the leader (and by ``chancy beat`` processes, if any run).
 
-Each firing is pushed exactly once, even when leadership changes hands: the leader locks
-the due schedule row, pushes the firing's job and advances ``next_fire_at`` in **one
-transaction**, and the advance only applies if ``next_fire_at`` is still what it read. A
-second would-be leader either skips the locked row or finds it advanced. The firing's job
+Each firing is pushed exactly once, even when leadership changes hands or a ``chancy
+beat`` process fires alongside the leader: whoever fires locks the due schedule row,
+pushes the firing's job and advances ``next_fire_at`` in **one transaction**, and the
+advance only applies if ``next_fire_at`` is still what it read. A second firer either
+skips the locked row or finds it advanced. The firing's job
 also carries ``unique_key = "cron:<name>:<fire time ISO>"``, so the key is visible to
 anyone inspecting jobs.
 
@@ -68,7 +69,12 @@ class Cron(Plugin):
             raise ConfigurationError(f"Cron catch_up must not be negative, got {catch_up!r}")
 
     async def run(self, worker: "Worker") -> None:
-        app = worker.app
+        await self.fire_forever(worker.app)
+
+    async def fire_forever(self, app: "Chancy") -> None:
+        """Fire due schedules until cancelled. Each tick is pushed once however many
+        processes do this at once (see the module docstring): the leader does, and so
+        does ``chancy beat``."""
         cluster_sql = ClusterSQL(app.names)
         while True:
             wait = self.interval
