@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from chancy.cli import admin, dashboard, demo, jobs, queues, worker
+from chancy.cli import admin, beat, dashboard, demo, inspection, jobs, queues, result, sending, worker
 from chancy.cli.common import EXIT_CODES_HELP, Target, translated_errors
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -35,7 +35,8 @@ def cli(ctx: click.Context, app_spec: str | None, dsn: str | None, prefix: str |
     ctx.obj = Target(app_spec=app_spec, dsn=dsn, prefix=prefix)
 
 
-for command in (worker.worker, admin.migrate, admin.push, admin.status, jobs.jobs, queues.queue, admin.purge, admin.info, demo.demo, dashboard.dashboard):
+for command in (worker.worker, beat.beat, admin.migrate, sending.push, sending.call, result.result,
+                inspection.inspect, admin.status, jobs.jobs, queues.queue, admin.purge, admin.info, demo.demo, dashboard.dashboard):
     cli.add_command(command)
 
 

@@ -1,14 +1,10 @@
-"""Day-to-day commands on the database: ``info``, ``migrate``, ``push``, ``status``, ``purge``."""
+"""Day-to-day commands on the database: ``info``, ``migrate``, ``status``, ``purge``."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import importlib.metadata
-import json
 import sys
-from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import click
 
@@ -16,23 +12,21 @@ from chancy import migrations
 from chancy.app import Chancy
 from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_version, target_options
 from chancy.cli.output import age, emit_json, safe_dsn, span, table, when
-from chancy.errors import SerializationError
-from chancy.job import FINISHED_STATES, Job, JobState, Reference
+from chancy.job import FINISHED_STATES, JobState
 from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL
 from chancy.queues.sql import single
-from chancy.task import Task
 
 STATE_COLUMNS = [s.value for s in JobState]
 WAITING_STATES = (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING)
 
 
 def split_queues(value: str | None) -> list[str] | None:
-    """``-Q a,b`` (Celery's form) as a list; None when not given."""
+    """``-Q a,b`` (Celery's comma-separated form, also for ``-d``) as a list; None when not given."""
     if not value:
         return None
     names = [name.strip() for name in value.split(",") if name.strip()]
     if not names:
-        raise click.BadParameter("give at least one queue name, e.g. -Q default,emails")
+        raise click.BadParameter("give at least one name, e.g. default,emails")
     return names
 
 
@@ -133,108 +127,6 @@ def migrate_status(target: Target, as_json: bool) -> None:
             click.echo(f"  pending: {m.version} {m.description}")
     if todo:
         sys.exit(ExitCode.SCHEMA_OUT_OF_DATE)
-
-
-# --- push --------------------------------------------------------------------------------
-
-
-def _json_arg(kind: type, example: str) -> Any:
-    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-        if value is None:
-            return kind()
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not valid JSON ({exc})") from None
-        if not isinstance(parsed, kind):
-            raise click.BadParameter(f"must be a JSON {kind.__name__}, e.g. {example}")
-        return parsed
-
-    return convert
-
-
-def _template(name: str) -> Job:
-    """What a job of task ``name`` looks like by default: its ``@chancy.task`` options
-    (queue, priority, attempts, limits…) when this process can import it by that name."""
-    module_name, _, attr = name.rpartition(".")
-    try:
-        candidate = getattr(importlib.import_module(module_name), attr, None) if module_name else None
-    except ImportError:
-        candidate = None
-    return candidate.defaults if isinstance(candidate, Task) else Job(name)
-
-
-def _push_native(app: Chancy, task: str, args: list, kwargs: dict, options: dict[str, Any]) -> Reference:
-    countdown = options.pop("countdown", None)
-    if countdown:
-        options["scheduled_at"] = datetime.now(timezone.utc) + timedelta(seconds=countdown)
-    try:
-        job = _template(task).with_options(args=args, kwargs=kwargs, **options)
-    except (ValueError, TypeError) as exc:
-        raise CliError(str(exc), ExitCode.USAGE) from None
-    return app.push_sync(job)
-
-
-def _push_celery(celery_app: Any, task: str, args: list, kwargs: dict, options: dict[str, Any]) -> Reference:
-    """``send_task``, so that the app's routing and task options apply as in Celery."""
-    unsupported = sorted(set(options) & {"max_attempts", "unique_key"})
-    if unsupported:
-        raise CliError(f"--{unsupported[0].replace('_', '-')} is not a Celery option: the task's own "
-                       "max_retries applies to a Celery-style app", ExitCode.USAGE)
-    result = celery_app.send_task(task, args, kwargs, **options)
-    record = celery_app.chancy.get_job_sync(result.id)  # where the app's routing put it
-    return Reference(celery_app.chancy, record.id, record.queue)
-
-
-@click.command()
-@click.argument("task")
-@click.option("--args", callback=_json_arg(list, '[1, "a"]'), metavar="JSON", help='Positional arguments, e.g. \'[1, "a"]\'.')
-@click.option("--kwargs", callback=_json_arg(dict, '{"x": 1}'), metavar="JSON", help='Keyword arguments, e.g. \'{"x": 1}\'.')
-@click.option("-Q", "--queue", help="Queue to push to [default: the task's, else default; a Celery-style app "
-              "routes as Celery does].")
-@click.option("--priority", type=int, help="Higher runs first [default: the task's, else 0].")
-@click.option("--countdown", type=click.FloatRange(min=0), help="Run no sooner than this many seconds from now.")
-@click.option("--max-attempts", type=click.IntRange(min=1),
-              help="Attempts before it fails for good [default: the task's, else 1].")
-@click.option("--unique-key", help="At most one live job per key: a duplicate returns the live job's id.")
-@click.option("--wait", "wait_timeout", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Wait this long for the job to finish; exit 0 only if it succeeded.")
-@target_options
-@json_option
-def push(target: Target, task: str, args: list, kwargs: dict, queue: str | None, priority: int | None,
-         countdown: float | None, max_attempts: int | None, unique_key: str | None,
-         wait_timeout: float | None, as_json: bool) -> None:
-    """Push one job running TASK (a registered name or an importable module.function).
-
-    Prints the job id (or, with --wait, the finished job)."""
-    given = {"queue": queue, "priority": priority, "countdown": countdown, "max_attempts": max_attempts,
-             "unique_key": unique_key}
-    options = {key: value for key, value in given.items() if value is not None}
-    obj = target.app_object
-    with target.app as app:
-        try:
-            if obj is app:
-                ref = _push_native(app, task, args, kwargs, options)
-            else:
-                ref = _push_celery(obj, task, args, kwargs, options)
-        except SerializationError as exc:
-            raise CliError(str(exc), ExitCode.USAGE) from None
-        if wait_timeout is None:
-            if as_json:
-                emit_json({"id": str(ref.id), "queue": ref.queue})
-            else:
-                click.echo(str(ref.id))
-            return
-        try:
-            record = ref.wait_sync(timeout=wait_timeout)
-        except TimeoutError:
-            raise CliError(f"job {ref.id} did not finish within {wait_timeout:g}s (it is still waiting or running)",
-                           ExitCode.FAILED) from None
-    from chancy.cli.jobs import print_job
-
-    print_job(record, as_json)
-    if record.state is not JobState.SUCCEEDED:
-        sys.exit(ExitCode.FAILED)
 
 
 # --- status ------------------------------------------------------------------------------

@@ -35,12 +35,12 @@ class ExitCode(enum.IntEnum):
 EXIT_CODES_HELP = """\b
 Exit codes:
   0    success
-  1    failure (an unexpected error; `push --wait`: the job did not succeed)
+  1    failure (an unexpected error; `push --wait`, `result`: the job did not succeed)
   2    usage error (unknown option, bad JSON, bad value)
   3    configuration error (bad DSN, -A app not found, no Postgres binaries)
   4    the database cannot be reached
   5    the schema is not migrated (run `chancy migrate`)
-  6    not found (no such job)
+  6    not found (no such job, task name, or live worker)
   7    conflict (the job's state does not allow that)
   130  interrupted (Ctrl-C)
 """
@@ -171,4 +171,4 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(func)
+    return click.option("-j", "--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(func)

@@ -99,3 +99,12 @@ def find_app(spec: str) -> Any:
     if core_app(obj) is None:
         raise ConfigurationError(f"-A {spec}: {obj!r} is neither a Chancy app nor a Celery app with .chancy")
     return obj
+
+
+def task_names(obj: Any) -> list[str]:
+    """The task names an app registers, sorted. A Celery-style app is finalized first
+    (its ``include``/``imports`` imported, its packages autodiscovered), as its worker
+    would be."""
+    app = core_app(obj)  # for a Celery-style app, building its core app finalizes it
+    assert app is not None
+    return sorted(app.tasks if obj is app else obj.tasks)

@@ -21,3 +21,17 @@ def pid() -> int:
     import os
 
     return os.getpid()
+
+
+@app.task
+def hold(path: str) -> str:
+    """Runs until ``path`` exists: a test holds a job running without sleeping for it."""
+    import os
+    import time
+
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return path

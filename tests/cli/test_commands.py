@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from chancy.cli import cli
 from cli_helpers import HERE, Result, background, cli_command, cli_env, stop
 
-COMMANDS = ["worker", "migrate", "push", "status", "jobs", "purge", "info", "demo"]
+COMMANDS = ["worker", "beat", "migrate", "push", "call", "result", "inspect", "status", "jobs", "purge", "info", "demo"]
 
 
 def test_help_documents_every_command_and_the_exit_codes(chancy):
@@ -27,7 +27,8 @@ def test_help_documents_every_command_and_the_exit_codes(chancy):
         assert f"  {command} " in result.out
     assert "Exit codes:" in result.out and "5    the schema is not migrated" in result.out
     runner = CliRunner()
-    for command in [*COMMANDS, "migrate status", "jobs list", "jobs show", "jobs retry", "jobs cancel"]:
+    for command in [*COMMANDS, "migrate status", "jobs list", "jobs show", "jobs retry", "jobs cancel",
+                    *(f"inspect {name}" for name in ("active", "scheduled", "reserved", "registered", "ping", "stats"))]:
         sub = runner.invoke(cli, [*command.split(), "--help"])
         assert sub.exit_code == 0 and "Usage: " in sub.output, (command, sub.output)
 

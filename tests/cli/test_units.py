@@ -139,7 +139,7 @@ def test_progress_redraws_on_a_terminal_and_throttles_elsewhere():
 def test_celery_max_tasks_and_memory_per_child_configure_the_process_pool_only():
     from chancy.compat import Celery, worker_app
 
-    celery_app = Celery("limits", broker="postgresql://x@localhost/db")
+    celery_app = Celery("limits", broker="postgresql://x@localhost/db", set_as_current=False)
     celery_app.conf.worker_max_tasks_per_child = 3
     celery_app.conf.worker_max_memory_per_child = 4096
     app = worker_app(celery_app, ["a"], 2, "prefork", ChildLimits(max_tasks=5))
