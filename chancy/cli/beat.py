@@ -21,7 +21,7 @@ import click
 from chancy import logs
 from chancy.app import Chancy
 from chancy.cli.common import Target, json_option, target_options
-from chancy.cli.output import emit_json, table, when
+from chancy.cli.output import print_listing, when
 from chancy.plugins.cron import Cron
 from chancy.plugins.sql import Schedule
 
@@ -39,15 +39,12 @@ def _schedule_dict(schedule: Schedule) -> dict[str, Any]:
 
 
 def _print_schedules(schedules: list[Schedule], as_json: bool) -> None:
-    if as_json:
-        emit_json([_schedule_dict(s) for s in schedules])
-        return
-    if not schedules:
-        click.echo("no schedules stored (beat_schedule is empty and nothing called Cron.schedule)")
-        return
-    click.echo(table(["schedule", "task", "timing", "next run", "last run"],
-                     [[s.name, s.job.func, _timing(s), when(s.next_fire_at) if s.enabled else "disabled",
-                       when(s.last_fired_at)] for s in schedules]))
+    print_listing(
+        schedules, as_json, to_json=_schedule_dict,
+        empty="no schedules stored (beat_schedule is empty and nothing called Cron.schedule)",
+        headers=["schedule", "task", "timing", "next run", "last run"],
+        row=lambda s: [s.name, s.job.func, _timing(s), when(s.next_fire_at) if s.enabled else "disabled",
+                       when(s.last_fired_at)])
 
 
 def _cron_of(app: Chancy) -> Cron:

@@ -9,7 +9,7 @@ from typing import Callable
 import click
 
 from chancy.cli.common import CliError, ExitCode, Target, json_option, target_options
-from chancy.cli.output import emit_json, job_dict, table, when
+from chancy.cli.output import emit_json, job_dict, print_listing, when
 from chancy.job import JobRecord, JobState
 from chancy.queues.admin_sql import AdminSQL
 from chancy.queues.sql import single
@@ -72,16 +72,11 @@ def list_jobs(target: Target, queues: tuple[str, ...], states: tuple[str, ...], 
     target.require_schema()
     statement = AdminSQL(target.app.names).list_jobs(
         queues=queues or None, states=[JobState(s) for s in states] or None, task=task, limit=limit)
-    records = target.run(single(statement))
-    if as_json:
-        emit_json([job_dict(r) for r in records])
-        return
-    if not records:
-        click.echo("no matching jobs")
-        return
-    rows = [[str(r.id), r.queue, r.func, r.state.value, f"{r.attempts}/{r.max_attempts}", r.priority,
-             when(r.created_at), (r.errors[-1].get("type", "") if r.errors else "")] for r in records]
-    click.echo(table(["id", "queue", "task", "state", "attempts", "priority", "created", "last error"], rows))
+    print_listing(
+        target.run(single(statement)), as_json, to_json=job_dict, empty="no matching jobs",
+        headers=["id", "queue", "task", "state", "attempts", "priority", "created", "last error"],
+        row=lambda r: [str(r.id), r.queue, r.func, r.state.value, f"{r.attempts}/{r.max_attempts}", r.priority,
+                       when(r.created_at), (r.errors[-1].get("type", "") if r.errors else "")])
 
 
 @jobs.command()

@@ -8,12 +8,14 @@ import enum
 import json
 import uuid
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import click
 import psycopg
 
 from chancy.job import JobRecord
+
+T = TypeVar("T")
 
 
 def _plain(value: Any) -> Any:
@@ -45,6 +47,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)).rstrip()
 
     return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])
+
+
+def print_listing(items: Sequence[T], as_json: bool, *, to_json: Callable[[T], Any], empty: str,
+                  headers: Sequence[str], row: Callable[[T], Sequence[Any]]) -> None:
+    """What every list command prints: JSON objects, or ``empty`` when there is nothing,
+    or a table of one row per item."""
+    if as_json:
+        emit_json([to_json(item) for item in items])
+    elif not items:
+        click.echo(empty)
+    else:
+        click.echo(table(headers, [row(item) for item in items]))
 
 
 def age(seconds: float | None) -> str:

@@ -8,7 +8,7 @@ from datetime import datetime
 import click
 
 from chancy.cli.common import CliError, ExitCode, Target, json_option, target_options
-from chancy.cli.output import emit_json, table, when
+from chancy.cli.output import print_listing, when
 from chancy.plugins.queues import QueueAdmin, QueueSettings
 
 
@@ -61,18 +61,11 @@ def queue() -> None:
 @json_option
 def list_queues(target: Target, as_json: bool) -> None:
     """Queues with runtime settings (a queue without any runs on its code's settings)."""
-    rows = _admin(target).list_sync()
-    if as_json:
-        emit_json([_settings_dict(s) for s in rows])
-        return
-    if not rows:
-        click.echo("no queue has runtime settings")
-        return
-    click.echo(table(
-        ["queue", "paused until", "concurrency", "rate limit"],
-        [[s.name, (when(_pause_end(s)) if _pause_end(s) else "until resumed") if s.paused else "-",
-          s.concurrency or "code's",
-          f"{s.rate_limit}/{s.rate_period:g}s" if s.rate_limit else "-"] for s in rows]))
+    print_listing(
+        _admin(target).list_sync(), as_json, to_json=_settings_dict, empty="no queue has runtime settings",
+        headers=["queue", "paused until", "concurrency", "rate limit"],
+        row=lambda s: [s.name, (when(_pause_end(s)) if _pause_end(s) else "until resumed") if s.paused else "-",
+                       s.concurrency or "code's", f"{s.rate_limit}/{s.rate_period:g}s" if s.rate_limit else "-"])
 
 
 @queue.command()
