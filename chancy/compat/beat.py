@@ -1,6 +1,6 @@
 """``beat_schedule`` / ``add_periodic_task`` run by the cluster's cron plugin: the
-leader fires each tick exactly once, so there is no separate beat process and no
-schedule file. Entries are stored as schedules named ``celery:<entry name>``; entries
+leader fires each tick exactly once, so no separate beat process is needed (``chancy
+beat`` runs one for deployments that keep it) and there is no schedule file. Entries are stored as schedules named ``celery:<entry name>``; entries
 removed from the configuration are unscheduled when the schedule is synced again."""
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ IGNORED_BECAUSE: dict[str, str] = {
     "event_": "AMQP event-queue settings", "security_": "message signing (rows are not messages)",
     "worker_": "worker tuning that the Chancy worker does not need (it has no prefetch, "
                "no timer, no broker connection)",
-    "beat_": "beat is the cluster's cron plugin: no schedule file, no separate process",
+    "beat_": "beat is the cluster's cron plugin: no schedule file, no separate process needed",
     "task_default_exchange": "exchanges do not exist: queues are names on job rows",
     "task_default_routing_key": "exchanges do not exist: queues are names on job rows",
     "task_default_delivery_mode": "every job row is durable",
