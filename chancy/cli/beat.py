@@ -79,7 +79,8 @@ def beat(target: Target, once: bool, loglevel: str, as_json: bool) -> None:
 
     Running it is optional: the workers' leader fires schedules already (every worker of
     a Celery-style app; a native app's workers with -B). Each tick is pushed once however
-    many processes fire, so a beat process next to them never doubles a job.
+    many processes fire, so a beat process next to them never doubles a job. It serves no
+    queue and takes no part in leadership: recovery and pruning stay with the workers.
 
     \b
     chancy beat -A proj           keep a beat container, as with celery beat
