@@ -204,6 +204,8 @@ class Chancy:
             self._async_pool = pool
 
     def open_sync(self) -> ConnectionPool:
+        if self._sync_pool is not None:  # every sync push asks: skip the lock once open
+            return self._sync_pool
         with self._sync_lock:
             if self._sync_pool is None:
                 self.connect_sync().close()
@@ -216,11 +218,15 @@ class Chancy:
                 self._sync_pool = pool
             return self._sync_pool
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def async_pool(self) -> AsyncConnectionPool:
+        """The async pool, opened on first use."""
         await self.open()
         assert self._async_pool is not None
-        async with self._async_pool.connection() as conn:
+        return self._async_pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with (await self.async_pool()).connection() as conn:
             yield conn
 
     @contextlib.contextmanager

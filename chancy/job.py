@@ -199,12 +199,18 @@ class Job:
 
     def with_options(self, **changes: Any) -> "Job":
         """A copy with some fields changed, e.g. ``job.with_options(priority=5)``."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        unknown = set(changes) - set(fields)
+        unknown = changes.keys() - _JOB_FIELDS
         if unknown:
-            raise TypeError(f"Job has no option(s) {sorted(unknown)}; valid: {sorted(fields)}")
-        fields.update(changes)
-        return Job(**fields)
+            raise TypeError(f"Job has no option(s) {sorted(unknown)}; valid: {sorted(_JOB_FIELDS)}")
+        return Job(**{**self.__dict__, **changes})
+
+    def with_arguments(self, args: tuple, kwargs: dict[str, Any]) -> "Job":
+        """A copy calling with these arguments, every other field already validated: what
+        each ``task.push(...)`` builds, so it skips :meth:`with_options`' checks. ``args``
+        and ``kwargs`` are taken as given (a call's own ``*args`` and ``**kwargs``)."""
+        job = object.__new__(Job)
+        job.__dict__.update(self.__dict__, args=args, kwargs=kwargs, meta=dict(self.meta))  # meta: not shared
+        return job
 
     def after(self, seconds: float) -> "Job":
         """A copy scheduled ``seconds`` from now."""
@@ -212,6 +218,9 @@ class Job:
 
     def limit(self, kind: Limit.Type) -> float | None:
         return next((lim.value for lim in self.limits if lim.type == kind), None)
+
+
+_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
 
 
 @dataclasses.dataclass(frozen=True)

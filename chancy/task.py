@@ -60,7 +60,7 @@ class Task(Generic[P, R]):
 
     def job(self, *args: Any, **kwargs: Any) -> Job:
         """A job running this task with these arguments and the task's defaults."""
-        return self.defaults.with_options(args=args, kwargs=kwargs)
+        return self.defaults.with_arguments(args, kwargs)
 
     async def push(self, *args: Any, **kwargs: Any) -> Reference:
         return await self.app.push(self.job(*args, **kwargs))

@@ -83,8 +83,12 @@ class Queue(QueuePlugin):
         """Drive ``steps`` on ``connection`` or a pooled one; ``atomic``: in one transaction
         (a savepoint inside the caller's)."""
         if connection is None:
-            async with self._app.connection() as conn:
+            pool = await self._app.async_pool()
+            conn = await pool.getconn()
+            try:
                 return await self._run(steps, conn, atomic=atomic)
+            finally:
+                await pool.putconn(conn)
         if not isinstance(connection, psycopg.AsyncConnection):
             raise TypeError("pass a psycopg.AsyncConnection to the async API (or use push_sync)")
         if not atomic:
@@ -94,8 +98,12 @@ class Queue(QueuePlugin):
 
     def _run_sync(self, steps: Steps, connection: Any = None, *, atomic: bool = False) -> Any:
         if connection is None:
-            with self._app.connection_sync() as conn:
+            pool = self._app.open_sync()
+            conn = pool.getconn()
+            try:
                 return self._run_sync(steps, conn, atomic=atomic)
+            finally:
+                pool.putconn(conn)
         if not isinstance(connection, psycopg.Connection):
             raise TypeError("pass a psycopg.Connection to the sync API (or await push)")
         if not atomic:

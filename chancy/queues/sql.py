@@ -8,7 +8,7 @@ import dataclasses
 import uuid
 from typing import Any, Callable, Generator, Sequence
 
-from psycopg import sql
+from psycopg import pq, sql
 
 from chancy import serialization
 from chancy.errors import SerializationError
@@ -56,7 +56,7 @@ def record_from_row(row: Sequence[Any]) -> JobRecord:
 class Statement:
     """One SQL statement with its parameters and what to make of the rows it returns."""
 
-    query: sql.Composable
+    query: sql.Composable | bytes  # bytes: composed once, ready to send
     params: dict[str, Any]
     mapper: Callable[[list[tuple]], Any] = lambda rows: rows
     copy_rows: Sequence[Sequence[Any]] | None = None  # rows for a ``COPY … FROM STDIN``
@@ -65,6 +65,13 @@ class Statement:
 #: An operation: a generator that yields statements, is sent each one's mapped rows,
 #: and returns its result. Written once, driven by either driver below.
 Steps = Generator[Statement, Any, Any]
+
+
+def _has_rows(cur: Any) -> bool:
+    """Whether the statement returned a result set (cheaper than ``cur.description``,
+    which builds a column object per field on every call)."""
+    result = cur.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
 
 
 def drive_sync(conn: Any, steps: Steps) -> Any:
@@ -78,7 +85,7 @@ def drive_sync(conn: Any, steps: Steps) -> Any:
                 statement = steps.send(None)
                 continue
             cur = conn.execute(statement.query, statement.params)
-            statement = steps.send(statement.mapper(cur.fetchall() if cur.description else []))
+            statement = steps.send(statement.mapper(cur.fetchall() if _has_rows(cur) else []))
     except StopIteration as stop:
         return stop.value
 
@@ -94,7 +101,7 @@ async def drive_async(conn: Any, steps: Steps) -> Any:
                 statement = steps.send(None)
                 continue
             cur = await conn.execute(statement.query, statement.params)
-            statement = steps.send(statement.mapper(await cur.fetchall() if cur.description else []))
+            statement = steps.send(statement.mapper(await cur.fetchall() if _has_rows(cur) else []))
     except StopIteration as stop:
         return stop.value
 
@@ -111,31 +118,71 @@ def _first_record(rows: list[tuple]) -> JobRecord | None:
     return record_from_row(rows[0]) if rows else None
 
 
-#: (parameter, column, type) of each pushed value, in the insert's order.
+#: (column, type, table default) of each pushed value, in the insert's order. The first
+#: three are always sent; any other column whose value is its table default for every job
+#: pushed is left out, so the statement (and the row of parameters or COPY data) names
+#: only what the jobs set: a plain ``task.push(x)`` sends 4 values, not 13.
 PUSHED = (
-    ("ids", "id", "uuid"), ("queues", "queue", "text"), ("funcs", "func", "text"),
-    ("args", "args", "jsonb"), ("kwargs", "kwargs", "jsonb"), ("priorities", "priority", "int"),
-    ("max_attempts", "max_attempts", "int"), ("scheduled_at", "scheduled_at", "timestamptz"),
-    ("expires_at", "expires_at", "timestamptz"), ("unique_keys", "unique_key", "text"),
-    ("limits", "limits", "jsonb"), ("backoffs", "backoff", "jsonb"), ("metas", "meta", "jsonb"),
+    ("id", "uuid", None), ("queue", "text", None), ("func", "text", None),
+    ("args", "jsonb", "[]"), ("kwargs", "jsonb", "{}"), ("priority", "int", 0),
+    ("max_attempts", "int", 1), ("scheduled_at", "timestamptz", None),
+    ("expires_at", "timestamptz", None), ("unique_key", "text", None), ("limits", "jsonb", "[]"),
+    ("backoff", "jsonb", None), ("meta", "jsonb", "{}"),
 )
+_ALWAYS = 3
+_OPTIONAL = tuple(range(_ALWAYS, len(PUSHED)))
+_SCHEDULED_AT = [column for column, _, _ in PUSHED].index("scheduled_at")
+_UNIQUE_KEY = [column for column, _, _ in PUSHED].index("unique_key")
 
 
 #: A push of at least this many jobs, none with a unique key or a schedule, is written with
 #: COPY (several times faster than the multi-row INSERT); such jobs are plainly pending,
 #: so no conflict handling and no database-clock decision is needed.
 COPY_MIN_JOBS = 1000
-_COPIED = [column for _, column, _ in PUSHED if column not in ("scheduled_at", "unique_key")]
+#: Rows of COPY data formatted per write: the server parses one chunk while the next is
+#: being formatted.
+COPY_CHUNK = 2000
 
 
-def _pushed_rows(many: bool) -> str:
-    """The jobs being pushed as rows: one array per column for many, plain scalars for
-    one (a push of one job is the common ``.delay()`` case, and 13 one-element arrays
-    cost several times more to send than 13 scalars)."""
-    if not many:
-        return "SELECT " + ", ".join(f"%({param})s::{kind} AS {column}" for param, column, kind in PUSHED)
-    arrays = ", ".join(f"%({param})b::{kind}[]" for param, _, kind in PUSHED)
-    return f"SELECT * FROM unnest({arrays}) AS t({', '.join(column for _, column, _ in PUSHED)})"
+def _sent(rows: Sequence[tuple]) -> tuple[int, ...]:
+    """Indexes (into :data:`PUSHED`) of the columns some job sets to a non-default value."""
+    if len(rows) == 1:
+        row = rows[0]
+        return tuple(range(_ALWAYS)) + tuple(i for i in _OPTIONAL if row[i] != PUSHED[i][2])
+    return tuple(range(_ALWAYS)) + tuple(
+        i for i in _OPTIONAL if any(row[i] != PUSHED[i][2] for row in rows))
+
+
+def _insert_query(jobs: sql.Identifier, channel: str, sent: tuple[int, ...], many: bool) -> bytes:
+    """``INSERT … VALUES`` of one job's parameters, or ``INSERT … SELECT … FROM unnest``
+    of one array per column for many, written from one column list. The notification is
+    part of ``RETURNING``: one statement, one round trip, no CTE to plan."""
+    columns = [PUSHED[i][0] for i in sent]
+    if many:
+        value = {c: sql.Identifier(c) for c in columns}
+        source = sql.SQL(" FROM unnest({}) AS t({})").format(
+            sql.SQL(", ").join(sql.SQL("{}::{}[]").format(sql.Placeholder(PUSHED[i][0], "b"), sql.SQL(PUSHED[i][1]))
+                               for i in sent),
+            sql.SQL(", ").join(map(sql.Identifier, columns)))
+    else:
+        value = {PUSHED[i][0]: sql.SQL("{}::{}").format(sql.Placeholder(PUSHED[i][0]), sql.SQL(PUSHED[i][1]))
+                 for i in sent}
+        source = sql.SQL("")
+    targets, values = list(columns), [value[c] for c in columns]
+    if "scheduled_at" in value:
+        at = value["scheduled_at"]
+        values[columns.index("scheduled_at")] = sql.SQL("COALESCE({}, now())").format(at)
+        targets.append("state")
+        values.append(sql.SQL("CASE WHEN {} > now() THEN 'scheduled' ELSE 'pending' END").format(at))
+    query = sql.SQL("INSERT INTO {jobs} ({targets}) {verb}{values}{close}{source}").format(
+        jobs=jobs, targets=sql.SQL(", ").join(map(sql.Identifier, targets)),
+        verb=sql.SQL("SELECT " if many else "VALUES ("), values=sql.SQL(", ").join(values),
+        close=sql.SQL("" if many else ")"), source=source)
+    if "unique_key" in value:
+        query += sql.SQL(" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN " + LIVE + " DO NOTHING")
+    query += sql.SQL(" RETURNING id, CASE WHEN state = 'pending' THEN pg_notify({}, queue) END").format(
+        sql.Literal(channel))
+    return query.as_bytes(None)
 
 
 class JobSQL:
@@ -155,36 +202,9 @@ class JobSQL:
         f = names.fields()
         cols = sql.SQL(RECORD_COLUMNS)
         j_cols = sql.SQL(", ".join(_qualify(c) for c in RECORD_COLUMNS.split(", ")))
-        self._insert = {
-            many: sql.SQL(
-                """
-            WITH input AS ("""
-                + _pushed_rows(many)
-                + """
-            ), inserted AS (
-                INSERT INTO {jobs} (id, queue, func, args, kwargs, priority, state,
-                                    max_attempts, scheduled_at, expires_at, unique_key,
-                                    limits, backoff, meta)
-                SELECT id, queue, func, args, kwargs, priority,
-                       CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'pending' END,
-                       max_attempts, COALESCE(scheduled_at, now()), expires_at, unique_key,
-                       limits, backoff, meta
-                FROM input
-                ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN """
-            + LIVE
-            + """
-                DO NOTHING
-                RETURNING id, queue, state
-            )
-            SELECT id, CASE WHEN state = 'pending'
-                            THEN pg_notify(%(channel)s, queue) END
-            FROM inserted
-            """
-            ).format(**f)
-            for many in (False, True)
-        }
-        self._copy = sql.SQL("COPY {jobs} ({columns}) FROM STDIN").format(
-            columns=sql.SQL(", ").join(map(sql.Identifier, _COPIED)), **f)
+        self._jobs = f["jobs"]
+        self._inserts: dict[tuple[tuple[int, ...], bool], bytes] = {}  # composed on first use
+        self._copies: dict[tuple[int, ...], sql.Composed] = {}
         self._notify_pushed = sql.SQL("SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS t(queue)")
         self._live_by_unique_key = sql.SQL(
             "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s) AND state IN " + LIVE
@@ -326,22 +346,30 @@ class JobSQL:
     # --- statement builders ----------------------------------------------------------
     def insert(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
         rows = [_pushed_values(job_id, job) for job_id, job in zip(ids, jobs)]
-        names = [param for param, _, _ in PUSHED]
-        many = len(rows) > 1
-        params: dict[str, Any] = dict(zip(names, map(list, zip(*rows)) if many else rows[0]))
-        params["channel"] = self.pushed_channel
-        return Statement(self._insert[many], params, lambda rows: {row[0] for row in rows})
+        sent, many = _sent(rows), len(rows) > 1
+        query = self._inserts.get((sent, many))
+        if query is None:
+            query = self._inserts[sent, many] = _insert_query(self._jobs, self.pushed_channel, sent, many)
+        if many:
+            params = {PUSHED[i][0]: [row[i] for row in rows] for i in sent}
+        else:
+            params = {PUSHED[i][0]: rows[0][i] for i in sent}
+        return Statement(query, params, _inserted_ids)
 
     @staticmethod
     def copyable(jobs: Sequence[Job]) -> bool:
         return len(jobs) >= COPY_MIN_JOBS and all(job.unique_key is None and job.scheduled_at is None for job in jobs)
 
     def copy(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
-        """COPY of :meth:`copyable` jobs; follow it with :meth:`notify_pushed`, in the same
-        transaction."""
-        kept = [i for i, (_, column, _) in enumerate(PUSHED) if column in _COPIED]
-        rows = [[values[i] for i in kept] for values in map(_pushed_values, ids, jobs)]
-        return Statement(self._copy, {}, copy_rows=rows)
+        """COPY of :meth:`copyable` jobs (of the columns they set); follow it with
+        :meth:`notify_pushed`, in the same transaction."""
+        rows = list(map(_pushed_values, ids, jobs))
+        sent = _sent(rows)
+        query = self._copies.get(sent)
+        if query is None:
+            query = self._copies[sent] = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                self._jobs, sql.SQL(", ").join(sql.Identifier(PUSHED[i][0]) for i in sent))
+        return Statement(query, {}, copy_rows=[[row[i] for i in sent] for row in rows])
 
     def notify_pushed(self, queues: Sequence[str]) -> Statement:
         return Statement(self._notify_pushed, {"channel": self.pushed_channel, "queues": list(queues)})
@@ -385,6 +413,10 @@ class JobSQL:
 
     def requeue(self, job_id: uuid.UUID) -> Statement:
         return Statement(self._requeue, {"id": job_id, "channel": self.pushed_channel}, lambda rows: bool(rows))
+
+
+def _inserted_ids(rows: list[tuple]) -> set[uuid.UUID]:
+    return {row[0] for row in rows}
 
 
 def _qualify(column: str) -> str:

@@ -154,3 +154,59 @@ async def test_a_worker_listens_for_completions_only_once_someone_waits(dsn):
 
 async def _double(x: int) -> int:
     return 2 * x
+
+
+class CountingConnection(psycopg.Connection):
+    """Counts the statements sent (each ``execute`` is one round trip)."""
+
+    sent: list[bytes]
+
+    def execute(self, query, params=None, **kwargs):
+        self.sent.append(query if isinstance(query, (bytes, str)) else query.as_bytes(self))
+        return super().execute(query, params, **kwargs)
+
+
+def _counting(dsn: str) -> CountingConnection:
+    conn = CountingConnection.connect(dsn, autocommit=True)
+    conn.sent = []
+    return conn
+
+
+async def test_a_push_is_one_prepared_round_trip_that_inserts_and_announces(dsn):
+    """Insert and NOTIFY are one statement; psycopg prepares it once it repeats."""
+    async with Chancy(dsn, plugins=[Queue("default")]) as app:
+        await app.migrate()
+        task = app.task(_double)
+        with _counting(dsn) as conn, psycopg.connect(dsn, autocommit=True) as listener:
+            listener.execute(f"LISTEN {app.job_sql.pushed_channel}")
+            refs = [app.push_many_sync([task.job(i)], connection=conn)[0] for i in range(8)]
+            assert len(conn.sent) == 8 and len(set(conn.sent)) == 1
+            assert b"pg_notify" in conn.sent[0] and b"WITH" not in conn.sent[0]
+            heard = list(listener.notifies(timeout=5, stop_after=1))
+            assert heard and heard[0].payload == "default"
+            prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO%'")
+            assert prepared.fetchone()[0] == 1
+        assert [(await ref.get()).args for ref in refs] == [(i,) for i in range(8)]
+
+
+def test_a_push_sends_only_the_columns_its_job_sets(dsn):
+    """Defaults are the table's: a plain call sends id, queue, func and args."""
+    from chancy.job import new_job_id
+
+    app = Chancy(dsn)
+    task = app.task(_double)
+    plain = app.job_sql.insert([task.job(1)], [new_job_id()])
+    assert set(plain.params) == {"id", "queue", "func", "args"}
+    assert b"ON CONFLICT" not in plain.query and b"CASE WHEN scheduled_at" not in plain.query
+    unique = app.job_sql.insert([task.job(1).with_options(unique_key="k", priority=2)], [new_job_id()])
+    assert set(unique.params) == {"id", "queue", "func", "args", "priority", "unique_key"}
+    assert b"ON CONFLICT" in unique.query
+
+
+def test_task_jobs_share_no_mutable_state_with_the_task_defaults():
+    app = Chancy("postgresql://nowhere/db")
+    task = app.task(_double)
+    job = task.job(1, k=2)
+    assert job == Job(task.name, args=(1,), kwargs={"k": 2})
+    job.meta["x"] = 1
+    assert task.defaults.meta == {} and task.job(1).meta == {}
