@@ -135,10 +135,14 @@ class Signature(dict):
         caller's transaction; ``on_commit=True`` once Django's transaction commits."""
         connection = options.pop("connection", None)  # never copied: a live connection
         on_commit = bool(options.pop("on_commit", False))
-        sig = self.clone(args, kwargs, **options)
-        if sig.app.conf.task_always_eager:
-            return sig.apply()
-        return sig.app.publish(sig, connection=connection, on_commit=on_commit)
+        return self.clone(args, kwargs, **options).send(connection=connection, on_commit=on_commit)
+
+    def send(self, connection: Any = None, on_commit: bool = False) -> Any:
+        """Enqueue this signature as it is (``apply_async`` sends a copy; a task's
+        ``apply_async`` sends the signature it just built, which nobody else holds)."""
+        if self.app.conf.current["task_always_eager"]:
+            return self.apply()
+        return self.app.publish(self, connection=connection, on_commit=on_commit)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Any) -> Any:

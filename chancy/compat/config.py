@@ -172,6 +172,12 @@ class Settings(MutableMapping[str, Any]):
         self[key] = value
 
     @property
+    def current(self) -> Mapping[str, Any]:
+        """Every setting by its canonical name, live and read-only by contract: a hot path
+        reads several settings per call without the attribute fallback of each."""
+        return self._values
+
+    @property
     def changes(self) -> Mapping[str, Any]:
         return dict(self._changes)
 

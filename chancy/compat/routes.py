@@ -66,20 +66,28 @@ def _takes_task(router: Route) -> bool:
     return any(p.name == "task" or p.kind is p.VAR_KEYWORD for p in params)
 
 
+def _with_task(router: Route) -> Route:
+    """``router`` called as ``router(name, args, kwargs, options, task=task)`` (decided
+    once here, not per call: inspecting a signature costs more than routing)."""
+    if _takes_task(router):
+        return router
+    return lambda name, args, kwargs, options, task=None: router(name, args, kwargs, options)
+
+
 def prepare(routes: Any) -> list[Route]:
     if routes is None:
         return []
     if isinstance(routes, (Mapping, str)) or callable(routes):
         routes = [routes]
-    return [_router(r) for r in routes]
+    return [_with_task(_router(r)) for r in routes]
 
 
 def route_for(routers: Sequence[Route], name: str, args: Sequence[Any], kwargs: Mapping[str, Any],
               options: Mapping[str, Any], task: Any = None) -> dict[str, Any]:
-    """The options of the first matching route ({} when none matches)."""
+    """The options of the first matching route ({} when none matches); ``routers`` as
+    :func:`prepare` returns them."""
     for router in routers:
-        found = router(name, args, kwargs, options, task=task) if _takes_task(router) else \
-            router(name, args, kwargs, options)
+        found = router(name, args, kwargs, options, task=task)
         expanded = _expand(found)
         if expanded is not None:
             return expanded

@@ -59,6 +59,8 @@ class Signal:
 
     def send(self, sender: Any = None, **named: Any) -> list[tuple[Callable[..., Any], Any]]:
         """Call every receiver; a receiver's exception is logged, never raised (as Celery)."""
+        if not self._receivers:  # the common case, twice per published task
+            return []
         responses = []
         for fn in self._live(sender):
             try:

@@ -210,3 +210,67 @@ def test_task_jobs_share_no_mutable_state_with_the_task_defaults():
     assert job == Job(task.name, args=(1,), kwargs={"k": 2})
     job.meta["x"] = 1
     assert task.defaults.meta == {} and task.job(1).meta == {}
+
+
+def _celery(dsn: str):
+    from chancy.compat import Celery
+
+    celery = Celery("hot_path", broker=dsn, set_as_current=False)
+    task = celery.task(name="tests.hot_path.add")(_add)
+    return celery, task
+
+
+def _add(x: int, y: int = 0) -> int:
+    return x + y
+
+
+async def test_delay_of_a_plain_task_stores_what_the_canvas_planner_would(dsn):
+    """``publish`` skips the planner for one task with nothing linked; the row must be
+    the same as the planner's (the planner still handles anything wired)."""
+    from chancy.compat.canvas import Planner
+
+    celery, task = _celery(dsn)
+    await celery.chancy.migrate()
+    try:
+        sig = task.s(1, y=2).set(priority=3, countdown=60, headers={"h": 1})
+        planner = Planner(celery)
+        sig.plan(planner, parked=False)
+        planned = planner.planned_jobs()[0]
+        result = sig.apply_async(task_id=planned.meta["celery"].get("task_id") or str(planned.id))
+        stored = celery.chancy.get_job_sync(planned.id)
+        assert result.id == str(planned.id)
+        assert (stored.func, stored.args, stored.kwargs, stored.priority, stored.max_attempts, stored.limits) == \
+            (planned.func, planned.args, planned.kwargs, planned.priority, planned.max_attempts, planned.limits)
+        assert stored.meta == planned.meta and stored.state is JobState.SCHEDULED
+    finally:
+        celery.close()
+        await celery.chancy.close()
+
+
+def test_delay_inspects_signatures_and_routes_once(dsn, monkeypatch):
+    import inspect
+
+    from chancy.compat import routes
+
+    celery, task = _celery(dsn)
+    celery.conf.task_routes = [lambda name, args, kwargs, options: {"queue": "q"} if args == (7,) else None]
+    calls = {"signature": 0, "prepare": 0}
+    signature, prepare = inspect.signature, routes.prepare
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(inspect, "signature", counted("signature", signature))
+    monkeypatch.setattr(routes, "prepare", counted("prepare", prepare))
+    celery.conf.task_always_eager = False
+    jobs = [celery.job_for(task.s(i)) for i in (1, 7, 2)]
+    assert [job.queue for job in jobs] == ["celery", "q", "celery"]
+    assert calls["prepare"] == 1 and calls["signature"] <= 2  # run's, and the router's
+    with pytest.raises(TypeError, match="wrong arguments"):
+        celery.job_for(task.s(1, 2, 3))
+    celery.conf.task_routes = {"tests.hot_path.add": "other"}  # a new value is prepared anew
+    assert celery.job_for(task.s(1)).queue == "other"
+    celery.close()

@@ -128,6 +128,7 @@ class Celery:
         self.on_after_finalize = signals.Signal("on_after_finalize")
         self._chancy: Chancy | None = None
         self._chancy_lock = threading.RLock()
+        self._prepared_routes: tuple[Any, list[Any]] | None = None
         self._pending_sources: list[tuple[Any, str | None]] = []
         self._autodiscover: list[tuple[Any, str]] = []
         self._periodic: list[tuple[Any, Any, dict[str, Any]]] = []
@@ -333,13 +334,22 @@ class Celery:
         connection = options.pop("connection", None)
         return self.publish(Signature(name, args, kwargs, options, app=self), connection=connection)
 
+    def _routers(self, spec: Any) -> list[Any]:
+        """``task_routes`` prepared once per value assigned (as Celery prepares its router
+        once): preparing compiles patterns and inspects router signatures."""
+        cached = self._prepared_routes
+        if cached is None or cached[0] is not spec:
+            cached = self._prepared_routes = (spec, routes.prepare(spec))
+        return cached[1]
+
     def job_for(self, sig: Any, parked_at: datetime | None = None) -> Job:
         """The job row one task signature becomes (options, routing, Celery metadata)."""
+        conf = self.conf.current
         task = self.tasks.get(sig.task)
         opts = dict(sig.options)
         if task is not None and parked_at is None:
             task.check_arguments(sig.args, sig.kwargs)
-        route = routes.route_for(routes.prepare(self.conf.task_routes), sig.task, sig.args, sig.kwargs, opts, task)
+        route = routes.route_for(self._routers(conf["task_routes"]), sig.task, sig.args, sig.kwargs, opts, task)
 
         def pick(key: str, default: Any = None) -> Any:
             for source in (opts.get(key), getattr(task, key, None), route.get(key)):
@@ -347,29 +357,33 @@ class Celery:
                     return source
             return default
 
-        queue = pick("queue", self.conf.task_default_queue)
+        queue = pick("queue", conf["task_default_queue"])
         queue = getattr(queue, "name", queue)
         if opts.get("routing_key") and not opts.get("queue") and not getattr(task, "queue", None) and not route:
             queue = opts["routing_key"]
-        if not self.conf.task_create_missing_queues and queue not in self.declared_queues():
+        if not conf["task_create_missing_queues"] and queue not in self.declared_queues():
             from chancy.compat.exceptions import QueueNotFound
 
             raise QueueNotFound(f"Queue {queue!r} missing from task_queues (task_create_missing_queues is off)")
-        serializer = pick("serializer", self.conf.task_serializer)
+        serializer = pick("serializer", conf["task_serializer"])
         args, kwargs, encoded = sig.args, sig.kwargs, None
         if serializer != "json":
-            encoded = payload.encode(serializer, self.conf.accept_content, args, kwargs)
+            encoded = payload.encode(serializer, conf["accept_content"], args, kwargs)
             args, kwargs = (), {}
         countdown = opts.get("countdown")
         scheduled_at = parked_at or (_seconds_or_time(countdown, "countdown") if countdown is not None
                                      else _seconds_or_time(opts.get("eta"), "eta"))
         expires_at = _seconds_or_time(pick("expires"), "expires")
-        hard = pick("time_limit", self.conf.task_time_limit)
-        soft = pick("soft_time_limit", self.conf.task_soft_time_limit)
+        hard = pick("time_limit", conf["task_time_limit"])
+        soft = pick("soft_time_limit", conf["task_soft_time_limit"])
         max_retries = task.max_retries if task is not None else 3
-        acks_late = pick("acks_late", self.conf.task_acks_late)
-        task_id = opts.get("task_id") or self.new_task_id()
-        job_id = job_id_for(task_id)
+        acks_late = pick("acks_late", conf["task_acks_late"])
+        task_id = opts.get("task_id")
+        if task_id is None:  # ours: time-ordered, and its own row id
+            job_id = new_job_id()
+            task_id = str(job_id)
+        else:
+            job_id = job_id_for(task_id)
         running = current_task_and_request()
         parent: Context | None = running[1] if running and not running[1].called_directly else None
         celery: dict[str, Any] = {
@@ -379,16 +393,16 @@ class Celery:
             "group_index": opts.get("group_index"),
             "shadow": opts.get("shadow"),
             "headers": opts.get("headers"),
-            "ignore_result": bool(pick("ignore_result", self.conf.task_ignore_result)),
+            "ignore_result": bool(pick("ignore_result", conf["task_ignore_result"])),
             "timelimit": [hard, soft],
-            "track_started": bool(pick("track_started", self.conf.task_track_started)),
+            "track_started": bool(pick("track_started", conf["task_track_started"])),
             "eta": bool(scheduled_at and not parked_at),
             "payload": encoded,
         }
         if str(job_id) != str(task_id):
             celery["task_id"] = str(task_id)
-        priority = pick("priority", self.conf.task_default_priority)
-        if priority is None and parent is not None and self.conf.task_inherit_parent_priority:
+        priority = pick("priority", conf["task_default_priority"])
+        if priority is None and parent is not None and conf["task_inherit_parent_priority"]:
             priority = parent.delivery_info.get("priority")
         return Job(
             sig.task, args=args, kwargs=kwargs, queue=queue, priority=int(priority or 0),
@@ -402,11 +416,19 @@ class Celery:
         """Insert the jobs of a signature or canvas (in the caller's transaction, see
         :mod:`chancy.compat.transactions`); returns its result handle."""
         from chancy.compat import transactions
-        from chancy.compat.canvas import Planner
+        from chancy.compat.canvas import Planner, Signature
+        from chancy.compat.result import AsyncResult
 
-        planner = Planner(self)
-        node = sig.plan(planner, parked=False)
-        jobs = planner.planned_jobs()
+        if type(sig) is Signature and not sig.options.get("link") and not sig.options.get("link_error"):
+            # One task, nothing wired to it: the planner would return this same job.
+            job = self.job_for(sig)
+            jobs = [job]
+            result = AsyncResult(job.meta["celery"].get("task_id") or str(job.id), app=self)
+        else:
+            planner = Planner(self)
+            node = sig.plan(planner, parked=False)
+            jobs = planner.planned_jobs()
+            result = node.result
         for job in jobs:
             signals.before_task_publish.send(sender=job.func, body=(job.args, job.kwargs), headers=job.meta,
                                              routing_key=job.queue)
@@ -414,7 +436,7 @@ class Celery:
         for job in jobs:
             signals.after_task_publish.send(sender=job.func, body=(job.args, job.kwargs), headers=job.meta,
                                             routing_key=job.queue)
-        return node.result
+        return result
 
     # --- results --------------------------------------------------------------------------------
     def AsyncResult(self, id: str, **kwargs: Any) -> Any:  # noqa: N802 - Celery's name
