@@ -20,6 +20,7 @@ from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
 from chancy.queue import QueuePlugin
 from chancy.queues.sql import JobSQL
+from chancy.rate_limits import RateLimitLike
 from chancy.task import Task
 
 log = logging.getLogger("chancy")
@@ -150,12 +151,14 @@ class Chancy:
         max_attempts: int = 1,
         limits: Sequence[Limit] = (),
         backoff: Backoff | None = None,
+        rate_limit: RateLimitLike = None,
     ) -> Any:
-        """Register a function as a task: ``@chancy.task`` or ``@chancy.task(queue=...)``."""
+        """Register a function as a task: ``@chancy.task`` or ``@chancy.task(queue=...)``;
+        ``rate_limit="10/m"`` caps its starts across all workers."""
 
         def decorate(f: Callable[..., Any]) -> Task:
             return Task(self, f, name=name, queue=queue, priority=priority,
-                        max_attempts=max_attempts, limits=limits, backoff=backoff)
+                        max_attempts=max_attempts, limits=limits, backoff=backoff, rate_limit=rate_limit)
 
         return decorate(func) if func is not None else decorate
 

@@ -61,6 +61,7 @@ IDENTIFIERS = (
     "cron",
     "cron_due",
     "workers_expiry",
+    "task_rates",
 )
 
 
@@ -171,6 +172,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
             """,
             "CREATE INDEX {cron_due} ON {cron} (next_fire_at) WHERE enabled",
+        ),
+    ),
+    Migration(
+        3,
+        "task rate limits",
+        (
+            # One row per rate-limited task: the start times of its jobs within the last
+            # period (the limit itself is declared by the task's code), and until when
+            # jobs over the limit have already been given times to come back (see the
+            # gate in chancy/queues/rate_sql.py).
+            """
+            CREATE TABLE {task_rates} (
+                task text PRIMARY KEY,
+                starts timestamptz[] NOT NULL DEFAULT '{{}}',
+                deferred_until timestamptz NOT NULL DEFAULT '-infinity'
+            )
+            """,
         ),
     ),
 )

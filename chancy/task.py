@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, ParamSpec, Sequence, TypeVar
 
-from chancy import execution
+from chancy import execution, rate_limits
 from chancy.job import Backoff, Job, Limit, Reference, task_name
 
 if TYPE_CHECKING:
@@ -39,7 +39,10 @@ class Task(Generic[P, R]):
         limits: Sequence[Limit] = (),
         backoff: Backoff | None = None,
         meta: Mapping[str, Any] | None = None,
+        rate_limit: rate_limits.RateLimitLike = None,
     ) -> None:
+        """``rate_limit`` (e.g. ``"10/m"``): at most that many starts of this task across
+        the cluster; see :mod:`chancy.rate_limits`."""
         self.app = app
         self.func = func
         self.name = name or _default_name(func)
@@ -48,9 +51,11 @@ class Task(Generic[P, R]):
             self.name, queue=queue, priority=priority, max_attempts=max_attempts,
             limits=limits, backoff=backoff, meta=meta,
         )
+        self.rate_limit = rate_limits.parse(rate_limit)
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
         execution.registry[self.name] = func
         app.tasks[self.name] = self
+        rate_limits.declare(self.name, self.rate_limit)
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.defaults.queue!r}>"

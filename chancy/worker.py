@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from chancy import migrations
+from chancy import migrations, rate_limits
 from chancy.app import Chancy
 from chancy.errors import ConfigurationError, SchemaOutOfDateError
 from chancy.execution import Outcome
@@ -172,6 +172,7 @@ class Worker:
         self._settings_changed = asyncio.Event()
         self.is_leader = False
         self._worker_sql = WorkerSQL(app.names)
+        self._rate_gate = rate_limits.RateGate(app, rate_limits.limits_for(app))
         self._cluster_sql = ClusterSQL(app.names)
         self._runners: dict[str, _QueueRunner] = {}
         self._held: dict[uuid.UUID, _QueueRunner] = {}
@@ -237,6 +238,8 @@ class Worker:
         self._tasks += [loop.create_task(plugin.run(self), name=f"chancy-plugin-{type(plugin).__name__}")
                         for plugin in self.plugins if not plugin.leader_only]
         log.info("worker %s started on queues %s", self.worker_id, [q.name for q in self.queues])
+        if self._rate_gate.limits:
+            log.info("task rate limits (cluster-wide): %s", rate_limits.describe(self._rate_gate.limits))
         self._ready.set()
         try:
             await self._stopping.wait()
@@ -293,6 +296,9 @@ class Worker:
                     delay = min(delay * 2, 10.0)
                     continue
                 delay = 0.1
+                claimed = len(records)
+                if self._rate_gate.limits and isinstance(runner.queue, PgQueue):
+                    records = await self._rate_gate.admit(self.worker_id, records, runner.wake.set, self._stopping)
                 for record in records:
                     if record.id in self._held:
                         self._release_reclaimed(runner, record)
@@ -300,7 +306,7 @@ class Worker:
                     self._held[record.id] = runner
                     _log_start(record)
                     runner.executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
-                runner.saturated = len(records) == free
+                runner.saturated = claimed == free
                 if runner.saturated and runner.free_slots > 0:
                     continue
             await self._wait_for_wake(runner, runner.queue.polling_interval)

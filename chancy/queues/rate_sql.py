@@ -1,0 +1,148 @@
+"""The statements of task rate limits (see :mod:`chancy.rate_limits`): one row per
+rate-limited task holding its recent start times, and the gate a worker runs on the jobs
+of such tasks right after claiming them."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from psycopg import sql
+
+from chancy.job import JobRecord
+from chancy.migrations import Names
+from chancy.queues.sql import Statement, Steps
+
+if TYPE_CHECKING:
+    from chancy.rate_limits import RateLimit
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What the gate decided: the jobs that start now, and in how many seconds (database
+    clock) the first deferred one is due (None: none deferred)."""
+
+    admitted: frozenset[uuid.UUID]
+    next_due: float | None
+    unknown_tasks: frozenset[str] = frozenset()
+
+
+def _verdict(rows: list[tuple]) -> Verdict:
+    admitted = frozenset(row[0] for row in rows if row[1] == "run")
+    waits = [row[2] for row in rows if row[1] == "wait"]
+    unknown = frozenset(row[3] for row in rows if row[1] == "unknown")
+    return Verdict(admitted, max(0.0, min(waits)) if waits else None, unknown)
+
+
+class RateSQL:
+    def __init__(self, names: Names) -> None:
+        f = names.fields()
+        self._ensure = sql.SQL(
+            "INSERT INTO {task_rates} (task) SELECT unnest(%(tasks)s::text[]) ON CONFLICT (task) DO NOTHING"
+        ).format(**f)
+        # The claimed jobs of rate-limited tasks, best first. Each task's row is locked (in
+        # name order, so concurrent gates cannot deadlock) and its starts in the last
+        # period counted: the first `count - recent` jobs start now and their start times
+        # are recorded; the others go back to wait, with the attempt the claim charged
+        # given back. The j-th of those waits until enough recorded starts have left the
+        # window, and no sooner than the task's queue of waiting jobs (`deferred_until`,
+        # spaced period/count apart) so a backlog comes back at the rate it can run, not
+        # all at once. Every job write is guarded by owner and attempt, like a write-back.
+        self._gate = sql.SQL(
+            """
+            WITH claimed AS (
+                SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(funcs)s::text[])
+                    WITH ORDINALITY AS t(id, attempt, func, ord)
+            ), limits AS (
+                SELECT * FROM unnest(%(tasks)s::text[], %(counts)s::int[], %(periods)s::float8[])
+                    AS t(task, n, period)
+            ), locked AS (
+                SELECT task, starts, deferred_until FROM {task_rates}
+                WHERE task = ANY(%(tasks)s::text[])
+                ORDER BY task
+                FOR UPDATE
+            ), windows AS (
+                SELECT l.task, l.n, l.period, k.task IS NOT NULL AS known, k.deferred_until,
+                       w.recent, greatest(0, l.n - cardinality(w.recent)) AS free,
+                       ARRAY(SELECT s FROM unnest(w.recent || array_fill(now(), ARRAY[least(
+                                 greatest(0, l.n - cardinality(w.recent)),
+                                 (SELECT count(*) FROM claimed c WHERE c.func = l.task))::int])) s
+                             ORDER BY s) AS starts
+                FROM limits l
+                LEFT JOIN locked k ON k.task = l.task
+                CROSS JOIN LATERAL (
+                    SELECT ARRAY(SELECT s FROM unnest(k.starts) s
+                                 WHERE s > now() - make_interval(secs => l.period) ORDER BY s) AS recent
+                ) w
+            ), ranked AS (
+                SELECT c.id, c.attempt, w.task, w.known, w.n, w.period, w.starts, w.deferred_until,
+                       row_number() OVER (PARTITION BY c.func ORDER BY c.ord) - 1 - w.free AS j
+                FROM claimed c JOIN windows w ON w.task = c.func
+            ), verdicts AS (
+                SELECT id, attempt, task, known, j,
+                       CASE WHEN j >= 0 THEN greatest(
+                           starts[cardinality(starts) - n + mod(j, n)::int + 1]
+                               + make_interval(secs => period * (j / n + 1)),
+                           greatest(starts[cardinality(starts) - n + 1] + make_interval(secs => period),
+                                    deferred_until)
+                               + make_interval(secs => period * j / n))
+                       END AS due
+                FROM ranked
+            ), settled AS (
+                UPDATE {jobs} jb SET
+                    state = CASE WHEN v.j < 0 THEN jb.state
+                                 WHEN jb.attempts > 1 THEN 'retrying' ELSE 'scheduled' END,
+                    attempts = jb.attempts - CASE WHEN v.j < 0 THEN 0 ELSE 1 END,
+                    taken_by = CASE WHEN v.j < 0 THEN jb.taken_by END,
+                    started_at = CASE WHEN v.j < 0 THEN now() END,
+                    scheduled_at = coalesce(v.due, jb.scheduled_at)
+                FROM verdicts v
+                WHERE jb.id = v.id AND v.known
+                  AND jb.state = 'running' AND jb.taken_by = %(worker)s AND jb.attempts = v.attempt
+                RETURNING jb.id, v.j, v.due
+            ), counted AS (
+                UPDATE {task_rates} r SET
+                    starts = w.starts,
+                    deferred_until = greatest(r.deferred_until, (
+                        SELECT max(v.due) + make_interval(secs => w.period / w.n)
+                        FROM verdicts v WHERE v.task = w.task))
+                FROM windows w
+                WHERE r.task = w.task AND w.known
+            )
+            SELECT id, CASE WHEN j < 0 THEN 'run' ELSE 'wait' END,
+                   extract(epoch FROM due - now())::float8, NULL FROM settled
+            UNION ALL
+            SELECT id, 'unknown', NULL, task FROM verdicts WHERE NOT known
+            """
+        ).format(**f)
+
+    def ensure(self, tasks: Sequence[str]) -> Statement:
+        """Create the rows of tasks never gated before in this database."""
+        return Statement(self._ensure, {"tasks": list(tasks)})
+
+    def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, "RateLimit"]) -> Statement:
+        """Admit or defer the claimed ``records`` (all of rate-limited tasks), best first."""
+        ordered = sorted(records, key=lambda r: (-r.priority, r.id))
+        tasks = sorted({r.func for r in ordered})
+        return Statement(self._gate, {
+            "worker": worker_id, "ids": [r.id for r in ordered], "attempts": [r.attempts for r in ordered],
+            "funcs": [r.func for r in ordered], "tasks": tasks,
+            "counts": [limits[t].count for t in tasks], "periods": [limits[t].period for t in tasks],
+        }, _verdict)
+
+
+def gate_steps(statements: RateSQL, worker_id: str, records: Sequence[JobRecord],
+               limits: Mapping[str, "RateLimit"]) -> Steps:
+    """The gate; a task gated for the first time in this database gets its row, then its
+    jobs (left untouched by the first pass) go through again."""
+    verdict: Verdict = yield statements.gate(worker_id, records, limits)
+    if not verdict.unknown_tasks:
+        return verdict
+    yield statements.ensure(sorted(verdict.unknown_tasks))
+    again: Verdict = yield statements.gate(
+        worker_id, [r for r in records if r.func in verdict.unknown_tasks], limits)
+    if again.unknown_tasks:
+        raise RuntimeError(f"rate-limit rows of {sorted(again.unknown_tasks)} vanished while gating")
+    waits = [w for w in (verdict.next_due, again.next_due) if w is not None]
+    return Verdict(verdict.admitted | again.admitted, min(waits) if waits else None)

@@ -1,0 +1,146 @@
+"""Task rate limits: ``@chancy.task(rate_limit="10/m")`` allows at most 10 starts of that
+task in any 60 seconds across every worker of the cluster (Celery's limit is per worker).
+
+The limit is a property of the task's code, so the worker that runs it knows it. The claim
+stays as it is; right after it, the worker passes the claimed jobs of rate-limited tasks
+through one gate statement (:mod:`chancy.queues.rate_sql`) that counts the task's starts
+in the database and hands the jobs over budget back, without charging an attempt, to
+become due when the window frees. Jobs of other tasks never reach the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import re
+from typing import TYPE_CHECKING, Callable, Mapping, Union
+
+from chancy.errors import ConfigurationError
+from chancy.job import JobRecord
+from chancy.queues.rate_sql import RateSQL, gate_steps
+from chancy.queues.sql import drive_async
+
+if TYPE_CHECKING:
+    from chancy.app import Chancy
+
+log = logging.getLogger("chancy.rate_limits")
+
+PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:/\s*([smh]))?\s*$")
+ACCEPTED = "'N/s', 'N/m', 'N/h', a bare number N (per second), or None / 0 for no limit"
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` starts in any ``period`` seconds."""
+
+    count: int
+    period: float
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or self.period <= 0:
+            raise ConfigurationError(f"A rate limit needs count >= 1 and period > 0, got {self.count}/{self.period}")
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period:g}s"
+
+
+RateLimitLike = Union[RateLimit, str, int, float, None]
+
+
+def parse(value: RateLimitLike) -> RateLimit | None:
+    """Celery's syntax: ``"100/s"``, ``"10/m"``, ``"1000/h"``, a bare number per second;
+    ``None`` or 0 means unlimited. A fractional count keeps the rate with a burst of one
+    (``"0.5/s"`` is one start every 2 s)."""
+    if value is None or isinstance(value, RateLimit):
+        return value
+    if isinstance(value, str) and value.strip():
+        match = _RATE.match(value)
+        if match is None:
+            raise ConfigurationError(f"rate_limit {value!r} is not a rate; use {ACCEPTED}")
+        number, period = float(match.group(1)), PERIODS[match.group(2) or "s"]
+    elif isinstance(value, str):
+        return None  # Celery reads an empty rate as no limit
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number, period = float(value), 1.0
+    else:
+        raise ConfigurationError(f"rate_limit {value!r} is not a rate; use {ACCEPTED}")
+    if not math.isfinite(number) or number < 0:
+        raise ConfigurationError(f"rate_limit {value!r} is not a rate; use {ACCEPTED}")
+    if number == 0:
+        return None
+    if number.is_integer():
+        return RateLimit(int(number), period)
+    return RateLimit(1, period / number)
+
+
+#: The rate limit of every task defined in this process that has one, by task name
+#: (kept next to :data:`chancy.execution.registry`, and for the same reason).
+declared: dict[str, RateLimit] = {}
+
+#: Other sources of task limits for a worker of an app, read when the worker is made
+#: (the Celery layer's: its tasks' ``rate_limit`` and ``task_default_rate_limit``).
+providers: list[Callable[["Chancy"], Mapping[str, RateLimit]]] = []
+
+
+def declare(task: str, value: RateLimitLike) -> None:
+    """Set (or, with None, clear) the limit of a task defined in this process."""
+    limit = parse(value)
+    if limit is None:
+        declared.pop(task, None)
+    else:
+        declared[task] = limit
+
+
+def limits_for(app: "Chancy") -> dict[str, RateLimit]:
+    """The limits a worker of ``app`` enforces."""
+    table = dict(declared)
+    for provider in providers:
+        table.update(provider(app))
+    return table
+
+
+class RateGate:
+    """One worker's gate: admits the claimed jobs of rate-limited tasks that fit in their
+    task's window and hands the others back to wait."""
+
+    def __init__(self, app: "Chancy", limits: Mapping[str, RateLimit]) -> None:
+        self.app = app
+        self.limits = dict(limits)
+        self._sql = RateSQL(app.names)
+
+    async def admit(self, worker_id: str, records: list[JobRecord], wake: Callable[[], None],
+                    stopping: asyncio.Event) -> list[JobRecord]:
+        """The claimed ``records`` that may start now. Jobs of unlimited tasks pass without a
+        round trip; deferred ones are no longer ours, and ``wake`` is called when the
+        first of them is due. A database error is retried (the claimed rows are ours
+        until the gate settles them) until the worker stops."""
+        limited = [r for r in records if r.func in self.limits]
+        if not limited:
+            return records
+        delay = 0.1
+        while True:
+            try:
+                async with self.app.connection() as conn:
+                    verdict = await drive_async(conn, gate_steps(self._sql, worker_id, limited, self.limits))
+                break
+            except Exception as exc:  # noqa: BLE001 - the database may come back
+                if stopping.is_set():
+                    log.error("rate-limit gate failed while stopping (%s): %d claimed job(s) are left to "
+                              "recovery", exc, len(limited))
+                    verdict = None
+                    break
+                log.warning("rate-limit gate failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if verdict is not None and verdict.next_due is not None:
+            asyncio.get_running_loop().call_later(verdict.next_due, wake)
+        admitted = verdict.admitted if verdict is not None else set()
+        return [r for r in records if r.func not in self.limits or r.id in admitted]
+
+
+def describe(limits: Mapping[str, RateLimit]) -> str:
+    """``name=10/60s, …`` for the worker's start-up log."""
+    return ", ".join(f"{name}={limit}" for name, limit in sorted(limits.items()))
+
