@@ -43,6 +43,7 @@ SUPPORTED: dict[str, Any] = {
     "beat_schedule": {},
     "worker_concurrency": None,
     "worker_pool": "prefork",
+    "worker_disable_rate_limits": False,
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,
     "worker_hijack_root_logger": True,
@@ -86,10 +87,6 @@ IGNORED_BECAUSE: dict[str, str] = {
 
 #: Settings that Celery users rely on for behaviour Chancy does not offer: never silent.
 UNSUPPORTED_BECAUSE: dict[str, str] = {
-    "worker_disable_rate_limits": "task rate limits are not enforced; rate-limit a queue instead "
-                                  "(QueueAdmin.set_rate_limit: cluster-wide)",
-    "task_default_rate_limit": "task rate limits are not enforced; rate-limit a queue instead "
-                               "(QueueAdmin.set_rate_limit: cluster-wide)",
     "result_chord_join_timeout": "chords are counted in the database, not joined",
     "worker_direct": "per-worker queues are not supported; route to a named queue instead",
     "result_expires": "finished rows are removed by the pruner plugin; give it a rule instead",

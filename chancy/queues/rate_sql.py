@@ -41,19 +41,23 @@ class RateSQL:
         self._ensure = sql.SQL(
             "INSERT INTO {task_rates} (task) SELECT unnest(%(tasks)s::text[]) ON CONFLICT (task) DO NOTHING"
         ).format(**f)
-        # The claimed jobs of rate-limited tasks, best first. Each task's row is locked (in
-        # name order, so concurrent gates cannot deadlock) and its starts in the last
-        # period counted: the first `count - recent` jobs start now and their start times
-        # are recorded; the others go back to wait, with the attempt the claim charged
-        # given back. The j-th of those waits until enough recorded starts have left the
-        # window, and no sooner than the task's queue of waiting jobs (`deferred_until`,
-        # spaced period/count apart) so a backlog comes back at the rate it can run, not
-        # all at once. Every job write is guarded by owner and attempt, like a write-back.
+        # The claimed jobs of rate-limited tasks: those whose time had come (deferred
+        # here before, retried, scheduled) first, then newly pushed ones, best first. Each
+        # task's row is locked (in name order, so concurrent gates cannot deadlock) and
+        # its starts in the last period counted: the first `count - recent` jobs start
+        # now and their start times are recorded; the others go back to wait, with the
+        # attempt the claim charged given back. A job whose time had come waits just until
+        # enough recorded starts leave the window (the j-th over budget: the j-th
+        # oldest start + period, wrapping a period later); a new job also joins the end
+        # of the task's line (`deferred_until`), spaced period/count apart, so a backlog
+        # comes back at the rate it can start rather than all at once. Every job write
+        # is guarded by owner and attempt, like a write-back.
         self._gate = sql.SQL(
             """
             WITH claimed AS (
-                SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(funcs)s::text[])
-                    WITH ORDINALITY AS t(id, attempt, func, ord)
+                SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(funcs)s::text[],
+                                     %(waited)s::bool[])
+                    WITH ORDINALITY AS t(id, attempt, func, waited, ord)
             ), limits AS (
                 SELECT * FROM unnest(%(tasks)s::text[], %(counts)s::int[], %(periods)s::float8[])
                     AS t(task, n, period)
@@ -76,19 +80,23 @@ class RateSQL:
                                  WHERE s > now() - make_interval(secs => l.period) ORDER BY s) AS recent
                 ) w
             ), ranked AS (
-                SELECT c.id, c.attempt, w.task, w.known, w.n, w.period, w.starts, w.deferred_until,
-                       row_number() OVER (PARTITION BY c.func ORDER BY c.ord) - 1 - w.free AS j
+                SELECT c.id, c.attempt, c.waited, w.task, w.known, w.n, w.period, w.starts,
+                       greatest(w.starts[cardinality(w.starts) - w.n + 1] + make_interval(secs => w.period),
+                                w.deferred_until) AS line_end,
+                       row_number() OVER (PARTITION BY c.func ORDER BY c.ord) - 1 - w.free AS j,
+                       greatest(0, count(*) FILTER (WHERE c.waited) OVER (PARTITION BY c.func) - w.free) AS waited_over
                 FROM claimed c JOIN windows w ON w.task = c.func
             ), verdicts AS (
-                SELECT id, attempt, task, known, j,
-                       CASE WHEN j >= 0 THEN greatest(
-                           starts[cardinality(starts) - n + mod(j, n)::int + 1]
-                               + make_interval(secs => period * (j / n + 1)),
-                           greatest(starts[cardinality(starts) - n + 1] + make_interval(secs => period),
-                                    deferred_until)
-                               + make_interval(secs => period * j / n))
-                       END AS due
-                FROM ranked
+                SELECT id, attempt, task, known, j, period / n AS gap, due
+                FROM ranked CROSS JOIN LATERAL (
+                    SELECT starts[cardinality(starts) - n + mod(j, n)::int + 1]
+                           + make_interval(secs => period * (j / n + 1)) AS exact
+                ) e CROSS JOIN LATERAL (
+                    SELECT CASE WHEN j < 0 THEN NULL
+                                WHEN waited THEN e.exact
+                                ELSE greatest(e.exact, line_end + make_interval(secs => period * (j - waited_over) / n))
+                           END AS due
+                ) d
             ), settled AS (
                 UPDATE {jobs} jb SET
                     state = CASE WHEN v.j < 0 THEN jb.state
@@ -105,8 +113,7 @@ class RateSQL:
                 UPDATE {task_rates} r SET
                     starts = w.starts,
                     deferred_until = greatest(r.deferred_until, (
-                        SELECT max(v.due) + make_interval(secs => w.period / w.n)
-                        FROM verdicts v WHERE v.task = w.task))
+                        SELECT max(v.due + make_interval(secs => v.gap)) FROM verdicts v WHERE v.task = w.task))
                 FROM windows w
                 WHERE r.task = w.task AND w.known
             )
@@ -123,13 +130,19 @@ class RateSQL:
 
     def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, "RateLimit"]) -> Statement:
         """Admit or defer the claimed ``records`` (all of rate-limited tasks), best first."""
-        ordered = sorted(records, key=lambda r: (-r.priority, r.id))
+        ordered = sorted(records, key=lambda r: (not _waited(r), -r.priority, r.id))
         tasks = sorted({r.func for r in ordered})
         return Statement(self._gate, {
             "worker": worker_id, "ids": [r.id for r in ordered], "attempts": [r.attempts for r in ordered],
-            "funcs": [r.func for r in ordered], "tasks": tasks,
+            "funcs": [r.func for r in ordered], "waited": [_waited(r) for r in ordered], "tasks": tasks,
             "counts": [limits[t].count for t in tasks], "periods": [limits[t].period for t in tasks],
         }, _verdict)
+
+
+def _waited(record: JobRecord) -> bool:
+    """The job's time had come before this claim (deferred, retried or scheduled); a
+    pushed job is due when created."""
+    return record.scheduled_at > record.created_at
 
 
 def gate_steps(statements: RateSQL, worker_id: str, records: Sequence[JobRecord],

@@ -85,11 +85,11 @@ def test_unknown_and_unsupported_keys_warn_once():
     app = Celery("warnapp", set_as_current=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        app.conf.update(task_defualt_queue="typo", worker_disable_rate_limits=True)
+        app.conf.update(task_defualt_queue="typo", worker_direct=True)
         app.conf.update(task_defualt_queue="typo")
     messages = [str(w.message) for w in caught]
     assert sum("task_defualt_queue" in m for m in messages) == 1
-    assert any("worker_disable_rate_limits" in m and "not supported" in m for m in messages)
+    assert any("worker_direct" in m and "not supported" in m for m in messages)
 
 
 def test_a_non_postgres_broker_is_refused_clearly():

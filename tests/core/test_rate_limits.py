@@ -4,6 +4,7 @@ blocking of the queue's other tasks."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import core_tasks
@@ -50,13 +51,16 @@ async def test_starts_are_spaced_all_succeed_and_waiting_costs_no_attempt(make_a
 
 
 async def test_two_workers_share_one_limit(make_app):
-    first, second = await make_app(Queue("default", concurrency=10)), await make_app(Queue("default", concurrency=10))
+    """Each worker alone can start at most ~3.3 jobs/s (2 slots, 0.6 s jobs), together
+    6.7/s: more than the 4/s limit, which must hold for the pair, not for each."""
+    first, second = await make_app(Queue("default", concurrency=2)), await make_app(Queue("default", concurrency=2))
 
     @first.task(rate_limit="4/s")
-    def shared_noop(i):
+    async def shared_nap(i):
+        await asyncio.sleep(0.6)
         return i
 
-    refs = await first.push_many([shared_noop.job(i) for i in range(12)])
+    refs = await first.push_many([shared_nap.job(i) for i in range(12)])
     async with running_worker(first, worker_id="w1"), running_worker(second, worker_id="w2"):
         records = await _finished(refs)
     assert all(r.state is JobState.SUCCEEDED and r.attempts == 1 for r in records)

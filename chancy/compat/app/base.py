@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from chancy.app import Chancy
-from chancy.compat import continuations, payload, routes, signals
+from chancy.compat import continuations, payload, rate_limits, routes, signals
 from chancy.compat.app.task import Context, Task, current_task_and_request
 from chancy.compat.config import Settings
 from chancy.compat.exceptions import ImproperlyConfigured
@@ -152,6 +152,7 @@ class Celery:
         for make in _shared_tasks:
             make(self)
         continuations.install()
+        rate_limits.install()
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
@@ -286,10 +287,7 @@ class Celery:
         if existing is not None and getattr(existing, "__wrapped__", None) is fun:
             return existing
         base = base or self._base_task
-        if options.get("rate_limit"):
-            warnings.warn(f"task {name}: rate_limit is not enforced per task; route the task to its own queue "
-                          "and rate-limit that queue (chancy.plugins.queues.QueueAdmin.set_rate_limit, "
-                          "cluster-wide)", UserWarning, stacklevel=3)
+        rate_limits.check(name, options.get("rate_limit"))
         run = fun if bind else staticmethod(fun)
         attrs = {"app": self, "name": name, "run": run, "__wrapped__": fun, "__doc__": fun.__doc__,
                  "__module__": fun.__module__, "__qualname__": fun.__name__, "_decorated": True,
@@ -308,6 +306,7 @@ class Celery:
         if task.name is None:
             task.name = gen_task_name(self, type(task).__name__, type(task).__module__)
         task.app = self
+        rate_limits.check(task.name, task.rate_limit)
         self.tasks[task.name] = task
         registry[task.name] = task.run_from_worker
         return task
