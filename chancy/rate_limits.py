@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Union
 
 from chancy.errors import ConfigurationError
 from chancy.job import JobRecord
-from chancy.queues.rate_sql import RateSQL, gate_steps
+from chancy.queues.rate_sql import RateSQL, Verdict, gate_steps
 from chancy.queues.sql import drive_async
 
 if TYPE_CHECKING:
@@ -114,30 +114,31 @@ class RateGate:
                     stopping: asyncio.Event) -> list[JobRecord]:
         """The claimed ``records`` that may start now. Jobs of unlimited tasks pass without a
         round trip; deferred ones are no longer ours, and ``wake`` is called when the
-        first of them is due. A database error is retried (the claimed rows are ours
-        until the gate settles them) until the worker stops."""
+        first of them is due."""
         limited = [r for r in records if r.func in self.limits]
         if not limited:
             return records
+        verdict = await self._settle(worker_id, limited, stopping)
+        if verdict.next_due is not None:
+            asyncio.get_running_loop().call_later(verdict.next_due, wake)
+        return [r for r in records if r.func not in self.limits or r.id in verdict.admitted]
+
+    async def _settle(self, worker_id: str, limited: list[JobRecord], stopping: asyncio.Event) -> Verdict:
+        """Run the gate, retrying through a database outage: the claimed rows are ours until
+        it settles them. A worker that stops first leaves them to recovery."""
         delay = 0.1
         while True:
             try:
                 async with self.app.connection() as conn:
-                    verdict = await drive_async(conn, gate_steps(self._sql, worker_id, limited, self.limits))
-                break
+                    return await drive_async(conn, gate_steps(self._sql, worker_id, limited, self.limits))
             except Exception as exc:  # noqa: BLE001 - the database may come back
                 if stopping.is_set():
                     log.error("rate-limit gate failed while stopping (%s): %d claimed job(s) are left to "
                               "recovery", exc, len(limited))
-                    verdict = None
-                    break
+                    return Verdict(frozenset(), None)
                 log.warning("rate-limit gate failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        if verdict is not None and verdict.next_due is not None:
-            asyncio.get_running_loop().call_later(verdict.next_due, wake)
-        admitted = verdict.admitted if verdict is not None else set()
-        return [r for r in records if r.func not in self.limits or r.id in admitted]
 
 
 def describe(limits: Mapping[str, RateLimit]) -> str:

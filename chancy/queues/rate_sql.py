@@ -68,7 +68,7 @@ class RateSQL:
                 FOR UPDATE
             ), windows AS (
                 SELECT l.task, l.n, l.period, k.task IS NOT NULL AS known, k.deferred_until,
-                       w.recent, greatest(0, l.n - cardinality(w.recent)) AS free,
+                       greatest(0, l.n - cardinality(w.recent)) AS free,
                        ARRAY(SELECT s FROM unnest(w.recent || array_fill(now(), ARRAY[least(
                                  greatest(0, l.n - cardinality(w.recent)),
                                  (SELECT count(*) FROM claimed c WHERE c.func = l.task))::int])) s
