@@ -160,7 +160,7 @@ async def run_async(record: JobRecord) -> Outcome:
     token = current_job.set(record)
     try:
         try:
-            result = await _wrapped_async(record, func)
+            result = await func(*record.args, **record.kwargs)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001
@@ -168,10 +168,6 @@ async def run_async(record: JobRecord) -> Outcome:
         return Outcome.success(record.id, result)
     finally:
         current_job.reset(token)
-
-
-async def _wrapped_async(record: JobRecord, func: Callable[..., Any]) -> Any:
-    return await func(*record.args, **record.kwargs)
 
 
 def _raiser(exc: BaseException) -> Callable[[], Any]:

@@ -18,6 +18,8 @@ _DECODER = json.JSONDecoder(object_hook=kombu_json.object_hook)
 
 
 def dumps(value: Any) -> str:
+    if value is None:  # what most tasks return
+        return "null"
     return _ENCODER.encode(value)
 
 

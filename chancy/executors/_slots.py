@@ -36,7 +36,10 @@ class Slot:
     def __init__(self, record: JobRecord, on_outcome: OutcomeCallback) -> None:
         self.record = record
         self._on_outcome = on_outcome
-        self.reported: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.reported = False
+        #: A future to await the report on, made only when someone waits (a stop): one
+        #: per job cost a measurable share of the asyncio executor's time per job.
+        self._waiter: asyncio.Future[None] | None = None
         #: Set when the job is being stopped (time or memory limit, cancel, hard stop).
         self.interrupted: Outcome | None = None
         #: The time-limit timer, then (in some executors) the grace timer after an interrupt.
@@ -47,12 +50,22 @@ class Slot:
         interrupted, the interruption is its outcome, even if the job finished meanwhile
         (so ``report()`` without an argument reports the interruption)."""
         final = self.interrupted or outcome
-        if self.reported.done() or final is None:
+        if self.reported or final is None:
             return
         if self.timer is not None:
             self.timer.cancel()
-        self.reported.set_result(None)
+        self.reported = True
+        if self._waiter is not None:
+            self._waiter.set_result(None)
         self._on_outcome(final)
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future done once the outcome is reported."""
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            if self.reported:
+                self._waiter.set_result(None)
+        return self._waiter
 
 
 class SlotExecutor(Executor):
@@ -74,7 +87,7 @@ class SlotExecutor(Executor):
 
     @property
     def running(self) -> set[uuid.UUID]:
-        return {job_id for job_id, slot in self._slots.items() if not slot.reported.done()}
+        return {job_id for job_id, slot in self._slots.items() if not slot.reported}
 
     def submit(self, record: JobRecord, on_outcome: OutcomeCallback) -> None:
         if self._stopping:
@@ -90,7 +103,7 @@ class SlotExecutor(Executor):
 
     def cancel(self, job_id: uuid.UUID) -> bool:
         slot = self._slots.get(job_id)
-        if slot is None or slot.reported.done():
+        if slot is None or slot.reported:
             return False
         self._stop_job(slot, JobCancelledError("The job was cancelled while it was running"),
                        final=True, cancelled=True)
@@ -101,7 +114,7 @@ class SlotExecutor(Executor):
         self._stopping = True
         await self._wait_reported(timeout)
         for slot in list(self._slots.values()):
-            if not slot.reported.done():
+            if not slot.reported:
                 # Not final: the attempt counts, and the job runs again if it has attempts left.
                 self._stop_job(slot, JobCancelledError("The worker stopped before the job finished"))
         await self._wait_reported(None)
@@ -125,13 +138,14 @@ class SlotExecutor(Executor):
         if seconds is not None:
             slot.timer = asyncio.get_running_loop().call_later(seconds, self._time_out, slot, seconds)
 
-    def _finished(self, slot: Slot, outcome: Outcome) -> None:
-        """The job's work has ended: report (if not done yet) and free its slot."""
+    def _finished(self, slot: Slot, outcome: Outcome | None) -> None:
+        """The job's work has ended: report (if not done yet; None: its interruption) and
+        free its slot."""
         slot.report(outcome)
         self._slots.pop(slot.record.id, None)
 
     def _stop_job(self, slot: Slot, exc: BaseException, *, final: bool = False, cancelled: bool = False) -> None:
-        if slot.interrupted is not None or slot.reported.done():
+        if slot.interrupted is not None or slot.reported:
             return
         if slot.timer is not None:
             slot.timer.cancel()
@@ -145,7 +159,7 @@ class SlotExecutor(Executor):
         self._stop_job(slot, JobTimeoutError(f"The job exceeded its time limit of {seconds:g}s"))
 
     async def _wait_reported(self, timeout: float | None) -> None:
-        waiting = [slot.reported for slot in self._slots.values() if not slot.reported.done()]
+        waiting = [slot.waiter() for slot in self._slots.values() if not slot.reported]
         if waiting:
             await asyncio.wait(waiting, timeout=timeout)
 

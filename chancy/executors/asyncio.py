@@ -34,27 +34,36 @@ class AsyncExecutor(SlotExecutor):
 
     def __init__(self, queue: "QueuePlugin") -> None:
         super().__init__(queue)
-        self._tasks: dict[uuid.UUID, asyncio.Task[execution.Outcome]] = {}
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     def _run(self, slot: Slot) -> None:
-        task = asyncio.get_running_loop().create_task(
-            execution.run_async(slot.record), name=f"chancy-job-{slot.record.id}")
-        self._tasks[slot.record.id] = task
-        task.add_done_callback(lambda done: self._task_done(slot, done))
+        self._tasks[slot.record.id] = asyncio.get_running_loop().create_task(
+            self._job(slot), name=f"chancy-job-{slot.record.id}")
         self._arm_time_limit(slot)
+
+    async def _job(self, slot: Slot) -> None:
+        """Run the job and report it from its own task: a done callback per job would
+        cost one more trip through the event loop, for every job."""
+        try:
+            outcome = await execution.run_async(slot.record)
+        except asyncio.CancelledError:  # by us (already reported) or by someone tearing the loop down
+            outcome = execution.Outcome.failure(slot.record.id, JobCancelledError("The job's task was cancelled"))
+        except Exception as exc:  # noqa: BLE001 - run_async itself failed (e.g. no thread)
+            outcome = execution.Outcome.failure(slot.record.id, exc)
+        self._end(slot, outcome)
 
     def _interrupt(self, slot: Slot, exc: BaseException) -> None:
         if not _runs_in_thread(slot.record.func):
-            self._tasks[slot.record.id].cancel(str(exc))
+            task = self._tasks[slot.record.id]
+            task.cancel(str(exc))
+            # A task cancelled before its first step never runs _job: end its slot here.
+            task.add_done_callback(lambda _: self._end(slot, None))
         slot.report()
 
-    def _task_done(self, slot: Slot, task: asyncio.Task[execution.Outcome]) -> None:
-        del self._tasks[slot.record.id]
-        if task.cancelled():  # by us (already reported) or by someone tearing the loop down
-            error: BaseException | None = JobCancelledError("The job's task was cancelled")
-        else:
-            error = task.exception()  # set only if run_async itself failed (e.g. no thread)
-        self._finished(slot, execution.Outcome.failure(slot.record.id, error) if error else task.result())
+    def _end(self, slot: Slot, outcome: execution.Outcome | None) -> None:
+        if self._slots.get(slot.record.id) is slot:  # not ended yet
+            del self._tasks[slot.record.id]
+            self._finished(slot, outcome)
 
 
 def _runs_in_thread(name: str) -> bool:

@@ -25,16 +25,20 @@ RECORD_COLUMNS = (
 )
 
 
+#: A state by its column value: a dict lookup, where ``JobState(value)`` costs ~0.5 µs.
+_STATES = {state.value: state for state in JobState}
+
+
 def record_from_row(row: Sequence[Any]) -> JobRecord:
     loads = serialization.loads
-    return JobRecord(
+    return JobRecord.from_fields(
         id=row[0],
         queue=row[1],
         func=row[2],
         args=tuple(loads(row[3])),
         kwargs=loads(row[4]),
         priority=row[5],
-        state=JobState(row[6]),
+        state=_STATES[row[6]],
         attempts=row[7],
         max_attempts=row[8],
         scheduled_at=row[9],
