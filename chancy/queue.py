@@ -155,3 +155,11 @@ class QueuePlugin(abc.ABC):
     @abc.abstractmethod
     async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
         """Apply outcomes of jobs ``worker_id`` holds; rows it no longer holds are left alone."""
+
+    async def write_back_and_claim(self, worker_id: str, transitions: Sequence[Transition],
+                                   limit: int) -> list[JobRecord]:
+        """:meth:`write_back` then :meth:`claim`: a worker whose finished jobs freed the
+        slots it claims for. A queue that can do both in one round trip overrides this."""
+        if transitions:
+            await self.write_back(worker_id, transitions)
+        return await self.claim(worker_id, limit)

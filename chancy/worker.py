@@ -288,9 +288,13 @@ class Worker:
                 await self._wait_for_wake(runner, min(paused_for, runner.queue.polling_interval))
                 continue
             if free > 0:
+                finished = self._take_unwritten(runner.queue)
                 try:
-                    records = await runner.queue.claim(self.worker_id, free)
+                    records = await runner.queue.write_back_and_claim(self.worker_id, finished, free)
                 except Exception as exc:  # noqa: BLE001 - the database may come back
+                    self._unwritten = [(runner.queue, t) for t in finished] + self._unwritten
+                    if finished:
+                        self._outcome_ready.set()
                     log.warning("claim on %r failed (%s); retrying in %.1fs", runner.queue.name, exc, delay)
                     await self._sleep(delay)
                     delay = min(delay * 2, 10.0)
@@ -362,6 +366,22 @@ class Worker:
         self._outcome_ready.set()
         if runner.saturated:
             runner.wake.set()
+
+    def _take_unwritten(self, queue: QueuePlugin) -> list[Transition]:
+        """The queue's buffered outcomes, to write with its next claim (in a drain they are
+        what freed the slots it claims for). Outcomes with follow-ups stay for the flush
+        loop: a follow-up that keeps failing must not hold up claims."""
+        if not self._unwritten:
+            return []
+        taken: list[Transition] = []
+        kept: list[tuple[QueuePlugin, Transition]] = []
+        for entry in self._unwritten:
+            if entry[0] is queue and entry[1].follow_up is None:
+                taken.append(entry[1])
+            else:
+                kept.append(entry)
+        self._unwritten = kept
+        return taken
 
     async def _flush_loop(self) -> None:
         while True:

@@ -66,6 +66,13 @@ def write_back_steps(statements: JobSQL, worker_id: str, transitions: Sequence[T
             yield from transition.follow_up()
 
 
+def write_back_and_claim_steps(statements: JobSQL, queue: str, worker_id: str,
+                               transitions: Sequence[Transition], limit: int) -> Steps:
+    """Write outcomes, then claim (run it in a transaction)."""
+    yield from write_back_steps(statements, worker_id, transitions)
+    return (yield from claim_steps(statements, queue, worker_id, limit))
+
+
 class Queue(QueuePlugin):
     """A queue whose jobs are rows in the app's Postgres jobs table."""
 
@@ -145,6 +152,15 @@ class Queue(QueuePlugin):
             return
         async with self._app.connection() as conn, conn.transaction():
             await drive_async(conn, steps)
+
+    async def write_back_and_claim(self, worker_id: str, transitions: Sequence[Transition],
+                                   limit: int) -> list[JobRecord]:
+        """In one transaction: one commit and one round trip fewer, and no write-back
+        beside the claim that a draining worker waits for."""
+        if not transitions:
+            return await self.claim(worker_id, limit)
+        return await self._run(write_back_and_claim_steps(self._sql, self.name, worker_id, transitions, limit),
+                               atomic=True)
 
     async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout

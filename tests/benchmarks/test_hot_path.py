@@ -336,3 +336,53 @@ async def test_a_job_cancelled_before_its_task_starts_frees_its_slot():
     executor.submit(record, outcomes.append)  # its id is free again
     await executor.stop(None)
     assert outcomes[1].result_json == "4"
+
+
+async def test_a_draining_worker_writes_outcomes_in_its_next_claims_transaction(dsn):
+    """Claims take every free slot (10 at a time here), and the outcomes that freed them
+    are written in the same transaction as the next claim: a write-back's completed_at is
+    the started_at of the batch claimed with it (both are that transaction's now()). Only
+    the last batch is left for the flush loop."""
+    from chancy.testing import eventually, running_worker
+
+    async with Chancy(dsn, plugins=[Queue("default", concurrency=10)]) as app:
+        await app.migrate()
+        app.task(_double)
+        await app.push_many([Job(_double, args=(i,)) for i in range(100)])
+        async with running_worker(app, writeback_delay=0.5):
+            async with app.connection() as conn:
+                async def drained() -> bool:
+                    cur = await conn.execute("SELECT count(*) FROM chancy_jobs WHERE state <> 'succeeded'")
+                    return (await cur.fetchone())[0] == 0
+                await eventually(drained, timeout=20)
+                claims = await (await conn.execute(
+                    "SELECT count(*) FROM chancy_jobs GROUP BY started_at ORDER BY started_at")).fetchall()
+                write_backs = await (await conn.execute(
+                    "SELECT count(*), completed_at IN (SELECT started_at FROM chancy_jobs) FROM chancy_jobs"
+                    " GROUP BY completed_at ORDER BY completed_at")).fetchall()
+    assert [n for n, in claims] == [10] * 10
+    assert write_backs == [(10, True)] * 9 + [(10, False)]
+
+
+async def test_outcomes_of_a_failed_write_back_and_claim_are_written_later():
+    """The claim and the write-back fail together; the outcomes go back to the flush loop."""
+    from chancy.queues.memory import MemoryQueue
+    from chancy.testing import running_worker
+
+    class Flaky(MemoryQueue):
+        failures = 0
+
+        async def write_back_and_claim(self, worker_id, transitions, limit):
+            if transitions and not self.failures:
+                self.failures += 1
+                raise ConnectionError("the database went away")
+            return await super().write_back_and_claim(worker_id, transitions, limit)
+
+    queue = Flaky("default", concurrency=2)
+    app = Chancy(plugins=[queue])
+    app.task(_double)
+    refs = [await app.push(Job(_double, args=(i,))) for i in range(6)]
+    async with running_worker(app):
+        records = [await ref.wait(timeout=10) for ref in refs]
+    assert queue.failures == 1
+    assert [(r.state, r.result, r.attempts) for r in records] == [(JobState.SUCCEEDED, 2 * i, 1) for i in range(6)]
