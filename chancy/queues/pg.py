@@ -49,8 +49,10 @@ def push_steps(statements: JobSQL, jobs: Sequence[Job]) -> Steps:
     raise RuntimeError("unique_key kept changing hands while pushing; try again")
 
 
-def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int) -> Steps:
-    records: list[JobRecord] = yield statements.claim(queue, worker_id, limit)
+def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int,
+                finished: Sequence[Transition] = ()) -> Steps:
+    """Claim (writing ``finished`` outcomes without follow-ups in the same statement)."""
+    records: list[JobRecord] = yield statements.claim(queue, worker_id, limit, finished)
     expired = [r.id for r in records if r.state is JobState.EXPIRED]
     if expired:
         yield statements.notify_done(expired)
@@ -64,13 +66,6 @@ def write_back_steps(statements: JobSQL, worker_id: str, transitions: Sequence[T
     for transition in transitions:
         if transition.follow_up is not None and transition.job_id in applied:
             yield from transition.follow_up()
-
-
-def write_back_and_claim_steps(statements: JobSQL, queue: str, worker_id: str,
-                               transitions: Sequence[Transition], limit: int) -> Steps:
-    """Write outcomes, then claim (run it in a transaction)."""
-    yield from write_back_steps(statements, worker_id, transitions)
-    return (yield from claim_steps(statements, queue, worker_id, limit))
 
 
 class Queue(QueuePlugin):
@@ -155,12 +150,11 @@ class Queue(QueuePlugin):
 
     async def write_back_and_claim(self, worker_id: str, transitions: Sequence[Transition],
                                    limit: int) -> list[JobRecord]:
-        """In one transaction: one commit and one round trip fewer, and no write-back
-        beside the claim that a draining worker waits for."""
-        if not transitions:
-            return await self.claim(worker_id, limit)
-        return await self._run(write_back_and_claim_steps(self._sql, self.name, worker_id, transitions, limit),
-                               atomic=True)
+        """In one statement: one round trip and one commit instead of two, and no
+        write-back beside the claim that a draining worker waits for."""
+        if any(t.follow_up is not None for t in transitions):
+            return await super().write_back_and_claim(worker_id, transitions, limit)
+        return await self._run(claim_steps(self._sql, self.name, worker_id, limit, transitions))
 
     async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -223,9 +223,8 @@ class JobSQL:
         # all workers. Only a rate-limited queue's row is locked (so its claims take
         # turns); others pay one primary-key read. rate_starts keeps the latest
         # rate_limit start times: enough to count any window exactly.
-        self._claim = sql.SQL(
-            """
-            WITH settings AS (
+        claim = """
+            settings AS (
                 SELECT paused_until > now() AS paused FROM {queues} WHERE name = %(queue)s
             ), limiter AS (
                 SELECT name, rate_limit, rate_period, rate_starts FROM {queues}
@@ -277,18 +276,19 @@ class JobSQL:
                     ) latest)
                 FROM limiter l
                 WHERE q.name = l.name
-            )
-            SELECT * FROM claimed
-            """
-        ).format(j_cols=j_cols, **f)
+            )"""
         self._notify_done = sql.SQL(
             "SELECT pg_notify(%(channel)s, id::text) FROM unnest(%(ids)s::uuid[]) AS t(id)"
         )
         # Outcomes of one worker, many jobs per statement. The guard (still running, still
         # ours) makes a late or duplicate write-back change nothing.
-        self._write_back = sql.SQL(
-            """
-            WITH input AS (
+        # Outcomes of one worker, many jobs per statement. The guard (still running, still
+        # ours) makes a late or duplicate write-back change nothing. Waiters hear of finished
+        # jobs; workers hear of retries that are due now, as they would of a push, instead
+        # of finding them at their next poll. The notifications are in RETURNING, which a
+        # data-modifying CTE computes even when no one reads it.
+        write_back = """
+            input AS (
                 SELECT * FROM unnest(
                     %(ids)b::uuid[], %(states)b::text[], %(results)b::jsonb[],
                     %(errors)b::jsonb[], %(delays)b::float8[], %(max_attempts)b::int[], %(attempts)b::int[]
@@ -309,15 +309,15 @@ class JobSQL:
                 FROM input i
                 WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
                   AND (i.attempt IS NULL OR j.attempts = i.attempt)
-                RETURNING j.id, j.state, j.queue, i.delay
-            )
-            -- Waiters hear of finished jobs; workers hear of retries that are due now, as
-            -- they would of a push, instead of finding them at their next poll.
-            SELECT id, CASE WHEN state <> 'retrying' THEN pg_notify(%(channel)s, id::text)
-                            WHEN delay <= 0 THEN pg_notify(%(pushed_channel)s, queue) END
-            FROM updated
-            """
-        ).format(**f)
+                RETURNING j.id, CASE WHEN j.state <> 'retrying' THEN pg_notify(%(channel)s, j.id::text)
+                                     WHEN i.delay <= 0 THEN pg_notify(%(pushed_channel)s, j.queue) END
+            )"""
+        self._claim = sql.SQL(f"WITH {claim} SELECT * FROM claimed").format(j_cols=j_cols, **f)
+        self._write_back = sql.SQL(f"WITH {write_back} SELECT id FROM updated").format(**f)
+        # A draining worker's outcomes and its next claim: one statement, one commit. The
+        # two updates touch different rows (ours running; others runnable).
+        self._write_back_and_claim = sql.SQL(f"WITH {write_back}, {claim} SELECT * FROM claimed").format(
+            j_cols=j_cols, **f)
         self._cancel = sql.SQL(
             """
             WITH target AS (
@@ -390,8 +390,13 @@ class JobSQL:
     def states(self, ids: Sequence[uuid.UUID]) -> Statement:
         return Statement(self._states, {"ids": list(ids)}, lambda rows: {r[0]: JobState(r[1]) for r in rows})
 
-    def claim(self, queue: str, worker_id: str, limit: int) -> Statement:
-        return Statement(self._claim, {"queue": queue, "worker": worker_id, "limit": limit}, _records)
+    def claim(self, queue: str, worker_id: str, limit: int, finished: Sequence[Transition] = ()) -> Statement:
+        """Claim up to ``limit`` jobs, first writing the ``finished`` outcomes (which must
+        have no follow-ups: this statement does not say which outcomes applied)."""
+        params = {"queue": queue, "worker": worker_id, "limit": limit}
+        if not finished:
+            return Statement(self._claim, params, _records)
+        return Statement(self._write_back_and_claim, self.write_back(worker_id, finished).params | params, _records)
 
     def notify_done(self, ids: Sequence[uuid.UUID]) -> Statement:
         return Statement(self._notify_done, {"ids": list(ids), "channel": self.done_channel})

@@ -342,13 +342,15 @@ async def test_a_draining_worker_writes_outcomes_in_its_next_claims_transaction(
     """Claims take every free slot (10 at a time here), and the outcomes that freed them
     are written in the same transaction as the next claim: a write-back's completed_at is
     the started_at of the batch claimed with it (both are that transaction's now()). Only
-    the last batch is left for the flush loop."""
+    the last batch is left for the flush loop. Waiters still hear of every finished job."""
     from chancy.testing import eventually, running_worker
 
     async with Chancy(dsn, plugins=[Queue("default", concurrency=10)]) as app:
         await app.migrate()
         app.task(_double)
-        await app.push_many([Job(_double, args=(i,)) for i in range(100)])
+        refs = await app.push_many([Job(_double, args=(i,)) for i in range(100)])
+        listening = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        await listening.execute(app.job_sql.listen_done)
         async with running_worker(app, writeback_delay=0.5):
             async with app.connection() as conn:
                 async def drained() -> bool:
@@ -360,8 +362,11 @@ async def test_a_draining_worker_writes_outcomes_in_its_next_claims_transaction(
                 write_backs = await (await conn.execute(
                     "SELECT count(*), completed_at IN (SELECT started_at FROM chancy_jobs) FROM chancy_jobs"
                     " GROUP BY completed_at ORDER BY completed_at")).fetchall()
+        heard = {n.payload async for n in listening.notifies(timeout=5, stop_after=100)}
+        await listening.close()
     assert [n for n, in claims] == [10] * 10
     assert write_backs == [(10, True)] * 9 + [(10, False)]
+    assert heard == {str(ref.id) for ref in refs}
 
 
 async def test_outcomes_of_a_failed_write_back_and_claim_are_written_later():
