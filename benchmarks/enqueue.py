@@ -10,11 +10,13 @@ from chancy import Chancy, Queue
 from chancy.compat import Celery
 
 SPECS = {
-    **{key: spec for key, spec in raw.SPECS.items() if key in ("raw.insert_loop", "raw.insert_multirow", "raw.copy")},
+    **{key: spec for key, spec in raw.SPECS.items()
+       if key in ("raw.insert_loop", "raw.insert_multirow", "raw.copy", "raw.copy_job_shaped")},
     "chancy.delay": FigureSpec("chancy.compat: Celery task .delay() loop", "jobs/s"),
     "chancy.push_sync": FigureSpec("chancy: task.push_sync() loop", "jobs/s"),
     "chancy.push_async": FigureSpec("chancy: await task.push() loop", "jobs/s"),
     "chancy.push_many": FigureSpec("chancy: await push_many(jobs)", "jobs/s"),
+    "chancy.task_push_many": FigureSpec("chancy: await task.push_many(calls)", "jobs/s"),
 }
 
 
@@ -62,18 +64,24 @@ async def celery_delay(dsn: str, n: int) -> float:
 
 
 async def bulk(run: Run) -> dict[str, float]:
-    """Multi-row INSERT and COPY of the raw table, then ``push_many``, on one database."""
+    """Multi-row INSERT and COPY of the raw table, COPY into a job-shaped table, then
+    ``push_many``, on one database."""
     n = run.sizes.bulk
     async with run.fresh_database() as dsn:
         await raw.create(dsn)
         figures = await raw.bulk_insert(dsn, n)
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
             await app.migrate()
+            figures["raw.copy_job_shaped"] = await raw.copy_job_shaped(dsn, app.names.prefix + "jobs", n)
             task = app.task(tasks.noop)
             await task.push(-1)
             started = time.perf_counter()  # building the jobs is part of what a caller pays
             await app.push_many([task.job(i) for i in range(n)])
-            return {**figures, "chancy.push_many": rate(n, time.perf_counter() - started)}
+            figures["chancy.push_many"] = rate(n, time.perf_counter() - started)
+            started = time.perf_counter()  # the bulk API: one call per item, no Job each
+            await task.push_many((i,) for i in range(n))
+            figures["chancy.task_push_many"] = rate(n, time.perf_counter() - started)
+            return figures
 
 
 async def measure(run: Run) -> None:
@@ -84,4 +92,7 @@ async def measure(run: Run) -> None:
     run.ratio("push_sync / raw INSERT loop", "chancy.push_sync", "raw.insert_loop", at_least=0.8)
     run.ratio("push_async / raw INSERT loop", "chancy.push_async", "raw.insert_loop")
     run.ratio("push_many / raw COPY", "chancy.push_many", "raw.copy", at_least=0.8)
+    run.ratio("task.push_many / raw COPY", "chancy.task_push_many", "raw.copy", at_least=0.8)
     run.ratio("push_many / raw multi-row INSERT", "chancy.push_many", "raw.insert_multirow")
+    run.ratio("push_many / raw COPY into a job-shaped table", "chancy.push_many", "raw.copy_job_shaped")
+    run.ratio("task.push_many / raw COPY into a job-shaped table", "chancy.task_push_many", "raw.copy_job_shaped")

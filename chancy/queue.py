@@ -111,6 +111,14 @@ class QueuePlugin(abc.ABC):
     @abc.abstractmethod
     def push_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]: ...
 
+    async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
+        """Store one job per call of ``template`` (each call its positional arguments):
+        ``task.push_many``. A queue may store these without a :class:`Job` per call."""
+        return await self.push([template.with_options(args=args) for args in calls], connection)
+
+    def push_calls_sync(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
+        return self.push_sync([template.with_options(args=args) for args in calls], connection)
+
     # --- reading and waiting ---------------------------------------------------------
     @abc.abstractmethod
     async def get(self, job_id: uuid.UUID) -> JobRecord | None: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, ParamSpec, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Mapping, ParamSpec, Sequence, TypeVar
 
 from chancy import execution, rate_limits
 from chancy.job import Backoff, Job, Limit, Reference, task_name
@@ -72,3 +72,20 @@ class Task(Generic[P, R]):
 
     def push_sync(self, *args: Any, **kwargs: Any) -> Reference:
         return self.app.push_sync(self.job(*args, **kwargs))
+
+    async def push_many(self, calls: Iterable[Sequence[Any]], connection: Any = None) -> list[Reference]:
+        """Push one job per item of ``calls``, each the positional arguments of one call
+        (as ``starmap``), with this task's defaults. Many calls are copied in one COPY
+        without a :class:`Job` per call: the bulk API, several times cheaper per job than
+        ``app.push_many([task.job(...) ...])``. With ``connection``, in the caller's
+        transaction."""
+        calls = list(calls)
+        queue = self.app.queue(self.defaults.queue)
+        return [Reference(self.app, job_id, queue.name)
+                for job_id in await queue.push_calls(self.defaults, calls, connection)]
+
+    def push_many_sync(self, calls: Iterable[Sequence[Any]], connection: Any = None) -> list[Reference]:
+        calls = list(calls)
+        queue = self.app.queue(self.defaults.queue)
+        return [Reference(self.app, job_id, queue.name)
+                for job_id in queue.push_calls_sync(self.defaults, calls, connection)]

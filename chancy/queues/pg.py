@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import psycopg
 
-from chancy.job import Job, JobRecord, JobState, new_job_id
+from chancy.job import Job, JobRecord, JobState, new_job_ids
 from chancy.queue import QueuePlugin, Transition
 from chancy.queues.sql import JobSQL, Steps, drive_async, drive_sync, single
 
@@ -25,7 +25,8 @@ UNIQUE_RETRIES = 5
 def push_steps(statements: JobSQL, jobs: Sequence[Job]) -> Steps:
     """Insert jobs; a job whose unique key is taken by a live job gets that job's id.
     Run it in a transaction when ``statements.copyable(jobs)``: it copies, then notifies."""
-    ids = [job.id or new_job_id() for job in jobs]
+    fresh = iter(new_job_ids(sum(job.id is None for job in jobs)))
+    ids = [job.id or next(fresh) for job in jobs]
     if statements.copyable(jobs):
         yield statements.copy(jobs, ids)
         yield statements.notify_pushed(sorted({job.queue for job in jobs}))
@@ -47,6 +48,14 @@ def push_steps(statements: JobSQL, jobs: Sequence[Job]) -> Steps:
         if not todo:
             return ids
     raise RuntimeError("unique_key kept changing hands while pushing; try again")
+
+
+def push_calls_steps(statements: JobSQL, template: Job, calls: Sequence[Sequence[Any]]) -> Steps:
+    """COPY one job per call of ``template`` (run it in a transaction), then notify."""
+    ids: list[uuid.UUID] = []
+    yield statements.copy_calls(template, calls, ids)
+    yield statements.notify_pushed([template.queue])
+    return ids
 
 
 def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int,
@@ -118,6 +127,16 @@ class Queue(QueuePlugin):
 
     def push_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
         return self._run_sync(push_steps(self._sql, jobs), connection, atomic=self._sql.copyable(jobs))
+
+    async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
+        if not self._sql.copyable_calls(template, len(calls)):
+            return await super().push_calls(template, calls, connection)
+        return await self._run(push_calls_steps(self._sql, template, calls), connection, atomic=True)
+
+    def push_calls_sync(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
+        if not self._sql.copyable_calls(template, len(calls)):
+            return super().push_calls_sync(template, calls, connection)
+        return self._run_sync(push_calls_steps(self._sql, template, calls), connection, atomic=True)
 
     async def get(self, job_id: uuid.UUID) -> JobRecord | None:
         return await self._run(single(self._sql.get(job_id)))

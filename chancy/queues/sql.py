@@ -5,14 +5,15 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import uuid
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, Callable, Generator, Iterable, Iterator, Sequence
 
 from psycopg import pq, sql
 
 from chancy import serialization
 from chancy.errors import SerializationError
-from chancy.job import Backoff, Job, JobRecord, JobState, Limit
+from chancy.job import Backoff, Job, JobRecord, JobState, Limit, new_job_ids
 from chancy.migrations import LIVE, Names
 from chancy.queue import Transition
 
@@ -63,7 +64,7 @@ class Statement:
     query: sql.Composable | bytes  # bytes: composed once, ready to send
     params: dict[str, Any]
     mapper: Callable[[list[tuple]], Any] = lambda rows: rows
-    copy_rows: Sequence[Sequence[Any]] | None = None  # rows for a ``COPY … FROM STDIN``
+    copy_data: Iterable[str] | None = None  # text-format data of a ``COPY … FROM STDIN``, in chunks
 
 
 #: An operation: a generator that yields statements, is sent each one's mapped rows,
@@ -82,10 +83,10 @@ def drive_sync(conn: Any, steps: Steps) -> Any:
     try:
         statement = next(steps)
         while True:
-            if statement.copy_rows is not None:
+            if statement.copy_data is not None:
                 with conn.cursor() as cur, cur.copy(statement.query) as copy:
-                    for row in statement.copy_rows:
-                        copy.write_row(row)
+                    for chunk in statement.copy_data:
+                        copy.write(chunk)
                 statement = steps.send(None)
                 continue
             cur = conn.execute(statement.query, statement.params)
@@ -98,10 +99,10 @@ async def drive_async(conn: Any, steps: Steps) -> Any:
     try:
         statement = next(steps)
         while True:
-            if statement.copy_rows is not None:
+            if statement.copy_data is not None:
                 async with conn.cursor() as cur, cur.copy(statement.query) as copy:
-                    for row in statement.copy_rows:
-                        await copy.write_row(row)
+                    for chunk in statement.copy_data:
+                        await copy.write(chunk)
                 statement = steps.send(None)
                 continue
             cur = await conn.execute(statement.query, statement.params)
@@ -135,8 +136,7 @@ PUSHED = (
 )
 _ALWAYS = 3
 _OPTIONAL = tuple(range(_ALWAYS, len(PUSHED)))
-_SCHEDULED_AT = [column for column, _, _ in PUSHED].index("scheduled_at")
-_UNIQUE_KEY = [column for column, _, _ in PUSHED].index("unique_key")
+_ARGS = [column for column, _, _ in PUSHED].index("args")
 
 
 #: A push of at least this many jobs, none with a unique key or a schedule, is written with
@@ -153,8 +153,8 @@ def _sent(rows: Sequence[tuple]) -> tuple[int, ...]:
     if len(rows) == 1:
         row = rows[0]
         return tuple(range(_ALWAYS)) + tuple(i for i in _OPTIONAL if row[i] != PUSHED[i][2])
-    return tuple(range(_ALWAYS)) + tuple(
-        i for i in _OPTIONAL if any(row[i] != PUSHED[i][2] for row in rows))
+    columns = list(zip(*rows))  # counting a default in a column runs in C
+    return tuple(range(_ALWAYS)) + tuple(i for i in _OPTIONAL if columns[i].count(PUSHED[i][2]) != len(rows))
 
 
 def _insert_query(jobs: sql.Identifier, channel: str, sent: tuple[int, ...], many: bool) -> bytes:
@@ -362,7 +362,7 @@ class JobSQL:
 
     @staticmethod
     def copyable(jobs: Sequence[Job]) -> bool:
-        return len(jobs) >= COPY_MIN_JOBS and all(job.unique_key is None and job.scheduled_at is None for job in jobs)
+        return len(jobs) >= COPY_MIN_JOBS and all(map(_plainly_pending, jobs))
 
     def copy(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
         """COPY of :meth:`copyable` jobs (of the columns they set); follow it with
@@ -373,7 +373,36 @@ class JobSQL:
         if query is None:
             query = self._copies[sent] = sql.SQL("COPY {} ({}) FROM STDIN").format(
                 self._jobs, sql.SQL(", ").join(sql.Identifier(PUSHED[i][0]) for i in sent))
-        return Statement(query, {}, copy_rows=[[row[i] for i in sent] for row in rows])
+        lines = ["\t".join([_copy_field(row[i]) for i in sent]) + "\n" for row in rows]
+        return Statement(query, {}, copy_data=map("".join, _chunks(lines)))
+
+    @staticmethod
+    def copyable_calls(template: Job, count: int) -> bool:
+        return count >= COPY_MIN_JOBS and _plainly_pending(template)
+
+    def copy_calls(self, template: Job, calls: Sequence[Sequence[Any]], ids: list[uuid.UUID]) -> Statement:
+        """COPY of one job per call of a :meth:`copyable_calls` ``template`` (each call its
+        positional arguments): no :class:`Job` per call, and rows (and their ids, appended
+        to ``ids``) are made chunk by chunk as the driver writes them, so the server parses
+        one chunk while the next is made. Follow it with :meth:`notify_pushed`."""
+        values = _pushed_values(None, template)
+        sent = _sent([values[:_ARGS] + ("[0]",) + values[_ARGS + 1:]])  # args always sent
+        query = self._copies.get(sent)
+        if query is None:
+            query = self._copies[sent] = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                self._jobs, sql.SQL(", ").join(sql.Identifier(PUSHED[i][0]) for i in sent))
+        head = "".join(_copy_field(value) + "\t" for value in values[1:_ARGS])
+        tail = "".join("\t" + _copy_field(values[i]) for i in sent[_ARGS + 1:]) + "\n"
+        func = template.func
+
+        def data() -> Iterator[str]:
+            for chunk in _chunks(calls):
+                made = new_job_ids(len(chunk))
+                ids.extend(made)
+                yield "".join([f"{job_id.int:032x}\t{head}{_args_json(func, args).translate(_COPY_ESCAPES)}{tail}"
+                               for job_id, args in zip(made, chunk)])
+
+        return Statement(query, {}, copy_data=data())
 
     def notify_pushed(self, queues: Sequence[str]) -> Statement:
         return Statement(self._notify_pushed, {"channel": self.pushed_channel, "queues": list(queues)})
@@ -442,6 +471,40 @@ def _pushed_values(job_id: uuid.UUID, job: Job) -> tuple:
         serialization.dumps(job.backoff.to_dict()) if job.backoff else None,
         _dumps_meta(job) if job.meta else "{}",
     )
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: Any) -> str:
+    """One pushed value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, uuid.UUID):
+        return f"{value.int:032x}"
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return str(int(value))
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), COPY_CHUNK):
+        yield items[start:start + COPY_CHUNK]
+
+
+def _plainly_pending(job: Job) -> bool:
+    """No unique key and no schedule: the row is simply pending (what COPY can write)."""
+    return job.unique_key is None and job.scheduled_at is None
+
+
+def _args_json(func: str, args: Sequence[Any]) -> str:
+    """One call's positional arguments as JSON, checked as :class:`Job` checks them."""
+    if type(args) is not tuple and type(args) is not list and (
+            isinstance(args, (str, bytes)) or not isinstance(args, Sequence)):
+        raise TypeError(f"each call of {func!r} must be a list or tuple of arguments, got {type(args).__name__}")
+    return serialization.dumps_arguments(func, args, {})[0]
 
 
 def _dumps_meta(job: Job) -> str:

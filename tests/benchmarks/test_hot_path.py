@@ -14,6 +14,7 @@ from kombu.utils import json as kombu_json
 
 from chancy import Backoff, Chancy, Job, JobState, Limit, Queue
 from chancy import serialization
+from chancy.errors import SerializationError
 from chancy.queue import Transition
 
 VALUES = [
@@ -30,6 +31,20 @@ def test_serialization_matches_kombu(value):
     assert text == kombu_json.dumps(value)
     assert serialization.loads(text) == kombu_json.loads(text)
     assert serialization.loads(text.encode()) == kombu_json.loads(text)
+
+
+def test_the_reused_encoder_recovers_from_a_failed_encode():
+    """``dumps`` reuses one C encoder per thread; a failure part-way (inside nested
+    containers) must not leave it believing those containers are still being encoded."""
+    outer = [[1, {"k": [2]}], object()]
+    with pytest.raises(TypeError):
+        serialization.dumps(outer)
+    outer[1] = 2  # the same containers again, now encodable
+    assert serialization.dumps(outer) == kombu_json.dumps(outer)
+    circular: list = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular"):
+        serialization.dumps(circular)
 
 
 def test_loads_fast_path_returns_fresh_containers():
@@ -391,3 +406,59 @@ async def test_outcomes_of_a_failed_write_back_and_claim_are_written_later():
         records = [await ref.wait(timeout=10) for ref in refs]
     assert queue.failures == 1
     assert [(r.state, r.result, r.attempts) for r in records] == [(JobState.SUCCEEDED, 2 * i, 1) for i in range(6)]
+
+
+def test_bulk_ids_are_time_ordered_unique_uuid7s():
+    from chancy.job import new_job_id, new_job_ids
+
+    ids = [new_job_id()] + new_job_ids(10_000) + [new_job_id()]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert all(i == uuid.UUID(str(i)) and hash(i) == hash(uuid.UUID(str(i))) for i in ids[:100])
+
+
+async def test_task_push_many_copies_calls_atomically_and_announces_them(dsn):
+    """The bulk API: one COPY (rows made as they are sent) and one NOTIFY per queue, in
+    one transaction; it joins the caller's; odd characters survive the text format."""
+    from chancy.queues.sql import COPY_MIN_JOBS
+
+    async with Chancy(dsn, plugins=[Queue("default")]) as app:
+        await app.migrate()
+        task = app.task(_double, queue="odd\tqueue\\", priority=3)
+        calls = [(i, "tab\tnew\nline\\back\r") for i in range(COPY_MIN_JOBS + 1)]
+        async with app.connection() as conn:
+            await conn.execute(f"LISTEN {app.job_sql.pushed_channel}")
+            refs = await task.push_many(iter(calls))
+            heard = [notify.payload async for notify in conn.notifies(timeout=5, stop_after=1)]
+        assert heard == ["odd\tqueue\\"]
+        stored = await refs[-1].get()
+        assert (stored.args, stored.queue, stored.priority, stored.state) == \
+            (calls[-1], "odd\tqueue\\", 3, JobState.PENDING)
+        assert [r.id for r in refs] == sorted(r.id for r in refs)
+
+        async with app.connection() as conn:  # in the caller's transaction: rolled back with it
+            with pytest.raises(RuntimeError):
+                async with conn.transaction():
+                    await task.push_many(calls, connection=conn)
+                    raise RuntimeError("caller gives up")
+            with pytest.raises(SerializationError, match=r"args\[0\]"):
+                await task.push_many(calls[:-1] + [(object(),)])  # named, and nothing kept
+            with pytest.raises(TypeError, match="list or tuple"):
+                await task.push_many(calls[:-1] + ["ab"])
+            count = (await (await conn.execute("SELECT count(*) FROM chancy_jobs")).fetchone())[0]
+        assert count == len(calls)
+        few = task.push_many_sync([(1,), (2,)])  # below the COPY size: the insert path
+        assert [r.get_sync().args for r in few] == [(1,), (2,)]
+
+
+async def test_push_many_of_jobs_copies_text_that_needs_escaping(dsn):
+    from chancy.queues.sql import COPY_MIN_JOBS
+
+    async with Chancy(dsn, plugins=[Queue("default")]) as app:
+        await app.migrate()
+        jobs = [Job("tests.some\\where.task", args=("a\tb\nc\\d\re", i), kwargs={"k": "\\"}, max_attempts=2,
+                    queue="q\n", meta={"m": "\t"}) for i in range(COPY_MIN_JOBS)]
+        assert app.job_sql.copyable(jobs)
+        stored = await (await app.push_many(jobs))[-1].get()
+        assert (stored.func, stored.args, stored.kwargs, stored.queue, stored.meta, stored.max_attempts) == \
+            (jobs[-1].func, jobs[-1].args, {"k": "\\"}, "q\n", {"m": "\t"}, 2)
