@@ -281,8 +281,6 @@ class JobSQL:
             "SELECT pg_notify(%(channel)s, id::text) FROM unnest(%(ids)s::uuid[]) AS t(id)"
         )
         # Outcomes of one worker, many jobs per statement. The guard (still running, still
-        # ours) makes a late or duplicate write-back change nothing.
-        # Outcomes of one worker, many jobs per statement. The guard (still running, still
         # ours) makes a late or duplicate write-back change nothing. Waiters hear of finished
         # jobs; workers hear of retries that are due now, as they would of a push, instead
         # of finding them at their next poll. The notifications are in RETURNING, which a

@@ -86,6 +86,18 @@ def test_delay_inside_a_django_atomic_block_joins_its_transaction(celery_app, ds
         connection.close()
 
 
+def test_delay_asks_nothing_of_an_installed_but_unconfigured_django():
+    """kombu imports Django wherever it is installed; an app that does not use it must not
+    pay for importing ``django.db`` and catching its configuration error on each push."""
+    probe = ("import sys, django\n"
+             "from chancy.compat.transactions import django_connection\n"
+             "assert django_connection() is None\n"
+             "print('django.db' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_worker_cli_runs_a_celery_project(celery_app, dsn):
     env = {**os.environ, "CHANCY_DSN": dsn, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "chancy.cli", "worker", "-A", "tests.compat.proj", "-Q", "default,high",
