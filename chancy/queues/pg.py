@@ -11,6 +11,7 @@ import uuid
 from typing import Any, Sequence
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from chancy.job import Job, JobRecord, JobState, new_job_ids
 from chancy.queue import QueuePlugin, Transition
@@ -90,11 +91,12 @@ class Queue(QueuePlugin):
             raise RuntimeError(f"Queue {self.name!r} is not attached to a Chancy app")
         return self.app
 
-    async def _run(self, steps: Steps, connection: Any = None, *, atomic: bool = False) -> Any:
-        """Drive ``steps`` on ``connection`` or a pooled one; ``atomic``: in one transaction
-        (a savepoint inside the caller's)."""
+    async def _run(self, steps: Steps, connection: Any = None, *, atomic: bool = False,
+                   pool: AsyncConnectionPool | None = None) -> Any:
+        """Drive ``steps`` on ``connection`` or one from ``pool`` (default: the app's);
+        ``atomic``: in one transaction (a savepoint inside the caller's)."""
         if connection is None:
-            pool = await self._app.async_pool()
+            pool = pool or await self._app.async_pool()
             conn = await pool.getconn()
             try:
                 return await self._run(steps, conn, atomic=atomic)
@@ -157,7 +159,7 @@ class Queue(QueuePlugin):
         return self._run_sync(single(self._sql.requeue(job_id)))
 
     async def claim(self, worker_id: str, limit: int) -> list[JobRecord]:
-        return await self._run(claim_steps(self._sql, self.name, worker_id, limit))
+        return await self._run(claim_steps(self._sql, self.name, worker_id, limit), pool=await self._app.claim_pool())
 
     async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
         steps = write_back_steps(self._sql, worker_id, transitions)
@@ -173,7 +175,8 @@ class Queue(QueuePlugin):
         write-back beside the claim that a draining worker waits for."""
         if any(t.follow_up is not None for t in transitions):
             return await super().write_back_and_claim(worker_id, transitions, limit)
-        return await self._run(claim_steps(self._sql, self.name, worker_id, limit, transitions))
+        return await self._run(claim_steps(self._sql, self.name, worker_id, limit, transitions),
+                               pool=await self._app.claim_pool())
 
     async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
