@@ -19,7 +19,7 @@ from chancy.errors import ConfigurationError, DatabaseUnavailableError
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
 from chancy.queue import QueuePlugin
-from chancy.queues.sql import JobSQL
+from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL
 from chancy.rate_limits import RateLimitLike
 from chancy.task import Task
 
@@ -56,7 +56,7 @@ def resolve_dsn(dsn: str | None) -> str:
 
 
 async def _use_generic_plans(conn: psycopg.AsyncConnection) -> None:
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute(USE_GENERIC_PLANS)
 
 
 class Chancy:
@@ -214,16 +214,8 @@ class Chancy:
             self._async_pool = pool
 
     async def claim_pool(self) -> AsyncConnectionPool:
-        """Connections for workers' claim statements only, opened on the first claim.
-
-        Postgres re-plans a prepared statement whenever its generic plan looks costlier
-        than the custom ones. With many future-scheduled rows the claim's does (its LIMIT is
-        unknown, so taken as 10% of the due rows that the statistics overestimate), and every
-        claim paid ~0.5 ms of planning: a 10% slower drain beside a big table. The claim's
-        plan does not depend on its parameters (it reads partial indexes whose states are
-        literals), so these connections always use its generic plan. The shared pool keeps
-        the default: there a parameter such as ``state = %s`` needs a custom plan to use a
-        partial index."""
+        """Connections for workers' claims only, opened on the first claim: they always use
+        the claim's generic plan (see :data:`chancy.queues.sql.USE_GENERIC_PLANS`)."""
         if self._claim_pool is None:
             await self.open()
             assert self._open_lock is not None

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from chancy.queues.sql import Steps, drive_sync
+from chancy.queues.sql import USE_GENERIC_PLANS, Steps, drive_sync
 
 
 class ProcessConnection:
@@ -25,6 +25,7 @@ class ProcessConnection:
     def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._pid != os.getpid():
             self._conn = psycopg.Connection.connect(self.dsn, autocommit=True)
+            self._conn.execute(USE_GENERIC_PLANS)  # the transport claims; all our states are literals
             self._pid = os.getpid()
         return self._conn
 

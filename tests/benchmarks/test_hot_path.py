@@ -464,30 +464,53 @@ async def test_push_many_of_jobs_copies_text_that_needs_escaping(dsn):
             (jobs[-1].func, jobs[-1].args, {"k": "\\"}, "q\n", {"m": "\t"}, 2)
 
 
+async def skew_statistics(conn: psycopg.AsyncConnection, queue: str) -> None:
+    """As many finished rows as future-scheduled ones in ``queue``, analyzed."""
+    await conn.execute(
+        "INSERT INTO chancy_jobs (id, queue, func, state, completed_at, scheduled_at)"
+        " SELECT gen_random_uuid(), %s, 'f', 'succeeded', now(), now() - interval '1 hour'"
+        " FROM generate_series(1, 2000)", (queue,))
+    await conn.execute(
+        "INSERT INTO chancy_jobs (id, queue, func, state, scheduled_at)"
+        " SELECT gen_random_uuid(), %s, 'f', 'scheduled', now() + interval '1 day'"
+        " FROM generate_series(1, 2000)", (queue,))
+    await conn.execute("ANALYZE chancy_jobs")
+
+CLAIM_PLANS = ("SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+               " WHERE statement LIKE '%%FOR UPDATE SKIP LOCKED%%'")
+
+
 async def test_claims_beside_many_scheduled_rows_are_not_planned_again_each_time(dsn):
     """With as many future-scheduled as finished rows, the claim's generic plan looks
-    costlier than its custom ones (its LIMIT is unknown and the due rows are overestimated),
-    so Postgres planned every claim anew (~0.5 ms each). Claims run where the generic plan
-    is always used; the shared pool keeps the default, which partial indexes need."""
+    costlier than its custom ones, so Postgres planned every claim anew (~0.5 ms each).
+    Claims run where the generic plan is always used; the shared pool keeps the default,
+    which partial indexes need."""
     async with Chancy(dsn, plugins=[Queue("default")]) as app:
         await app.migrate()
         async with app.connection() as conn:
-            await conn.execute(
-                "INSERT INTO chancy_jobs (id, queue, func, state, completed_at, scheduled_at)"
-                " SELECT gen_random_uuid(), 'default', 'f', 'succeeded', now(), now() - interval '1 hour'"
-                " FROM generate_series(1, 2000)")
-            await conn.execute(
-                "INSERT INTO chancy_jobs (id, queue, func, state, scheduled_at)"
-                " SELECT gen_random_uuid(), 'default', 'f', 'scheduled', now() + interval '1 day'"
-                " FROM generate_series(1, 2000)")
-            await conn.execute("ANALYZE chancy_jobs")
+            await skew_statistics(conn, "default")
             assert (await (await conn.execute("SHOW plan_cache_mode")).fetchone())[0] == "auto"
         await app.push_many([Job("f") for _ in range(12)])
         queue = app.queues["default"]
         for _ in range(12):
             assert len(await queue.claim("w", 1)) == 1
         async with (await app.claim_pool()).connection() as conn:
-            plans = await (await conn.execute(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-                " WHERE statement LIKE '%%FOR UPDATE SKIP LOCKED%%'")).fetchall()
+            plans = await (await conn.execute(CLAIM_PLANS)).fetchall()
+    assert len(plans) == 1 and plans[0][0] > 0 and plans[0][1] == 0
+
+
+async def test_the_kombu_transport_claims_with_the_generic_plan_too(dsn):
+    from kombu import Connection
+
+    import chancy.compat.kombu  # noqa: F401
+
+    async with Chancy(dsn, plugins=[Queue("celery")]) as app:
+        await app.migrate()
+        async with app.connection() as conn:
+            await skew_statistics(conn, "celery")
+        await app.push_many([Job("f", queue="celery") for _ in range(12)])
+    with Connection("chancy+" + dsn) as conn:
+        for _ in range(12):
+            assert conn.default_channel.basic_get("celery", no_ack=True) is not None
+        plans = conn.transport.database.connection().execute(CLAIM_PLANS).fetchall()
     assert len(plans) == 1 and plans[0][0] > 0 and plans[0][1] == 0
