@@ -97,16 +97,6 @@ class DashboardSQL:
             FROM target t
             """
         ).format(done=sql.Literal(done), **f)
-        self._workers = sql.SQL(
-            """
-            SELECT w.worker_id, w.hostname, w.pid, w.queues, w.tags, w.started_at,
-                   extract(epoch FROM now() - w.last_seen)::float8, w.expires_at > now(),
-                   coalesce((SELECT array_agg(j.id::text ORDER BY j.started_at) FROM {jobs} j
-                             WHERE j.state = 'running' AND j.taken_by = w.worker_id), '{{}}')
-            FROM {workers} w
-            ORDER BY w.hostname, w.pid, w.worker_id
-            """
-        ).format(**f)
         links = " || ".join(
             f"coalesce(src.meta->'canvas'->'{key}', '[]'::jsonb)"
             for key in ("after", "then", "errbacks", "downstream", "dropped")
@@ -214,9 +204,7 @@ class DashboardSQL:
 
     # --- workers -------------------------------------------------------------------------------
     def workers(self) -> Statement:
-        keys = ("worker_id", "hostname", "pid", "queues", "tags", "started_at", "heartbeat_age", "alive",
-                "running")
-        return Statement(self._workers, {}, lambda rows: [dict(zip(keys, r)) for r in rows])
+        return self._admin.workers()
 
     # --- metrics -------------------------------------------------------------------------------
     def metric_window_end(self, lag: float) -> Statement:

@@ -28,7 +28,16 @@ class WorkerRow(TypedDict):
     heartbeat_age: float  # seconds since the last heartbeat, on the database clock
     alive: bool  # it promised its next heartbeat (expires_at) and that time has not passed
     running: int
+    running_jobs: list[str]  # ids of the jobs it runs, oldest start first
     uptime: float  # seconds since it started, on the database clock
+
+
+def _worker_row(worker_id: str, hostname: str, pid: int, queues: list[str], tags: list[str],
+                started_at: datetime, heartbeat_age: float, alive: bool, running_jobs: list[str],
+                uptime: float) -> WorkerRow:
+    return WorkerRow(worker_id=worker_id, hostname=hostname, pid=pid, queues=queues, tags=tags,
+                     started_at=started_at, heartbeat_age=heartbeat_age, alive=alive,
+                     running=len(running_jobs), running_jobs=running_jobs, uptime=uptime)
 
 
 class AdminSQL:
@@ -63,10 +72,11 @@ class AdminSQL:
             """
             SELECT w.worker_id, w.hostname, w.pid, w.queues, w.tags, w.started_at,
                    extract(epoch FROM now() - w.last_seen)::float8, w.expires_at > now(),
-                   (SELECT count(*) FROM {jobs} j WHERE j.state = 'running' AND j.taken_by = w.worker_id),
+                   coalesce((SELECT array_agg(j.id::text ORDER BY j.started_at) FROM {jobs} j
+                             WHERE j.state = 'running' AND j.taken_by = w.worker_id), '{{}}'),
                    extract(epoch FROM now() - w.started_at)::float8
             FROM {workers} w
-            ORDER BY w.worker_id
+            ORDER BY w.hostname, w.pid, w.worker_id
             """
         ).format(**f)
         self._list = sql.SQL(
@@ -137,8 +147,7 @@ class AdminSQL:
         return Statement(self._live_counts, {}, _by_queue)
 
     def workers(self) -> Statement:
-        keys = WorkerRow.__annotations__.keys()
-        return Statement(self._workers, {}, lambda rows: [WorkerRow(**dict(zip(keys, row))) for row in rows])
+        return Statement(self._workers, {}, lambda rows: [_worker_row(*row) for row in rows])
 
     def list_jobs(
         self, *, queues: Sequence[str] | None = None, states: Sequence[JobState] | None = None,

@@ -64,6 +64,8 @@ def test_call_result_and_inspect_with_a_running_worker(migrated, cli_run, dsn, t
         stats = cli_run("inspect", "stats", "-j").json()["inspect-test"]
         assert stats["queues"] == ["default"] and stats["running"] == 1 and stats["pid"] > 0
         assert cli_run("inspect", "reserved", "-j").json() == {"inspect-test": []}
+        [row] = cli_run("status", "-j").json()["workers"]
+        assert (row["worker_id"], row["running"], row["running_jobs"]) == ("inspect-test", 1, [held])
 
         release.touch()
         assert cli_run("result", held, "--wait").code == 0
