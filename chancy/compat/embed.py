@@ -23,11 +23,15 @@ from chancy.worker import completion_hooks
 
 def next_jobs(record: JobRecord, transition: Transition) -> list[Job]:
     """The jobs the finished ``record``'s embed asks for, given its outcome."""
-    celery = record.meta.get("celery") or {}
+    celery = record.meta.get("celery")
+    if not celery:  # every job not sent by a Celery producer: no result to decode
+        return []
     if transition.state is JobState.SUCCEEDED:
+        callbacks, chain = celery.get("callbacks") or (), list(celery.get("chain") or ())
+        if not (callbacks or chain):
+            return []
         result = serialization.loads(transition.result_json) if transition.result_json else None
-        jobs = [job_from_signature(sig, record, (result,)) for sig in celery.get("callbacks") or ()]
-        chain = list(celery.get("chain") or ())
+        jobs = [job_from_signature(sig, record, (result,)) for sig in callbacks]
         if chain:  # the rest of a chain travels reversed: the next step is the last one
             jobs.append(job_from_signature(chain[-1], record, (result,), chain=chain[:-1]))
         return jobs

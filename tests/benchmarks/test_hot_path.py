@@ -514,3 +514,19 @@ async def test_the_kombu_transport_claims_with_the_generic_plan_too(dsn):
             assert conn.default_channel.basic_get("celery", no_ack=True) is not None
         plans = conn.transport.database.connection().execute(CLAIM_PLANS).fetchall()
     assert len(plans) == 1 and plans[0][0] > 0 and plans[0][1] == 0
+
+
+@pytest.mark.parametrize("meta", [{}, {"celery": {"callbacks": None, "chain": [], "errbacks": None}}])
+def test_a_job_without_callbacks_does_not_decode_its_result_for_the_celery_hook(meta, monkeypatch):
+    """The compat completion hook runs for every finished job of a worker that imported
+    chancy.compat; without callbacks or a chain it has nothing to pass the result to."""
+    import dataclasses
+
+    from chancy.compat import embed
+
+    record = dataclasses.replace(_running(_double, 1), meta=meta)
+
+    def no_decoding(text):
+        raise AssertionError(f"decoded {text!r}")
+    monkeypatch.setattr(serialization, "loads", no_decoding)
+    assert embed.next_jobs(record, Transition(record.id, JobState.SUCCEEDED, result_json='{"big": 1}')) == []
