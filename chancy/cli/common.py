@@ -81,6 +81,9 @@ class Target:
     app_spec: str | None = None
     dsn: str | None = None
     prefix: str | None = None
+    #: Seconds to wait for the database (to connect, then per statement); None: the app's
+    #: connect timeout and no statement limit.
+    timeout: float | None = None
     _loaded: Any = None
 
     @property
@@ -89,6 +92,8 @@ class Target:
         plain :class:`Chancy` made from ``--dsn`` and ``--prefix``."""
         if self._loaded is None:
             self._loaded = self._load()
+            if self.timeout is not None:
+                self.app.connect_timeout = self.timeout
         return self._loaded
 
     @property
@@ -125,7 +130,14 @@ class Target:
     def run(self, steps: Steps) -> Any:
         """Drive one operation on a fresh connection (CLI commands are one-shot)."""
         with self.app.connect_sync() as conn:
-            return drive_sync(conn, steps)
+            if self.timeout is None:
+                return drive_sync(conn, steps)
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", [f"{max(1, round(self.timeout * 1000))}ms"])
+            try:
+                return drive_sync(conn, steps)
+            except psycopg.errors.QueryCanceled:
+                raise CliError(f"the database did not answer within {self.timeout:g}s (-t/--timeout)",
+                               ExitCode.DATABASE_UNAVAILABLE) from None
 
     def require_schema(self) -> None:
         """Refuse to work on a database that was never (or not fully) migrated."""

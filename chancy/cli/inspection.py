@@ -9,6 +9,7 @@ data keyed like Celery's ``--json`` output."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from datetime import datetime
 from typing import Any, Callable, Iterable
@@ -55,6 +56,20 @@ def _filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("-d", "--destination", "workers", callback=_names, metavar="WORKER,…",
                         help="Only these workers (ids as `chancy status` shows them).")(func)
     return func
+
+
+def _timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Celery's ``-t/--timeout`` (how long to wait for replies): here, how long to wait for
+    the database, so a probe such as ``inspect ping -t 5`` fails in bounded time."""
+
+    @click.option("-t", "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                  help="Give up (exit 4) if the database does not answer within this time.")
+    @functools.wraps(func)
+    def wrapper(target: Target, timeout: float | None, **kwargs: Any) -> Any:
+        target.timeout = timeout
+        return func(target=target, **kwargs)
+
+    return wrapper
 
 
 def _live_workers(target: Target, filters: Filters) -> list[WorkerRow]:
@@ -113,6 +128,7 @@ def inspect() -> None:
 @inspect.command()
 @_filter_options
 @target_options
+@_timeout_option
 @json_option
 def active(target: Target, workers: list[str] | None, queues: list[str] | None, as_json: bool) -> None:
     """Running jobs, grouped by the worker that holds them (id, task, arguments, start,
@@ -141,6 +157,7 @@ def active(target: Target, workers: list[str] | None, queues: list[str] | None, 
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=100, show_default=True,
               help="At most this many jobs (soonest first).")
 @target_options
+@_timeout_option
 @json_option
 def scheduled(target: Target, queues: list[str] | None, limit: int, as_json: bool) -> None:
     """Jobs waiting for a later time — a countdown, an eta, a retry's backoff — grouped by
@@ -168,6 +185,7 @@ def scheduled(target: Target, queues: list[str] | None, limit: int, as_json: boo
 @inspect.command()
 @_filter_options
 @target_options
+@_timeout_option
 @json_option
 def reserved(target: Target, workers: list[str] | None, queues: list[str] | None, as_json: bool) -> None:
     """Jobs a worker has taken but not started: always none. A Chancy worker claims only
@@ -184,6 +202,7 @@ def reserved(target: Target, workers: list[str] | None, queues: list[str] | None
 @inspect.command()
 @click.option("-d", "--destination", "workers", callback=_names, metavar="WORKER,…", hidden=True)
 @target_options
+@_timeout_option
 @json_option
 def registered(target: Target, workers: list[str] | None, as_json: bool) -> None:
     """The task names the -A app registers (after its include/imports and autodiscovery).
@@ -205,6 +224,7 @@ def registered(target: Target, workers: list[str] | None, as_json: bool) -> None
 @inspect.command()
 @_filter_options
 @target_options
+@_timeout_option
 @json_option
 def ping(target: Target, workers: list[str] | None, queues: list[str] | None, as_json: bool) -> None:
     """Each live worker answers pong: its heartbeat is current. Exits 6 when no worker
@@ -220,6 +240,7 @@ def ping(target: Target, workers: list[str] | None, queues: list[str] | None, as
 @inspect.command()
 @_filter_options
 @target_options
+@_timeout_option
 @json_option
 def stats(target: Target, workers: list[str] | None, queues: list[str] | None, as_json: bool) -> None:
     """Each live worker's host, pid, queues, uptime, heartbeat age and running jobs."""

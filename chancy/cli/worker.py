@@ -88,6 +88,13 @@ def enable_beat(app: Chancy) -> None:
         app.add_plugin(Cron())
 
 
+def expand_node_name(template: str, host: str) -> str:
+    """Celery's ``-n`` expansions, so ``-n celery@%h`` names a worker as Celery would (and a
+    probe's ``inspect ping -d celery@$HOSTNAME`` finds it)."""
+    name, _, domain = host.partition(".")
+    return template.replace("%h", host).replace("%n", name).replace("%d", domain)
+
+
 def _check_unique_id(target: Target, worker_id: str) -> None:
     for row in target.run(single(AdminSQL(target.app.names).workers())):
         if row["worker_id"] == worker_id and row["alive"]:
@@ -125,7 +132,7 @@ async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_
               show_default=True, help="Log level.")
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="text", show_default=True,
               help="text for people, json (one object per line) for log shippers.")
-@click.option("-n", "--hostname", "name", metavar="NAME", help="Worker id (%h: host name); must be unique.")
+@click.option("-n", "--hostname", "name", metavar="NAME", help="Worker id, e.g. celery@%h (%h: host name, %n: its first label, %d: its domain); must be unique.")
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
               help="Replace a process-pool child after N jobs (bounds leaks).")
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
@@ -148,7 +155,7 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
     target.require_schema()
     if beat:
         enable_beat(app)
-    worker_id = name.replace("%h", socket.gethostname()) if name else None
+    worker_id = expand_node_name(name, socket.gethostname()) if name else None
     if worker_id:
         _check_unique_id(target, worker_id)
     click.echo(_banner(app, names, worker_id, pool, beat), err=True)

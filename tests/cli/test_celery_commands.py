@@ -4,10 +4,15 @@ as a user runs them: against a real database, with real workers where they matte
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 
+import psycopg
+
 from cli_helpers import background, stop
+
+from chancy.cli.worker import expand_node_name
 
 
 def test_call_and_inspect_registered_check_their_input_before_sending(cli_run, chancy):
@@ -42,7 +47,8 @@ def test_call_result_and_inspect_with_a_running_worker(migrated, cli_run, dsn, t
     assert cli_run("inspect", "ping").code == 6  # no worker yet
 
     release = tmp_path / "release"
-    with background(["worker", "-A", "cli_tasks", "-Q", "default", "-c", "3", "-P", "thread", "-n", "inspect-test",
+    node = f"inspect@{socket.gethostname()}"  # Celery's -n expansion, as a probe's -d names it
+    with background(["worker", "-A", "cli_tasks", "-Q", "default", "-c", "3", "-P", "thread", "-n", "inspect@%h",
                      "--dsn", dsn]) as worker:
         held = cli_run("call", "cli_tasks.hold", "-a", json.dumps([str(release)])).out.strip()
         added = cli_run("call", "cli_tasks.add", "-k", '{"a": 2, "b": 3}').out.strip()
@@ -51,21 +57,21 @@ def test_call_result_and_inspect_with_a_running_worker(migrated, cli_run, dsn, t
         assert (done.code, done.out) == (0, "5\n")
 
         deadline = time.monotonic() + 30
-        while not (active := cli_run("inspect", "active", "-j").json())["inspect-test"]:
+        while not (active := cli_run("inspect", "active", "-j").json())[node]:
             assert time.monotonic() < deadline, "the held job never showed as running"
-        [job] = active["inspect-test"]
+        [job] = active[node]
         assert (job["id"], job["name"], job["args"], job["attempt"]) == (held, "cli_tasks.hold", [str(release)], 1)
         human = cli_run("inspect", "active")
-        assert human.out.startswith(f"-> inspect-test: OK\n    * {held} cli_tasks.hold(") and "1 node online." in human.out
+        assert human.out.startswith(f"-> {node}: OK\n    * {held} cli_tasks.hold(") and "1 node online." in human.out
         assert cli_run("inspect", "active", "-Q", "other").code == 6  # no worker serves it
-        pong = cli_run("inspect", "ping", "-d", "inspect-test")
-        assert pong.code == 0 and "-> inspect-test: OK\n        pong" in pong.out
+        pong = cli_run("inspect", "ping", "-d", node, "-t", "5")
+        assert pong.code == 0 and f"-> {node}: OK\n        pong" in pong.out
         assert cli_run("inspect", "ping", "-d", "nobody").code == 6
-        stats = cli_run("inspect", "stats", "-j").json()["inspect-test"]
+        stats = cli_run("inspect", "stats", "-j").json()[node]
         assert stats["queues"] == ["default"] and stats["running"] == 1 and stats["pid"] > 0
-        assert cli_run("inspect", "reserved", "-j").json() == {"inspect-test": []}
+        assert cli_run("inspect", "reserved", "-j").json() == {node: []}
         [row] = cli_run("status", "-j").json()["workers"]
-        assert (row["worker_id"], row["running"], row["running_jobs"]) == ("inspect-test", 1, [held])
+        assert (row["worker_id"], row["running"], row["running_jobs"]) == (node, 1, [held])
 
         release.touch()
         assert cli_run("result", held, "--wait").code == 0
@@ -76,6 +82,25 @@ def test_call_result_and_inspect_with_a_running_worker(migrated, cli_run, dsn, t
         assert traceback.code == 1 and traceback.out.startswith("Traceback") and "boom-9" in traceback.out
         assert cli_run("result", failed, "-j").json()["celery_state"] == "FAILURE"
         assert stop(worker)[0] == 0
+
+
+def test_inspect_timeout_bounds_the_wait_for_a_database_that_does_not_answer(migrated, cli_run, dsn):
+    """``-t`` as in a liveness probe: a blocked database fails the probe in bounded time
+    (exit 4) instead of hanging it."""
+    with psycopg.connect(dsn) as blocker:
+        blocker.execute("LOCK TABLE chancy_workers IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        probe = cli_run("inspect", "ping", "-t", "0.5")
+        assert probe.code == 4, probe.err
+        assert time.monotonic() - started < 5
+        assert "did not answer within 0.5s" in probe.err
+    assert cli_run("inspect", "ping", "-t", "0").code == 2  # not a usable timeout
+
+
+def test_worker_names_expand_as_celery_does():
+    assert expand_node_name("celery@%h", "web-1.example.com") == "celery@web-1.example.com"
+    assert expand_node_name("%n-worker.%d", "web-1.example.com") == "web-1-worker.example.com"
+    assert expand_node_name("plain", "host") == "plain"
 
 
 def test_worker_max_tasks_per_child_setting_replaces_process_children(migrated, dsn):
