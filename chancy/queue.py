@@ -7,7 +7,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from chancy.errors import ConfigurationError
 from chancy.job import Job, JobRecord, JobState
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.executors.base import Executor
     from chancy.queues.sql import Steps
+    from chancy.rate_limits import RateLimit
 
 ExecutorFactory = Callable[["QueuePlugin"], "Executor"]
 
@@ -27,6 +28,16 @@ EXECUTOR_ALIASES = {
     "prefork": "chancy.executors.process:ProcessExecutor",
     "solo": "chancy.executors.asyncio:AsyncExecutor",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What a rate-limit gate decided: the jobs that start now, and in how many seconds
+    (the queue's clock) the first deferred one is due (None: none deferred)."""
+
+    admitted: frozenset[uuid.UUID]
+    next_due: float | None
+    unknown_tasks: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +174,18 @@ class QueuePlugin(abc.ABC):
     @abc.abstractmethod
     async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
         """Apply outcomes of jobs ``worker_id`` holds; rows it no longer holds are left alone."""
+
+    async def gate(self, worker_id: str, records: Sequence[JobRecord],
+                   limits: Mapping[str, "RateLimit"]) -> Verdict:
+        """Of the just-claimed ``records`` (all of rate-limited tasks), start those that fit
+        in their task's window and hand the others back to wait, without charging the
+        attempt (:mod:`chancy.rate_limits`). This default, for queues that cannot count
+        starts, admits every job (a worker warns at start that their limits go unenforced)."""
+        return Verdict(frozenset(r.id for r in records), None)
+
+    @property
+    def enforces_rate_limits(self) -> bool:
+        return type(self).gate is not QueuePlugin.gate
 
     async def write_back_and_claim(self, worker_id: str, transitions: Sequence[Transition],
                                    limit: int) -> list[JobRecord]:

@@ -3,9 +3,11 @@ task in any 60 seconds across every worker of the cluster (Celery's limit is per
 
 The limit is a property of the task's code, so the worker that runs it knows it. The claim
 stays as it is; right after it, the worker passes the claimed jobs of rate-limited tasks
-through one gate statement (:mod:`chancy.queues.rate_sql`) that counts the task's starts
-in the database and hands the jobs over budget back, without charging an attempt, to
-become due when the window frees. Jobs of other tasks never reach the gate."""
+through its queue's gate (:meth:`chancy.queue.QueuePlugin.gate`): for a Postgres queue one
+statement (:mod:`chancy.queues.rate_sql`) that counts the task's starts in the database,
+for the in-memory queue :func:`settle` on this process's counts. Jobs over budget go
+back, without charging an attempt, to become due when the window frees. Jobs of other
+tasks never reach the gate."""
 
 from __future__ import annotations
 
@@ -14,15 +16,17 @@ import dataclasses
 import logging
 import math
 import re
-from typing import TYPE_CHECKING, Callable, Mapping, Union
+import uuid
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence, Union
 
 from chancy.errors import ConfigurationError
 from chancy.job import JobRecord
-from chancy.queues.rate_sql import RateSQL, Verdict, gate_steps
-from chancy.queues.sql import drive_async
+from chancy.queue import Verdict
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
+    from chancy.queue import QueuePlugin
 
 log = logging.getLogger("chancy.rate_limits")
 
@@ -101,36 +105,83 @@ def limits_for(app: "Chancy") -> dict[str, RateLimit]:
     return table
 
 
+def waited(record: JobRecord) -> bool:
+    """The job's time had come before this claim (deferred, retried or scheduled); a
+    pushed job is due when created."""
+    return record.scheduled_at > record.created_at
+
+
+def gate_order(records: Iterable[JobRecord]) -> list[JobRecord]:
+    """The order in which a gate hands out a task's free starts: jobs that already waited
+    first, then the best."""
+    return sorted(records, key=lambda r: (not waited(r), -r.priority, r.id))
+
+
+@dataclasses.dataclass
+class TaskWindow:
+    """One task's recent start times and the end of its line of deferred new jobs: what
+    the Postgres gate keeps in a row, for a gate that counts in this process."""
+
+    starts: list[datetime] = dataclasses.field(default_factory=list)
+    deferred_until: datetime | None = None
+
+
+def settle(window: TaskWindow, ordered: Sequence[JobRecord], limit: RateLimit,
+           now: datetime) -> dict[uuid.UUID, datetime | None]:
+    """The Postgres gate's rule for one task, in Python: each of the ``ordered`` jobs either
+    starts now (None) or is due at the returned time. The first ``count - recent`` start;
+    the j-th over budget waits until enough starts leave the window (a period later per
+    round of ``count``); a new job also joins the end of the task's line, spaced
+    ``period / count`` apart. ``window`` is updated."""
+    period = timedelta(seconds=limit.period)
+    recent = sorted(t for t in window.starts if t > now - period)
+    free = max(0, limit.count - len(recent))
+    starting = min(free, len(ordered))
+    starts = recent + [now] * starting
+    window.starts = starts
+    over = ordered[starting:]
+    if not over:
+        return {r.id: None for r in ordered}
+    gap = period / limit.count
+    line_end = max(filter(None, (starts[-limit.count] + period, window.deferred_until)))
+    waited_over = max(0, sum(waited(r) for r in ordered) - free)
+    verdicts: dict[uuid.UUID, datetime | None] = {r.id: None for r in ordered[:starting]}
+    for j, record in enumerate(over):
+        exact = starts[len(starts) - limit.count + j % limit.count] + period * (j // limit.count + 1)
+        due = exact if waited(record) else max(exact, line_end + gap * (j - waited_over))
+        verdicts[record.id] = due
+        window.deferred_until = max(filter(None, (window.deferred_until, due + gap)))
+    return verdicts
+
+
 class RateGate:
     """One worker's gate: admits the claimed jobs of rate-limited tasks that fit in their
     task's window and hands the others back to wait."""
 
-    def __init__(self, app: "Chancy", limits: Mapping[str, RateLimit]) -> None:
-        self.app = app
+    def __init__(self, limits: Mapping[str, RateLimit]) -> None:
         self.limits = dict(limits)
-        self._sql = RateSQL(app.names)
 
-    async def admit(self, worker_id: str, records: list[JobRecord], wake: Callable[[], None],
-                    stopping: asyncio.Event) -> list[JobRecord]:
+    async def admit(self, queue: "QueuePlugin", worker_id: str, records: list[JobRecord],
+                    wake: Callable[[], None], stopping: asyncio.Event) -> list[JobRecord]:
         """The claimed ``records`` that may start now. Jobs of unlimited tasks pass without a
         round trip; deferred ones are no longer ours, and ``wake`` is called when the
         first of them is due."""
         limited = [r for r in records if r.func in self.limits]
         if not limited:
             return records
-        verdict = await self._settle(worker_id, limited, stopping)
+        verdict = await self._settle(queue, worker_id, limited, stopping)
         if verdict.next_due is not None:
             asyncio.get_running_loop().call_later(verdict.next_due, wake)
         return [r for r in records if r.func not in self.limits or r.id in verdict.admitted]
 
-    async def _settle(self, worker_id: str, limited: list[JobRecord], stopping: asyncio.Event) -> Verdict:
+    async def _settle(self, queue: "QueuePlugin", worker_id: str, limited: list[JobRecord],
+                      stopping: asyncio.Event) -> Verdict:
         """Run the gate, retrying through a database outage: the claimed rows are ours until
         it settles them. A worker that stops first leaves them to recovery."""
         delay = 0.1
         while True:
             try:
-                async with self.app.connection() as conn:
-                    return await drive_async(conn, gate_steps(self._sql, worker_id, limited, self.limits))
+                return await queue.gate(worker_id, limited, self.limits)
             except Exception as exc:  # noqa: BLE001 - the database may come back
                 if stopping.is_set():
                     log.error("rate-limit gate failed while stopping (%s): %d claimed job(s) are left to "

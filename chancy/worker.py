@@ -172,7 +172,7 @@ class Worker:
         self._settings_changed = asyncio.Event()
         self.is_leader = False
         self._worker_sql = WorkerSQL(app.names)
-        self._rate_gate = rate_limits.RateGate(app, rate_limits.limits_for(app))
+        self._rate_gate = rate_limits.RateGate(rate_limits.limits_for(app))
         self._cluster_sql = ClusterSQL(app.names)
         self._runners: dict[str, _QueueRunner] = {}
         self._held: dict[uuid.UUID, _QueueRunner] = {}
@@ -240,6 +240,10 @@ class Worker:
         log.info("worker %s started on queues %s", self.worker_id, [q.name for q in self.queues])
         if self._rate_gate.limits:
             log.info("task rate limits (cluster-wide): %s", rate_limits.describe(self._rate_gate.limits))
+            for queue in self.queues:
+                if not queue.enforces_rate_limits:
+                    log.warning("queue %r (%s) cannot count task starts: task rate limits are not enforced "
+                                "on it", queue.name, type(queue).__name__)
         self._ready.set()
         try:
             await self._stopping.wait()
@@ -301,8 +305,9 @@ class Worker:
                     continue
                 delay = 0.1
                 claimed = len(records)
-                if self._rate_gate.limits and isinstance(runner.queue, PgQueue):
-                    records = await self._rate_gate.admit(self.worker_id, records, runner.wake.set, self._stopping)
+                if self._rate_gate.limits:
+                    records = await self._rate_gate.admit(runner.queue, self.worker_id, records, runner.wake.set,
+                                                          self._stopping)
                 for record in records:
                     if record.id in self._held:
                         self._release_reclaimed(runner, record)

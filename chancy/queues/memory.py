@@ -10,15 +10,22 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+import weakref
+from typing import Any, Callable, Mapping, Sequence
 
 from chancy import serialization
 from chancy.job import LIVE_STATES, Job, JobRecord, JobState, new_job_id
-from chancy.queue import QueuePlugin, Transition
+from chancy.queue import QueuePlugin, Transition, Verdict
+from chancy.rate_limits import RateLimit, TaskWindow, gate_order, settle
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+#: Task start counts shared by the in-memory queues of one app, as the Postgres queues of
+#: one database share theirs.
+_task_windows: "weakref.WeakKeyDictionary[Any, dict[str, TaskWindow]]" = weakref.WeakKeyDictionary()
 
 
 class MemoryQueue(QueuePlugin):
@@ -185,6 +192,34 @@ class MemoryQueue(QueuePlugin):
                 self._rows[record.id] = running
                 claimed.append(running)
         return claimed
+
+    async def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, RateLimit]) -> Verdict:
+        """Counted in this process, across the app's in-memory queues (see
+        :func:`chancy.rate_limits.settle`)."""
+        now = _now()
+        windows = _task_windows.setdefault(self.app, {}) if self.app is not None else {}
+        admitted: set[uuid.UUID] = set()
+        due_times: list[datetime] = []
+        with self._lock:
+            for task in sorted({r.func for r in records}):
+                ordered = gate_order(r for r in records if r.func == task)
+                for job_id, due in settle(windows.setdefault(task, TaskWindow()), ordered, limits[task], now).items():
+                    if due is None:
+                        admitted.add(job_id)
+                    else:
+                        self._hand_back(worker_id, job_id, due)
+                        due_times.append(due)
+        next_due = (min(due_times) - now).total_seconds() if due_times else None
+        return Verdict(frozenset(admitted), None if next_due is None else max(0.0, next_due))
+
+    def _hand_back(self, worker_id: str, job_id: uuid.UUID, due: datetime) -> None:
+        """A claimed job waits until ``due``, its attempt given back; the caller holds the lock."""
+        record = self._rows.get(job_id)
+        if record is None or record.state is not JobState.RUNNING or record.taken_by != worker_id:
+            return
+        self._rows[job_id] = dataclasses.replace(
+            record, state=JobState.RETRYING if record.attempts > 1 else JobState.SCHEDULED,
+            attempts=record.attempts - 1, taken_by=None, started_at=None, scheduled_at=due)
 
     async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
         now = _now()

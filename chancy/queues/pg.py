@@ -6,16 +6,19 @@ sync or an async connection, so the sync API is a thin twin of the async one."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from chancy.job import Job, JobRecord, JobState, new_job_ids
-from chancy.queue import QueuePlugin, Transition
+from chancy.queue import QueuePlugin, Transition, Verdict
+from chancy.queues.rate_sql import RateSQL, gate_steps
 from chancy.queues.sql import JobSQL, Steps, drive_async, drive_sync, single
+from chancy.rate_limits import RateLimit
 
 #: A waiter re-reads the row this often even without a notification, in case one was
 #: missed (e.g. sent while its LISTEN connection was reconnecting).
@@ -177,6 +180,14 @@ class Queue(QueuePlugin):
             return await super().write_back_and_claim(worker_id, transitions, limit)
         return await self._run(claim_steps(self._sql, self.name, worker_id, limit, transitions),
                                pool=await self._app.claim_pool())
+
+    @functools.cached_property
+    def _rate_sql(self) -> RateSQL:
+        return RateSQL(self._app.names)
+
+    async def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, RateLimit]) -> Verdict:
+        """Counted in the database, so the limit holds across every worker."""
+        return await self._run(gate_steps(self._rate_sql, worker_id, records, limits))
 
     async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout

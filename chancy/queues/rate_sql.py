@@ -4,28 +4,15 @@ of such tasks right after claiming them."""
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from psycopg import sql
 
 from chancy.job import JobRecord
 from chancy.migrations import Names
+from chancy.queue import Verdict
 from chancy.queues.sql import Statement, Steps
-
-if TYPE_CHECKING:
-    from chancy.rate_limits import RateLimit
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    """What the gate decided: the jobs that start now, and in how many seconds (database
-    clock) the first deferred one is due (None: none deferred)."""
-
-    admitted: frozenset[uuid.UUID]
-    next_due: float | None
-    unknown_tasks: frozenset[str] = frozenset()
+from chancy.rate_limits import RateLimit, gate_order, waited
 
 
 def _verdict(rows: list[tuple]) -> Verdict:
@@ -128,25 +115,19 @@ class RateSQL:
         """Create the rows of tasks never gated before in this database."""
         return Statement(self._ensure, {"tasks": list(tasks)})
 
-    def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, "RateLimit"]) -> Statement:
+    def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, RateLimit]) -> Statement:
         """Admit or defer the claimed ``records`` (all of rate-limited tasks), best first."""
-        ordered = sorted(records, key=lambda r: (not _waited(r), -r.priority, r.id))
+        ordered = gate_order(records)
         tasks = sorted({r.func for r in ordered})
         return Statement(self._gate, {
             "worker": worker_id, "ids": [r.id for r in ordered], "attempts": [r.attempts for r in ordered],
-            "funcs": [r.func for r in ordered], "waited": [_waited(r) for r in ordered], "tasks": tasks,
+            "funcs": [r.func for r in ordered], "waited": [waited(r) for r in ordered], "tasks": tasks,
             "counts": [limits[t].count for t in tasks], "periods": [limits[t].period for t in tasks],
         }, _verdict)
 
 
-def _waited(record: JobRecord) -> bool:
-    """The job's time had come before this claim (deferred, retried or scheduled); a
-    pushed job is due when created."""
-    return record.scheduled_at > record.created_at
-
-
 def gate_steps(statements: RateSQL, worker_id: str, records: Sequence[JobRecord],
-               limits: Mapping[str, "RateLimit"]) -> Steps:
+               limits: Mapping[str, RateLimit]) -> Steps:
     """The gate; a task gated for the first time in this database gets its row, then its
     jobs (left untouched by the first pass) go through again."""
     verdict: Verdict = yield statements.gate(worker_id, records, limits)

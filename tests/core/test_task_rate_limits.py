@@ -11,6 +11,8 @@ import core_tasks
 import pytest
 
 from chancy import ConfigurationError, Job, JobState, Queue, rate_limits
+from chancy.queue import QueuePlugin
+from chancy.queues.memory import MemoryQueue
 from chancy.rate_limits import RateLimit, parse
 from chancy.testing import eventually, running_worker
 
@@ -32,8 +34,13 @@ async def _finished(refs):
     return [await ref.wait(30) for ref in refs]
 
 
-async def test_starts_are_spaced_all_succeed_and_waiting_costs_no_attempt(make_app):
-    app = await make_app(Queue("default", concurrency=10))
+#: The in-memory queue (for tests) enforces the same limits, counted in this process.
+QUEUES = pytest.mark.parametrize("queue_class", [Queue, MemoryQueue])
+
+
+@QUEUES
+async def test_starts_are_spaced_all_succeed_and_waiting_costs_no_attempt(make_app, queue_class):
+    app = await make_app(queue_class("default", concurrency=10))
 
     @app.task(rate_limit="5/s", max_attempts=1)
     def limited_add(a, b):
@@ -69,8 +76,9 @@ async def test_two_workers_share_one_limit(make_app):
     assert _most_in_any_window(started, 1.0) <= 4, [t.isoformat() for t in started]
 
 
-async def test_a_limited_backlog_does_not_hold_back_other_tasks_of_its_queue(make_app):
-    app = await make_app(Queue("default", concurrency=4))
+@QUEUES
+async def test_a_limited_backlog_does_not_hold_back_other_tasks_of_its_queue(make_app, queue_class):
+    app = await make_app(queue_class("default", concurrency=4))
 
     @app.task(rate_limit="1/m")
     def once_a_minute(i):
@@ -88,6 +96,23 @@ async def test_a_limited_backlog_does_not_hold_back_other_tasks_of_its_queue(mak
     # Each waits for its own turn, a minute apart, in push order.
     due = [r.scheduled_at for r in sorted(waiting, key=lambda r: r.id)]
     assert due == sorted(due) and due[1] - due[0] >= timedelta(seconds=59)
+
+
+async def test_a_queue_that_cannot_count_starts_runs_limited_jobs_and_says_so(make_app, caplog):
+    class Uncounted(MemoryQueue):  # a custom queue without a gate of its own
+        gate = QueuePlugin.gate
+
+    app = await make_app(Uncounted("default", concurrency=4))
+
+    @app.task(rate_limit="1/m")
+    def rare(i):
+        return i
+
+    refs = await app.push_many([rare.job(i) for i in range(3)])
+    async with running_worker(app):
+        assert [r.result for r in await _finished(refs)] == [0, 1, 2]
+    assert "queue 'default' (Uncounted) cannot count task starts" in caplog.text
+    assert Queue("q").enforces_rate_limits and MemoryQueue("q").enforces_rate_limits
 
 
 async def _all_settled(app, refs):
