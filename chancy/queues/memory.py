@@ -9,8 +9,8 @@ import dataclasses
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
 import weakref
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from chancy import serialization
