@@ -15,7 +15,7 @@ from psycopg import sql
 
 from chancy import serialization
 from chancy.migrations import Names
-from chancy.queues.sql import Statement
+from chancy.queues.sql import Statement, ready
 
 WAITING = "('pending', 'scheduled', 'retrying')"
 
@@ -34,7 +34,7 @@ class TransportSQL:
         f = names.fields()
         self.pushed_channel = names.channel("pushed")
         self.done_channel = names.channel("done")
-        self._store = sql.SQL(
+        self._store = ready(sql.SQL(
             """
             WITH stored AS (
                 INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, priority, state, attempts,
@@ -62,14 +62,14 @@ class TransportSQL:
                        CASE WHEN state = 'failed' THEN pg_notify(%(done)s, id::text) END
             FROM stored
             """
-        ).format(**f)
+        ).format(**f))
         # A delivery is one claim of a row: (id, attempts) under the consumer's id.
         delivery = sql.SQL("id = %(id)s AND attempts = %(attempt)s AND state = 'running' AND taken_by = %(consumer)s")
         # An ack finishes the row, unless its result is still to come through the Chancy
         # result backend (``finish`` false): then the row stays running under the
         # consumer, so a consumer dying mid-task gets it recovered, until the backend
         # writes the outcome.
-        self._ack = sql.SQL(
+        self._ack = ready(sql.SQL(
             """
             WITH acked AS (
                 UPDATE {jobs} SET
@@ -82,8 +82,8 @@ class TransportSQL:
             )
             SELECT CASE WHEN %(finish)s THEN pg_notify(%(done)s, id::text) END FROM acked
             """
-        ).format(delivery=delivery, **f)
-        self._requeue = sql.SQL(
+        ).format(delivery=delivery, **f))
+        self._requeue = ready(sql.SQL(
             """
             WITH requeued AS (
                 UPDATE {jobs} SET state = 'pending', attempts = GREATEST(attempts - 1, 0),
@@ -93,8 +93,8 @@ class TransportSQL:
             )
             SELECT pg_notify(%(pushed)s, queue) FROM requeued
             """
-        ).format(delivery=delivery, **f)
-        self._fail = sql.SQL(
+        ).format(delivery=delivery, **f))
+        self._fail = ready(sql.SQL(
             """
             WITH failed AS (
                 UPDATE {jobs} SET state = 'failed', completed_at = now(),
@@ -104,19 +104,19 @@ class TransportSQL:
             )
             SELECT pg_notify(%(done)s, id::text) FROM failed
             """
-        ).format(delivery=delivery, **f)
-        self._purge = sql.SQL(
+        ).format(delivery=delivery, **f))
+        self._purge = ready(sql.SQL(
             "WITH purged AS (DELETE FROM {jobs} WHERE queue = %(queue)s AND state IN " + WAITING
             + " RETURNING 1) SELECT count(*) FROM purged"
-        ).format(**f)
-        self._size = sql.SQL(
+        ).format(**f))
+        self._size = ready(sql.SQL(
             "SELECT count(*) FROM {jobs} WHERE queue = %(queue)s AND state IN " + WAITING
-        ).format(**f)
+        ).format(**f))
         # Result backend: a Celery state written onto the row. Terminal states finish the
         # row; others only record the Celery state and its info in meta. A task that never
         # went through the transport (another broker) gets a row here: finished, or for
         # a non-terminal state one scheduled at infinity, so no worker ever claims it.
-        self._store_state = sql.SQL(
+        self._store_state = ready(sql.SQL(
             """
             WITH stored AS (
                 INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, state, attempts, meta,
@@ -142,10 +142,10 @@ class TransportSQL:
                             THEN pg_notify(%(done)s, id::text) END, canvas::text
             FROM stored
             """
-        ).format(**f)
-        self._forget = sql.SQL(
+        ).format(**f))
+        self._forget = ready(sql.SQL(
             "DELETE FROM {jobs} WHERE id = %(id)s AND state IN ('succeeded', 'failed', 'cancelled', 'expired')"
-        ).format(**f)
+        ).format(**f))
 
     def store(self, job: Any, attempts: int, error: str | None) -> Statement:
         args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)

@@ -11,7 +11,7 @@ from psycopg import sql
 from chancy.job import JobRecord
 from chancy.migrations import Names
 from chancy.queue import Verdict
-from chancy.queues.sql import Statement, Steps
+from chancy.queues.sql import Statement, Steps, ready
 from chancy.rate_limits import RateLimit, gate_order, waited
 
 
@@ -25,9 +25,9 @@ def _verdict(rows: list[tuple]) -> Verdict:
 class RateSQL:
     def __init__(self, names: Names) -> None:
         f = names.fields()
-        self._ensure = sql.SQL(
+        self._ensure = ready(sql.SQL(
             "INSERT INTO {task_rates} (task) SELECT unnest(%(tasks)s::text[]) ON CONFLICT (task) DO NOTHING"
-        ).format(**f)
+        ).format(**f))
         # The claimed jobs of rate-limited tasks: those whose time had come (deferred
         # here before, retried, scheduled) first, then newly pushed ones, best first. Each
         # task's row is locked (in name order, so concurrent gates cannot deadlock) and
@@ -39,7 +39,7 @@ class RateSQL:
         # of the task's line (`deferred_until`), spaced period/count apart, so a backlog
         # comes back at the rate it can start rather than all at once. Every job write
         # is guarded by owner and attempt, like a write-back.
-        self._gate = sql.SQL(
+        self._gate = ready(sql.SQL(
             """
             WITH claimed AS (
                 SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(funcs)s::text[],
@@ -109,7 +109,7 @@ class RateSQL:
             UNION ALL
             SELECT id, 'unknown', NULL, task FROM verdicts WHERE NOT known
             """
-        ).format(**f)
+        ).format(**f))
 
     def ensure(self, tasks: Sequence[str]) -> Statement:
         """Create the rows of tasks never gated before in this database."""

@@ -66,6 +66,15 @@ def record_from_row(row: Sequence[Any]) -> JobRecord:
     )
 
 
+def ready(query: sql.Composable) -> bytes:
+    """A statement composed once, ready to send as is. psycopg composes a
+    :class:`~psycopg.sql.Composable` anew at every execute (escaping each identifier again)
+    and caches its parse of a statement only up to 4 KB; the indentation is dropped so a
+    long statement (the write-back and claim) stays under that."""
+    lines = (line.strip() for line in query.as_bytes(None).splitlines())
+    return b"\n".join(line for line in lines if line)
+
+
 @dataclasses.dataclass(frozen=True)
 class Statement:
     """One SQL statement with its parameters and what to make of the rows it returns."""
@@ -195,7 +204,7 @@ def _insert_query(jobs: sql.Identifier, channel: str, sent: tuple[int, ...], man
         query += sql.SQL(" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN " + LIVE + " DO NOTHING")
     query += sql.SQL(" RETURNING id, CASE WHEN state = 'pending' THEN pg_notify({}, queue) END").format(
         sql.Literal(channel))
-    return query.as_bytes(None)
+    return ready(query)
 
 
 class JobSQL:
@@ -211,20 +220,20 @@ class JobSQL:
         self.done_channel = names.channel("done")
         self.cancel_channel = names.channel("cancel")
         self.queues_channel = names.channel("queues")  # runtime queue settings changed
-        self.listen_done = sql.SQL("LISTEN {}").format(sql.Identifier(self.done_channel))
+        self.listen_done = ready(sql.SQL("LISTEN {}").format(sql.Identifier(self.done_channel)))
         f = names.fields()
         cols = sql.SQL(RECORD_COLUMNS)
         j_cols = sql.SQL(", ".join(_qualify(c) for c in RECORD_COLUMNS.split(", ")))
         self._jobs = f["jobs"]
         self._inserts: dict[tuple[tuple[int, ...], bool], bytes] = {}  # composed on first use
         self._copies: dict[tuple[int, ...], sql.Composed] = {}
-        self._notify_pushed = sql.SQL("SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS t(queue)")
-        self._live_by_unique_key = sql.SQL(
+        self._notify_pushed = b"SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS t(queue)"
+        self._live_by_unique_key = ready(sql.SQL(
             "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s) AND state IN " + LIVE
-        ).format(**f)
-        self._get = sql.SQL("SELECT {cols} FROM {jobs} WHERE id = %(id)s").format(cols=cols, **f)
-        self._get_many = sql.SQL("SELECT {cols} FROM {jobs} WHERE id = ANY(%(ids)s)").format(cols=cols, **f)
-        self._states = sql.SQL("SELECT id, state FROM {jobs} WHERE id = ANY(%(ids)s)").format(**f)
+        ).format(**f))
+        self._get = ready(sql.SQL("SELECT {cols} FROM {jobs} WHERE id = %(id)s").format(cols=cols, **f))
+        self._get_many = ready(sql.SQL("SELECT {cols} FROM {jobs} WHERE id = ANY(%(ids)s)").format(cols=cols, **f))
+        self._states = ready(sql.SQL("SELECT id, state FROM {jobs} WHERE id = ANY(%(ids)s)").format(**f))
         # One statement claims up to `limit` jobs: the best runnable-now rows and the
         # earliest due scheduled/retrying rows, each read through its own partial index.
         # The queue's runtime settings row (if any) bounds the claim: none while paused;
@@ -286,9 +295,7 @@ class JobSQL:
                 FROM limiter l
                 WHERE q.name = l.name
             )"""
-        self._notify_done = sql.SQL(
-            "SELECT pg_notify(%(channel)s, id::text) FROM unnest(%(ids)s::uuid[]) AS t(id)"
-        )
+        self._notify_done = b"SELECT pg_notify(%(channel)s, id::text) FROM unnest(%(ids)s::uuid[]) AS t(id)"
         # Outcomes of one worker, many jobs per statement. The guard (still running, still
         # ours) makes a late or duplicate write-back change nothing. Waiters hear of finished
         # jobs; workers hear of retries that are due now, as they would of a push, instead
@@ -319,13 +326,13 @@ class JobSQL:
                 RETURNING j.id, CASE WHEN j.state <> 'retrying' THEN pg_notify(%(channel)s, j.id::text)
                                      WHEN i.delay <= 0 THEN pg_notify(%(pushed_channel)s, j.queue) END
             )"""
-        self._claim = sql.SQL(f"WITH {claim} SELECT * FROM claimed").format(j_cols=j_cols, **f)
-        self._write_back = sql.SQL(f"WITH {write_back} SELECT id FROM updated").format(**f)
+        self._claim = ready(sql.SQL(f"WITH {claim} SELECT * FROM claimed").format(j_cols=j_cols, **f))
+        self._write_back = ready(sql.SQL(f"WITH {write_back} SELECT id FROM updated").format(**f))
         # A draining worker's outcomes and its next claim: one statement, one commit. The
         # two updates touch different rows (ours running; others runnable).
-        self._write_back_and_claim = sql.SQL(f"WITH {write_back}, {claim} SELECT * FROM claimed").format(
-            j_cols=j_cols, **f)
-        self._cancel = sql.SQL(
+        self._write_back_and_claim = ready(sql.SQL(f"WITH {write_back}, {claim} SELECT * FROM claimed").format(
+            j_cols=j_cols, **f))
+        self._cancel = ready(sql.SQL(
             """
             WITH target AS (
                 SELECT id, state FROM {jobs} WHERE id = %(id)s FOR UPDATE
@@ -341,8 +348,8 @@ class JobSQL:
                    pg_notify(%(done_channel)s, id::text)
             FROM cancelled
             """
-        ).format(**f)
-        self._requeue = sql.SQL(
+        ).format(**f))
+        self._requeue = ready(sql.SQL(
             """
             WITH requeued AS (
                 UPDATE {jobs} SET state = 'pending', scheduled_at = now(), completed_at = NULL,
@@ -352,7 +359,7 @@ class JobSQL:
             )
             SELECT id, pg_notify(%(channel)s, queue) FROM requeued
             """
-        ).format(**f)
+        ).format(**f))
 
     # --- statement builders ----------------------------------------------------------
     def insert(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:

@@ -68,7 +68,7 @@ async def test_claim_reads_only_runnable_rows_at_depth(app):
         await conn.execute("ANALYZE chancy_jobs")
         statement = app.job_sql.claim("default", "explain-worker", 10)
         async with conn.transaction(force_rollback=True):  # EXPLAIN ANALYZE really claims
-            cur = await conn.execute(b"EXPLAIN ANALYZE " + statement.query.as_bytes(conn), statement.params)
+            cur = await conn.execute(b"EXPLAIN ANALYZE " + statement.query, statement.params)
             plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "Seq Scan" not in plan, plan
     assert "chancy_jobs_pending" in plan and "chancy_jobs_scheduled" in plan, plan
