@@ -206,11 +206,19 @@ class MemoryQueue(QueuePlugin):
                 for job_id, due in settle(windows.setdefault(task, TaskWindow()), ordered, limits[task], now).items():
                     if due is None:
                         admitted.add(job_id)
+                        self._start(worker_id, job_id, now)
                     else:
                         self._hand_back(worker_id, job_id, due)
                         due_times.append(due)
         next_due = (min(due_times) - now).total_seconds() if due_times else None
         return Verdict(frozenset(admitted), None if next_due is None else max(0.0, next_due))
+
+    def _start(self, worker_id: str, job_id: uuid.UUID, now: datetime) -> None:
+        """An admitted job starts now, the time its task's window counts (as the Postgres
+        gate records it); the caller holds the lock."""
+        record = self._rows.get(job_id)
+        if record is not None and record.state is JobState.RUNNING and record.taken_by == worker_id:
+            self._rows[job_id] = dataclasses.replace(record, started_at=now)
 
     def _hand_back(self, worker_id: str, job_id: uuid.UUID, due: datetime) -> None:
         """A claimed job waits until ``due``, its attempt given back; the caller holds the lock."""

@@ -57,6 +57,22 @@ async def test_starts_are_spaced_all_succeed_and_waiting_costs_no_attempt(make_a
     assert started[-1] - started[0] >= timedelta(seconds=3)  # 20 at 5/s need four windows
 
 
+@QUEUES
+async def test_an_admitted_job_starts_when_the_gate_counts_it(make_app, queue_class):
+    """The window counts a start at the gate, after the claim; the in-memory queue kept
+    the claim's time as ``started_at``, so the rows could show one start too many in a
+    window (a flaky spacing test)."""
+    app = await make_app(queue_class("default"))
+    queue = app.queues["default"]
+    await app.push(Job(core_tasks.add, args=(1, 2)))
+    claimed = await queue.claim("w", 10)
+    await asyncio.sleep(0.2)
+    verdict = await queue.gate("w", claimed, {claimed[0].func: RateLimit(5, 1.0)})
+    assert verdict.admitted == {claimed[0].id}
+    started = (await queue.get(claimed[0].id)).started_at
+    assert started - claimed[0].started_at >= timedelta(seconds=0.15)
+
+
 async def test_two_workers_share_one_limit(make_app):
     """Each worker alone can start at most ~3.3 jobs/s (2 slots, 0.6 s jobs), together
     6.7/s: more than the 4/s limit, which must hold for the pair, not for each."""
