@@ -19,7 +19,7 @@ from chancy.errors import ConfigurationError, DatabaseUnavailableError
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
 from chancy.queue import QueuePlugin
-from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL
+from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL, finished_ids
 from chancy.rate_limits import RateLimitLike
 from chancy.task import Task
 
@@ -308,10 +308,14 @@ class Chancy:
         listener = await self.listener()
         done = self.job_sql.done_channel
         if listener.add_channel(done):
-            listener.subscribe(done, self._done.fire)
+            listener.subscribe(done, self._on_done)
             listener.on_reconnect(self._done.fire_all)
             await listener.restart(timeout=self.connect_timeout)
         return self._done
+
+    def _on_done(self, payload: str) -> None:
+        for job_id in finished_ids(payload):
+            self._done.fire(job_id)
 
     # --- schema -------------------------------------------------------------------------
     async def migrate(self, to_version: int | None = None) -> list[int]:

@@ -30,7 +30,7 @@ from chancy.compat.protocol import job_id_for
 from chancy.compat.transport_sql import TransportSQL
 from chancy.job import JobRecord, JobState
 from chancy.migrations import Names
-from chancy.queues.sql import JobSQL, Statement, Steps, single
+from chancy.queues.sql import JobSQL, Statement, Steps, finished_ids, single
 
 #: Celery states that finish the row, and the row state each becomes.
 TERMINAL_STATES = {states.SUCCESS: "succeeded", states.FAILURE: "failed", states.REVOKED: "cancelled"}
@@ -190,7 +190,7 @@ class ChancyBackend(BaseBackend):
                 if wait <= 0:
                     raise CeleryTimeoutError("The operation timed out.")
                 for notify in conn.notifies(timeout=min(wait, WAIT_RECHECK_INTERVAL)):
-                    if notify.payload == wanted:
+                    if wanted in finished_ids(notify.payload):
                         break
 
     def as_uri(self, include_password: bool = False) -> str:

@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from chancy.job import Job, JobRecord, JobState, new_job_ids
 from chancy.queue import QueuePlugin, Transition, Verdict
 from chancy.queues.rate_sql import RateSQL, gate_steps
-from chancy.queues.sql import JobSQL, Steps, drive_async, drive_sync, single
+from chancy.queues.sql import JobSQL, Steps, drive_async, drive_sync, finished_ids, single
 from chancy.rate_limits import RateLimit
 
 #: A waiter re-reads the row this often even without a notification, in case one was
@@ -219,7 +219,7 @@ class Queue(QueuePlugin):
                     if record.is_finished:
                         return record
                     for notify in conn.notifies(timeout=_remaining(deadline, job_id, timeout)):
-                        if notify.payload == wanted:
+                        if wanted in finished_ids(notify.payload):
                             break
             finally:
                 conn.execute("UNLISTEN *")

@@ -295,12 +295,13 @@ class JobSQL:
                 FROM limiter l
                 WHERE q.name = l.name
             )"""
-        self._notify_done = b"SELECT pg_notify(%(channel)s, id::text) FROM unnest(%(ids)s::uuid[]) AS t(id)"
+        self._notify_done = _announce_done("unnest(%(ids)s::uuid[]) AS t(id)").encode()
         # Outcomes of one worker, many jobs per statement. The guard (still running, still
         # ours) makes a late or duplicate write-back change nothing. Waiters hear of finished
-        # jobs; workers hear of retries that are due now, as they would of a push, instead
-        # of finding them at their next poll. The notifications are in RETURNING, which a
-        # data-modifying CTE computes even when no one reads it.
+        # jobs (the batch in one notification); workers hear of retries that are due now, as
+        # they would of a push, instead of finding them at their next poll. A data-modifying
+        # CTE runs even when no one reads it, but `announced` does not: the final SELECT
+        # reads it once, as a filter that is always true.
         write_back = """
             input AS (
                 SELECT * FROM unnest(
@@ -323,14 +324,17 @@ class JobSQL:
                 FROM input i
                 WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
                   AND (i.attempt IS NULL OR j.attempts = i.attempt)
-                RETURNING j.id, CASE WHEN j.state <> 'retrying' THEN pg_notify(%(channel)s, j.id::text)
-                                     WHEN i.delay <= 0 THEN pg_notify(%(pushed_channel)s, j.queue) END
+                RETURNING j.id, j.state,
+                          CASE WHEN j.state = 'retrying' AND i.delay <= 0 THEN pg_notify(%(pushed_channel)s, j.queue) END
+            ), announced AS (
+                """ + _announce_done("updated WHERE state <> 'retrying'") + """
             )"""
+        announced = "WHERE (SELECT count(*) FROM announced) >= 0"
         self._claim = ready(sql.SQL(f"WITH {claim} SELECT * FROM claimed").format(j_cols=j_cols, **f))
-        self._write_back = ready(sql.SQL(f"WITH {write_back} SELECT id FROM updated").format(**f))
+        self._write_back = ready(sql.SQL(f"WITH {write_back} SELECT id FROM updated {announced}").format(**f))
         # A draining worker's outcomes and its next claim: one statement, one commit. The
         # two updates touch different rows (ours running; others runnable).
-        self._write_back_and_claim = ready(sql.SQL(f"WITH {write_back}, {claim} SELECT * FROM claimed").format(
+        self._write_back_and_claim = ready(sql.SQL(f"WITH {write_back}, {claim} SELECT * FROM claimed {announced}").format(
             j_cols=j_cols, **f))
         self._cancel = ready(sql.SQL(
             """
@@ -465,6 +469,24 @@ class JobSQL:
 
     def requeue(self, job_id: uuid.UUID) -> Statement:
         return Statement(self._requeue, {"id": job_id, "channel": self.pushed_channel}, lambda rows: bool(rows))
+
+
+#: Finished jobs are announced on the done channel a batch at a time: one notification
+#: lists up to this many ids, comma-separated (a payload must stay under 8,000 bytes). One
+#: per job cost every listening process a callback per job, and the server a queue entry.
+DONE_IDS_PER_NOTIFICATION = 100
+
+
+def finished_ids(payload: str) -> list[str]:
+    """The job ids one notification on the done channel announces."""
+    return payload.split(",")
+
+
+def _announce_done(source: str) -> str:
+    """A query announcing the finished jobs of ``source`` (rows with an ``id``)."""
+    return ("SELECT pg_notify(%(channel)s, string_agg(id::text, ',')) FROM ("
+            f"SELECT id, (row_number() OVER () - 1) / {DONE_IDS_PER_NOTIFICATION} AS part FROM {source}"
+            ") finished GROUP BY part")
 
 
 def _inserted_ids(rows: list[tuple]) -> set[uuid.UUID]:

@@ -4,6 +4,7 @@ write-back paths."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import uuid
@@ -383,11 +384,13 @@ async def test_a_draining_worker_writes_outcomes_in_its_next_claims_transaction(
                 write_backs = await (await conn.execute(
                     "SELECT count(*), completed_at IN (SELECT started_at FROM chancy_jobs) FROM chancy_jobs"
                     " GROUP BY completed_at ORDER BY completed_at")).fetchall()
-        heard = {n.payload async for n in listening.notifies(timeout=5, stop_after=100)}
+        heard = [n.payload.split(",") async for n in listening.notifies(timeout=5, stop_after=10)]
         await listening.close()
     assert [n for n, in claims] == [10] * 10
     assert write_backs == [(10, True)] * 9 + [(10, False)]
-    assert heard == {str(ref.id) for ref in refs}
+    # Each write-back announced its batch in one notification.
+    assert [len(ids) for ids in heard] == [10] * 10
+    assert {job_id for ids in heard for job_id in ids} == {str(ref.id) for ref in refs}
 
 
 async def test_outcomes_of_a_failed_write_back_and_claim_are_written_later():
@@ -551,3 +554,29 @@ def test_statements_are_composed_once_and_short_enough_for_psycopgs_parse_cache(
     for name, query in queries.items():
         assert isinstance(query, bytes), f"{name} is composed at every execute"
         assert len(query) <= limit, f"{name} ({len(query)} bytes) is parsed at every execute"
+
+
+async def test_a_write_back_announces_its_batch_in_notifications_of_at_most_100_ids(dsn):
+    """One notification per finished job cost every listening process a callback per job;
+    a batch is announced at once, split so that a payload stays under Postgres' 8,000
+    bytes. Waiters parked before the jobs ran wake on those notifications (their recheck
+    interval is 10 s), async and sync alike."""
+    from chancy.testing import running_worker
+
+    async with Chancy(dsn, plugins=[Queue("default", concurrency=250)]) as app:
+        await app.migrate()
+        app.task(_double)
+        refs = await app.push_many([Job(_double, args=(i,)) for i in range(250)])
+        listening = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        await listening.execute(app.job_sql.listen_done)
+        queue = app.queues["default"]
+        waits = [asyncio.create_task(asyncio.wait_for(ref.wait(), 5)) for ref in (refs[0], refs[150], refs[-1])]
+        waits.append(asyncio.create_task(asyncio.to_thread(queue.wait_sync, refs[199].id, 5)))
+        await asyncio.sleep(0.5)  # every waiter has read its job as pending and listens
+        async with running_worker(app):
+            finished = await asyncio.gather(*waits)
+        heard = [n.payload.split(",") async for n in listening.notifies(timeout=5, stop_after=3)]
+        await listening.close()
+    assert all(record.state is JobState.SUCCEEDED for record in finished)
+    assert sorted(len(ids) for ids in heard) == [50, 100, 100]
+    assert {job_id for ids in heard for job_id in ids} == {str(ref.id) for ref in refs}
