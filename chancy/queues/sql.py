@@ -58,7 +58,7 @@ def record_from_row(row: Sequence[Any]) -> JobRecord:
         completed_at=row[13],
         taken_by=row[14],
         unique_key=row[15],
-        limits=tuple(Limit.from_dict(d) for d in loads(row[16])),
+        limits=() if row[16] == "[]" else tuple(Limit.from_dict(d) for d in loads(row[16])),
         backoff=Backoff.from_dict(loads(row[17])) if row[17] else None,
         meta=loads(row[18]),
         result=loads(row[19]) if row[19] is not None else None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+import re
 import uuid
 
 import psycopg
@@ -38,6 +39,19 @@ def test_serialization_matches_kombu(value):
     assert text == kombu_json.dumps(value)
     assert serialization.loads(text) == kombu_json.loads(text)
     assert serialization.loads(text.encode()) == kombu_json.loads(text)
+
+
+@pytest.mark.parametrize("text", [" [1] ", "{\"a\": 1}\n", "[1] x", "", "[1", "\"\\u00e9\""])
+def test_loads_without_the_whitespace_scans_decodes_and_fails_as_kombu_does(text):
+    """``loads`` skips the decoder's whitespace scans for column text; anything else still
+    goes through the full decode, its errors included."""
+    try:
+        expected = kombu_json.loads(text)
+    except ValueError as exc:
+        with pytest.raises(type(exc), match=re.escape(str(exc))):
+            serialization.loads(text)
+    else:
+        assert serialization.loads(text) == expected
 
 
 def test_the_reused_encoder_recovers_from_a_failed_encode():
