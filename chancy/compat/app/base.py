@@ -381,8 +381,10 @@ class Celery:
         if task_id is None:  # ours: time-ordered, and its own row id
             job_id = new_job_id()
             task_id = str(job_id)
+            foreign_id = False
         else:
             job_id = job_id_for(task_id)
+            foreign_id = str(job_id) != str(task_id)
         running = current_task_and_request()
         parent: Context | None = running[1] if running and not running[1].called_directly else None
         celery: dict[str, Any] = {
@@ -398,7 +400,7 @@ class Celery:
             "eta": bool(scheduled_at and not parked_at),
             "payload": encoded,
         }
-        if str(job_id) != str(task_id):
+        if foreign_id:
             celery["task_id"] = str(task_id)
         priority = pick("priority", conf["task_default_priority"])
         if priority is None and parent is not None and conf["task_inherit_parent_priority"]:
