@@ -13,7 +13,7 @@ import psycopg
 from benchmarks import tasks
 from benchmarks.harness import FigureSpec, Run, rate
 from benchmarks.process import chancy_worker, cpu_seconds, rss_mib, wait_until_empty
-from benchmarks.raw import claim100_key
+from benchmarks.raw import CLAIM100_JOB_SHAPED, claim100_key
 from chancy import Chancy, Job, Queue
 
 CORES = os.cpu_count() or 1
@@ -143,6 +143,8 @@ async def measure(run: Run) -> None:
     for n in run.sizes.drain:
         run.ratio(f"drain {n:,} asyncio / raw claim-100 of {n:,}", drain_key("asyncio", n), claim100_key(n),
                   at_least=0.8)
+    run.ratio(f"drain {first:,} asyncio / raw claim-100 of {first:,} on a job-shaped table",
+              drain_key("asyncio", first), CLAIM100_JOB_SHAPED)
     for n in set(run.sizes.process_drain) & set(run.sizes.drain):
         run.ratio(f"drain {n:,} process / raw claim-100 of {n:,}", drain_key("process", n), claim100_key(n))
     run.ratio("drain beside a big table / drain on an empty one", "chancy.drain_scaled",

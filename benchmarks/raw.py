@@ -11,6 +11,7 @@ import time
 import psycopg
 
 from benchmarks.harness import FigureSpec, Run, rate
+from chancy import Chancy
 
 SCHEMA = (
     """
@@ -42,6 +43,19 @@ CLAIM = (
     " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id"
 )
 COMPLETE = "UPDATE raw_jobs SET state = 'succeeded', completed_at = now() WHERE id = ANY(%s)"
+#: The same drain on the job-shaped table, setting what a queue's claim and completion set
+#: (its pending index orders by priority, then id). Time-ordered ids, made in SQL so that
+#: any Postgres 14+ can run it.
+FILL_JOB_SHAPED = (
+    "INSERT INTO raw_job_rows (id, queue, func, args) "
+    "SELECT lpad(to_hex(i), 32, '0')::uuid, 'default', %s, jsonb_build_array(i) FROM generate_series(1, %s) i"
+)
+CLAIM_JOB_SHAPED = (
+    "UPDATE raw_job_rows SET state = 'running', attempts = attempts + 1, started_at = now(), taken_by = 'raw'"
+    " WHERE id IN (SELECT id FROM raw_job_rows WHERE queue = 'default' AND state = 'pending'"
+    " ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id"
+)
+COMPLETE_JOB_SHAPED = "UPDATE raw_job_rows SET state = 'succeeded', completed_at = now() WHERE id = ANY(%s)"
 FUNC = "benchmarks.tasks.noop"
 
 SPECS = {
@@ -58,9 +72,17 @@ def claim100_key(count: int) -> str:
     return f"raw.claim100_{count}"
 
 
+#: The raw claim-100 drain of the first drain size on the job-shaped table.
+CLAIM100_JOB_SHAPED = "raw.claim100_job_shaped"
+
+
 def _claim100_specs(run: Run) -> dict[str, FigureSpec]:
-    return {claim100_key(n): FigureSpec(f"raw: claim-100 + complete-100 of {n:,}, 1 connection", "jobs/s")
-            for n in run.sizes.drain}
+    specs = {claim100_key(n): FigureSpec(f"raw: claim-100 + complete-100 of {n:,}, 1 connection", "jobs/s")
+             for n in run.sizes.drain}
+    n = run.sizes.drain[0]
+    specs[CLAIM100_JOB_SHAPED] = FigureSpec(
+        f"raw: claim-100 + complete-100 of {n:,}, 1 connection, job-shaped table", "jobs/s")
+    return specs
 
 
 async def _connect(dsn: str) -> psycopg.AsyncConnection:
@@ -128,25 +150,41 @@ async def copy_job_shaped(dsn: str, jobs_table: str, n: int) -> float:
         return rate(n, time.perf_counter() - started)
 
 
-async def _drain(conn: psycopg.AsyncConnection, batch: int) -> int:
+async def _drain(conn: psycopg.AsyncConnection, batch: int, claim: str = CLAIM, complete: str = COMPLETE) -> int:
     """Claim ``batch`` jobs (one transaction), complete them (another), until none is left."""
     done = 0
     while True:
-        cur = await conn.execute(CLAIM, (batch,))
+        cur = await conn.execute(claim, (batch,))
         ids = [row[0] for row in await cur.fetchall()]
         if not ids:
             return done
-        await conn.execute(COMPLETE, (ids,))
+        await conn.execute(complete, (ids,))
         done += len(ids)
 
 
-async def _timed_drain(dsn: str, count: int, connections: int, batch: int) -> float:
-    await _create(dsn)
-    await _fill(dsn, count)
+async def _fill_job_shaped(dsn: str, count: int) -> None:
+    """``count`` pending rows in a copy of a migrated queue's jobs table."""
+    async with Chancy(dsn) as app:
+        await app.migrate()
+        jobs_table = app.names.prefix + "jobs"
+    async with await _connect(dsn) as conn:
+        await conn.execute(JOB_SHAPED.format(jobs=jobs_table))
+        await conn.execute(FILL_JOB_SHAPED, (FUNC, count))
+        await conn.execute("VACUUM ANALYZE raw_job_rows")
+
+
+async def _timed_drain(dsn: str, count: int, connections: int, batch: int, *, job_shaped: bool = False) -> float:
+    if job_shaped:
+        await _fill_job_shaped(dsn, count)
+        claim, complete = CLAIM_JOB_SHAPED, COMPLETE_JOB_SHAPED
+    else:
+        await _create(dsn)
+        await _fill(dsn, count)
+        claim, complete = CLAIM, COMPLETE
     conns = [await _connect(dsn) for _ in range(connections)]
     try:
         started = time.perf_counter()
-        done = sum(await asyncio.gather(*(_drain(conn, batch) for conn in conns)))
+        done = sum(await asyncio.gather(*(_drain(conn, batch, claim, complete) for conn in conns)))
         elapsed = time.perf_counter() - started
     finally:
         for conn in conns:
@@ -172,6 +210,8 @@ async def claim_batch(run: Run) -> dict[str, float]:
     for n in run.sizes.drain:
         async with run.fresh_database() as dsn:
             figures[claim100_key(n)] = await _timed_drain(dsn, n, 1, 100)
+    async with run.fresh_database() as dsn:
+        figures[CLAIM100_JOB_SHAPED] = await _timed_drain(dsn, run.sizes.drain[0], 1, 100, job_shaped=True)
     return figures
 
 
