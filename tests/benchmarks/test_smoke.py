@@ -17,7 +17,9 @@ def test_suite_runs_at_smoke_size(pg_admin_dsn, tmp_path, capsys):
     expected = {"raw.insert_loop", "raw.copy", "raw.claim100_300", "chancy.push_sync", "chancy.push_many",
                 "chancy.drain_scaled", "chancy.rss_scheduled", "chancy.latency_p99"}
     assert expected <= set(run.figures)
-    assert all(value > 0 for figure in run.figures.values() for value in figure.samples)
+    # CPU time is counted in 10 ms ticks: a smoke-sized drain may take less than one.
+    assert all(value > 0 or (key.endswith("_cpu") and value == 0)
+               for key, figure in run.figures.items() for value in figure.samples)
     [result] = tmp_path.glob("*.json")
     saved = json.loads(result.read_text())
     assert saved["environment"]["machine"]["cores"] >= 1
