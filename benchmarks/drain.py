@@ -10,7 +10,7 @@ from typing import Awaitable, Callable
 
 import psycopg
 
-from benchmarks import tasks
+from benchmarks import raw, tasks
 from benchmarks.harness import FigureSpec, Run, rate
 from benchmarks.process import chancy_worker, cpu_seconds, rss_mib, wait_until_empty
 from benchmarks.raw import CLAIM100_JOB_SHAPED, claim100_key
@@ -119,18 +119,25 @@ async def measure(run: Run) -> None:
     run.log("chancy drain")
     specs = _specs(run)
 
+    specs |= raw.claim100_specs(run)
+    first = run.sizes.drain[0]
+
     def drain(executor: str, concurrency: int, n: int, key: str | None = None, prepare: Prepare | None = None):
         async def scenario(run: Run) -> dict[str, float]:
+            figures = {}
+            if executor == "asyncio" and key is None:  # the raw drains it is compared with, alongside
+                figures[claim100_key(n)] = await raw.claim100(run, n)
+                if n == first:
+                    figures[CLAIM100_JOB_SHAPED] = await raw.claim100(run, n, job_shaped=True)
             name = key or drain_key(executor, n)
             jobs_per_second, cpu_per_job = await timed_drain(run, executor, concurrency, n, prepare)
-            return {name: jobs_per_second, name + "_cpu": cpu_per_job}
+            return figures | {name: jobs_per_second, name + "_cpu": cpu_per_job}
         return scenario
 
     for n in run.sizes.drain:
         await run.measure(specs, drain("asyncio", ASYNC_CONCURRENCY, n))
     for n in run.sizes.process_drain:
         await run.measure(specs, drain("process", CORES, n))
-    first = run.sizes.drain[0]
     sizes = run.sizes
     await run.measure(specs, drain("asyncio", ASYNC_CONCURRENCY, first, "chancy.drain_scaled",
                                    lambda dsn: fill(dsn, sizes.finished_rows, sizes.scheduled_rows)))
