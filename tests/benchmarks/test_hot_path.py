@@ -374,6 +374,16 @@ async def test_a_job_cancelled_before_its_task_starts_frees_its_slot():
     assert outcomes[1].result_json == "4"
 
 
+async def _doubles_heard_of(app: Chancy, dsn: str, count: int) -> tuple[list, psycopg.AsyncConnection]:
+    """``count`` pushed jobs of ``_double``, and a connection listening for completions."""
+    await app.migrate()
+    app.task(_double)
+    refs = await app.push_many([Job(_double, args=(i,)) for i in range(count)])
+    listening = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    await listening.execute(app.job_sql.listen_done)
+    return refs, listening
+
+
 async def test_a_draining_worker_writes_outcomes_in_its_next_claims_transaction(dsn):
     """Claims take every free slot (10 at a time here), and the outcomes that freed them
     are written in the same transaction as the next claim: a write-back's completed_at is
@@ -382,11 +392,7 @@ async def test_a_draining_worker_writes_outcomes_in_its_next_claims_transaction(
     from chancy.testing import eventually, running_worker
 
     async with Chancy(dsn, plugins=[Queue("default", concurrency=10)]) as app:
-        await app.migrate()
-        app.task(_double)
-        refs = await app.push_many([Job(_double, args=(i,)) for i in range(100)])
-        listening = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        await listening.execute(app.job_sql.listen_done)
+        refs, listening = await _doubles_heard_of(app, dsn, 100)
         async with running_worker(app, writeback_delay=0.5):
             async with app.connection() as conn:
                 async def drained() -> bool:
@@ -578,11 +584,7 @@ async def test_a_write_back_announces_its_batch_in_notifications_of_at_most_100_
     from chancy.testing import running_worker
 
     async with Chancy(dsn, plugins=[Queue("default", concurrency=250)]) as app:
-        await app.migrate()
-        app.task(_double)
-        refs = await app.push_many([Job(_double, args=(i,)) for i in range(250)])
-        listening = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        await listening.execute(app.job_sql.listen_done)
+        refs, listening = await _doubles_heard_of(app, dsn, 250)
         queue = app.queues["default"]
         waits = [asyncio.create_task(asyncio.wait_for(ref.wait(), 5)) for ref in (refs[0], refs[150], refs[-1])]
         waits.append(asyncio.create_task(asyncio.to_thread(queue.wait_sync, refs[199].id, 5)))
