@@ -122,10 +122,11 @@ async def measure(run: Run) -> None:
     specs |= raw.claim100_specs(run)
     first = run.sizes.drain[0]
 
-    def drain(executor: str, concurrency: int, n: int, key: str | None = None, prepare: Prepare | None = None):
+    def drain(executor: str, concurrency: int, n: int, key: str | None = None, prepare: Prepare | None = None,
+              *, with_baselines: bool = False):
         async def scenario(run: Run) -> dict[str, float]:
             figures = {}
-            if executor == "asyncio" and key is None:  # the raw drains it is compared with, alongside
+            if with_baselines:  # the raw drains it is compared with, right before it
                 figures[claim100_key(n)] = await raw.claim100(run, n)
                 if n == first:
                     figures[CLAIM100_JOB_SHAPED] = await raw.claim100(run, n, job_shaped=True)
@@ -135,7 +136,7 @@ async def measure(run: Run) -> None:
         return scenario
 
     for n in run.sizes.drain:
-        await run.measure(specs, drain("asyncio", ASYNC_CONCURRENCY, n))
+        await run.measure(specs, drain("asyncio", ASYNC_CONCURRENCY, n, with_baselines=True))
     for n in run.sizes.process_drain:
         await run.measure(specs, drain("process", CORES, n))
     sizes = run.sizes

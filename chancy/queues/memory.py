@@ -213,17 +213,25 @@ class MemoryQueue(QueuePlugin):
         next_due = (min(due_times) - now).total_seconds() if due_times else None
         return Verdict(frozenset(admitted), None if next_due is None else max(0.0, next_due))
 
+    def _held_by(self, worker_id: str, job_id: uuid.UUID) -> JobRecord | None:
+        """The job's row while ``worker_id`` runs it (the guard of every write by a worker);
+        the caller holds the lock."""
+        record = self._rows.get(job_id)
+        if record is None or record.state is not JobState.RUNNING or record.taken_by != worker_id:
+            return None
+        return record
+
     def _start(self, worker_id: str, job_id: uuid.UUID, now: datetime) -> None:
         """An admitted job starts now, the time its task's window counts (as the Postgres
         gate records it); the caller holds the lock."""
-        record = self._rows.get(job_id)
-        if record is not None and record.state is JobState.RUNNING and record.taken_by == worker_id:
+        record = self._held_by(worker_id, job_id)
+        if record is not None:
             self._rows[job_id] = dataclasses.replace(record, started_at=now)
 
     def _hand_back(self, worker_id: str, job_id: uuid.UUID, due: datetime) -> None:
         """A claimed job waits until ``due``, its attempt given back; the caller holds the lock."""
-        record = self._rows.get(job_id)
-        if record is None or record.state is not JobState.RUNNING or record.taken_by != worker_id:
+        record = self._held_by(worker_id, job_id)
+        if record is None:
             return
         self._rows[job_id] = dataclasses.replace(
             record, state=JobState.RETRYING if record.attempts > 1 else JobState.SCHEDULED,
@@ -234,9 +242,8 @@ class MemoryQueue(QueuePlugin):
         due_now = False
         with self._lock:
             for t in transitions:
-                record = self._rows.get(t.job_id)
-                if record is None or record.state is not JobState.RUNNING or record.taken_by != worker_id \
-                        or t.attempt not in (None, record.attempts):
+                record = self._held_by(worker_id, t.job_id)
+                if record is None or t.attempt not in (None, record.attempts):
                     continue  # cancelled or recovered meanwhile: this late outcome changes nothing
                 errors = record.errors + ([{**t.error, "attempt": record.attempts}] if t.error else [])
                 retrying = t.state is JobState.RETRYING
