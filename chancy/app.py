@@ -19,6 +19,7 @@ from chancy.errors import ConfigurationError, DatabaseUnavailableError
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
 from chancy.queue import QueuePlugin
+from chancy.queues.cursors import AsyncPooledConnection, PooledConnection
 from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL, finished_ids
 from chancy.rate_limits import RateLimitLike
 from chancy.task import Task
@@ -208,7 +209,7 @@ class Chancy:
             pool = AsyncConnectionPool(
                 self.dsn, min_size=self.min_connections, max_size=self.max_connections,
                 kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
-                name="chancy",
+                name="chancy", connection_class=AsyncPooledConnection,
             )
             await pool.open(wait=self.min_connections > 0, timeout=self.connect_timeout)
             self._async_pool = pool
@@ -224,7 +225,7 @@ class Chancy:
                     pool = AsyncConnectionPool(
                         self.dsn, min_size=0, max_size=self.max_connections, kwargs=self._connect_kwargs(),
                         configure=_use_generic_plans, open=False, timeout=self.connect_timeout,
-                        name="chancy-claim",
+                        name="chancy-claim", connection_class=AsyncPooledConnection,
                     )
                     await pool.open()
                     self._claim_pool = pool
@@ -239,7 +240,7 @@ class Chancy:
                 pool = ConnectionPool(
                     self.dsn, min_size=min(1, self.min_connections), max_size=self.max_connections,
                     kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
-                    name="chancy-sync",
+                    name="chancy-sync", connection_class=PooledConnection,
                 )
                 pool.open(wait=self.min_connections > 0, timeout=self.connect_timeout)
                 self._sync_pool = pool
