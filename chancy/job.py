@@ -207,7 +207,8 @@ class Job:
             raise TypeError(f"priority must be an integer, got {priority!r}")
         if not isinstance(queue, str) or not queue:
             raise ValueError(f"queue must be a non-empty string, got {queue!r}")
-        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+        if type(args) is not tuple and type(args) is not list and (
+                isinstance(args, (str, bytes)) or not isinstance(args, Sequence)):  # typing's check: ~2 µs
             raise TypeError(f"args must be a list or tuple, got {type(args).__name__}")
         for when, label in ((scheduled_at, "scheduled_at"), (expires_at, "expires_at")):
             if when is not None and (not isinstance(when, datetime) or when.tzinfo is None):
@@ -225,7 +226,7 @@ class Job:
         setattr_(self, "limits", tuple(limits))
         setattr_(self, "backoff", backoff)
         setattr_(self, "meta", dict(meta or {}))
-        setattr_(self, "id", uuid.UUID(str(id)) if id is not None else None)
+        setattr_(self, "id", id if id is None or type(id) is uuid.UUID else uuid.UUID(str(id)))
 
     def with_options(self, **changes: Any) -> "Job":
         """A copy with some fields changed, e.g. ``job.with_options(priority=5)``."""

@@ -99,6 +99,10 @@ def test_invalid_options_fail_at_construction(build, message):
         (lambda: Job(core_tasks.add, max_attempts=0), ValueError),
         (lambda: Job(core_tasks.add, priority="high"), TypeError),
         (lambda: Job(core_tasks.add, args="abc"), TypeError),
+        (lambda: Job(core_tasks.add, args=b"abc"), TypeError),
+        (lambda: Job(core_tasks.add, args={1, 2}), TypeError),
+        (lambda: Job(core_tasks.add, args=5), TypeError),
+        (lambda: Job(core_tasks.add, id="not-a-uuid"), ValueError),
         (lambda: Job(lambda: 1), TypeError),
         (lambda: Limit(Limit.Type.TIME, -1), ValueError),
         (lambda: Job(core_tasks.add).with_options(colour="red"), TypeError),
@@ -107,6 +111,14 @@ def test_invalid_options_fail_at_construction(build, message):
 def test_invalid_jobs(build, error):
     with pytest.raises(error):
         build()
+
+
+def test_job_arguments_and_ids_are_normalised():
+    import uuid
+
+    job_id = uuid.uuid4()
+    assert Job(core_tasks.add, args=range(2), id=str(job_id)).args == (0, 1)
+    assert Job(core_tasks.add, args=[1, 2], id=job_id).id is job_id
 
 
 def test_worker_rejects_undeclared_queue():

@@ -351,10 +351,12 @@ class Celery:
         route = routes.route_for(self._routers(conf["task_routes"]), sig.task, sig.args, sig.kwargs, opts, task)
 
         def pick(key: str, default: Any = None) -> Any:
-            for source in (opts.get(key), getattr(task, key, None), route.get(key)):
-                if source is not None:
-                    return source
-            return default
+            found = opts.get(key)
+            if found is None:
+                found = getattr(task, key, None)
+                if found is None:
+                    found = route.get(key)
+            return default if found is None else found
 
         queue = pick("queue", conf["task_default_queue"])
         queue = getattr(queue, "name", queue)
@@ -383,12 +385,13 @@ class Celery:
             task_id = str(job_id)
             foreign_id = False
         else:
+            task_id = str(task_id)
             job_id = job_id_for(task_id)
-            foreign_id = str(job_id) != str(task_id)
+            foreign_id = str(job_id) != task_id
         running = current_task_and_request()
         parent: Context | None = running[1] if running and not running[1].called_directly else None
         celery: dict[str, Any] = {
-            "root_id": parent.root_id if parent else str(task_id),
+            "root_id": parent.root_id if parent else task_id,
             "parent_id": parent.id if parent else None,
             "group": opts.get("group_id"),
             "group_index": opts.get("group_index"),
