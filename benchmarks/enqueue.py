@@ -6,8 +6,12 @@ import time
 
 from benchmarks import raw, tasks
 from benchmarks.harness import FigureSpec, Run, rate
+from benchmarks.process import concurrent_pushes
 from chancy import Chancy, Queue
 from chancy.compat import Celery
+
+#: Client processes of the concurrent one-at-a-time figures (a web app's workers pushing).
+CLIENTS = 8
 
 SPECS = {
     **{key: spec for key, spec in raw.SPECS.items()
@@ -15,6 +19,8 @@ SPECS = {
     "chancy.delay": FigureSpec("chancy.compat: Celery task .delay() loop", "jobs/s"),
     "chancy.push_sync": FigureSpec("chancy: task.push_sync() loop", "jobs/s"),
     "chancy.push_async": FigureSpec("chancy: await task.push() loop", "jobs/s"),
+    "raw.insert_loop_concurrent": FigureSpec(f"raw: single-row INSERT loops, {CLIENTS} processes", "jobs/s"),
+    "chancy.push_sync_concurrent": FigureSpec(f"chancy: task.push_sync() loops, {CLIENTS} processes", "jobs/s"),
     "chancy.push_many": FigureSpec("chancy: await push_many(jobs)", "jobs/s"),
     "chancy.task_push_many": FigureSpec("chancy: await task.push_many(calls)", "jobs/s"),
 }
@@ -45,6 +51,22 @@ async def one_at_a_time(run: Run) -> dict[str, float]:
         raw_rate = (raw_before + raw.insert_loop(dsn, n)) / 2
     return {"raw.insert_loop": raw_rate, "chancy.delay": delay_rate, "chancy.push_sync": sync_rate,
             "chancy.push_async": async_rate}
+
+
+async def concurrent(run: Run) -> dict[str, float]:
+    """``CLIENTS`` processes pushing one job at a time each, as a web app's processes do,
+    bracketed by as many processes running the raw INSERT loop. Each push commits on its
+    own; the raw loop's commits can share a WAL flush, and the ratio shows whether
+    Chancy's can too (a push also announces its job with NOTIFY)."""
+    n = run.sizes.insert_loop
+    async with run.fresh_database() as dsn:
+        await raw.create(dsn)
+        async with Chancy(dsn, plugins=[Queue("default")]) as app:
+            await app.migrate()
+        raw_before = concurrent_pushes(dsn, "raw", CLIENTS, n)
+        chancy_rate = concurrent_pushes(dsn, "chancy", CLIENTS, n)
+        raw_rate = (raw_before + concurrent_pushes(dsn, "raw", CLIENTS, n)) / 2
+    return {"raw.insert_loop_concurrent": raw_rate, "chancy.push_sync_concurrent": chancy_rate}
 
 
 async def celery_delay(dsn: str, n: int) -> float:
@@ -87,10 +109,13 @@ async def bulk(run: Run) -> dict[str, float]:
 async def measure(run: Run) -> None:
     run.log("chancy enqueue")
     await run.measure(SPECS, one_at_a_time)
+    await run.measure(SPECS, concurrent)
     await run.measure(SPECS, bulk)
     run.ratio(".delay() (compat) / raw INSERT loop", "chancy.delay", "raw.insert_loop", at_least=0.8)
     run.ratio("push_sync / raw INSERT loop", "chancy.push_sync", "raw.insert_loop", at_least=0.8)
     run.ratio("push_async / raw INSERT loop", "chancy.push_async", "raw.insert_loop")
+    run.ratio(f"push_sync / raw INSERT loop, {CLIENTS} processes each", "chancy.push_sync_concurrent",
+              "raw.insert_loop_concurrent")
     run.ratio("push_many / raw COPY", "chancy.push_many", "raw.copy", at_least=0.8)
     run.ratio("task.push_many / raw COPY", "chancy.task_push_many", "raw.copy", at_least=0.8)
     run.ratio("push_many / raw multi-row INSERT", "chancy.push_many", "raw.insert_multirow")

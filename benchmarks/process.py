@@ -46,6 +46,37 @@ def chancy_worker(dsn: str, executor: str, concurrency: int) -> contextlib.Abstr
     return background(["-m", "benchmarks.worker_proc", dsn, executor, str(concurrency)])
 
 
+def concurrent_pushes(dsn: str, kind: str, clients: int, per_client: int) -> float:
+    """Jobs per second that ``clients`` processes (``benchmarks.pusher``) push one at a
+    time, all released at once once each has connected."""
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.pusher", dsn, kind, str(per_client)], cwd=REPO,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+             for _ in range(clients)]
+    try:
+        for proc in procs:
+            _expect(proc, "ready")
+        started = time.perf_counter()
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            _expect(proc, "done")
+        elapsed = time.perf_counter() - started
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    return clients * per_client / elapsed
+
+
+def _expect(proc: subprocess.Popen, word: str) -> None:
+    line = proc.stdout.readline().strip()
+    if line != word:
+        raise RuntimeError(f"benchmarks.pusher said {line!r} instead of {word!r} (exit code {proc.poll()})")
+
+
 def rss_mib(proc: subprocess.Popen) -> float:
     return psutil.Process(proc.pid).memory_info().rss / 2**20
 

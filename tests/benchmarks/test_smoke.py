@@ -15,6 +15,7 @@ def test_suite_runs_at_smoke_size(pg_admin_dsn, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ratio" in out and "push_sync / raw INSERT loop" in out
     expected = {"raw.insert_loop", "raw.copy", "raw.claim100_300", "chancy.push_sync", "chancy.push_many",
+                "raw.insert_loop_concurrent", "chancy.push_sync_concurrent",
                 "chancy.drain_scaled", "chancy.rss_scheduled", "chancy.latency_p99"}
     assert expected <= set(run.figures)
     # CPU time is counted in 10 ms ticks: a smoke-sized drain may take less than one.
