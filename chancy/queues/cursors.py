@@ -15,27 +15,26 @@ from typing import Any
 import psycopg
 
 
-class PooledConnection(psycopg.Connection[Any]):
-    _statement_cursor: psycopg.Cursor[Any] | None = None
+class _KeepsCursor:
+    """Mixed into a psycopg connection class (sync or async: ``cursor()`` is sync in both)."""
 
-    def statement_cursor(self) -> psycopg.Cursor[Any]:
+    _statement_cursor: Any = None
+
+    def statement_cursor(self) -> Any:
         if self._statement_cursor is None or self._statement_cursor.closed:
-            self._statement_cursor = self.cursor()
+            self._statement_cursor = self.cursor()  # type: ignore[attr-defined]
         return self._statement_cursor
 
 
-class AsyncPooledConnection(psycopg.AsyncConnection[Any]):
-    _statement_cursor: psycopg.AsyncCursor[Any] | None = None
-
-    def statement_cursor(self) -> psycopg.AsyncCursor[Any]:
-        if self._statement_cursor is None or self._statement_cursor.closed:
-            self._statement_cursor = self.cursor()
-        return self._statement_cursor
+class PooledConnection(_KeepsCursor, psycopg.Connection[Any]):
+    pass
 
 
-def statement_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
-    return conn.statement_cursor() if isinstance(conn, PooledConnection) else conn.cursor()
+class AsyncPooledConnection(_KeepsCursor, psycopg.AsyncConnection[Any]):
+    pass
 
 
-def async_statement_cursor(conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncCursor[Any]:
-    return conn.statement_cursor() if isinstance(conn, AsyncPooledConnection) else conn.cursor()
+def statement_cursor(conn: Any) -> Any:
+    """The cursor to run a job statement on: the kept one of a pooled connection, else a
+    fresh one (a :class:`psycopg.Cursor` or :class:`psycopg.AsyncCursor`, as ``conn``)."""
+    return conn.statement_cursor() if isinstance(conn, _KeepsCursor) else conn.cursor()

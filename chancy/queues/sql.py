@@ -16,7 +16,7 @@ from chancy.errors import SerializationError
 from chancy.job import Backoff, Job, JobRecord, JobState, Limit, new_job_ids
 from chancy.migrations import LIVE, Names
 from chancy.queue import Transition
-from chancy.queues.cursors import async_statement_cursor, statement_cursor
+from chancy.queues.cursors import statement_cursor
 
 # Column order of every statement that returns whole jobs; jsonb is read as text and
 # decoded by our own serializer so tagged values (datetime, UUID…) come back typed.
@@ -124,7 +124,7 @@ async def drive_async(conn: Any, steps: Steps) -> Any:
                         await copy.write(chunk)
                 statement = steps.send(None)
                 continue
-            cur = await async_statement_cursor(conn).execute(statement.query, statement.params)
+            cur = await statement_cursor(conn).execute(statement.query, statement.params)
             statement = steps.send(statement.mapper(await cur.fetchall() if _has_rows(cur) else []))
     except StopIteration as stop:
         return stop.value

@@ -252,6 +252,31 @@ def test_pushes_through_the_pool_reuse_one_cursor_per_connection(dsn):
         assert [app.get_job_sync(ref).args for ref in refs] == [(i,) for i in range(6)]
 
 
+async def test_async_pushes_and_claims_reuse_their_pooled_connections_cursor(dsn):
+    from chancy.queues.cursors import AsyncPooledConnection
+
+    async with Chancy(dsn, plugins=[Queue("default")], max_connections=1) as app:
+        await app.migrate()
+        task = app.task(_double)
+        made: list[psycopg.AsyncCursor] = []
+        real_cursor = AsyncPooledConnection.cursor
+
+        def counting_cursor(self, *args, **kwargs):
+            made.append(real_cursor(self, *args, **kwargs))
+            return made[-1]
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(AsyncPooledConnection, "cursor", counting_cursor)
+            refs = [await task.push(i) for i in range(3)]
+            assert len(made) == 1
+            claimed = await app.queues["default"].claim("w1", 10)
+            assert sorted(r.args for r in claimed) == [(0,), (1,), (2,)]
+            opened = len(made)  # the claim pool's connection: its setup and its kept cursor
+            claimed = await app.queues["default"].claim("w1", 10)
+            assert claimed == [] and len(made) == opened
+        assert {(await ref.get()).state for ref in refs} == {JobState.RUNNING}
+
+
 def test_a_push_sends_only_the_columns_its_job_sets(dsn):
     """Defaults are the table's: a plain call sends id, queue, func and args."""
     from chancy.job import new_job_id
