@@ -167,6 +167,13 @@ if _uuid(_CHECK) != uuid.UUID(int=_CHECK) or str(_uuid(_CHECK)) != str(uuid.UUID
     _uuid = lambda value: uuid.UUID(int=value)  # noqa: E731 - a UUID whose layout changed
 
 
+def is_argument_list(args: Any) -> bool:
+    """Whether ``args`` can be a call's positional arguments: a sequence, not a string.
+    Lists and tuples skip the ``Sequence`` isinstance check (~2 µs, once per push)."""
+    return type(args) is tuple or type(args) is list or (
+        not isinstance(args, (str, bytes)) and isinstance(args, Sequence))
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """What to run, where and how. Immutable: derive variants with :meth:`with_options`."""
@@ -207,8 +214,7 @@ class Job:
             raise TypeError(f"priority must be an integer, got {priority!r}")
         if not isinstance(queue, str) or not queue:
             raise ValueError(f"queue must be a non-empty string, got {queue!r}")
-        if type(args) is not tuple and type(args) is not list and (
-                isinstance(args, (str, bytes)) or not isinstance(args, Sequence)):  # typing's check: ~2 µs
+        if not is_argument_list(args):
             raise TypeError(f"args must be a list or tuple, got {type(args).__name__}")
         for when, label in ((scheduled_at, "scheduled_at"), (expires_at, "expires_at")):
             if when is not None and (not isinstance(when, datetime) or when.tzinfo is None):

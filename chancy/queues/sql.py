@@ -13,7 +13,7 @@ from psycopg import pq, sql
 
 from chancy import serialization
 from chancy.errors import SerializationError
-from chancy.job import Backoff, Job, JobRecord, JobState, Limit, new_job_ids
+from chancy.job import Backoff, Job, JobRecord, JobState, Limit, is_argument_list, new_job_ids
 from chancy.migrations import LIVE, Names
 from chancy.queue import Transition
 from chancy.queues.cursors import statement_cursor
@@ -538,8 +538,7 @@ def _plainly_pending(job: Job) -> bool:
 
 def _args_json(func: str, args: Sequence[Any]) -> str:
     """One call's positional arguments as JSON, checked as :class:`Job` checks them."""
-    if type(args) is not tuple and type(args) is not list and (
-            isinstance(args, (str, bytes)) or not isinstance(args, Sequence)):
+    if not is_argument_list(args):
         raise TypeError(f"each call of {func!r} must be a list or tuple of arguments, got {type(args).__name__}")
     return serialization.dumps_arguments(func, args, {})[0]
 

@@ -223,6 +223,19 @@ async def test_a_push_is_one_prepared_round_trip_that_inserts_and_announces(dsn)
         assert [(await ref.get()).args for ref in refs] == [(i,) for i in range(8)]
 
 
+def _cursors_made(patch: pytest.MonkeyPatch, connection_class: type) -> list:
+    """The cursors ``connection_class`` makes from now on (until ``patch`` is undone)."""
+    made: list = []
+    real_cursor = connection_class.cursor
+
+    def counting_cursor(self, *args, **kwargs):
+        made.append(real_cursor(self, *args, **kwargs))
+        return made[-1]
+
+    patch.setattr(connection_class, "cursor", counting_cursor)
+    return made
+
+
 def test_pushes_through_the_pool_reuse_one_cursor_per_connection(dsn):
     """A fresh cursor per statement looked up its dumpers and loaders again (~12 µs of a
     single push's client CPU); a pooled connection keeps one. A caller's own connection
@@ -232,15 +245,8 @@ def test_pushes_through_the_pool_reuse_one_cursor_per_connection(dsn):
     app = Chancy(dsn, plugins=[Queue("default")], max_connections=1)
     asyncio.run(app.migrate())
     task = app.task(_double)
-    made: list[psycopg.Cursor] = []
-    real_cursor = PooledConnection.cursor
-
-    def counting_cursor(self, *args, **kwargs):
-        made.append(real_cursor(self, *args, **kwargs))
-        return made[-1]
-
     with app, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PooledConnection, "cursor", counting_cursor)
+        made = _cursors_made(patch, PooledConnection)
         refs = [task.push_sync(i) for i in range(5)]
         assert len(made) == 1
         with psycopg.connect(dsn, autocommit=True) as own:
@@ -258,15 +264,8 @@ async def test_async_pushes_and_claims_reuse_their_pooled_connections_cursor(dsn
     async with Chancy(dsn, plugins=[Queue("default")], max_connections=1) as app:
         await app.migrate()
         task = app.task(_double)
-        made: list[psycopg.AsyncCursor] = []
-        real_cursor = AsyncPooledConnection.cursor
-
-        def counting_cursor(self, *args, **kwargs):
-            made.append(real_cursor(self, *args, **kwargs))
-            return made[-1]
-
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(AsyncPooledConnection, "cursor", counting_cursor)
+            made = _cursors_made(patch, AsyncPooledConnection)
             refs = [await task.push(i) for i in range(3)]
             assert len(made) == 1
             claimed = await app.queues["default"].claim("w1", 10)
