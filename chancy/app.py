@@ -19,9 +19,8 @@ from chancy.errors import ConfigurationError, DatabaseUnavailableError
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
 from chancy.queue import QueuePlugin
-from chancy.queues.announcer import LoopAnnouncer, ThreadAnnouncer
 from chancy.queues.cursors import AsyncPooledConnection, PooledConnection
-from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL, drive_async, drive_sync, finished_ids, single
+from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL, finished_ids
 from chancy.rate_limits import RateLimitLike
 from chancy.task import Task
 
@@ -106,9 +105,6 @@ class Chancy:
         self._sync_lock = threading.Lock()
         self._listener: Listener | None = None
         self._done = KeyedEvents()
-        #: Announce the pushes Chancy commits itself (:mod:`chancy.queues.announcer`).
-        self.announcer = LoopAnnouncer(self._send_announcement)
-        self.announcer_sync = ThreadAnnouncer(self._send_announcement_sync)
 
     def __repr__(self) -> str:
         return f"<Chancy queues={list(self.queues)} prefix={self.names.prefix!r}>"
@@ -266,17 +262,7 @@ class Chancy:
         with self.open_sync().connection() as conn:
             yield conn
 
-    async def _send_announcement(self, queues: list[str]) -> None:
-        async with self.connection() as conn:
-            await drive_async(conn, single(self.job_sql.announce_pushed(queues)))
-
-    def _send_announcement_sync(self, queues: list[str]) -> None:
-        with self.connection_sync() as conn:
-            drive_sync(conn, single(self.job_sql.announce_pushed(queues)))
-
     async def close(self) -> None:
-        if self._async_pool is not None:
-            await self.announcer.close()
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -287,8 +273,6 @@ class Chancy:
         self.close_sync()
 
     def close_sync(self) -> None:
-        if self._sync_pool is not None:
-            self.announcer_sync.close()
         with self._sync_lock:
             if self._sync_pool is not None:
                 self._sync_pool.close()

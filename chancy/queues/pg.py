@@ -26,11 +26,9 @@ WAIT_RECHECK_INTERVAL = 10.0
 UNIQUE_RETRIES = 5
 
 
-def push_steps(statements: JobSQL, jobs: Sequence[Job], announce: set[str] | None = None) -> Steps:
+def push_steps(statements: JobSQL, jobs: Sequence[Job]) -> Steps:
     """Insert jobs; a job whose unique key is taken by a live job gets that job's id.
-    Run it in a transaction when ``statements.copyable(jobs)``: it copies, then notifies.
-    With ``announce``, inserts do not notify: the queues of pending jobs are added to it,
-    for the caller to announce once committed (see :mod:`chancy.queues.announcer`)."""
+    Run it in a transaction when ``statements.copyable(jobs)``: it copies, then notifies."""
     fresh = iter(new_job_ids(sum(job.id is None for job in jobs)))
     ids = [job.id or next(fresh) for job in jobs]
     if statements.copyable(jobs):
@@ -39,10 +37,7 @@ def push_steps(statements: JobSQL, jobs: Sequence[Job], announce: set[str] | Non
         return ids
     todo = list(range(len(jobs)))
     for _ in range(UNIQUE_RETRIES):
-        inserted = yield statements.insert([jobs[i] for i in todo], [ids[i] for i in todo],
-                                           notify=announce is None)
-        if announce is not None:
-            announce.update(queue for queue in inserted.values() if queue)
+        inserted = yield statements.insert([jobs[i] for i in todo], [ids[i] for i in todo])
         duplicates = [i for i in todo if ids[i] not in inserted]
         if not duplicates:
             return ids
@@ -133,24 +128,10 @@ class Queue(QueuePlugin):
             return drive_sync(connection, steps)
 
     async def push(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
-        atomic = self._sql.copyable(jobs)
-        if connection is not None:  # the caller's commit announces them
-            return await self._run(push_steps(self._sql, jobs), connection, atomic=atomic)
-        announce: set[str] = set()
-        try:
-            return await self._run(push_steps(self._sql, jobs, announce), atomic=atomic)
-        finally:
-            self._app.announcer.announce(announce)
+        return await self._run(push_steps(self._sql, jobs), connection, atomic=self._sql.copyable(jobs))
 
     def push_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
-        atomic = self._sql.copyable(jobs)
-        if connection is not None:
-            return self._run_sync(push_steps(self._sql, jobs), connection, atomic=atomic)
-        announce: set[str] = set()
-        try:
-            return self._run_sync(push_steps(self._sql, jobs, announce), atomic=atomic)
-        finally:
-            self._app.announcer_sync.announce(announce)
+        return self._run_sync(push_steps(self._sql, jobs), connection, atomic=self._sql.copyable(jobs))
 
     async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
         if not self._sql.copyable_calls(template, len(calls)):

@@ -176,11 +176,10 @@ def _sent(rows: Sequence[tuple]) -> tuple[int, ...]:
     return tuple(range(_ALWAYS)) + tuple(i for i in _OPTIONAL if columns[i].count(PUSHED[i][2]) != len(rows))
 
 
-def _insert_query(jobs: sql.Identifier, channel: str | None, sent: tuple[int, ...], many: bool) -> bytes:
+def _insert_query(jobs: sql.Identifier, channel: str, sent: tuple[int, ...], many: bool) -> bytes:
     """``INSERT … VALUES`` of one job's parameters, or ``INSERT … SELECT … FROM unnest``
-    of one array per column for many, written from one column list. With a ``channel``
-    the notification is part of ``RETURNING`` (one statement, no CTE to plan); without,
-    ``RETURNING`` names the queue of each pending job, for the caller to announce."""
+    of one array per column for many, written from one column list. The notification is
+    part of ``RETURNING``: one statement, one round trip, no CTE to plan."""
     columns = [PUSHED[i][0] for i in sent]
     if many:
         value = {c: sql.Identifier(c) for c in columns}
@@ -204,10 +203,9 @@ def _insert_query(jobs: sql.Identifier, channel: str | None, sent: tuple[int, ..
         close=sql.SQL("" if many else ")"), source=source)
     if "unique_key" in value:
         query += sql.SQL(" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN " + LIVE + " DO NOTHING")
-    if channel is None:
-        return ready(query + sql.SQL(" RETURNING id, CASE WHEN state = 'pending' THEN queue END"))
-    return ready(query + sql.SQL(" RETURNING id, CASE WHEN state = 'pending' THEN pg_notify({}, queue) END").format(
-        sql.Literal(channel)))
+    query += sql.SQL(" RETURNING id, CASE WHEN state = 'pending' THEN pg_notify({}, queue) END").format(
+        sql.Literal(channel))
+    return ready(query)
 
 
 class JobSQL:
@@ -228,13 +226,9 @@ class JobSQL:
         cols = sql.SQL(RECORD_COLUMNS)
         j_cols = sql.SQL(", ".join(_qualify(c) for c in RECORD_COLUMNS.split(", ")))
         self._jobs = f["jobs"]
-        self._inserts: dict[tuple[tuple[int, ...], bool, bool], bytes] = {}  # composed on first use
+        self._inserts: dict[tuple[tuple[int, ...], bool], bytes] = {}  # composed on first use
         self._copies: dict[tuple[int, ...], sql.Composed] = {}
         self._notify_pushed = b"SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS t(queue)"
-        # Its own transaction, committed without waiting for the flush: see
-        # chancy.queues.announcer for why.
-        self._announce_pushed = (b"SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS t(queue), "
-                                 b"set_config('synchronous_commit', 'off', true)")
         self._live_by_unique_key = ready(sql.SQL(
             "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s) AND state IN " + LIVE
         ).format(**f))
@@ -373,20 +367,17 @@ class JobSQL:
         ).format(**f))
 
     # --- statement builders ----------------------------------------------------------
-    def insert(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID], *, notify: bool = True) -> Statement:
-        """Rows: the id of each job inserted, and (unless ``notify``) its queue if it is
-        pending now, to announce once committed (:meth:`announce_pushed`)."""
+    def insert(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
         rows = [_pushed_values(job_id, job) for job_id, job in zip(ids, jobs)]
         sent, many = _sent(rows), len(rows) > 1
-        query = self._inserts.get((sent, many, notify))
+        query = self._inserts.get((sent, many))
         if query is None:
-            query = self._inserts[sent, many, notify] = _insert_query(
-                self._jobs, self.pushed_channel if notify else None, sent, many)
+            query = self._inserts[sent, many] = _insert_query(self._jobs, self.pushed_channel, sent, many)
         if many:
             params = {PUSHED[i][0]: [row[i] for row in rows] for i in sent}
         else:
             params = {PUSHED[i][0]: rows[0][i] for i in sent}
-        return Statement(query, params, _inserted)
+        return Statement(query, params, _inserted_ids)
 
     @staticmethod
     def copyable(jobs: Sequence[Job]) -> bool:
@@ -434,11 +425,6 @@ class JobSQL:
 
     def notify_pushed(self, queues: Sequence[str]) -> Statement:
         return Statement(self._notify_pushed, {"channel": self.pushed_channel, "queues": list(queues)})
-
-    def announce_pushed(self, queues: Sequence[str]) -> Statement:
-        """:meth:`notify_pushed` as a transaction of its own, committed without waiting for
-        the flush."""
-        return Statement(self._announce_pushed, {"channel": self.pushed_channel, "queues": list(queues)})
 
     def live_by_unique_key(self, keys: Sequence[str]) -> Statement:
         return Statement(self._live_by_unique_key, {"keys": list(keys)}, dict)
@@ -504,10 +490,8 @@ def _announce_done(source: str) -> str:
             ") finished GROUP BY part")
 
 
-def _inserted(rows: list[tuple]) -> dict[uuid.UUID, str | None]:
-    """Each inserted job's id, and its queue when the insert left announcing it to the
-    caller (the notifying insert's second column is the notification's empty result)."""
-    return {row[0]: row[1] or None for row in rows}
+def _inserted_ids(rows: list[tuple]) -> set[uuid.UUID]:
+    return {row[0] for row in rows}
 
 
 def _qualify(column: str) -> str:
