@@ -3,6 +3,7 @@ results, naming, inline calls, signature checks."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -11,6 +12,8 @@ import pytest
 from chancy.compat import states
 from chancy.compat.exceptions import TimeoutError
 from chancy.job import JobState
+from chancy.queues import pg
+from tests.cluster.test_waiting import finish_silently
 from tests.compat.proj import tasks
 
 
@@ -163,3 +166,12 @@ def test_pickle_only_when_explicitly_accepted(worker, celery_app):
 
 def test_soft_time_limit_is_raised_inside_the_task(worker):
     assert tasks.cleans_up_at_soft_limit.delay().get(timeout=10) == "cleaned up"
+
+
+def test_get_sees_a_job_finished_without_a_notification_at_its_recheck(celery_app, dsn, monkeypatch):
+    monkeypatch.setattr(pg, "WAIT_RECHECK_INTERVAL", 0.2)  # AsyncResult.get waits as the core does
+    result = tasks.add.delay(1, 2)  # no worker runs it
+    started = time.monotonic()
+    with finish_silently(dsn, result.id):
+        assert result.get(timeout=20) == 42
+    assert time.monotonic() - started < 5

@@ -238,3 +238,20 @@ def _child_of(app: Chancy, parent_id: str):
     with psycopg.connect(app.dsn) as conn:
         row = conn.execute("SELECT id FROM chancy_jobs WHERE meta->'celery'->>'parent_id' = %s", (parent_id,)).fetchone()
     return app.reference(row[0]) if row else None
+
+
+def test_stock_get_sees_a_job_finished_without_a_notification_at_its_recheck(celery_app, interop_dsn, monkeypatch):
+    """The result backend's wait rechecks the row, so a completion notification missed
+    (or shaped by another Chancy version) only delays ``AsyncResult.get``."""
+    import time
+
+    from chancy.compat import backend
+    from chancy.compat.protocol import job_id_for
+    from tests.cluster.test_waiting import finish_silently
+
+    monkeypatch.setattr(backend, "WAIT_RECHECK_INTERVAL", 0.2)
+    result = celery_app.send_task("interop.add", (1, 2))  # no worker runs it
+    started = time.monotonic()
+    with finish_silently(interop_dsn, job_id_for(result.id)):
+        assert result.get(timeout=20) == 42
+    assert time.monotonic() - started < 5
