@@ -56,8 +56,8 @@ async def one_at_a_time(run: Run) -> dict[str, float]:
 async def concurrent(run: Run) -> dict[str, float]:
     """``CLIENTS`` processes pushing one job at a time each, as a web app's processes do,
     bracketed by as many processes running the raw INSERT loop. Each push commits on its
-    own; the raw loop's commits can share a WAL flush, and the ratio shows whether
-    Chancy's can too (a push also announces its job with NOTIFY)."""
+    own. On a machine whose cores the clients share with Postgres, the clients' own CPU
+    bounds this figure (see "Findings" in benchmarks/README.md)."""
     n = run.sizes.insert_loop
     async with run.fresh_database() as dsn:
         await raw.create(dsn)
