@@ -56,6 +56,20 @@ def resolve_dsn(dsn: str | None) -> str:
     return dsn
 
 
+def resolve_session_dsn(session_dsn: str | None) -> str | None:
+    """The DSN for session-bound work when ``dsn`` goes through a transaction pooler: the
+    given one, else ``CHANCY_SESSION_DSN``, else None (``dsn`` holds sessions itself)."""
+    session_dsn = session_dsn or os.environ.get("CHANCY_SESSION_DSN")
+    return resolve_dsn(session_dsn) if session_dsn else None
+
+
+def statement_kwargs(behind_pooler: bool) -> dict[str, Any]:
+    """Connection options for running statements: autocommit and, behind a transaction
+    pooler, no server-side prepared statements (the pooler hands the next transaction to
+    another server connection, which never saw the ``PREPARE``)."""
+    return {"autocommit": True, "prepare_threshold": None} if behind_pooler else {"autocommit": True}
+
+
 async def _use_generic_plans(conn: psycopg.AsyncConnection) -> None:
     await conn.execute(USE_GENERIC_PLANS)
 
@@ -65,7 +79,14 @@ class Chancy:
 
     Use ``async with chancy:`` (or just call its methods: pools open on first use). Each
     pool holds up to ``max_connections``: the shared one, the sync one (``push_sync``) and,
-    in a worker, the one its claims use (one connection per queue claiming at once)."""
+    in a worker, the one its claims use (one connection per queue claiming at once).
+
+    Behind a transaction-pooling proxy (PgBouncer ``pool_mode = transaction``, RDS Proxy…),
+    give ``dsn`` through the proxy and ``session_dsn`` (or ``CHANCY_SESSION_DSN``) straight
+    to Postgres (or through a session-mode pool): the pools then send statements unprepared
+    and set nothing on their sessions, and what needs a session of its own (the LISTEN
+    connection, migration and leadership advisory locks, CLI commands) uses ``session_dsn``.
+    See docs/poolers.md."""
 
     def __init__(
         self,
@@ -76,6 +97,7 @@ class Chancy:
         min_connections: int = 1,
         max_connections: int = 10,
         connect_timeout: float = 10.0,
+        session_dsn: str | None = None,
     ) -> None:
         if min_connections < 0 or max_connections < 1 or min_connections > max_connections:
             raise ConfigurationError(
@@ -87,6 +109,7 @@ class Chancy:
         # Resolved now when given (so a malformed DSN fails here); the embedded default
         # is started only when a connection is first needed.
         self._resolved_dsn = resolve_dsn(dsn) if (dsn or os.environ.get("CHANCY_DSN")) else None
+        self._session_dsn = resolve_session_dsn(session_dsn)
         self.names = migrations.Names(prefix)
         self.job_sql = JobSQL(self.names)
         self.min_connections = min_connections
@@ -142,6 +165,16 @@ class Chancy:
             self._resolved_dsn = resolve_dsn(None)
         return self._resolved_dsn
 
+    @property
+    def session_dsn(self) -> str:
+        """Where dedicated connections (LISTEN, advisory locks, CLI commands) go."""
+        return self._session_dsn or self.dsn
+
+    @property
+    def behind_pooler(self) -> bool:
+        """Whether ``dsn`` goes through a transaction pooler (a ``session_dsn`` was given)."""
+        return self._session_dsn is not None
+
     @dsn.setter
     def dsn(self, dsn: str) -> None:
         """Point the app at another server (``chancy worker -A proj --dsn …``) before it connects."""
@@ -172,28 +205,33 @@ class Chancy:
 
     # --- connections ------------------------------------------------------------------
     def _connect_kwargs(self) -> dict[str, Any]:
+        """Options of pooled connections (statements only: they may go through a pooler)."""
+        return statement_kwargs(self.behind_pooler) | {"connect_timeout": max(1, int(self.connect_timeout))}
+
+    def _session_kwargs(self) -> dict[str, Any]:
         return {"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout))}
 
-    def _unavailable(self, exc: Exception) -> DatabaseUnavailableError:
-        safe = psycopg.conninfo.make_conninfo(self.dsn, password="***") if "password" in \
-            psycopg.conninfo.conninfo_to_dict(self.dsn) else self.dsn
+    def _unavailable(self, exc: Exception, dsn: str | None = None) -> DatabaseUnavailableError:
+        dsn = dsn or self.dsn
+        safe = psycopg.conninfo.make_conninfo(dsn, password="***") if "password" in \
+            psycopg.conninfo.conninfo_to_dict(dsn) else dsn
         return DatabaseUnavailableError(
             f"Cannot connect to Postgres at {safe}: {str(exc).strip()}. Check that the server "
             "is running and the DSN (host, port, user, password, database) is right."
         )
 
     async def connect(self) -> psycopg.AsyncConnection:
-        """A new dedicated connection (for LISTEN or advisory locks)."""
+        """A new dedicated connection, on :attr:`session_dsn` (for LISTEN or advisory locks)."""
         try:
-            return await psycopg.AsyncConnection.connect(self.dsn, **self._connect_kwargs())
+            return await psycopg.AsyncConnection.connect(self.session_dsn, **self._session_kwargs())
         except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from None
+            raise self._unavailable(exc, self.session_dsn) from None
 
     def connect_sync(self) -> psycopg.Connection:
         try:
-            return psycopg.Connection.connect(self.dsn, **self._connect_kwargs())
+            return psycopg.Connection.connect(self.session_dsn, **self._session_kwargs())
         except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from None
+            raise self._unavailable(exc, self.session_dsn) from None
 
     async def open(self) -> None:
         if self._async_pool is not None:
@@ -205,7 +243,10 @@ class Chancy:
                 return
             # Probe once so a bad DSN or a dead server fails fast with its real reason,
             # instead of as a pool timeout.
-            await (await self.connect()).close()
+            try:
+                await (await psycopg.AsyncConnection.connect(self.dsn, **self._connect_kwargs())).close()
+            except psycopg.OperationalError as exc:
+                raise self._unavailable(exc) from None
             pool = AsyncConnectionPool(
                 self.dsn, min_size=self.min_connections, max_size=self.max_connections,
                 kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
@@ -224,7 +265,8 @@ class Chancy:
                 if self._claim_pool is None:
                     pool = AsyncConnectionPool(
                         self.dsn, min_size=0, max_size=self.max_connections, kwargs=self._connect_kwargs(),
-                        configure=_use_generic_plans, open=False, timeout=self.connect_timeout,
+                        # Behind a pooler nothing is prepared: every claim gets a custom plan.
+                        configure=None if self.behind_pooler else _use_generic_plans, open=False, timeout=self.connect_timeout,
                         name="chancy-claim", connection_class=AsyncPooledConnection,
                     )
                     await pool.open()
@@ -236,7 +278,10 @@ class Chancy:
             return self._sync_pool
         with self._sync_lock:
             if self._sync_pool is None:
-                self.connect_sync().close()
+                try:
+                    psycopg.Connection.connect(self.dsn, **self._connect_kwargs()).close()
+                except psycopg.OperationalError as exc:
+                    raise self._unavailable(exc) from None
                 pool = ConnectionPool(
                     self.dsn, min_size=min(1, self.min_connections), max_size=self.max_connections,
                     kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
@@ -260,6 +305,17 @@ class Chancy:
     @contextlib.contextmanager
     def connection_sync(self) -> Iterator[psycopg.Connection]:
         with self.open_sync().connection() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def listening_connection_sync(self) -> Iterator[psycopg.Connection]:
+        """A connection to LISTEN on for a while: a pooled one (the caller UNLISTENs before
+        giving it back), or behind a transaction pooler a dedicated one on ``session_dsn``."""
+        if not self.behind_pooler:
+            with self.connection_sync() as conn:
+                yield conn
+            return
+        with self.connect_sync() as conn:
             yield conn
 
     async def close(self) -> None:

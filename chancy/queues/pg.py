@@ -209,7 +209,7 @@ class Queue(QueuePlugin):
     def wait_sync(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = str(job_id)
-        with self._app.connection_sync() as conn:
+        with self._app.listening_connection_sync() as conn:
             conn.execute(self._sql.listen_done)
             try:
                 while True:
