@@ -81,6 +81,21 @@ def dsn(pg_admin_dsn: str) -> Iterator[str]:
     drop_database(pg_admin_dsn, name)
 
 
+@pytest.fixture
+def pooled_dsn(dsn: str) -> Iterator[str]:
+    """This test's database through PgBouncer in transaction-pooling mode (few server
+    connections, shared by all clients). Skipped without pgbouncer, unless
+    CHANCY_REQUIRE_PGBOUNCER is set (CI installs it and sets it)."""
+    import pgbouncer_support
+
+    if pgbouncer_support.binary() is None:
+        if os.environ.get("CHANCY_REQUIRE_PGBOUNCER"):
+            pytest.fail("pgbouncer is not installed but CHANCY_REQUIRE_PGBOUNCER is set")
+        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    with pgbouncer_support.transaction_pooler(dsn) as pooled:
+        yield pooled
+
+
 # ======================================================================================
 # End of the Postgres section.
 # ======================================================================================

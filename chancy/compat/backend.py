@@ -22,7 +22,7 @@ from celery.backends.base import BaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from chancy import serialization
-from chancy.app import resolve_dsn
+from chancy.app import resolve_dsn, resolve_session_dsn
 from chancy.errors import SerializationError
 from chancy.compat import continuations, payload
 from chancy.compat.process_connection import ProcessConnection
@@ -85,8 +85,9 @@ class ChancyBackend(BaseBackend):
         names = Names(self.prefix)
         self.job_sql = JobSQL(names)
         self.transport_sql = TransportSQL(names)
-        self.database = ProcessConnection(self.dsn)
-        self._listen = ProcessConnection(self.dsn)
+        session_dsn = resolve_session_dsn(options.get("session_url"))  # see docs/poolers.md
+        self.database = ProcessConnection(self.dsn, behind_pooler=session_dsn is not None)
+        self._listen = ProcessConnection(session_dsn or self.dsn)
 
     # --- writing ----------------------------------------------------------------------
     def _store_result(self, task_id: Any, result: Any, state: str, traceback: str | None = None,

@@ -13,6 +13,7 @@ from chancy.compat.setting_names import CELERY_KEYS, OLD_NAMES
 #: Settings that change behaviour here, with Celery's defaults.
 SUPPORTED: dict[str, Any] = {
     "broker_url": None,
+    "broker_transport_options": None,  # chancy.compat reads its "session_url" (docs/poolers.md)
     "result_backend": None,
     "include": (),
     "imports": (),

@@ -20,7 +20,10 @@ checks for due scheduled rows; pushes wake consumers at once through LISTEN),
 ``await_results`` (default: whether the current Celery app's ``result_backend`` is a
 ``chancy+`` URL), ``heartbeat_interval`` (default 5 s) and ``consumer_timeout`` (default 60 s: a consumer
 that has not heartbeaten for this long counts as dead, and its rows are recovered like a
-Chancy worker's — by any consumer's heartbeat thread or the Chancy cluster's leader).
+Chancy worker's — by any consumer's heartbeat thread or the Chancy cluster's leader),
+``session_url`` (default ``CHANCY_SESSION_DSN``: when the broker URL goes through a
+transaction pooler such as PgBouncer, a DSN straight to Postgres for the LISTEN
+connection; statements then go through the pooler unprepared, see docs/poolers.md).
 
 Routing: queues map 1:1 to Chancy queues; the default exchange and direct exchanges
 route by routing key. Broadcasts (fanout) are not delivered to consumers: of the remote
@@ -45,7 +48,7 @@ from typing import Any, Callable
 import psycopg
 from kombu.transport import TRANSPORT_ALIASES, virtual
 
-from chancy.app import resolve_dsn
+from chancy.app import resolve_dsn, resolve_session_dsn
 from chancy.compat import protocol
 from chancy.compat.process_connection import ProcessConnection
 from chancy.compat.transport_sql import TransportSQL
@@ -218,8 +221,11 @@ class Transport(virtual.Transport):
                 "chancy transport: need heartbeat_interval > 0 and consumer_timeout > 2 * heartbeat_interval "
                 f"(got {self.heartbeat_interval} and {self.consumer_timeout})"
             )
-        self.database = ProcessConnection(self.dsn)
-        self._listen = ProcessConnection(self.dsn)
+        # Behind a transaction pooler (see docs/poolers.md) LISTEN needs a session of its own.
+        session_dsn = resolve_session_dsn(options.get("session_url"))
+        self.behind_pooler = session_dsn is not None
+        self.database = ProcessConnection(self.dsn, behind_pooler=self.behind_pooler)
+        self._listen = ProcessConnection(session_dsn or self.dsn)
         self._consumer_id: str | None = None
         self._registered_pid = 0
         self._stop = threading.Event()
@@ -272,7 +278,8 @@ class Transport(virtual.Transport):
         transport = transport_ref()
         if transport is None:
             return
-        database, interval = ProcessConnection(transport.dsn), transport.heartbeat_interval
+        database = ProcessConnection(transport.dsn, behind_pooler=transport.behind_pooler)
+        interval = transport.heartbeat_interval
         deregister = transport.worker_sql.deregister(consumer)
         del transport
         try:

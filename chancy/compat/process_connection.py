@@ -9,23 +9,28 @@ from typing import Any
 
 import psycopg
 
+from chancy.app import statement_kwargs
 from chancy.queues.sql import USE_GENERIC_PLANS, Steps, drive_sync
 
 
 class ProcessConnection:
     """One autocommit connection, opened on first use and reopened after a fork or an
-    error: a connection never crosses a fork, so prefork children get their own."""
+    error: a connection never crosses a fork, so prefork children get their own.
+    ``behind_pooler``: the DSN goes through a transaction pooler, so nothing is prepared
+    and nothing is set on the session (such a connection cannot LISTEN either)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, behind_pooler: bool = False) -> None:
         self.dsn = dsn
+        self.behind_pooler = behind_pooler
         self._conn: psycopg.Connection | None = None
         self._pid = 0
         self.lock = threading.Lock()
 
     def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._pid != os.getpid():
-            self._conn = psycopg.Connection.connect(self.dsn, autocommit=True)
-            self._conn.execute(USE_GENERIC_PLANS)  # the transport claims; all our states are literals
+            self._conn = psycopg.Connection.connect(self.dsn, **statement_kwargs(self.behind_pooler))
+            if not self.behind_pooler:  # the transport claims; all our states are literals
+                self._conn.execute(USE_GENERIC_PLANS)
             self._pid = os.getpid()
         return self._conn
 

@@ -262,8 +262,10 @@ class Celery:
                 self.finalize()
                 from chancy.compat.worker import cluster_plugins
 
+                options = self.conf.broker_transport_options or {}
                 self._chancy = Chancy(self.dsn, plugins=[*(Queue(name) for name in self.declared_queues()),
-                                                         *cluster_plugins(self)])
+                                                         *cluster_plugins(self)],
+                                      session_dsn=options.get("session_url"))
             return self._chancy
 
     # --- tasks ---------------------------------------------------------------------------------
