@@ -16,11 +16,15 @@ DSN = os.environ.get("INTEROP_DSN", "postgresql://localhost/unset")
 HAVE_YAML = importlib.util.find_spec("yaml") is not None
 
 
-def make_app(dsn: str, **conf: object) -> Celery:
-    """A stock Celery app on Chancy: broker and result backend URLs are all that changed."""
+def make_app(dsn: str, session_dsn: str | None = None, **conf: object) -> Celery:
+    """A stock Celery app on Chancy: broker and result backend URLs are all that changed
+    (with ``session_dsn``, ``dsn`` goes through a transaction pooler: docs/poolers.md)."""
     celery = Celery("celery_app", broker="chancy+" + dsn, backend="chancy+" + dsn, set_as_current=False)
+    session = {"session_url": session_dsn} if session_dsn else {}
     celery.conf.update(
+        result_backend_transport_options=session,
         broker_transport_options={
+            **session,
             "polling_interval": 0.2,
             "heartbeat_interval": float(os.environ.get("INTEROP_HEARTBEAT", "0.5")),
             "consumer_timeout": float(os.environ.get("INTEROP_CONSUMER_TIMEOUT", "3")),
@@ -96,4 +100,5 @@ def describe(self, *args, **kwargs):
     }
 
 
-app = make_app(DSN)
+# INTEROP_POOLED_DSN: the same database through a transaction pooler.
+app = make_app(os.environ["INTEROP_POOLED_DSN"], DSN) if os.environ.get("INTEROP_POOLED_DSN") else make_app(DSN)
