@@ -60,7 +60,12 @@ def resolve_session_dsn(session_dsn: str | None) -> str | None:
     """The DSN for session-bound work when ``dsn`` goes through a transaction pooler: the
     given one, else ``CHANCY_SESSION_DSN``, else None (``dsn`` holds sessions itself)."""
     session_dsn = session_dsn or os.environ.get("CHANCY_SESSION_DSN")
-    return resolve_dsn(session_dsn) if session_dsn else None
+    if not session_dsn:
+        return None
+    try:
+        return resolve_dsn(session_dsn)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"session_dsn (or CHANCY_SESSION_DSN): {exc}") from None
 
 
 def statement_kwargs(behind_pooler: bool) -> dict[str, Any]:
@@ -211,8 +216,7 @@ class Chancy:
     def _session_kwargs(self) -> dict[str, Any]:
         return {"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout))}
 
-    def _unavailable(self, exc: Exception, dsn: str | None = None) -> DatabaseUnavailableError:
-        dsn = dsn or self.dsn
+    def _unavailable(self, exc: Exception, dsn: str) -> DatabaseUnavailableError:
         safe = psycopg.conninfo.make_conninfo(dsn, password="***") if "password" in \
             psycopg.conninfo.conninfo_to_dict(dsn) else dsn
         return DatabaseUnavailableError(
@@ -220,18 +224,24 @@ class Chancy:
             "is running and the DSN (host, port, user, password, database) is right."
         )
 
+    async def _dial(self, dsn: str, options: dict[str, Any]) -> psycopg.AsyncConnection:
+        try:
+            return await psycopg.AsyncConnection.connect(dsn, **options)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc, dsn) from None
+
+    def _dial_sync(self, dsn: str, options: dict[str, Any]) -> psycopg.Connection:
+        try:
+            return psycopg.Connection.connect(dsn, **options)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc, dsn) from None
+
     async def connect(self) -> psycopg.AsyncConnection:
         """A new dedicated connection, on :attr:`session_dsn` (for LISTEN or advisory locks)."""
-        try:
-            return await psycopg.AsyncConnection.connect(self.session_dsn, **self._session_kwargs())
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, self.session_dsn) from None
+        return await self._dial(self.session_dsn, self._session_kwargs())
 
     def connect_sync(self) -> psycopg.Connection:
-        try:
-            return psycopg.Connection.connect(self.session_dsn, **self._session_kwargs())
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, self.session_dsn) from None
+        return self._dial_sync(self.session_dsn, self._session_kwargs())
 
     async def open(self) -> None:
         if self._async_pool is not None:
@@ -243,10 +253,7 @@ class Chancy:
                 return
             # Probe once so a bad DSN or a dead server fails fast with its real reason,
             # instead of as a pool timeout.
-            try:
-                await (await psycopg.AsyncConnection.connect(self.dsn, **self._connect_kwargs())).close()
-            except psycopg.OperationalError as exc:
-                raise self._unavailable(exc) from None
+            await (await self._dial(self.dsn, self._connect_kwargs())).close()
             pool = AsyncConnectionPool(
                 self.dsn, min_size=self.min_connections, max_size=self.max_connections,
                 kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
@@ -266,7 +273,8 @@ class Chancy:
                     pool = AsyncConnectionPool(
                         self.dsn, min_size=0, max_size=self.max_connections, kwargs=self._connect_kwargs(),
                         # Behind a pooler nothing is prepared: every claim gets a custom plan.
-                        configure=None if self.behind_pooler else _use_generic_plans, open=False, timeout=self.connect_timeout,
+                        configure=None if self.behind_pooler else _use_generic_plans,
+                        open=False, timeout=self.connect_timeout,
                         name="chancy-claim", connection_class=AsyncPooledConnection,
                     )
                     await pool.open()
@@ -278,10 +286,7 @@ class Chancy:
             return self._sync_pool
         with self._sync_lock:
             if self._sync_pool is None:
-                try:
-                    psycopg.Connection.connect(self.dsn, **self._connect_kwargs()).close()
-                except psycopg.OperationalError as exc:
-                    raise self._unavailable(exc) from None
+                self._dial_sync(self.dsn, self._connect_kwargs()).close()
                 pool = ConnectionPool(
                     self.dsn, min_size=min(1, self.min_connections), max_size=self.max_connections,
                     kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
@@ -311,12 +316,12 @@ class Chancy:
     def listening_connection_sync(self) -> Iterator[psycopg.Connection]:
         """A connection to LISTEN on for a while: a pooled one (the caller UNLISTENs before
         giving it back), or behind a transaction pooler a dedicated one on ``session_dsn``."""
-        if not self.behind_pooler:
+        if self.behind_pooler:
+            with self.connect_sync() as conn:
+                yield conn
+        else:
             with self.connection_sync() as conn:
                 yield conn
-            return
-        with self.connect_sync() as conn:
-            yield conn
 
     async def close(self) -> None:
         if self._listener is not None:

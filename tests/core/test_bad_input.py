@@ -65,6 +65,22 @@ def test_malformed_dsn(dsn):
         Chancy(dsn, plugins=[Queue("default")])
 
 
+def test_malformed_session_dsn_says_which_setting(dsn, monkeypatch):
+    with pytest.raises(ConfigurationError, match="session_dsn.*not a valid Postgres connection string"):
+        Chancy(dsn, session_dsn="mysql://u@h/db")
+    monkeypatch.setenv("CHANCY_SESSION_DSN", "host=x port=")
+    with pytest.raises(ConfigurationError, match="CHANCY_SESSION_DSN.*not a valid"):
+        Chancy(dsn)
+
+
+async def test_unreachable_session_dsn_names_it_and_hides_the_password(dsn):
+    app = Chancy(dsn, session_dsn="postgresql://nobody:secret@127.0.0.1:1/none", connect_timeout=2)
+    with pytest.raises(DatabaseUnavailableError, match=r"password=\*\*\* dbname=none host=127.0.0.1 port=1") as caught:
+        await app.migrate()
+    assert "secret" not in str(caught.value)
+    await app.close()
+
+
 async def test_unreachable_database_fails_fast():
     app = Chancy("postgresql://nobody@127.0.0.1:1/none", plugins=[Queue("default")], connect_timeout=2)
     started = time.monotonic()
