@@ -129,6 +129,7 @@ class Chancy:
         self._async_pool: AsyncConnectionPool | None = None
         self._claim_pool: AsyncConnectionPool | None = None
         self._sync_pool: ConnectionPool | None = None
+        self._session_sync_pool: ConnectionPool | None = None
         self._open_lock: asyncio.Lock | None = None
         self._sync_lock = threading.Lock()
         self._listener: Listener | None = None
@@ -296,6 +297,20 @@ class Chancy:
                 self._sync_pool = pool
             return self._sync_pool
 
+    def _open_session_sync(self) -> ConnectionPool:
+        """Behind a transaction pooler, the sessions sync waits LISTEN on: pooled too, so a
+        web process's ``AsyncResult.get()`` calls do not each dial Postgres."""
+        with self._sync_lock:
+            if self._session_sync_pool is None:
+                self._dial_sync(self.session_dsn, self._session_kwargs()).close()
+                pool = ConnectionPool(
+                    self.session_dsn, min_size=0, max_size=self.max_connections, kwargs=self._session_kwargs(),
+                    open=False, timeout=self.connect_timeout, name="chancy-session-sync",
+                )
+                pool.open()
+                self._session_sync_pool = pool
+            return self._session_sync_pool
+
     async def async_pool(self) -> AsyncConnectionPool:
         """The async pool, opened on first use."""
         await self.open()
@@ -314,14 +329,11 @@ class Chancy:
 
     @contextlib.contextmanager
     def listening_connection_sync(self) -> Iterator[psycopg.Connection]:
-        """A connection to LISTEN on for a while: a pooled one (the caller UNLISTENs before
-        giving it back), or behind a transaction pooler a dedicated one on ``session_dsn``."""
-        if self.behind_pooler:
-            with self.connect_sync() as conn:
-                yield conn
-        else:
-            with self.connection_sync() as conn:
-                yield conn
+        """A pooled connection to LISTEN on for a while (the caller UNLISTENs before giving
+        it back): behind a transaction pooler, one from a pool on ``session_dsn``."""
+        pool = self._open_session_sync() if self.behind_pooler else self.open_sync()
+        with pool.connection() as conn:
+            yield conn
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -335,9 +347,10 @@ class Chancy:
 
     def close_sync(self) -> None:
         with self._sync_lock:
-            if self._sync_pool is not None:
-                self._sync_pool.close()
-                self._sync_pool = None
+            for pool in (self._sync_pool, self._session_sync_pool):
+                if pool is not None:
+                    pool.close()
+            self._sync_pool = self._session_sync_pool = None
 
     async def __aenter__(self) -> "Chancy":
         await self.open()
