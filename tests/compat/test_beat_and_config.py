@@ -4,15 +4,19 @@ Django-style namespace, routes, annotations, warnings)."""
 
 from __future__ import annotations
 
+import re
 import time
 import types
 import warnings
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from chancy.compat import Celery, states
+from chancy.compat.config import IGNORED_BECAUSE, SUPPORTED, UNSUPPORTED_BECAUSE
 from chancy.compat.schedules import crontab, schedule
+from chancy.compat.setting_names import CELERY_KEYS
 from chancy.errors import ConfigurationError
 from chancy.plugins.cron import Cron
 from tests.compat.proj import tasks
@@ -174,3 +178,19 @@ def test_get_task_logger_is_a_child_of_celery_task():
 
     logger = get_task_logger("tests.compat.some_tasks")
     assert logger.parent.name == "celery.task"
+
+
+def test_migration_guide_lists_every_setting_with_the_status_the_code_gives_it():
+    """The guide's "Every configuration key" table is written by hand: it must name each
+    Celery setting once, with the status check_key acts on."""
+    def status(key: str) -> str:
+        if key in UNSUPPORTED_BECAUSE:
+            return "unsupported (warns)"
+        if key in SUPPORTED:
+            return "supported"
+        return "ignored" if any(key.startswith(p) for p in IGNORED_BECAUSE) else "unsupported (warns)"
+
+    guide = (Path(__file__).parents[2] / "migration_guide.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_0-9]+)` \([A-Z_0-9]*\) \| ([^|]+?) \|", guide, re.MULTILINE))
+    assert sorted(rows) == sorted(CELERY_KEYS)
+    assert {key: shown for key, shown in rows.items() if shown != status(key)} == {}
