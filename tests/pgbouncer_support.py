@@ -32,9 +32,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _owner_of(host: str) -> tuple[int, int] | None:
-    """The uid/gid that must run the bouncer to reach a unix-socket server (root cannot:
-    PgBouncer refuses to run as root)."""
+def _run_as(host: str) -> tuple[int, int] | None:
+    """The uid/gid to run the bouncer as, if not ourselves: PgBouncer refuses to run as
+    root, and a unix-socket server's private directory admits only its owner."""
     if host.startswith("/"):
         st = os.stat(host)
         return st.st_uid, st.st_gid
@@ -57,7 +57,7 @@ def transaction_pooler(dsn: str) -> Iterator[str]:
     if params.get("password"):
         target += f" password={params['password']}"
     listen = _free_port()
-    run_as = _owner_of(host) if os.geteuid() == 0 or host.startswith("/") else None
+    run_as = _run_as(host)
     workdir = Path(tempfile.mkdtemp(prefix="chancy-pgbouncer-"))
     (workdir / "pgbouncer.ini").write_text(
         "[databases]\n"
