@@ -212,7 +212,7 @@ class Chancy:
     # --- connections ------------------------------------------------------------------
     def _connect_kwargs(self) -> dict[str, Any]:
         """Options of pooled connections (statements only: they may go through a pooler)."""
-        return statement_kwargs(self.behind_pooler) | {"connect_timeout": max(1, int(self.connect_timeout))}
+        return self._session_kwargs() | statement_kwargs(self.behind_pooler)
 
     def _session_kwargs(self) -> dict[str, Any]:
         return {"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout))}
@@ -300,6 +300,8 @@ class Chancy:
     def _open_session_sync(self) -> ConnectionPool:
         """Behind a transaction pooler, the sessions sync waits LISTEN on: pooled too, so a
         web process's ``AsyncResult.get()`` calls do not each dial Postgres."""
+        if self._session_sync_pool is not None:
+            return self._session_sync_pool
         with self._sync_lock:
             if self._session_sync_pool is None:
                 self._dial_sync(self.session_dsn, self._session_kwargs()).close()

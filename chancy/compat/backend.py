@@ -22,10 +22,10 @@ from celery.backends.base import BaseBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from chancy import serialization
-from chancy.app import resolve_dsn, resolve_session_dsn
+from chancy.app import resolve_dsn
 from chancy.errors import SerializationError
 from chancy.compat import continuations, payload
-from chancy.compat.process_connection import ProcessConnection
+from chancy.compat.process_connection import statement_and_listen_connections
 from chancy.compat.protocol import job_id_for
 from chancy.compat.transport_sql import TransportSQL
 from chancy.job import JobRecord, JobState
@@ -85,9 +85,7 @@ class ChancyBackend(BaseBackend):
         names = Names(self.prefix)
         self.job_sql = JobSQL(names)
         self.transport_sql = TransportSQL(names)
-        session_dsn = resolve_session_dsn(options.get("session_url"))  # see docs/poolers.md
-        self.database = ProcessConnection(self.dsn, behind_pooler=session_dsn is not None)
-        self._listen = ProcessConnection(session_dsn or self.dsn)
+        self.database, self._listen = statement_and_listen_connections(self.dsn, options.get("session_url"))
 
     # --- writing ----------------------------------------------------------------------
     def _store_result(self, task_id: Any, result: Any, state: str, traceback: str | None = None,

@@ -48,9 +48,9 @@ from typing import Any, Callable
 import psycopg
 from kombu.transport import TRANSPORT_ALIASES, virtual
 
-from chancy.app import resolve_dsn, resolve_session_dsn
+from chancy.app import resolve_dsn
 from chancy.compat import protocol
-from chancy.compat.process_connection import ProcessConnection
+from chancy.compat.process_connection import ProcessConnection, statement_and_listen_connections
 from chancy.compat.transport_sql import TransportSQL
 from chancy.errors import ConfigurationError
 from chancy.migrations import Names
@@ -221,11 +221,7 @@ class Transport(virtual.Transport):
                 "chancy transport: need heartbeat_interval > 0 and consumer_timeout > 2 * heartbeat_interval "
                 f"(got {self.heartbeat_interval} and {self.consumer_timeout})"
             )
-        # Behind a transaction pooler (see docs/poolers.md) LISTEN needs a session of its own.
-        session_dsn = resolve_session_dsn(options.get("session_url"))
-        self.behind_pooler = session_dsn is not None
-        self.database = ProcessConnection(self.dsn, behind_pooler=self.behind_pooler)
-        self._listen = ProcessConnection(session_dsn or self.dsn)
+        self.database, self._listen = statement_and_listen_connections(self.dsn, options.get("session_url"))
         self._consumer_id: str | None = None
         self._registered_pid = 0
         self._stop = threading.Event()
@@ -278,7 +274,7 @@ class Transport(virtual.Transport):
         transport = transport_ref()
         if transport is None:
             return
-        database = ProcessConnection(transport.dsn, behind_pooler=transport.behind_pooler)
+        database = ProcessConnection(transport.dsn, behind_pooler=transport.database.behind_pooler)
         interval = transport.heartbeat_interval
         deregister = transport.worker_sql.deregister(consumer)
         del transport

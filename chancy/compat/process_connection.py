@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from chancy.app import statement_kwargs
+from chancy.app import resolve_session_dsn, statement_kwargs
 from chancy.queues.sql import USE_GENERIC_PLANS, Steps, drive_sync
 
 
@@ -61,3 +61,11 @@ class ProcessConnection:
         conn, self._conn = self._conn, None
         if conn is not None and self._pid == os.getpid():
             conn.close()
+
+
+def statement_and_listen_connections(dsn: str, session_url: str | None) -> tuple[ProcessConnection, ProcessConnection]:
+    """The connection for statements and the one to LISTEN on: with a session DSN
+    (``session_url`` or ``CHANCY_SESSION_DSN``), ``dsn`` goes through a transaction pooler
+    and the LISTEN connection goes straight to Postgres (docs/poolers.md)."""
+    session_dsn = resolve_session_dsn(session_url)
+    return ProcessConnection(dsn, behind_pooler=session_dsn is not None), ProcessConnection(session_dsn or dsn)
