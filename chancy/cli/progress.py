@@ -20,7 +20,7 @@ class Progress:
         self.interactive = self.stream.isatty()
         self.plain_interval = plain_interval
         self.started = time.monotonic()
-        self._last_plain = 0.0
+        self._last_plain: float | None = None  # the first update always prints
         self._width = 0
 
     @property
@@ -43,7 +43,7 @@ class Progress:
         if self.interactive:
             self.stream.write("\r" + line.ljust(self._width) + ("\n" if final else ""))
             self._width = len(line)
-        elif final or time.monotonic() - self._last_plain >= self.plain_interval:
+        elif final or self._last_plain is None or time.monotonic() - self._last_plain >= self.plain_interval:
             self._last_plain = time.monotonic()
             self.stream.write(line + "\n")
         self.stream.flush()

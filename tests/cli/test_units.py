@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import textwrap
+import time
 
 import click
 import pytest
@@ -119,7 +120,10 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_redraws_on_a_terminal_and_throttles_elsewhere():
+def test_progress_redraws_on_a_terminal_and_throttles_elsewhere(monkeypatch):
+    # A machine booted less than plain_interval ago: the monotonic clock starts near 0
+    # (a fresh CI machine), and the first plain line must still be printed.
+    monkeypatch.setattr(time, "monotonic", lambda: 5.0)
     terminal = _Terminal()
     progress = Progress("work ", 200, stream=terminal)
     progress.update(50, {"done": 48, "failed": 2})
