@@ -13,7 +13,7 @@ import psycopg
 from benchmarks import raw, tasks
 from benchmarks.harness import FigureSpec, Run, rate
 from benchmarks.process import chancy_worker, cpu_seconds, rss_mib, wait_until_empty
-from benchmarks.raw import CLAIM100_JOB_SHAPED, claim100_key
+from benchmarks.raw import CLAIM100_JOB_SHAPED, claim100_key, protocol_key
 from chancy import Chancy, Job, Queue
 
 CORES = os.cpu_count() or 1
@@ -128,6 +128,7 @@ async def measure(run: Run) -> None:
             figures = {}
             if with_baselines:  # the raw drains it is compared with, right before it
                 figures[claim100_key(n)] = await raw.claim100(run, n)
+                figures[protocol_key(n)] = await raw.chancy_statements(run, n)
                 if n == first:
                     figures[CLAIM100_JOB_SHAPED] = await raw.claim100(run, n, job_shaped=True)
             name = key or drain_key(executor, n)
@@ -151,6 +152,9 @@ async def measure(run: Run) -> None:
     for n in run.sizes.drain:
         run.ratio(f"drain {n:,} asyncio / raw claim-100 of {n:,}", drain_key("asyncio", n), claim100_key(n),
                   at_least=0.8)
+    for n in run.sizes.drain:  # the targets above split: the protocol's share, the worker's share
+        run.ratio(f"Chancy's own statements, {n:,} / raw claim-100 of {n:,}", protocol_key(n), claim100_key(n))
+        run.ratio(f"drain {n:,} asyncio / Chancy's own statements, {n:,}", drain_key("asyncio", n), protocol_key(n))
     run.ratio(f"drain {first:,} asyncio / raw claim-100 of {first:,} on a job-shaped table",
               drain_key("asyncio", first), CLAIM100_JOB_SHAPED)
     for n in set(run.sizes.process_drain) & set(run.sizes.drain):

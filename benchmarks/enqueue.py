@@ -15,7 +15,7 @@ CLIENTS = 8
 
 SPECS = {
     **{key: spec for key, spec in raw.SPECS.items()
-       if key in ("raw.insert_loop", "raw.insert_multirow", "raw.copy", "raw.copy_job_shaped")},
+       if key in ("raw.insert_loop", "raw.job_insert_loop", "raw.insert_multirow", "raw.copy", "raw.copy_job_shaped")},
     "chancy.delay": FigureSpec("chancy.compat: Celery task .delay() loop", "jobs/s"),
     "chancy.push_sync": FigureSpec("chancy: task.push_sync() loop", "jobs/s"),
     "chancy.push_async": FigureSpec("chancy: await task.push() loop", "jobs/s"),
@@ -28,14 +28,16 @@ SPECS = {
 
 async def one_at_a_time(run: Run) -> dict[str, float]:
     """Celery-style ``.delay()``, ``push_sync`` and ``await push``, back to back on one
-    database, bracketed by the raw INSERT loop (its figure is the mean of before and after,
-    so neither side gains from a disk that speeds up or slows down meanwhile)."""
+    database, bracketed by the raw INSERT loop and, inside that, by Chancy's own INSERT
+    statement sent by plain psycopg (each figure the mean of before and after, so neither
+    side gains from a disk that speeds up or slows down meanwhile)."""
     n = run.sizes.insert_loop
     async with run.fresh_database() as dsn:
         await raw.create(dsn)
         raw_before = raw.insert_loop(dsn, n)
         delay_rate = await celery_delay(dsn, n)
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
+            job_insert_before = raw.job_insert_loop(dsn, app.job_sql, n)
             task = app.task(tasks.noop)
             with app:
                 task.push_sync(-1)  # open the pool outside the clock, as a running app has
@@ -48,9 +50,10 @@ async def one_at_a_time(run: Run) -> dict[str, float]:
             for i in range(n):
                 await task.push(i)
             async_rate = rate(n, time.perf_counter() - started)
+            job_insert_rate = (job_insert_before + raw.job_insert_loop(dsn, app.job_sql, n)) / 2
         raw_rate = (raw_before + raw.insert_loop(dsn, n)) / 2
-    return {"raw.insert_loop": raw_rate, "chancy.delay": delay_rate, "chancy.push_sync": sync_rate,
-            "chancy.push_async": async_rate}
+    return {"raw.insert_loop": raw_rate, "raw.job_insert_loop": job_insert_rate, "chancy.delay": delay_rate,
+            "chancy.push_sync": sync_rate, "chancy.push_async": async_rate}
 
 
 async def concurrent(run: Run) -> dict[str, float]:
@@ -114,6 +117,11 @@ async def measure(run: Run) -> None:
     run.ratio(".delay() (compat) / raw INSERT loop", "chancy.delay", "raw.insert_loop", at_least=0.8)
     run.ratio("push_sync / raw INSERT loop", "chancy.push_sync", "raw.insert_loop", at_least=0.8)
     run.ratio("push_async / raw INSERT loop", "chancy.push_async", "raw.insert_loop")
+    # Each target above split in two: the job row's share (Chancy's own INSERT with no
+    # Chancy code around it) and the client code's share.
+    run.ratio("Chancy's own INSERT statement loop / raw INSERT loop", "raw.job_insert_loop", "raw.insert_loop")
+    run.ratio(".delay() (compat) / Chancy's own INSERT statement loop", "chancy.delay", "raw.job_insert_loop")
+    run.ratio("push_sync / Chancy's own INSERT statement loop", "chancy.push_sync", "raw.job_insert_loop")
     run.ratio(f"push_sync / raw INSERT loop, {CLIENTS} processes each", "chancy.push_sync_concurrent",
               "raw.insert_loop_concurrent")
     run.ratio("push_many / raw COPY", "chancy.push_many", "raw.copy", at_least=0.8)
@@ -121,3 +129,4 @@ async def measure(run: Run) -> None:
     run.ratio("push_many / raw multi-row INSERT", "chancy.push_many", "raw.insert_multirow")
     run.ratio("push_many / raw COPY into a job-shaped table", "chancy.push_many", "raw.copy_job_shaped")
     run.ratio("task.push_many / raw COPY into a job-shaped table", "chancy.task_push_many", "raw.copy_job_shaped")
+    run.ratio("raw COPY into a job-shaped table / raw COPY", "raw.copy_job_shaped", "raw.copy")

@@ -11,7 +11,11 @@ import time
 import psycopg
 
 from benchmarks.harness import FigureSpec, Run, rate
-from chancy import Chancy
+from chancy import Chancy, Job, Queue
+from chancy.job import JobState, new_job_ids
+from chancy.queue import Transition
+from chancy.queues.pg import push_steps
+from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL
 
 SCHEMA = (
     """
@@ -65,6 +69,7 @@ SPECS = {
     "raw.copy_job_shaped": FigureSpec("raw: COPY into a job-shaped table", "jobs/s"),
     "raw.claim1_1conn": FigureSpec("raw: claim-1 + complete-1, 1 connection", "jobs/s"),
     "raw.claim1_10conn": FigureSpec("raw: claim-1 + complete-1, 10 connections", "jobs/s"),
+    "raw.job_insert_loop": FigureSpec("raw: Chancy's own job INSERT statement, loop", "jobs/s"),
 }
 
 
@@ -76,9 +81,15 @@ def claim100_key(count: int) -> str:
 CLAIM100_JOB_SHAPED = "raw.claim100_job_shaped"
 
 
+def protocol_key(count: int) -> str:
+    return f"raw.chancy_statements_{count}"
+
+
 def claim100_specs(run: Run) -> dict[str, FigureSpec]:
     specs = {claim100_key(n): FigureSpec(f"raw: claim-100 + complete-100 of {n:,}, 1 connection", "jobs/s")
              for n in run.sizes.drain}
+    specs |= {protocol_key(n): FigureSpec(f"raw: Chancy's own write-back-and-claim of 100, loop, {n:,}", "jobs/s")
+              for n in run.sizes.drain}
     n = run.sizes.drain[0]
     specs[CLAIM100_JOB_SHAPED] = FigureSpec(
         f"raw: claim-100 + complete-100 of {n:,}, 1 connection, job-shaped table", "jobs/s")
@@ -114,6 +125,23 @@ def insert_loop(dsn: str, n: int) -> float:
         started = time.perf_counter()
         for i in range(n):
             conn.execute(INSERT_ONE, ("default", FUNC, f"[{i}]"))
+        return rate(n, time.perf_counter() - started)
+
+
+def job_insert_loop(dsn: str, jobs: JobSQL, n: int) -> float:
+    """Chancy's own statement for a plain push (id, queue, task, arguments, and the
+    notification that wakes workers), sent by plain psycopg in the INSERT loop's shape,
+    its parameters and ids made before the clock: what one job row costs the server with
+    none of Chancy's client code. The gap between this and the raw INSERT loop is the job
+    row's; the gap between this and ``push_sync`` is Chancy's Python. Needs a migrated
+    database."""
+    statement = next(push_steps(jobs, [Job(FUNC, args=(0,))]))
+    params = [{**statement.params, "id": job_id, "args": f"[{i}]"} for i, job_id in enumerate(new_job_ids(n))]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.cursor()
+        started = time.perf_counter()
+        for values in params:
+            cur.execute(statement.query, values)
         return rate(n, time.perf_counter() - started)
 
 
@@ -191,6 +219,44 @@ async def _timed_drain(dsn: str, count: int, connections: int, batch: int, *, jo
             await conn.close()
     if done != count:
         raise AssertionError(f"raw drain completed {done} jobs, expected {count}")
+    return rate(count, elapsed)
+
+
+async def chancy_statements(run: Run, count: int) -> float:
+    """A drain of ``count`` jobs by Chancy's own statements, sent by plain psycopg: claim
+    100, then write the 100 outcomes with the next claim of 100 (one statement, as a
+    draining worker does), with no job run and none of Chancy's client code (parameters
+    built from the returned rows directly, rows not mapped to records). What the claim
+    protocol costs the server; a worker's drain adds its Python to this, in series on a
+    machine whose cores it shares with the server."""
+    async with run.fresh_database() as dsn:
+        async with Chancy(dsn, plugins=[Queue("default")]) as app:
+            await app.migrate()
+            jobs = app.job_sql
+            await app.push_many([Job(FUNC, args=(i,)) for i in range(count)])
+        outcome = Transition(new_job_ids(1)[0], JobState.SUCCEEDED, result_json="null", attempt=1)
+        first = jobs.claim("default", "raw", 100)
+        then = jobs.claim("default", "raw", 100, [outcome])
+        async with await _connect(dsn) as conn:
+            await conn.execute(USE_GENERIC_PLANS)  # as a worker's claim connections do
+            await conn.execute("VACUUM ANALYZE " + app.names.prefix + "jobs")
+            cur = conn.cursor()
+            done = 0
+            started = time.perf_counter()
+            rows = await (await cur.execute(first.query, first.params)).fetchall()
+            while rows:
+                k = len(rows)
+                done += k
+                params = {**then.params, "ids": [row[0] for row in rows], "states": ["succeeded"] * k,
+                          "results": ["null"] * k, "errors": [None] * k, "delays": [None] * k,
+                          "max_attempts": [None] * k, "attempts": [row[7] for row in rows]}
+                rows = await (await cur.execute(then.query, params)).fetchall()
+            await cur.execute(then.query, {**params, "limit": 0})  # the last outcomes
+            elapsed = time.perf_counter() - started
+            left = await (await conn.execute(
+                "SELECT count(*) FROM " + app.names.prefix + "jobs WHERE state <> 'succeeded'")).fetchone()
+    if done != count or left[0]:
+        raise AssertionError(f"Chancy's statements drained {done} of {count} jobs, {left[0]} not succeeded")
     return rate(count, elapsed)
 
 
