@@ -16,6 +16,7 @@ def test_suite_runs_at_smoke_size(pg_admin_dsn, tmp_path, capsys):
     assert "ratio" in out and "push_sync / raw INSERT loop" in out
     expected = {"raw.insert_loop", "raw.copy", "raw.claim100_300", "chancy.push_sync", "chancy.push_many",
                 "raw.insert_loop_concurrent", "chancy.push_sync_concurrent",
+                "raw.job_insert_loop", "raw.chancy_statements_300",
                 "chancy.drain_scaled", "chancy.rss_scheduled", "chancy.latency_p99"}
     assert expected <= set(run.figures)
     # CPU time is counted in 10 ms ticks: a smoke-sized drain may take less than one.
@@ -24,6 +25,8 @@ def test_suite_runs_at_smoke_size(pg_admin_dsn, tmp_path, capsys):
     [result] = tmp_path.glob("*.json")
     saved = json.loads(result.read_text())
     assert saved["environment"]["machine"]["cores"] >= 1
-    assert {row["label"] for row in saved["ratios"]} >= {"push_many / raw COPY", "drain 300 asyncio / raw claim-100 of 300"}
+    assert {row["label"] for row in saved["ratios"]} >= {
+        "push_many / raw COPY", "drain 300 asyncio / raw claim-100 of 300",
+        "Chancy's own INSERT statement loop / raw INSERT loop", "drain 300 asyncio / Chancy's own statements, 300"}
     table = markdown(saved)
     assert "| push_many / raw COPY |" in table and "| chancy: pickup latency p99 |" in table
