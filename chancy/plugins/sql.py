@@ -86,6 +86,9 @@ class ClusterSQL:
         f = names.fields()
         self.queues_channel = names.channel("queues")
         pushed, done = names.channel("pushed"), names.channel("done")
+        # Rows a CTE locked are written by id = ANY(ARRAY(...)), not by a join, which the
+        # planner sized from the batch and ran as a sequential scan of the whole table
+        # (see the claim in chancy/queues/sql.py).
         self._recover = sql.SQL(
             """
             WITH dead AS (
@@ -107,8 +110,7 @@ class ClusterSQL:
                         'message', format('worker %%s stopped heartbeating while running attempt %%s of %%s',
                                           j.taken_by, j.attempts, j.max_attempts),
                         'traceback', NULL, 'at', now(), 'attempt', j.attempts, 'worker', j.taken_by))
-                FROM lost
-                WHERE j.id = lost.id
+                WHERE j.id = ANY(ARRAY(SELECT id FROM lost))
                 RETURNING j.id, j.queue, j.state
             )
             SELECT id, state, CASE WHEN state = 'failed' THEN pg_notify({done}, id::text)
@@ -130,7 +132,7 @@ class ClusterSQL:
                 LIMIT %(batch)s
                 FOR UPDATE SKIP LOCKED
             )
-            DELETE FROM {jobs} j USING doomed WHERE j.id = doomed.id RETURNING j.id
+            DELETE FROM {jobs} j WHERE j.id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING j.id
             """
         ).format(**f)
         # --- cron ---------------------------------------------------------------------

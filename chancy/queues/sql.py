@@ -237,6 +237,10 @@ class JobSQL:
         self._states = ready(sql.SQL("SELECT id, state FROM {jobs} WHERE id = ANY(%(ids)s)").format(**f))
         # One statement claims up to `limit` jobs: the best runnable-now rows and the
         # earliest due scheduled/retrying rows, each read through its own partial index.
+        # The chosen rows are then updated by id = ANY(ARRAY(...)), never by a join: the
+        # planner sized a join with them from the backlog and, once the table had
+        # statistics and was mostly runnable, hash-joined them against a sequential scan
+        # of the whole table on every claim. An id array is always read through the key.
         # The queue's runtime settings row (if any) bounds the claim: none while paused;
         # with a rate limit, at most rate_limit starts in any rate_period seconds across
         # all workers. Only a rate-limited queue's row is locked (so its claims take
@@ -282,8 +286,7 @@ class JobSQL:
                     completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
                     started_at = now(),
                     taken_by = %(worker)s
-                FROM chosen
-                WHERE j.id = chosen.id
+                WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
                 RETURNING {j_cols}
             ), counted AS (
                 UPDATE {queues} q SET rate_starts = (

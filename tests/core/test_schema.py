@@ -1,10 +1,15 @@
 """Migrations, table prefixes and the claim query's plan at depth."""
 
 import asyncio
+import re
+import uuid
 
 import core_tasks
+import pytest
 from chancy import Chancy, Job, JobState, Queue
 from chancy.migrations import LATEST_VERSION
+from chancy.plugins.sql import ClusterSQL
+from chancy.queue import Transition
 from chancy.testing import running_worker
 
 
@@ -74,3 +79,71 @@ async def test_claim_reads_only_runnable_rows_at_depth(app):
     assert "chancy_jobs_pending" in plan and "chancy_jobs_scheduled" in plan, plan
     # The scheduled index is read only up to now(): the 5,000 future rows are not visited.
     assert "rows=0" in plan.split("chancy_jobs_scheduled")[1].split("\n")[0], plan
+
+
+def _generic(query: bytes) -> bytes:
+    """``query`` with its named placeholders as ``$n``, for ``EXPLAIN (GENERIC_PLAN)``: the
+    plan a prepared statement gets when its parameters' values are unknown, as the claim
+    pool's connections always use (``plan_cache_mode = force_generic_plan``)."""
+    numbers: dict[bytes, int] = {}
+    return re.sub(rb"%\((\w+)\)[sb]", lambda m: b"$%d" % numbers.setdefault(m.group(1), len(numbers) + 1), query)
+
+
+async def _plan(conn, query: bytes, params=None) -> str:
+    async with conn.transaction(force_rollback=True):
+        cur = await conn.execute(b"EXPLAIN " + query, params)
+        return "\n".join(row[0] for row in await cur.fetchall())
+
+
+SHAPES = {
+    "runnable": "INSERT INTO chancy_jobs (id, queue, func) SELECT gen_random_uuid(), 'default', 'x' "
+                "FROM generate_series(1, 10000)",
+    "running": "INSERT INTO chancy_jobs (id, queue, func, state, taken_by, attempts, started_at) "
+               "SELECT gen_random_uuid(), 'default', 'x', 'running', 'gone', 1, now() FROM generate_series(1, 10000)",
+    "finished": "INSERT INTO chancy_jobs (id, queue, func, state, completed_at) "
+                "SELECT gen_random_uuid(), 'default', 'x', 'succeeded', now() - interval '2 days' "
+                "FROM generate_series(1, 10000)",
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_claims_recovery_and_pruning_never_scan_a_table_that_is_mostly_theirs(app, shape):
+    """Once Postgres had statistics of a table that was mostly runnable (a backlog), mostly
+    running or mostly finished, it planned the join of the rows a statement had locked with
+    the jobs table as a hash join over a sequential scan of the whole table: every claim,
+    recovery pass or prune batch read every row. They update by id instead."""
+    async with app.connection() as conn:
+        if conn.info.server_version < 160000:
+            pytest.skip("EXPLAIN (GENERIC_PLAN) needs Postgres 16")
+        await conn.execute(SHAPES[shape])
+        await conn.execute("ANALYZE chancy_jobs")
+        outcome = Transition(uuid.uuid4(), JobState.SUCCEEDED, result_json="null", attempt=1)
+        recover = ClusterSQL(app.names).recover(1000)
+        prune = ClusterSQL(app.names).prune(["succeeded"], 3600, None, 1000)
+        plans = {
+            "claim": await _plan(conn, b"(GENERIC_PLAN) " + _generic(app.job_sql.claim("default", "w", 100).query)),
+            "write-back and claim": await _plan(conn, b"(GENERIC_PLAN) " + _generic(
+                app.job_sql.claim("default", "w", 100, [outcome]).query)),
+            # These two run on the app's pool, planned with their parameters' values.
+            "recovery": await _plan(conn, recover.query.as_bytes(conn), recover.params),
+            "prune": await _plan(conn, prune.query.as_bytes(conn), prune.params),
+        }
+    scanning = {name: plan for name, plan in plans.items()
+                if any("Seq Scan on chancy_jobs" in line for line in _writes(plan))}
+    assert not scanning, "\n\n".join(f"{name}:\n{plan}" for name, plan in scanning.items())
+    assert "Seq Scan on chancy_jobs" not in plans["claim"] + plans["write-back and claim"]
+
+
+def _writes(plan: str) -> list[str]:
+    """The lines of a plan's ``Update on``/``Delete on`` chancy_jobs nodes and of the nodes
+    below them (the rows they write, and how they are found)."""
+    lines, inside, depth = [], False, 0
+    for line in plan.splitlines():
+        indent = len(line) - len(line.lstrip(" ->"))
+        if inside and indent <= depth:
+            inside = False
+        if not inside and re.search(r"(Update|Delete) on chancy_jobs", line):
+            inside, depth = True, indent
+        if inside:
+            lines.append(line)
+    return lines
