@@ -43,6 +43,8 @@ def _specs(run: Run) -> dict[str, FigureSpec]:
     n = run.sizes.drain[0]
     specs |= _drain_specs("chancy.drain_scaled", f"chancy: drain {n:,}, asyncio, beside {run.sizes.finished_rows:,} "
                                                  f"finished + {run.sizes.scheduled_rows:,} future rows")
+    specs |= _drain_specs("chancy.drain_analyzed_backlog",
+                          f"chancy: drain {n:,}, asyncio, with a backlog's statistics ({2 * n:,} runnable rows analyzed)")
     specs["chancy.rss_empty"] = FigureSpec("chancy: idle worker RSS, empty table", "MiB", higher_is_better=False)
     specs["chancy.rss_scheduled"] = FigureSpec(
         f"chancy: idle worker RSS, {run.sizes.memory_rows:,} scheduled jobs", "MiB", higher_is_better=False)
@@ -61,6 +63,17 @@ async def fill(dsn: str, finished: int, scheduled: int) -> None:
             "SELECT gen_random_uuid(), 'default', %s, 'scheduled', now() + interval '1 day' "
             "FROM generate_series(1, %s)", (FILLER, scheduled))
         await conn.execute("VACUUM ANALYZE chancy_jobs")
+
+
+async def analyzed_backlog(dsn: str, rows: int) -> None:
+    """The statistics a burst leaves behind: ``rows`` runnable jobs analyzed (as autovacuum
+    does while a backlog waits), then gone. Postgres plans with them until it analyzes
+    again; a plan sized from them once read the whole table on every claim."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("INSERT INTO chancy_jobs (id, queue, func) "
+                           "SELECT gen_random_uuid(), 'default', %s FROM generate_series(1, %s)", (FILLER, rows))
+        await conn.execute("ANALYZE chancy_jobs")
+        await conn.execute("DELETE FROM chancy_jobs WHERE func = %s", (FILLER,))
 
 
 LIVE_COUNT = (
@@ -143,6 +156,8 @@ async def measure(run: Run) -> None:
     sizes = run.sizes
     await run.measure(specs, drain("asyncio", ASYNC_CONCURRENCY, first, "chancy.drain_scaled",
                                    lambda dsn: fill(dsn, sizes.finished_rows, sizes.scheduled_rows)))
+    await run.measure(specs, drain("asyncio", ASYNC_CONCURRENCY, first, "chancy.drain_analyzed_backlog",
+                                   lambda dsn: analyzed_backlog(dsn, 2 * first)))
 
     async def memory(run: Run) -> dict[str, float]:
         return {"chancy.rss_empty": await idle_rss(run, 0),
@@ -160,6 +175,8 @@ async def measure(run: Run) -> None:
     for n in set(run.sizes.process_drain) & set(run.sizes.drain):
         run.ratio(f"drain {n:,} process / raw claim-100 of {n:,}", drain_key("process", n), claim100_key(n))
     run.ratio("drain beside a big table / drain on an empty one", "chancy.drain_scaled",
+              drain_key("asyncio", first), at_least=0.95)
+    run.ratio("drain with a backlog's statistics / drain on an empty table", "chancy.drain_analyzed_backlog",
               drain_key("asyncio", first), at_least=0.95)
     run.ratio("idle RSS with scheduled jobs / with none", "chancy.rss_scheduled", "chancy.rss_empty",
               at_most=1.05)

@@ -17,7 +17,7 @@ def test_suite_runs_at_smoke_size(pg_admin_dsn, tmp_path, capsys):
     expected = {"raw.insert_loop", "raw.copy", "raw.claim100_300", "chancy.push_sync", "chancy.push_many",
                 "raw.insert_loop_concurrent", "chancy.push_sync_concurrent",
                 "raw.job_insert_loop", "raw.chancy_statements_300",
-                "chancy.drain_scaled", "chancy.rss_scheduled", "chancy.latency_p99"}
+                "chancy.drain_scaled", "chancy.drain_analyzed_backlog", "chancy.rss_scheduled", "chancy.latency_p99"}
     assert expected <= set(run.figures)
     # CPU time is counted in 10 ms ticks: a smoke-sized drain may take less than one.
     assert all(value > 0 or (key.endswith("_cpu") and value == 0)
