@@ -52,10 +52,12 @@ def _specs(run: Run) -> dict[str, FigureSpec]:
     return specs
 
 
-#: Ids of filler rows: time-ordered and older than any job pushed later, as the rows a
-#: queue has finished or scheduled are (random ones would put every later job's key in the
-#: middle of a full primary-key index, a cost no native queue's table has).
-FILLER_ID = "lpad(to_hex(%s::bigint + i), 32, '0')::uuid"
+def _filler_ids(first: int) -> str:
+    """SQL for the id of filler row ``i`` (of ``generate_series``): time-ordered and older
+    than any job pushed later, as a queue's finished and scheduled rows are (random ones
+    would put every later job's key in the middle of a full primary-key index, a cost no
+    native queue's table has)."""
+    return f"lpad(to_hex({int(first)}::bigint + i), 32, '0')::uuid"
 
 
 async def fill(dsn: str, finished: int, scheduled: int) -> None:
@@ -63,11 +65,11 @@ async def fill(dsn: str, finished: int, scheduled: int) -> None:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await conn.execute(
             f"INSERT INTO chancy_jobs (id, queue, func, state, attempts, started_at, completed_at) "
-            f"SELECT {FILLER_ID % 0}, 'default', %s, 'succeeded', 1, now(), now() FROM generate_series(1, %s) i",
+            f"SELECT {_filler_ids(0)}, 'default', %s, 'succeeded', 1, now(), now() FROM generate_series(1, %s) i",
             (FILLER, finished))
         await conn.execute(
             f"INSERT INTO chancy_jobs (id, queue, func, state, scheduled_at) "
-            f"SELECT {FILLER_ID % finished}, 'default', %s, 'scheduled', now() + interval '1 day' "
+            f"SELECT {_filler_ids(finished)}, 'default', %s, 'scheduled', now() + interval '1 day' "
             f"FROM generate_series(1, %s) i", (FILLER, scheduled))
         await conn.execute("VACUUM ANALYZE chancy_jobs")
 
@@ -77,8 +79,8 @@ async def analyzed_backlog(dsn: str, rows: int) -> None:
     does while a backlog waits), then gone. Postgres plans with them until it analyzes
     again; a plan sized from them once read the whole table on every claim."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute("INSERT INTO chancy_jobs (id, queue, func) "
-                           "SELECT gen_random_uuid(), 'default', %s FROM generate_series(1, %s)", (FILLER, rows))
+        await conn.execute(f"INSERT INTO chancy_jobs (id, queue, func) "
+                           f"SELECT {_filler_ids(0)}, 'default', %s FROM generate_series(1, %s) i", (FILLER, rows))
         await conn.execute("ANALYZE chancy_jobs")
         await conn.execute("DELETE FROM chancy_jobs WHERE func = %s", (FILLER,))
 
