@@ -72,9 +72,7 @@ async def test_claim_reads_only_runnable_rows_at_depth(app):
         )
         await conn.execute("ANALYZE chancy_jobs")
         statement = app.job_sql.claim("default", "explain-worker", 10)
-        async with conn.transaction(force_rollback=True):  # EXPLAIN ANALYZE really claims
-            cur = await conn.execute(b"EXPLAIN ANALYZE " + statement.query, statement.params)
-            plan = "\n".join(row[0] for row in await cur.fetchall())
+        plan = await _plan(conn, b"ANALYZE " + statement.query, statement.params)
     assert "Seq Scan" not in plan, plan
     assert "chancy_jobs_pending" in plan and "chancy_jobs_scheduled" in plan, plan
     # The scheduled index is read only up to now(): the 5,000 future rows are not visited.
@@ -90,6 +88,7 @@ def _generic(query: bytes) -> bytes:
 
 
 async def _plan(conn, query: bytes, params=None) -> str:
+    """``EXPLAIN query``, rolled back (``EXPLAIN ANALYZE`` of a claim really claims)."""
     async with conn.transaction(force_rollback=True):
         cur = await conn.execute(b"EXPLAIN " + query, params)
         return "\n".join(row[0] for row in await cur.fetchall())
