@@ -15,6 +15,11 @@ class SerializationError(ChancyError, TypeError):
     """Arguments or a result cannot be stored as JSON."""
 
 
+class ResultNotStorableError(SerializationError):
+    """A task returned a value that cannot be stored (not JSON, or text Postgres refuses);
+    the job fails with this error instead of holding up its queue."""
+
+
 class DatabaseUnavailableError(ChancyError):
     """The database cannot be reached (bad DSN, server down, wrong credentials)."""
 

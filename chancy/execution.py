@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from chancy import serialization
-from chancy.errors import Fail, Retry, SerializationError, UnknownTaskError
+from chancy.serialization import storable_text
+from chancy.errors import Fail, ResultNotStorableError, Retry, UnknownTaskError
 from chancy.job import JobRecord
 
 #: The job being run by the current task, for tasks that want their own id or attempt.
@@ -48,11 +49,11 @@ class Outcome:
         try:
             return cls(job_id, True, result_json=serialization.dumps(result))
         except (TypeError, ValueError) as exc:
-            error = SerializationError(
+            error = ResultNotStorableError(
                 f"The task returned a {type(result).__name__}, which cannot be stored as "
                 f"JSON ({exc}); return plain data instead."
             )
-            return cls.failure(job_id, error)
+            return cls.failure(job_id, error, final=True)
 
     @classmethod
     def failure(
@@ -62,11 +63,16 @@ class Outcome:
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
-    """A JSON-ready description of an exception, with its full traceback."""
+    """A JSON-ready description of an exception, with its full traceback, storable
+    whatever the exception's message holds (NUL, lone surrogates, a failing ``__str__``)."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure
+        message = f"<{type(exc).__qualname__} whose str() failed>"
     return {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "type": storable_text(f"{type(exc).__module__}.{type(exc).__qualname__}"),
+        "message": storable_text(message),
+        "traceback": storable_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))),
         "at": datetime.now(timezone.utc).isoformat(),
     }
 

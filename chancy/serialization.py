@@ -4,6 +4,8 @@ Decimals and bytes round-trip exactly as they do in Celery."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import threading
 from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii
 from typing import Any, Callable, Mapping, Sequence
@@ -14,8 +16,9 @@ from chancy.errors import SerializationError
 
 
 # One encoder and one decoder for the process: kombu's own dumps/loads build a new one per
-# call, which was a measurable share of the worker's per-job cost. The output is identical.
-_ENCODER = kombu_json.JSONEncoder()
+# call, which was a measurable share of the worker's per-job cost. The output is kombu's,
+# except that NaN and Infinity are refused: they are not JSON, and jsonb rejects them.
+_ENCODER = kombu_json.JSONEncoder(allow_nan=False)
 _DECODER = json.JSONDecoder(object_hook=kombu_json.object_hook)
 
 
@@ -43,8 +46,24 @@ _ACCELERATED = c_make_encoder is not None and _ENCODER.indent is None  # else en
 
 
 def dumps(value: Any) -> str:
+    """JSON that Postgres' jsonb accepts; ValueError saying what to change otherwise."""
     if value is None:  # what most tasks return
         return "null"
+    try:
+        text = _encode(value)
+    except ValueError as exc:
+        if str(exc).startswith("Out of range float"):
+            raise ValueError("NaN and Infinity are not JSON numbers: pass None or a string instead") from None
+        raise
+    except RecursionError:
+        raise ValueError("the value is nested too deeply to store: flatten it") from None
+    problem = unstorable(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+def _encode(value: Any) -> str:
     if not _ACCELERATED:
         return _ENCODER.encode(value)
     try:
@@ -52,6 +71,50 @@ def dumps(value: Any) -> str:
     except BaseException:
         _encoders.drop()
         raise
+
+
+#: The escapes of (ASCII-only) JSON text that matter to jsonb, scanned left to right so an
+#: escaped backslash is never read as the start of an escape: ``\\``, ``\u0000``, a
+#: surrogate pair, or a lone surrogate.
+_ESCAPES = re.compile(r"\\(?:\\|u0000|ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|ud[89a-f][0-9a-f]{2})")
+
+
+def unstorable(text: str) -> str | None:
+    """Why jsonb would refuse this JSON text of ours, or None. Postgres text cannot hold
+    the NUL character, and a lone UTF-16 surrogate is not Unicode; both are valid JSON."""
+    if "\\u0000" not in text and "\\ud" not in text:  # the common case: one scan each
+        return None
+    for escape in _ESCAPES.finditer(text):
+        token = escape.group()
+        if token == "\\u0000":
+            return ("a string contains the NUL character (\\x00), which Postgres cannot store: "
+                    "strip it, or pass the data as bytes")
+        if len(token) == 6:
+            return (f"a string contains an unpaired surrogate ({token}), which is not valid "
+                    "Unicode: fix the text's encoding, or pass it as bytes")
+    return None
+
+
+def storable_text(text: str) -> str:
+    """``text`` made storable: NUL and unpaired surrogates written as backslash escapes.
+    For what must be kept whatever it holds, such as an error message."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every string made storable and every non-finite float written as a
+    string: for data that describes a failure and must never fail to be written itself."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {storable_text(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v) for v in value]
+    return value
 
 
 def loads(text: str | bytes) -> Any:
@@ -72,13 +135,13 @@ def dumps_arguments(func: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -
     """Serialise a job's arguments, naming the first argument that cannot be stored."""
     try:  # empty arguments (most kwargs) skip the encoder; a tuple encodes as a list
         return (dumps(args) if args else "[]"), (dumps(kwargs) if kwargs else "{}")
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         named = [(f"args[{i}]", value) for i, value in enumerate(args)]
         named += [(f"kwargs[{key!r}]", value) for key, value in kwargs.items()]
         for label, value in named:
             try:
                 dumps(value)
-            except (TypeError, ValueError) as inner:
+            except (TypeError, ValueError, RecursionError) as inner:
                 raise SerializationError(
                     f"Argument {label} of task {func!r} cannot be stored as JSON "
                     f"({type(value).__name__}: {inner}). Pass plain data (str, int, float, "
