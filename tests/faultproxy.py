@@ -91,7 +91,7 @@ class _Connection:
     def abort(self) -> None:
         """Close both sides now; the client gets an RST rather than an orderly FIN."""
         sock = self.client.get_extra_info("socket")
-        if sock is not None:
+        if not self.client.transport.is_closing() and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.client.transport.abort()
         self.server.transport.abort()

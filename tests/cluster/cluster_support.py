@@ -9,7 +9,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterable
 
 import psycopg
 
@@ -28,7 +30,9 @@ class WorkerProcess:
     reads could fill and block the worker)."""
 
     def __init__(self, dsn: str, *args: str) -> None:
-        env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               # The jobs are plain functions of cluster_tasks, run only from modules allowed.
+               "CHANCY_ALLOWED_IMPORTS": f"cluster_tasks,{os.environ.get('CHANCY_ALLOWED_IMPORTS', '')}"}
         self.log = tempfile.NamedTemporaryFile("w+", prefix="chancy-worker-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cluster_worker", dsn, *args],
@@ -161,3 +165,35 @@ class RestartablePostgres:
             self._restarted.send_signal(signal.SIGINT)
             self._restarted.wait(30)
         self.server.stop()
+
+
+UNFINISHED = frozenset({"pending", "scheduled", "retrying", "running"})
+
+# A piece of the text of both claim statements (chancy/queues/sql.py: the claim alone, and
+# a write-back with the next claim) and of no other statement the workers of these tests
+# send: what ``FaultProxy.drop_reply_after`` watches for to lose a claim's answer.
+CLAIM_SQL = b"SELECT * FROM claimed"
+
+
+def settle(dsn: str, timeout: float) -> Counter:
+    """The state counts once no job is left unfinished, or at the timeout, whichever comes
+    first: the caller asserts on them, so a job stranded in ``running`` is named there."""
+    deadline = time.monotonic() + timeout
+    while (counts := states(dsn)).keys() & UNFINISHED and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return counts
+
+
+def missing_jobs(dsn: str, ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """The ids among ``ids`` that have no row: pushed jobs that were lost."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        present = {row[0] for row in conn.execute("SELECT id FROM chancy_jobs")}
+    return set(ids) - present
+
+
+def assert_each_success_recorded_once(dsn: str) -> Counter:
+    """The success audit's counts, after checking that no job succeeded twice."""
+    successes = success_counts(dsn)
+    twice = {job_id: n for job_id, n in successes.items() if n > 1}
+    assert not twice, f"{len(twice)} jobs succeeded more than once, e.g. {list(twice.items())[:5]}"
+    return successes
