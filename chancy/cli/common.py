@@ -18,6 +18,7 @@ from chancy.app import Chancy
 from chancy.errors import ConfigurationError, DatabaseUnavailableError, SchemaOutOfDateError
 from chancy.migrations import LATEST_VERSION, current_version_async
 from chancy.queues.sql import Steps, drive_sync
+from chancy.redaction import redact
 
 
 class ExitCode(enum.IntEnum):
@@ -55,11 +56,15 @@ class CliError(click.ClickException):
 
 
 @contextlib.contextmanager
-def translated_errors() -> Iterator[None]:
-    """Map Chancy's errors to messages and exit codes a script can rely on."""
+def translated_errors(dsn: str | None = None) -> Iterator[None]:
+    """Map Chancy's errors to messages and exit codes a script can rely on, every message
+    with its passwords masked (those of ``dsn``, the command's, wherever they appear)."""
     try:
         yield
-    except (click.ClickException, click.exceptions.Exit, click.Abort):
+    except click.ClickException as exc:
+        exc.message = redact(exc.message, dsn)
+        raise
+    except (click.exceptions.Exit, click.Abort):
         raise
     except KeyboardInterrupt:
         raise CliError("interrupted", ExitCode.INTERRUPTED) from None
@@ -69,9 +74,9 @@ def translated_errors() -> Iterator[None]:
         raise CliError(f"{exc.diag.message_primary}: the schema is not migrated (wrong --prefix?); "
                        "run `chancy migrate`", ExitCode.SCHEMA_OUT_OF_DATE) from None
     except (DatabaseUnavailableError, psycopg.OperationalError) as exc:
-        raise CliError(str(exc).strip(), ExitCode.DATABASE_UNAVAILABLE) from None
+        raise CliError(redact(str(exc).strip(), dsn), ExitCode.DATABASE_UNAVAILABLE) from None
     except ConfigurationError as exc:
-        raise CliError(str(exc), ExitCode.CONFIGURATION) from None
+        raise CliError(redact(str(exc), dsn), ExitCode.CONFIGURATION) from None
 
 
 @dataclasses.dataclass
@@ -175,7 +180,8 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
             prefix=prefix or defaults.prefix,
         )
         try:
-            return func(target=target, **kwargs)
+            with translated_errors(target.dsn):
+                return func(target=target, **kwargs)
         finally:
             target.close()
 

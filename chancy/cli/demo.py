@@ -18,6 +18,7 @@ import click
 import psycopg
 
 from chancy.app import Chancy
+from chancy.cli.common import translated_errors
 from chancy.cli.output import safe_dsn, table
 from chancy.cli.progress import Progress
 from chancy.job import FINISHED_STATES, JobState
@@ -129,10 +130,12 @@ def report(app: Chancy, dsn: str, ids: list[uuid.UUID], seconds: float, dsn_opti
     click.echo(f"\n{len(ids)} jobs finished in {seconds:.1f}s ({len(ids) / seconds:,.0f} jobs/s, "
                "including the scheduled ones' wait)")
     jobs_table = app.names.prefix + "jobs"
+    shown = safe_dsn(dsn)
+    hidden = "" if shown == dsn else " (password hidden: put yours back in place of ***, or leave it out and set PGPASSWORD)"
     click.echo(f"""
-Look at the rows yourself (DSN: {safe_dsn(dsn)}):
-  psql "{dsn}" -c "SELECT queue, state, count(*), avg(attempts) FROM {jobs_table} GROUP BY 1, 2 ORDER BY 1, 2"
-  psql "{dsn}" -c "SELECT id, func, attempts, errors->-1->>'message' FROM {jobs_table} WHERE state = 'failed' LIMIT 5"
+Look at the rows yourself{hidden}:
+  psql "{shown}" -c "SELECT queue, state, count(*), avg(attempts) FROM {jobs_table} GROUP BY 1, 2 ORDER BY 1, 2"
+  psql "{shown}" -c "SELECT id, func, attempts, errors->-1->>'message' FROM {jobs_table} WHERE state = 'failed' LIMIT 5"
 Or with the CLI:
   chancy status{dsn_option}
   chancy jobs list --state failed{dsn_option}""")
@@ -155,6 +158,11 @@ def demo(total: int, concurrency: int, timeout: float, dsn: str | None) -> None:
     a worker with a live progress line; then a summary and how to inspect the rows.
 
     Without --dsn or CHANCY_DSN it starts (or attaches to) the embedded per-user Postgres."""
+    with translated_errors(dsn or os.environ.get("CHANCY_DSN")):
+        run_demo(total, concurrency, timeout, dsn)
+
+
+def run_demo(total: int, concurrency: int, timeout: float, dsn: str | None) -> None:
     from chancy.cli import demo_tasks
     from chancy.compat import worker_app
 
@@ -181,4 +189,4 @@ def demo(total: int, concurrency: int, timeout: float, dsn: str | None) -> None:
     except KeyboardInterrupt:
         click.echo(err=True)  # end the progress line; the worker has drained by now
         raise
-    report(app, shown_dsn, ids, seconds, dsn_option=f" --dsn '{dsn}'" if dsn else "")
+    report(app, shown_dsn, ids, seconds, dsn_option=f" --dsn '{safe_dsn(dsn)}'" if dsn else "")

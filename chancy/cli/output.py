@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Any, Callable, Sequence, TypeVar
 
 import click
-import psycopg
 
 from chancy.job import JobRecord
+from chancy.redaction import redact
 
 T = TypeVar("T")
 
@@ -82,10 +82,8 @@ def span(seconds: float) -> str:
 
 
 def safe_dsn(dsn: str) -> str:
-    """The DSN with its password masked, fit to print."""
-    if "password" not in psycopg.conninfo.conninfo_to_dict(dsn):
-        return dsn
-    return psycopg.conninfo.make_conninfo(dsn, password="***")
+    """The DSN with its password masked, fit to print (even when it is malformed)."""
+    return redact(dsn)
 
 
 def when(moment: datetime | None) -> str:
