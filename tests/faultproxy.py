@@ -66,13 +66,19 @@ def _cstring(data: bytes, start: int) -> tuple[bytes, int]:
     return data[start:end], end + 1
 
 
-@dataclass
-class _DropReply:
-    """An armed ``drop_reply_after``: what to look for and what to do once answered."""
+class DroppedReply:
+    """An armed ``drop_reply_after``: what it looks for, what to do once the statement has
+    been answered, and what happened."""
 
-    pattern: bytes
-    then: Literal["cut", "hang"]
-    done: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, pattern: bytes, then: Literal["cut", "hang"]) -> None:
+        self.pattern = pattern
+        self.then = then
+        self.data_rows = 0  # result rows the client never saw (a claim's: the jobs it took)
+        self._done = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the statement ran and its answer was swallowed within ``timeout`` s."""
+        return self._done.wait(timeout)
 
 
 @dataclass(eq=False)  # kept in a set: hashed by identity
@@ -85,7 +91,7 @@ class _Connection:
     sync_points: int = 0  # startup, Sync and Query messages sent: each gets one ReadyForQuery
     ready_seen: int = 0  # ReadyForQuery messages the server sent
     statements: dict[bytes, bytes] = field(default_factory=dict)  # text of each parsed statement, by name
-    drop: _DropReply | None = None  # set when this connection's next answer is to be swallowed
+    drop: DroppedReply | None = None  # set when this connection's next answer is to be swallowed
     answers_before_drop: int = 0  # ReadyForQuery messages still owed to the client
 
     def abort(self) -> None:
@@ -104,7 +110,7 @@ class FaultProxy:
         self.upstream = upstream
         self.accepted_connections = 0
         self._connections: set[_Connection] = set()
-        self._drop: _DropReply | None = None
+        self._drop: DroppedReply | None = None
         self._loop = asyncio.new_event_loop()
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -141,14 +147,14 @@ class FaultProxy:
         """Forward again, including what blackholed connections sent meanwhile."""
         self._control(self._flowing.set)
 
-    def drop_reply_after(self, pattern: bytes, then: Literal["cut", "hang"] = "cut") -> threading.Event:
+    def drop_reply_after(self, pattern: bytes, then: Literal["cut", "hang"] = "cut") -> DroppedReply:
         """Swallow the answer to the next statement whose SQL contains ``pattern``, then cut
         its connection (or, with ``then="hang"``, leave it open and silent). The returned
-        event is set once the server has finished that statement (committed it, in
-        autocommit) and the client has been left without the answer."""
-        drop = _DropReply(pattern, then)
+        handle's ``wait`` returns True once the server has finished that statement
+        (committed it, in autocommit) and the client has been left without the answer."""
+        drop = DroppedReply(pattern, then)
         self._control(lambda: setattr(self, "_drop", drop))
-        return drop.done
+        return drop
 
     @property
     def open_connections(self) -> int:
@@ -284,12 +290,15 @@ class FaultProxy:
             if drop is not None and connection.ready_seen > connection.answers_before_drop:
                 if drop.then == "cut":
                     self._abort(connection)
-                drop.done.set()
+                drop._done.set()
 
     @staticmethod
     def _from_server(connection: _Connection, message: bytes) -> bool:
         """Whether to forward ``message``: not once the dropped statement's answer began."""
-        forward = connection.drop is None or connection.ready_seen < connection.answers_before_drop
+        drop = connection.drop
+        forward = drop is None or connection.ready_seen < connection.answers_before_drop
+        if drop is not None and not forward and message[:1] == b"D":
+            drop.data_rows += 1
         connection.ready_seen += message[:1] == b"Z"
         return forward
 

@@ -32,6 +32,7 @@ async def test_jobs_of_a_claim_whose_reply_was_lost_still_succeed_once(dsn):
         try:
             worker.worker_id()
             assert await asyncio.to_thread(dropped.wait, 10), "no claim went through the proxy"
+            assert dropped.data_rows == JOBS, "the lost answer was not the claim of every job"
             lost_at = time.monotonic()
             counts = await asyncio.to_thread(settle, dsn, RECOVERED_WITHIN)
             took = time.monotonic() - lost_at
