@@ -16,7 +16,8 @@ and only the owner of the socket directory (and root) can connect; authenticatio
 ``trust`` for the superuser ``postgres``.
 
 Postgres refuses to run as root. As root we run it as the system user ``chancy`` (created
-with ``useradd`` when missing, else ``nobody``), whose files we create and chown ourselves;
+with ``useradd`` when missing; ``nobody`` on a system without useradd), or as the owner of an
+existing shared cluster, whose files we create and chown ourselves;
 binaries that this user cannot reach (a wheel inside root's 0700 home) are copied once to
 ``/var/cache/chancy-postgres-<version>``. We never loosen permissions of existing
 directories. Linux only (``fcntl``, ``prctl``).
@@ -34,6 +35,7 @@ import importlib.util
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -56,6 +58,7 @@ import psycopg
 from psycopg import sql
 
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
+from chancy.redaction import redact
 
 __all__ = [
     "ThrowawayServer",
@@ -191,24 +194,79 @@ def _user(entry: pwd.struct_passwd) -> _RunAs:
     return _RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
+def _existing_user(name: str) -> _RunAs | None:
+    try:
+        return _user(pwd.getpwnam(name))
+    except KeyError:
+        return None
+
+
+#: Absolute paths: a caller's PATH (a cron job's lacks /usr/sbin) must not decide the user.
+_USERADD_PATHS = ("/usr/sbin/useradd", "/sbin/useradd")
+#: glibc's lckpwdf() lock file. We flock() it, which does not conflict with lckpwdf's fcntl
+#: lock, so that our processes create the server user one at a time.
+_PASSWD_LOCK = Path("/etc/.pwd.lock")
+
+
+@contextlib.contextmanager
+def _user_creation_lock() -> Iterator[None]:
+    """Serialise creating the server user across processes.
+
+    Concurrent ``useradd`` runs overwrite each other's /etc/passwd: on Debian 12, a user one
+    process had just created vanished when another re-created it under a new uid.
+    """
+    fd = os.open(_PASSWD_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # Released by the kernel if we die.
+        yield
+    finally:
+        os.close(fd)
+
+
+def _create_system_user(name: str) -> _RunAs | None:
+    """Create system user ``name``; None on a system without useradd."""
+    useradd = next((path for path in _USERADD_PATHS if os.access(path, os.X_OK)), None)
+    if useradd is None:
+        return None
+    cmd = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+           "--shell", "/usr/sbin/nologin", name]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    created = _existing_user(name)
+    if created is None:
+        raise ConfigurationError(
+            f"Could not create the system user {name!r} that runs the embedded Postgres "
+            f"(Postgres refuses to run as root): `{shlex.join(cmd)}` exited {result.returncode}: "
+            f"{result.stderr.strip()}. Create that user yourself, or set CHANCY_DSN."
+        )
+    return created
+
+
 @cache
 def _server_user() -> _RunAs:
-    """Ourselves, or as root (which Postgres refuses) the system user ``chancy``."""
+    """Ourselves, or as root (which Postgres refuses) the system user ``chancy``.
+
+    The same system always gives the same user: ``chancy``, created when missing, and
+    ``nobody`` only where there is no useradd at all.
+    """
     if os.geteuid() != 0:
         return _user(pwd.getpwuid(os.geteuid()))
-    with contextlib.suppress(KeyError):
-        return _user(pwd.getpwnam(SERVER_USER))
-    useradd = shutil.which("useradd")
-    if useradd:
-        # Failure is fine: a concurrent process may have created it, else we use nobody.
-        subprocess.run(
-            [useradd, "--system", "--user-group", "--no-create-home",
-             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SERVER_USER],
-            capture_output=True, check=False,
-        )
-    with contextlib.suppress(KeyError):
-        return _user(pwd.getpwnam(SERVER_USER))
-    return _user(pwd.getpwnam("nobody"))
+    user = _existing_user(SERVER_USER)
+    if user is None:
+        with _user_creation_lock():  # Look again inside: another process may just have made it.
+            user = _existing_user(SERVER_USER) or _create_system_user(SERVER_USER)
+    return user or _user(pwd.getpwnam("nobody"))
+
+
+def _cluster_owner(data_dir: Path) -> _RunAs | None:
+    """The user that owns an existing cluster (None if none, or root, or a deleted user).
+
+    That user keeps running it: whichever user a later start would pick could not.
+    """
+    with contextlib.suppress(FileNotFoundError, KeyError):
+        uid = data_dir.stat().st_uid
+        if uid != 0:
+            return _user(pwd.getpwuid(uid))
+    return None
 
 
 def _bindir_for(run_as: _RunAs) -> _Binaries:
@@ -311,18 +369,37 @@ def _socket_dsn(socket_dir: Path) -> str:
     return f"postgresql://postgres@/postgres?host={quote(str(socket_dir), safe='/')}&port={PORT}"
 
 
-def _private_dir(path: Path, run_as: _RunAs) -> Path:
-    """Create ``path`` with mode 0700 for ``run_as``, or check that an existing one is that."""
+def _is_private_dir(path: Path, run_as: _RunAs) -> bool:
+    """Whether ``path`` is a real directory that only ``run_as`` (and root) can use."""
     try:
-        path.mkdir(mode=0o700)
-        run_as.chown(path)
-    except FileExistsError:
         st = path.lstat()
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != run_as.uid or st.st_mode & 0o077:
-            raise ConfigurationError(
-                f"{path} exists but is not a private directory of user {run_as.name!r}; "
-                "remove it (no server should be using it) and retry."
-            ) from None
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == run_as.uid and not st.st_mode & 0o077
+
+
+def _remove_leftover(path: Path) -> None:
+    """Remove what an earlier run (maybe as another user, maybe killed) left at ``path``.
+
+    Removed rather than chowned: its other owner may have put anything in it.
+    """
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # Never follows symlinks inside.
+        else:
+            path.unlink(missing_ok=True)
+    except PermissionError:
+        raise ConfigurationError(
+            f"{path} is left over from a run as another user, and only that user or root may "
+            f"remove it: run `sudo rm -rf {shlex.quote(str(path))}` (no server uses it) and retry."
+        ) from None
+
+
+def _fresh_private_dir(path: Path, run_as: _RunAs) -> Path:
+    """``path`` as a new empty directory, mode 0700, of ``run_as``; only for a path nobody uses."""
+    _remove_leftover(path)
+    path.mkdir(mode=0o700)
+    run_as.chown(path)
     return path
 
 
@@ -535,8 +612,10 @@ def server_info(dsn: str) -> dict[str, str | None]:
     """Server version, data directory (None unless superuser) and DSN (without password)."""
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError(f"Cannot connect to Postgres: {exc}") from exc
+    except psycopg.Error as exc:
+        # Not chained: libpq quotes pieces of a conninfo it cannot parse, the password too.
+        message = redact(str(exc), dsn)
+        raise DatabaseUnavailableError(f"Cannot connect to Postgres: {message}") from None
     with conn:
         row = conn.execute("SHOW server_version").fetchone()
         try:
@@ -569,11 +648,11 @@ class _SharedServer:
 
     ``pg/`` is the data directory, ``holders/<pid>`` (holding the process start time, so a
     reused pid does not count) marks each process using the server, ``lock`` serialises
-    start, attach and stop, ``postgres.log`` is the log of the current run.
+    start, attach and stop (concurrent first starts included: the first creates and starts
+    the server, the others wait and attach), ``postgres.log`` is the log of the current run.
     """
 
     state_dir: Path
-    run_as: _RunAs
 
     @property
     def data_dir(self) -> Path:
@@ -638,21 +717,44 @@ class _SharedServer:
             pass
         return None
 
+    def run_as(self) -> _RunAs:
+        """Who runs this server: the owner of an existing cluster, else :func:`_server_user`.
+
+        Call it holding the lock, so that concurrent first starts agree.
+        """
+        owner = _cluster_owner(self.data_dir) if os.geteuid() == 0 else None
+        return owner or _server_user()
+
     def ensure_running(self) -> None:
-        if _can_connect(self.dsn):
+        run_as = self.run_as()
+        # Only a socket in our own private directory is our server, not a squatter's.
+        if _is_private_dir(self.socket_dir, run_as) and _can_connect(self.dsn):
             return
-        binaries = _bindir_for(self.run_as)
         if self._postmaster_pid() is not None:  # Starting or in crash recovery: wait.
             _wait_ready(self.dsn, self.log, lambda: self._postmaster_pid() is None, SERVER_TIMEOUT)
             return
-        if not self.run_as.can_reach(self.state_dir):
+        binaries = _bindir_for(run_as)
+        if not run_as.can_reach(self.state_dir):
             raise ConfigurationError(
                 f"The Postgres data directory {self.data_dir} is not reachable by the user "
-                f"{self.run_as.name!r} that runs the server (Postgres refuses to run as root). "
+                f"{run_as.name!r} that runs the server (Postgres refuses to run as root). "
                 "Set CHANCY_EMBEDDED_DIR to a directory that user can reach, or set CHANCY_DSN."
             )
         if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb(binaries)
+            self._initdb(binaries, run_as)
+        self._check_cluster(binaries, run_as)
+        self._start(binaries, run_as)
+
+    def _initdb(self, binaries: _Binaries, run_as: _RunAs) -> None:
+        # Into a side directory renamed when complete: an interrupted initdb leaves no half
+        # cluster behind. The server user cannot write in a root-owned state dir, so we make
+        # the directory for it.
+        staging = _fresh_private_dir(self.state_dir / "pg.initdb", run_as)
+        _initdb(binaries, staging, run_as, sync=True)
+        staging.rename(self.data_dir)
+
+    def _check_cluster(self, binaries: _Binaries, run_as: _RunAs) -> None:
+        """Refuse, saying what to do, a cluster these binaries or ``run_as`` cannot run."""
         made_by = (self.data_dir / "PG_VERSION").read_text().strip()
         if made_by != binaries.major:
             raise ConfigurationError(
@@ -660,35 +762,35 @@ class _SharedServer:
                 f"are Postgres {binaries.version} ({binaries.bindir}). Install Postgres {made_by} "
                 "binaries, delete that directory to start afresh, or set CHANCY_EMBEDDED_DIR."
             )
+        owner = self.data_dir.stat().st_uid
+        if owner != run_as.uid:
+            raise ConfigurationError(
+                f"{self.data_dir} belongs to uid {owner}, but its server must run as "
+                f"{run_as.name!r} (Postgres refuses to run as root). With no server using it, "
+                f"run (as root) `chown -R {run_as.name}: {shlex.quote(str(self.data_dir))}` "
+                "and retry."
+            )
+
+    def _start(self, binaries: _Binaries, run_as: _RunAs) -> None:
         # A postmaster.pid left by a dead server whose pid now belongs to another process
         # would make Postgres refuse to start; a dead pid Postgres handles itself.
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
-        socket_dir = _private_dir(self.socket_dir, self.run_as)
-        socket_lock = socket_dir / f".s.PGSQL.{PORT}.lock"
-        socket_lock.unlink(missing_ok=True)
+        # No server uses the socket dir now; an earlier run (maybe as another user) left it.
+        socket_dir = _fresh_private_dir(self.socket_dir, run_as)
         # pg_ctl daemonises the server (setsid, reparented to init), so it outlives us and
         # whichever holder is last stops it.
         _run([binaries["pg_ctl"], "start", "-w", "-t", str(int(SERVER_TIMEOUT)),
               "-D", str(self.data_dir), "-o", " ".join(_server_args(socket_dir, fast=False))],
-             self.run_as, cwd=self.data_dir, log=self.log)
+             run_as, cwd=self.data_dir, log=self.log)
         _wait_ready(self.dsn, self.log, lambda: self._postmaster_pid() is None, SERVER_TIMEOUT)
-
-    def _initdb(self, binaries: _Binaries) -> None:
-        # Into a side directory renamed when complete: an interrupted initdb leaves no half
-        # cluster behind. The server user cannot write in a root-owned state dir, so we make
-        # the directory for it.
-        staging = self.state_dir / "pg.initdb"
-        shutil.rmtree(staging, ignore_errors=True)
-        _private_dir(staging, self.run_as)
-        _initdb(binaries, staging, self.run_as, sync=True)
-        staging.rename(self.data_dir)
 
     def stop(self) -> None:
         if self._postmaster_pid() is None:
             return
-        _run([_bindir_for(self.run_as)["pg_ctl"], "stop", "-m", "fast", "-w",
+        run_as = self.run_as()
+        _run([_bindir_for(run_as)["pg_ctl"], "stop", "-m", "fast", "-w",
               "-t", str(int(SERVER_TIMEOUT)), "-D", str(self.data_dir)],
-             self.run_as, cwd=self.data_dir)
+             run_as, cwd=self.data_dir)
 
 
 #: State dirs of the shared servers this process holds, with the pid that took the hold
@@ -704,7 +806,7 @@ def default_dsn() -> str:
     ``$XDG_DATA_HOME/chancy/pg`` (``~/.local/share/chancy/pg``; ``/var/lib/chancy/pg`` as
     root), and stops when the last process that called this exits (or calls :func:`release`).
     """
-    server = _SharedServer(_state_dir(), _server_user())
+    server = _SharedServer(_state_dir())
     with _held_lock:
         with server.locked():
             server.prune_holders()
