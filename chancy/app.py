@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from chancy import migrations
+from chancy import execution, migrations
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
@@ -92,7 +92,12 @@ class Chancy:
     to Postgres (or through a session-mode pool): the pools then send statements unprepared
     and set nothing on their sessions, and what needs a session of its own (the LISTEN
     connection, migration and leadership advisory locks, CLI commands) uses ``session_dsn``.
-    See docs/poolers.md."""
+    See docs/poolers.md.
+
+    A worker runs only registered tasks (``@chancy.task``): a job naming anything else
+    fails for good, since whoever can write to a queue picks its task names.
+    ``allowed_imports=["myproj.jobs"]`` (or ``CHANCY_ALLOWED_IMPORTS``) also lets it run
+    functions defined under those module prefixes by their import path."""
 
     def __init__(
         self,
@@ -104,6 +109,7 @@ class Chancy:
         max_connections: int = 10,
         connect_timeout: float = 10.0,
         session_dsn: str | None = None,
+        allowed_imports: Sequence[str] = (),
     ) -> None:
         if min_connections < 0 or max_connections < 1 or min_connections > max_connections:
             raise ConfigurationError(
@@ -116,6 +122,9 @@ class Chancy:
         # is started only when a connection is first needed.
         self._resolved_dsn = resolve_dsn(dsn) if (dsn or os.environ.get("CHANCY_DSN")) else None
         self._session_dsn = resolve_session_dsn(session_dsn)
+        #: Module prefixes whose plain functions this process's workers also run by import
+        #: path; a worker otherwise runs registered tasks only. See execution.allow_imports.
+        self.allowed_imports = execution.allow_imports(allowed_imports)
         self.names = migrations.Names(prefix)
         self.job_sql = JobSQL(self.names)
         self.min_connections = min_connections

@@ -9,14 +9,16 @@ import contextvars
 import dataclasses
 import importlib
 import inspect
+import os
+import re
 import traceback
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from chancy import serialization
 from chancy.serialization import storable_text
-from chancy.errors import Fail, ResultNotStorableError, Retry, UnknownTaskError
+from chancy.errors import ConfigurationError, Fail, ResultNotStorableError, Retry, UnknownTaskError
 from chancy.job import JobRecord
 
 #: The job being run by the current task, for tasks that want their own id or attempt.
@@ -25,6 +27,13 @@ current_job: contextvars.ContextVar[JobRecord] = contextvars.ContextVar("chancy_
 #: Every task defined in this process, by name. Module-level so that executor children
 #: (which have no app object) resolve names the same way the parent does.
 registry: dict[str, Callable[..., Any]] = {}
+
+#: The environment variable listing, comma-separated, more allowed import prefixes.
+ALLOWED_IMPORTS_ENV = "CHANCY_ALLOWED_IMPORTS"
+#: Module prefixes whose functions may run by import path without being registered (see
+#: :func:`allow_imports`). Per process, like the registry.
+_allowed_imports: set[str] = set()
+_MODULE_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 #: Hooks that wrap every task call, e.g. the Celery layer's signals and request context.
 #: Each is ``hook(record, call) -> result`` where ``call()`` runs the task.
@@ -77,36 +86,94 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def allow_imports(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """Let this process run, by import path, the functions defined under these module
+    prefixes (``"myproj.jobs"`` covers ``myproj.jobs.send`` and ``myproj.jobs.mail.send``,
+    not ``myproj.jobsx``); returns them, checked. Off by default, because a job's task
+    name comes from whoever can write to the queue: without it a worker runs only
+    registered tasks, as Celery does."""
+    if isinstance(prefixes, str):
+        prefixes = [prefixes]
+    checked = tuple(_checked_prefix(prefix) for prefix in prefixes)
+    _allowed_imports.update(checked)
+    return checked
+
+
+def allowed_imports() -> tuple[str, ...]:
+    """Every prefix allowed in this process: granted by :func:`allow_imports` (e.g. by
+    ``Chancy(allowed_imports=…)`` or ``chancy worker --allow-import``) or listed,
+    comma-separated, in ``CHANCY_ALLOWED_IMPORTS``."""
+    listed = os.environ.get(ALLOWED_IMPORTS_ENV, "").replace(",", " ").split()
+    from_env = {_checked_prefix(prefix, ALLOWED_IMPORTS_ENV) for prefix in listed}
+    return tuple(sorted(_allowed_imports | from_env))
+
+
+def _checked_prefix(prefix: str, source: str = "allowed_imports") -> str:
+    if not _MODULE_PREFIX.fullmatch(prefix):
+        raise ConfigurationError(f"{source}: {prefix!r} is not a module prefix; give dotted module "
+                                 "names such as 'myproj.jobs'")
+    return prefix
+
+
+def _under(module_name: str | None, prefixes: tuple[str, ...]) -> bool:
+    return bool(module_name) and any(
+        module_name == prefix or module_name.startswith(prefix + ".") for prefix in prefixes)
+
+
 def resolve(name: str) -> Callable[..., Any]:
-    """The callable behind a task name: the registry first, else an import path
-    (``pkg.module.func`` or ``pkg.module:func``)."""
+    """The callable behind a task name: a registered task, else a function defined under
+    an allowed import prefix, by its path (``pkg.module.func`` or ``pkg.module:func``).
+
+    Importing a module runs its code, so no module outside the allowed prefixes is ever
+    imported; and what the path reaches must itself be defined under them, so that
+    ``myproj.jobs.os.system`` does not reach ``os.system`` through an allowed module."""
     func = registry.get(name)
     if func is not None:
         return func
-    module_name, sep, attr = name.partition(":")
-    candidates = [(module_name, attr)] if sep else []
+    allowed = allowed_imports()
+    for module_name, path in _import_candidates(name):
+        if _under(module_name, allowed):
+            func = _import_task(name, module_name, path, allowed)
+            if func is not None:
+                return func
+    raise UnknownTaskError(_unknown_task_message(name, allowed))
+
+
+def _import_candidates(name: str) -> list[tuple[str, str]]:
+    """Each (module, attribute path) split of ``name``, the longest module first."""
+    module_name, colon, path = name.partition(":")
+    candidates = [(module_name, path)] if colon else []
     parts = name.split(".")
-    candidates += [(".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)]
-    for module_name, attr in candidates:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        func = registry.get(name)  # importing may have registered it under a custom name
-        if func is not None:
-            return func
-        target: Any = module
-        try:
-            for piece in attr.split("."):
-                target = getattr(target, piece)
-        except AttributeError:
-            continue
-        if callable(target):
-            return getattr(target, "func", target)
-    raise UnknownTaskError(
-        f"No task named {name!r} is known to this worker: it is neither registered nor "
-        "importable. Deploy the code that defines it (and import it in the worker, e.g. "
-        "with -A/--app), then retry the job."
+    return candidates + [(".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)]
+
+
+def _import_task(name: str, module_name: str, path: str, allowed: tuple[str, ...]) -> Callable[..., Any] | None:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    func = registry.get(name)  # importing it may have registered the task
+    if func is not None:
+        return func
+    target: Any = module
+    for piece in path.split("."):
+        if piece.startswith("__"):  # no way into __globals__, __class__, __builtins__…
+            return None
+        target = getattr(target, piece, None)
+    if callable(target) and _under(getattr(target, "__module__", None), allowed):
+        return target
+    return None
+
+
+def _unknown_task_message(name: str, allowed: tuple[str, ...]) -> str:
+    state = f"neither registered nor defined under the allowed imports ({', '.join(allowed)})" \
+        if allowed else "not registered"
+    return (
+        f"No task named {name!r} is known to this worker: it is {state}. A worker "
+        "runs only the tasks its app registers (@app.task, @shared_task) in the modules it loads "
+        "(-A and what that imports). Register the task there, or, for a plain function of your "
+        "own, allow its module: Chancy(allowed_imports=['myproj.jobs']), CHANCY_ALLOWED_IMPORTS "
+        "or `chancy worker --allow-import myproj.jobs`. Then deploy and retry the job."
     )
 
 

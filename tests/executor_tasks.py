@@ -4,6 +4,7 @@ executor's children can import them by name."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import multiprocessing
 import os
 import time
@@ -80,3 +81,17 @@ def start_a_process() -> int | None:
     process.start()
     process.join()
     return process.exitcode
+
+
+def _register_every_function() -> None:
+    """Register each function here under its ``module.name``, as ``@chancy.task`` would: a
+    worker runs registered tasks only, and process-pool children import this module again."""
+    from chancy.execution import registry
+    from chancy.job import task_name
+
+    here = globals()
+    registry.update({task_name(func): func for func in list(here.values())
+                     if inspect.isfunction(func) and func.__module__ == __name__ and not func.__name__.startswith("_")})
+
+
+_register_every_function()

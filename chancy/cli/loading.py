@@ -16,6 +16,7 @@ from typing import Any
 
 from chancy.app import Chancy
 from chancy.errors import ConfigurationError
+from chancy.executors import process
 
 PREFERRED_NAMES = ("app", "chancy", "celery")
 
@@ -46,13 +47,16 @@ def _only_app(module: ModuleType) -> Any | None:
 
 
 def _import(name: str) -> ModuleType | None:
-    """The module, or None if that module (not one it imports) does not exist."""
+    """The module, or None if that module (not one it imports) does not exist. A module
+    found is one process-pool children import too (see ``process.app_modules``)."""
     try:
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             return None
         raise
+    process.app_modules.append(module.__name__)
+    return module
 
 
 def _attribute(module_name: str, path: str, spec: str) -> Any:

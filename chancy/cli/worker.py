@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from chancy import logs
+from chancy import execution, logs
 from chancy.app import Chancy
 from chancy.cli.admin import split_queues
 from chancy.cli.common import CliError, ExitCode, Target, target_options
@@ -103,7 +103,8 @@ def _check_unique_id(target: Target, worker_id: str) -> None:
                 "give this one another -n name", ExitCode.CONFLICT)
 
 
-def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | None, beat: bool) -> str:
+def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | None, beat: bool,
+            allowed: tuple[str, ...]) -> str:
     from chancy.embedded import server_info
 
     server = server_info(app.dsn)
@@ -114,6 +115,8 @@ def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | No
               for name in names]
     if beat:
         lines.append("  beat     on: the leader fires cron schedules")
+    if allowed:
+        lines.append(f"  imports  registered tasks, and functions under {', '.join(allowed)}")
     return "\n".join(lines)
 
 
@@ -138,18 +141,23 @@ async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
               help="Replace a process-pool child after a job that leaves it above KIB resident memory.")
 @click.option("-B", "--beat", is_flag=True, help="Also fire periodic (cron) schedules; only the leader fires them.")
+@click.option("--allow-import", "allow_import", multiple=True, metavar="PREFIX",
+              help="Also run unregistered functions defined under this module prefix, by import path "
+                   "(repeatable) [env CHANCY_ALLOWED_IMPORTS, comma-separated]. Without it, only registered tasks run.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds running jobs get to finish on SIGTERM/Ctrl-C (a second one stops at once).")
 def worker(target: Target, queues: str | None, concurrency: int | None, pool: str | None, loglevel: str,
            log_format: str, name: str | None, max_tasks_per_child: int | None, max_memory_per_child: int | None,
-           beat: bool, shutdown_timeout: float) -> None:
+           beat: bool, allow_import: tuple[str, ...], shutdown_timeout: float) -> None:
     """Run jobs from the queues until SIGTERM or Ctrl-C (drains; a second signal stops hard).
 
     \b
     chancy worker -A proj -Q default,emails -c 8 -P thread
     chancy worker -A proj.tasks:app -P process --max-tasks-per-child 100
+    chancy worker -A proj --allow-import proj.jobs
     """
     logs.setup(loglevel, log_format)
+    execution.allow_imports(allow_import)
     limits = ChildLimits(max_tasks_per_child, max_memory_per_child)
     app, names = _worker_app(target.app_object, split_queues(queues), concurrency, pool, limits)
     target.require_schema()
@@ -158,7 +166,7 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
     worker_id = expand_node_name(name, socket.gethostname()) if name else None
     if worker_id:
         _check_unique_id(target, worker_id)
-    click.echo(_banner(app, names, worker_id, pool, beat), err=True)
+    click.echo(_banner(app, names, worker_id, pool, beat, execution.allowed_imports()), err=True)
     try:
         asyncio.run(_serve(app, names, worker_id, shutdown_timeout))
     except KeyboardInterrupt:  # a signal before the worker installed its handlers

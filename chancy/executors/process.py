@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
+import importlib
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import traceback
 import uuid
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 
@@ -33,6 +35,14 @@ MEMORY_SAMPLE_INTERVAL = 0.1
 #: Seconds :meth:`ProcessExecutor.stop` gives idle children to exit before killing them.
 EXIT_TIMEOUT = 5.0
 _PR_SET_PDEATHSIG = 1
+
+#: Modules the worker imported to load its app (``chancy worker -A``): every child imports
+#: them first, so that the app's module-level setup (signal receivers, Django's setup…)
+#: runs there too.
+app_modules: list[str] = []
+#: Called in each child once it has loaded the app, before it takes a job (the Celery
+#: layer sends ``worker_process_init`` from here).
+child_init_hooks: list[Callable[[], None]] = []
 
 
 class ChildDiedError(ChancyError):
@@ -62,6 +72,35 @@ class ChildLimits:
                                maximum_memory_per_worker=self.max_memory_kib * 1024 if self.max_memory_kib else None)
 
 
+@dataclasses.dataclass(frozen=True)
+class ChildSetup:
+    """What a child loads before it says it is ready, so that it runs exactly the tasks
+    its worker runs: the modules to import (see :func:`child_modules`) and the allowed
+    import prefixes (see :func:`execution.allow_imports`)."""
+
+    modules: tuple[str, ...]
+    allowed_imports: tuple[str, ...]
+
+    @classmethod
+    def of_this_process(cls) -> "ChildSetup":
+        return cls(child_modules(), execution.allowed_imports())
+
+
+def child_modules() -> tuple[str, ...]:
+    """The worker's :data:`app_modules`, then the module defining each registered task
+    (importing it registers the task again, under a custom name too). ``__main__`` is left
+    out: spawn runs the worker's main script in the child by itself."""
+    defining = sorted(filter(None, (_defining_module(func) for func in execution.registry.values())))
+    return tuple(name for name in dict.fromkeys([*app_modules, *defining])
+                 if name not in ("__main__", "__mp_main__"))
+
+
+def _defining_module(func: Callable[..., Any]) -> str | None:
+    """The module of a task function, or of the task object whose bound method was
+    registered (a Celery task registers its ``run_from_worker``)."""
+    return getattr(getattr(func, "__self__", func), "__module__", None)
+
+
 class ProcessExecutor(SlotExecutor):
     """Runs each job with :func:`execution.run_sync` in one of ``concurrency`` child processes.
 
@@ -79,8 +118,10 @@ class ProcessExecutor(SlotExecutor):
 
     Children ignore SIGINT (the worker handles Ctrl-C and drains) and, on Linux, are
     killed when the thread that started them (the worker's event-loop thread) ends.
-    Tasks are looked up in the child with :func:`execution.resolve`, so they must be
-    importable there.
+    Each child loads the worker's app before it takes a job (see :class:`ChildSetup`),
+    then runs :data:`child_init_hooks`: it resolves the same task names as the worker,
+    custom names included, with the same allowed imports. A child that fails to load
+    sends its traceback: :meth:`start` raises with it; later, it is logged.
     """
 
     supports_time_limit = True
@@ -106,14 +147,15 @@ class ProcessExecutor(SlotExecutor):
         #: Every child whose pipe is open or that is not reaped yet, in service or not.
         self._living: set[_Child] = set()
         self._burials: set[asyncio.Task[None]] = set()
+        self._load_failure: str | None = None  # the last child's failure to load the app
 
     async def start(self) -> None:
         """Start every child at once and wait until each is ready (spawning is slow)."""
         self._children = [self._spawn() for _ in range(self.concurrency)]
         if not all(await asyncio.gather(*(child.started for child in self._children))):
             await self.stop(0)
-            raise RuntimeError("A child process of the process executor died while starting; "
-                               "its error output says why")
+            reason = self._load_failure or "it died; its error output says why"
+            raise RuntimeError(f"A child process of the process executor could not start: {reason}")
 
     def _run(self, slot: Slot) -> None:
         child = next(child for child in self._children if child.slot is None)
@@ -143,7 +185,7 @@ class ProcessExecutor(SlotExecutor):
     def _spawn(self) -> _Child:
         loop = asyncio.get_running_loop()
         ours, theirs = self._context.Pipe()
-        process = self._context.Process(target=_child_main, args=(theirs, os.getpid()),
+        process = self._context.Process(target=_child_main, args=(theirs, os.getpid(), ChildSetup.of_this_process()),
                                         name=f"chancy-{self.queue.name}", daemon=True)
         process.start()
         theirs.close()  # so that the child's death closes the pipe
@@ -187,6 +229,10 @@ class ProcessExecutor(SlotExecutor):
             child.started.set_result(True)
             if child.slot is not None and child in self._children:
                 self._send(child)
+        elif isinstance(message, _LoadFailure):  # it exits next
+            self._load_failure = message.traceback
+            log.error("a child process of queue %r could not load the app: %s", self.queue.name, message.traceback)
+            child.started.set_result(False)
         elif child in self._children:  # an outcome (a child being killed reports its interruption)
             slot, child.slot = child.slot, None
             assert slot is not None
@@ -287,9 +333,32 @@ def _died(job_id: uuid.UUID, code: int | None) -> execution.Outcome:
         "(a crash, os._exit(), or the kernel's out-of-memory killer)"))
 
 
-def _child_main(conn: Connection, parent_pid: int) -> None:
-    """A child's life: say it is ready, then run each record it receives and send back
-    the outcome, until it receives None or the worker closes the pipe."""
+@dataclasses.dataclass(frozen=True)
+class _LoadFailure:
+    """A child's message instead of "ready": what went wrong loading the app."""
+
+    traceback: str
+
+
+def _load(setup: ChildSetup) -> _LoadFailure | None:
+    """Load the app in this child as its worker did; what failed, else None."""
+    execution.allow_imports(setup.allowed_imports)
+    step = ""
+    try:
+        for module in setup.modules:
+            step = f"importing {module}"
+            importlib.import_module(module)
+        for hook in child_init_hooks:
+            step = f"running {getattr(hook, '__qualname__', hook)!r}"
+            hook()
+    except BaseException:  # noqa: BLE001 - reported to the worker, which stops or logs
+        return _LoadFailure(f"{step} failed:\n{traceback.format_exc()}")
+    return None
+
+
+def _child_main(conn: Connection, parent_pid: int, setup: ChildSetup) -> None:
+    """A child's life: load the app, say it is ready, then run each record it receives
+    and send back the outcome, until it receives None or the worker closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # "fork" children inherit the worker's handler…
     signal.set_wakeup_fd(-1)  # …and its event loop's wake-up pipe
@@ -298,7 +367,10 @@ def _child_main(conn: Connection, parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the worker died before prctl took effect
         return
-    conn.send(None)
+    failure = _load(setup)
+    conn.send(failure)
+    if failure is not None:
+        return
     while True:
         try:
             record = conn.recv()

@@ -56,3 +56,16 @@ def stop(process: subprocess.Popen) -> tuple[int, str]:
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=60)
     return process.returncode, out
+
+
+def run_jobs(dsn: str, *jobs: Any, timeout: float = 60) -> list[Any]:
+    """Push ``jobs`` from this process and wait until each has finished (run by a worker
+    the test started); their job records, in order."""
+    from chancy import Chancy
+
+    app = Chancy(dsn)
+    try:
+        references = [app.push_sync(job) for job in jobs]
+        return [reference.wait_sync(timeout=timeout) for reference in references]
+    finally:
+        app.close_sync()

@@ -19,6 +19,7 @@ from chancy.compat.exceptions import Ignore, MaxRetriesExceededError, Reject, Re
 from chancy.compat.soft_limit import soft_time_limit
 from chancy.errors import Fail, JobCancelledError, JobTimeoutError
 from chancy.execution import current_job
+from chancy.executors.process import child_init_hooks
 from chancy.job import JobRecord
 
 if TYPE_CHECKING:
@@ -471,3 +472,12 @@ class Task:
         if self.app is None:
             raise RuntimeError(f"Task {self.name!r} is not bound to an app (define it with @app.task or "
                                "@shared_task and create a chancy.compat.Celery app)")
+
+
+def _send_worker_process_init() -> None:
+    """Celery sends ``worker_process_init`` in each pool process once the app is loaded;
+    a process-pool child sends it at the same point."""
+    signals.worker_process_init.send(sender=None)
+
+
+child_init_hooks.append(_send_worker_process_init)
