@@ -27,7 +27,9 @@ from starlette.staticfiles import StaticFiles
 from chancy.dashboard import views
 from chancy.dashboard.auth import Authenticator, Session, User
 from chancy.dashboard.console import Conflict, Console, NotFound
-from chancy.dashboard.filters import BadRequest, JobFilter, parse_job_id, positive_number
+from chancy.dashboard.filters import (
+    MAX_INTEGER, MAX_SECONDS, BadRequest, JobFilter, parse_job_id, positive_number, text,
+)
 from chancy.dashboard.guard import SESSION_COOKIE, Guard
 from chancy.dashboard.metrics import CONTENT_TYPE, Metrics
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
@@ -264,26 +266,32 @@ def create_app(
             return f"Job {job_id} {done}"
         return act
 
+    def queue_name(data: dict[str, Any]) -> str:
+        name = text(data.get("queue"), "queue")
+        if name is None:
+            raise BadRequest("Give the queue's name ('queue')")
+        return name
+
     async def pause(request: Request, data: dict[str, Any]) -> str:
-        name = str(data.get("queue", ""))
-        await console.pause(name, positive_number(data.get("seconds"), "seconds", float))
+        name = queue_name(data)
+        await console.pause(name, positive_number(data.get("seconds"), "seconds", float, MAX_SECONDS))
         return f"Queue {name!r} paused"
 
     async def resume(request: Request, data: dict[str, Any]) -> str:
-        name = str(data.get("queue", ""))
+        name = queue_name(data)
         await console.resume(name)
         return f"Queue {name!r} resumed"
 
     async def concurrency(request: Request, data: dict[str, Any]) -> str:
-        name = str(data.get("queue", ""))
-        value = positive_number(data.get("concurrency"), "concurrency", int)
+        name = queue_name(data)
+        value = positive_number(data.get("concurrency"), "concurrency", int, MAX_INTEGER)
         await console.set_concurrency(name, value)
         return f"Queue {name!r} concurrency set to {value or 'the code default'}"
 
     async def rate_limit(request: Request, data: dict[str, Any]) -> str:
-        name = str(data.get("queue", ""))
-        limit = positive_number(data.get("limit"), "limit", int)
-        per = positive_number(data.get("per"), "per", float) or 1.0
+        name = queue_name(data)
+        limit = positive_number(data.get("limit"), "limit", int, MAX_INTEGER)
+        per = positive_number(data.get("per"), "per", float, MAX_SECONDS) or 1.0
         await console.set_rate_limit(name, limit, per)
         return f"Queue {name!r} rate limit " + (f"set to {limit} per {per:g}s" if limit else "removed")
 

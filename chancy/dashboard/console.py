@@ -261,7 +261,7 @@ def _timings(job: dict[str, Any]) -> dict[str, float | None]:
 
 def _depths(jobs: list[dict[str, Any]]) -> dict[str, int]:
     """Each job's step: 0 for jobs that wait on nothing, else one past its latest wait."""
-    after = {str(j["id"]): [str(a) for a in j["canvas"].get("after", [])] for j in jobs}
+    after = {str(j["id"]): [str(a) for a in _listed(j["canvas"].get("after"))] for j in jobs}
     depth: dict[str, int] = {}
 
     def of(job_id: str, seen: frozenset[str]) -> int:
@@ -274,3 +274,7 @@ def _depths(jobs: list[dict[str, Any]]) -> dict[str, int]:
         of(job_id, frozenset())
     return depth
 
+
+def _listed(value: Any) -> list[Any]:
+    """A stored list, or nothing: meta holds whatever its pusher wrote."""
+    return value if isinstance(value, list) else []

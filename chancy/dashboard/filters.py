@@ -14,6 +14,12 @@ from chancy.job import JobState
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
+MAX_TEXT = 500
+#: What a Postgres ``integer`` column (concurrency, rate limit) holds.
+MAX_INTEGER = 2**31 - 1
+#: The longest pause or rate-limit period accepted (ten years): far inside what a
+#: ``timedelta`` and an ``interval`` hold, so a huge number is a 400, not an overflow.
+MAX_SECONDS = 10 * 365 * 86400
 
 
 class BadRequest(ValueError):
@@ -43,7 +49,7 @@ class JobFilter:
         valid = {s.value for s in JobState}
         unknown = [s for s in states if s not in valid]
         if unknown:
-            raise BadRequest(f"Unknown state {unknown[0]!r}: use one of {', '.join(sorted(valid))}")
+            raise BadRequest(f"Unknown state {unknown[0][:40]!r}: use one of {', '.join(sorted(valid))}")
         older, newer = _text(params, "older"), _text(params, "newer")
         if older and newer:
             raise BadRequest("Give either 'older' or 'newer', not both")
@@ -67,13 +73,25 @@ class JobFilter:
         return "?" + urlencode({**self.as_params(), **paging})
 
 
-def _text(params: Mapping[str, Any], key: str) -> str | None:
-    value = params.get(key)
-    if value is None or not str(value).strip():
+def text(value: Any, name: str) -> str | None:
+    """A text parameter, stripped; None if absent or blank. Postgres text cannot hold a
+    NUL character, so one is a 400 here rather than an error from the database."""
+    if value is None:
         return None
-    if len(value) > 500:
-        raise BadRequest(f"'{key}' is too long (at most 500 characters)")
-    return str(value).strip()
+    if not isinstance(value, str):
+        raise BadRequest(f"{name!r} must be text, got {type(value).__name__}")
+    value = value.strip()
+    if not value:
+        return None
+    if "\x00" in value:
+        raise BadRequest(f"{name!r} must not contain NUL characters")
+    if len(value) > MAX_TEXT:
+        raise BadRequest(f"{name!r} is too long (at most {MAX_TEXT} characters)")
+    return value
+
+
+def _text(params: Mapping[str, Any], key: str) -> str | None:
+    return text(params.get(key), key)
 
 
 def _time(params: Mapping[str, Any], key: str) -> datetime | None:
@@ -83,7 +101,7 @@ def _time(params: Mapping[str, Any], key: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise BadRequest(f"'{key}' must be an ISO 8601 time such as 2026-01-31T14:00, got {value!r}") from None
+        raise BadRequest(f"'{key}' must be an ISO 8601 time such as 2026-01-31T14:00, got {value[:40]!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -99,17 +117,17 @@ def _limit(value: Any) -> int:
     return positive_number(value, "limit", int, maximum=MAX_PAGE) or DEFAULT_PAGE
 
 
-def positive_number(value: Any, name: str, kind: type[int] | type[float], maximum: float | None = None) -> Any:
-    """``value`` as a positive, finite int or float (at most ``maximum``); None if blank."""
+def positive_number(value: Any, name: str, kind: type[int] | type[float], maximum: int) -> Any:
+    """``value`` as a positive, finite int or float, at most ``maximum``; None if blank."""
     if value in (None, ""):
         return None
+    shown = repr(value)[:40]
     try:
         number = kind(value)
     except (TypeError, ValueError, OverflowError):
-        raise BadRequest(f"{name!r} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0 or (maximum is not None and number > maximum):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise BadRequest(f"{name!r} must be positive{upper}, got {value!r}")
+        raise BadRequest(f"{name!r} must be a {'whole ' if kind is int else ''}number, got {shown}") from None
+    if number > maximum or not math.isfinite(number) or number <= 0:  # a huge int overflows isfinite
+        raise BadRequest(f"{name!r} must be positive and at most {maximum}, got {shown}")
     return number
 
 

@@ -29,6 +29,8 @@ _SELECT_JOB = ", ".join(f"{c}::text" if c in _JSON_COLUMNS else c for c in JOB_C
 LIST_COLUMNS = ("id", "queue", "func", "state", "attempts", "max_attempts", "priority",
                 "created_at", "started_at", "completed_at", "preview")
 
+#: A job id as text (what a canvas link must be to be followed).
+UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 #: The most jobs a canvas view follows links to.
 CANVAS_LIMIT = 500
 
@@ -97,8 +99,11 @@ class DashboardSQL:
             FROM target t
             """
         ).format(done=sql.Literal(done), **f)
+        # Links are followed only where they are arrays of job ids: meta is whatever the
+        # pusher wrote, and a cast of anything else to uuid would fail the whole page.
         links = " || ".join(
-            f"coalesce(src.meta->'canvas'->'{key}', '[]'::jsonb)"
+            f"CASE jsonb_typeof(src.meta->'canvas'->'{key}') WHEN 'array' THEN src.meta->'canvas'->'{key}' "
+            "ELSE '[]'::jsonb END"
             for key in ("after", "then", "errbacks", "downstream", "dropped")
         )
         self._canvas = sql.SQL(
@@ -109,7 +114,7 @@ class DashboardSQL:
                 SELECT j.id FROM linked l
                 JOIN {jobs} src ON src.id = l.id
                 CROSS JOIN LATERAL jsonb_array_elements_text(""" + links + """) AS n(id)
-                JOIN {jobs} j ON j.id = n.id::uuid
+                JOIN {jobs} j ON j.id = CASE WHEN n.id ~* %(uuid_pattern)s THEN n.id::uuid END
             )
             SELECT j.id, j.queue, j.func, j.state, j.attempts, j.max_attempts, j.created_at,
                    j.started_at, j.completed_at, (j.meta->'canvas')::text, (j.meta->'celery'->>'group')
@@ -197,10 +202,11 @@ class DashboardSQL:
         def shape(rows: list[tuple]) -> list[dict[str, Any]]:
             jobs = [dict(zip(keys, r)) for r in rows]
             for job in jobs:
-                job["canvas"] = json.loads(job["canvas"]) if job["canvas"] else {}
+                canvas = json.loads(job["canvas"]) if job["canvas"] else {}
+                job["canvas"] = canvas if isinstance(canvas, dict) else {}
             return jobs
 
-        return Statement(self._canvas, {"id": job_id, "limit": CANVAS_LIMIT}, shape)
+        return Statement(self._canvas, {"id": job_id, "limit": CANVAS_LIMIT, "uuid_pattern": UUID_PATTERN}, shape)
 
     # --- workers -------------------------------------------------------------------------------
     def workers(self) -> Statement:
