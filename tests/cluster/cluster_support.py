@@ -197,3 +197,16 @@ def assert_each_success_recorded_once(dsn: str) -> Counter:
     twice = {job_id: n for job_id, n in successes.items() if n > 1}
     assert not twice, f"{len(twice)} jobs succeeded more than once, e.g. {list(twice.items())[:5]}"
     return successes
+
+
+def jobs_with_lost_attempts(dsn: str) -> int:
+    """Jobs that finished after at least one failed or lost attempt: what the faults cost."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM chancy_jobs WHERE errors <> '[]'").fetchone()[0]
+
+
+def running_by_worker(dsn: str) -> Counter:
+    """How many ``running`` jobs each worker id holds."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return Counter(dict(conn.execute(
+            "SELECT taken_by, count(*) FROM chancy_jobs WHERE state = 'running' GROUP BY taken_by").fetchall()))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,7 +27,9 @@ from cluster_support import (
     WorkerProcess,
     assert_each_success_recorded_once,
     install_success_audit,
+    jobs_with_lost_attempts,
     missing_jobs,
+    running_by_worker,
     seed_from_env,
     settle,
 )
@@ -37,6 +41,7 @@ from chancy.errors import ChancyError
 JOBS = 3000
 BATCH = 50
 PUSH_PAUSE = 0.25  # 60 batches over ~15 s: the faults all land while jobs keep coming
+# Each job takes 0.2 s, so a worker holds running jobs most of the time: kills take some down.
 WORKERS = 3
 STEP_PAUSE = 1.5
 DOWN_FOR = 1.5
@@ -52,7 +57,7 @@ class Tally:
     cuts: int = 0
     lost_claim_rows: int = 0
     failed_pushes: int = 0
-    pushed: list = field(default_factory=list)
+    pushed: list[uuid.UUID] = field(default_factory=list)
 
 
 class Cluster:
@@ -64,11 +69,23 @@ class Cluster:
         self.workers = [WorkerProcess(self.dsn) for _ in range(WORKERS)]
 
     def kill_one(self) -> None:
-        victim = self.rng.randrange(len(self.workers))
+        """SIGKILL a worker that is running jobs, and start a replacement."""
+        victim = self._busy_worker()
         self.workers[victim].kill()
         self.workers[victim].cleanup()
         self.workers[victim] = WorkerProcess(self.dsn)
         self.tally.kills += 1
+
+    def _busy_worker(self, timeout: float = 5.0) -> int:
+        """The index of a worker holding running jobs (jobs come in bursts: wait for one),
+        else of any: a kill of an idle worker would prove little."""
+        index_by_id = {worker.worker_id(): i for i, worker in enumerate(self.workers)}
+        deadline = time.monotonic() + timeout
+        while not (busy := sorted(running_by_worker(self.pg.dsn).keys() & index_by_id.keys())):
+            if time.monotonic() > deadline:
+                return self.rng.randrange(len(self.workers))
+            time.sleep(0.01)
+        return index_by_id[self.rng.choice(busy)]
 
     def restart_postgres(self) -> None:
         self.pg.stop_server()
@@ -109,13 +126,13 @@ class Cluster:
             worker.cleanup()
 
 
-def push_in_batches(app: Chancy, tally: Tally) -> None:
+def push_in_batches(app: Chancy, tally: Tally, stop: threading.Event) -> None:
     """Push JOBS jobs in batches, a batch again when its push failed (a push whose answer
     was lost may have committed: its rows are extra, never missing). The ids of pushes
-    that returned are the ones the audit looks for."""
+    that returned are the ones the audit looks for. ``stop`` ends it early (a failed test)."""
     with app:
-        while len(tally.pushed) < JOBS:
-            jobs = [Job(cluster_tasks.noop, args=[len(tally.pushed) + i], max_attempts=20) for i in range(BATCH)]
+        while len(tally.pushed) < JOBS and not stop.is_set():
+            jobs = [Job(cluster_tasks.slow, args=[len(tally.pushed) + i], max_attempts=20) for i in range(BATCH)]
             try:
                 tally.pushed += [ref.id for ref in app.push_many_sync(jobs)]
             except (psycopg.Error, ChancyError):
@@ -147,9 +164,15 @@ async def test_kills_a_restart_a_lost_claim_reply_and_cuts_lose_strand_and_repea
             try:
                 for worker in cluster.workers:
                     worker.worker_id()
-                pushing = asyncio.create_task(asyncio.to_thread(push_in_batches, Chancy(cluster.dsn), tally))
-                await run_faults(cluster)
-                await pushing
+                stop_pushing = threading.Event()
+                pushing = asyncio.create_task(asyncio.to_thread(push_in_batches, Chancy(cluster.dsn), tally,
+                                                                stop_pushing))
+                try:
+                    await run_faults(cluster)
+                    await pushing
+                finally:
+                    stop_pushing.set()
+                    await pushing
                 counts = await asyncio.to_thread(settle, pg.dsn, SETTLE_WITHIN)
                 cluster.assert_alive()
                 codes = cluster.stop()
@@ -158,8 +181,10 @@ async def test_kills_a_restart_a_lost_claim_reply_and_cuts_lose_strand_and_repea
                 cluster.cleanup()
             connections = proxy.accepted_connections
         took = time.monotonic() - started
+        rerun = jobs_with_lost_attempts(pg.dsn)
         print(f"chaos: {dict(counts)}; {tally.kills} kills, {tally.restarts} Postgres restarts, {tally.cuts} cuts, "
               f"a lost claim answer holding {tally.lost_claim_rows} jobs, {tally.failed_pushes} failed pushes, "
+              f"{rerun} jobs run again after a lost attempt, "
               f"{connections} proxied connections; {took:.1f}s")
 
         assert not missing_jobs(pg.dsn, tally.pushed), "pushed jobs lost"
@@ -169,5 +194,6 @@ async def test_kills_a_restart_a_lost_claim_reply_and_cuts_lose_strand_and_repea
         assert counts == {"succeeded": sum(counts.values())}, counts
         assert len(successes) == counts["succeeded"]
         assert codes == [0] * WORKERS, outputs[-5000:]
+        assert rerun > 0, "the kills took down no running job: they proved nothing"
     finally:
         pg.close()
