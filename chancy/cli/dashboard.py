@@ -17,8 +17,9 @@ from chancy.dashboard.server import DEFAULT_HOST, DEFAULT_PORT
               help="File of 'name:role:hash' lines, role viewer or operator [env CHANCY_DASHBOARD_USERS].")
 @click.option("--secure-cookies/--no-secure-cookies", default=None,
               help="Force the session cookie's Secure flag [default: when the request came over HTTPS].")
-@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
-              help="Proxies whose X-Forwarded-Proto/-For headers are trusted.")
+@click.option("--forwarded-allow-ips", default="", metavar="ADDRESSES",
+              help="Proxies (comma-separated addresses or networks) whose X-Forwarded-Proto/-For "
+                   "headers are trusted, e.g. 127.0.0.1 for a proxy on this machine [default: none].")
 @click.option("--root-path", default="", metavar="PREFIX",
               help="Public path prefix a reverse proxy strips, e.g. /chancy.")
 @click.option("--hash-password", "hash_only", is_flag=True,

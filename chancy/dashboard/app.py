@@ -25,12 +25,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chancy.dashboard import views
-from chancy.dashboard.auth import Authenticator, Session, User
+from chancy.dashboard.auth import Authenticator, Session, Throttled, User
 from chancy.dashboard.console import Conflict, Console, NotFound
 from chancy.dashboard.filters import (
     MAX_INTEGER, MAX_SECONDS, BadRequest, JobFilter, parse_job_id, positive_number, text,
 )
-from chancy.dashboard.guard import SESSION_COOKIE, Guard
+from chancy.dashboard.guard import SESSION_COOKIE, Guard, client_address
 from chancy.dashboard.metrics import CONTENT_TYPE, Metrics
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
 
@@ -169,18 +169,13 @@ def create_app(
         return endpoint
 
     # --- login --------------------------------------------------------------------------------
-    def client_key(request: Request, name: str) -> tuple[str, str]:
-        return name, request.client.host if request.client else "?"
-
-    def login_user(request: Request, name: str, password: str) -> Session:
-        key = client_key(request, name)
-        if auth.throttle.blocked(key):
-            raise Forbidden("Too many failed logins: wait a few minutes and try again")
-        user = auth.check(name, password)
+    def login_user(request: Request, name: str, password: str) -> tuple[str, Session]:
+        try:
+            user = auth.login(name, password, client_address(request.scope))
+        except Throttled as exc:
+            raise Forbidden(str(exc)) from None
         if user is None:
-            auth.throttle.failed(key)
             raise Forbidden("Wrong user name or password")
-        auth.throttle.succeeded(key)
         return auth.sessions.create(user)
 
     def with_cookie(response: Response, request: Request, token: str) -> Response:

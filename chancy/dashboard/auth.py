@@ -186,8 +186,19 @@ class SessionStore:
                 del self._sessions[token]
 
 
+class Throttled(PermissionError):
+    """This client failed to log in as this user too often: refused without checking."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("Too many failed logins: wait a few minutes and try again")
+        self.retry_after = retry_after
+
+
 class LoginThrottle:
-    """At most ``limit`` failed logins per (name, client) in ``window`` seconds."""
+    """At most ``limit`` failed logins per (client, name) in ``window`` seconds.
+
+    Keyed by client too, so that guessing a user's password from one address never locks
+    that user out elsewhere (a Prometheus scraper keeps its access)."""
 
     def __init__(self, limit: int = 5, window: float = 300.0) -> None:
         self.limit = limit
@@ -232,3 +243,16 @@ class Authenticator:
         user = self.users.get(name)
         ok = _verify(user.password_hash if user else _DECOY_HASH, password)
         return user if user is not None and ok else None
+
+    def login(self, name: str, password: str, client: str) -> User | None:
+        """The user, if ``password`` is theirs; each failure counts against ``client``
+        (the address the server resolved), which raises :class:`Throttled` past the limit."""
+        key = (client, name)
+        if self.throttle.blocked(key):
+            raise Throttled(self.throttle.window)
+        user = self.check(name, password)
+        if user is None:
+            self.throttle.failed(key)
+        else:
+            self.throttle.succeeded(key)
+        return user

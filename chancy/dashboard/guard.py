@@ -15,7 +15,7 @@ from http.cookies import SimpleCookie
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import quote, urlsplit
 
-from chancy.dashboard.auth import Authenticator, Session
+from chancy.dashboard.auth import Authenticator, Session, Throttled
 
 SESSION_COOKIE = "chancy_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -39,6 +39,13 @@ def route_path(scope: dict) -> str:
     """The path within the dashboard (without the prefix it is mounted under)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
     return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
+def client_address(scope: dict) -> str:
+    """The client's address as the server resolved it: the peer's, or the one a configured
+    proxy forwarded (uvicorn believes ``X-Forwarded-For`` only from ``forwarded_allow_ips``)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "?"
 
 
 def _headers(scope: dict) -> dict[str, str]:
@@ -101,7 +108,12 @@ class Guard:
             return
         session = self.auth.sessions.get(session_token(headers))
         if session is None and method in SAFE_METHODS and path.startswith(BASIC_PATHS):
-            session = self._basic(headers)
+            try:
+                session = self._basic(headers, client_address(scope))
+            except Throttled as exc:
+                await _respond(scope, secured_send, 429, str(exc),
+                               [(b"retry-after", str(round(exc.retry_after)).encode())])
+                return
         scope.setdefault("state", {})["session"] = session
         if session is None and not path.startswith(PUBLIC_PATHS):
             if path.startswith(BASIC_PATHS):
@@ -115,7 +127,7 @@ class Guard:
             return
         await self.app(scope, receive, secured_send)
 
-    def _basic(self, headers: dict[str, str]) -> Session | None:
+    def _basic(self, headers: dict[str, str], client: str) -> Session | None:
         scheme, _, value = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -123,14 +135,8 @@ class Guard:
             name, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        key = (name, "basic")
-        if self.auth.throttle.blocked(key):
-            return None
-        user = self.auth.check(name, password)
-        if user is None:
-            self.auth.throttle.failed(key)
-            return None
-        return Session(user, csrf_token="", created=0.0, last_used=0.0)
+        user = self.auth.login(name, password, client)
+        return None if user is None else Session(user, csrf_token="", created=0.0, last_used=0.0)
 
 
 async def _respond(scope: dict, send: Any, status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> None:

@@ -33,13 +33,15 @@ def serve(
     port: int = DEFAULT_PORT,
     *,
     users: Mapping[str, User] | Iterable[User],
-    forwarded_allow_ips: str = "127.0.0.1",
+    forwarded_allow_ips: str = "",
     root_path: str = "",
     **options: Any,
 ) -> None:
     """Serve the dashboard of ``app`` until interrupted. Bound to localhost unless told
-    otherwise; ``forwarded_allow_ips`` are the proxies whose ``X-Forwarded-Proto`` and
-    ``X-Forwarded-For`` are believed; ``root_path`` is the public path prefix a proxy
+    otherwise; ``forwarded_allow_ips`` are the proxies (comma-separated addresses or
+    networks) whose ``X-Forwarded-Proto`` and ``X-Forwarded-For`` are believed — none by
+    default, since any local process could otherwise pose as a proxy and pick the address
+    the login throttle counts against; ``root_path`` is the public path prefix a proxy
     strips (e.g. ``/chancy``). ``options`` go to :func:`create_app`."""
     try:
         import uvicorn
@@ -56,5 +58,8 @@ def serve(
                     "(see docs/dashboard.md)", host)
     if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
         raise ConfigurationError(f"root_path must start with '/' and not end with one, e.g. '/chancy'; got {root_path!r}")
-    uvicorn.run(asgi, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
-                root_path=root_path, server_header=False, log_level="info")
+    # Without proxies, no proxy headers at all: uvicorn would otherwise fall back to
+    # FORWARDED_ALLOW_IPS or 127.0.0.1.
+    uvicorn.run(asgi, host=host, port=port, proxy_headers=bool(forwarded_allow_ips),
+                forwarded_allow_ips=forwarded_allow_ips or None, root_path=root_path, server_header=False,
+                log_level="info")
