@@ -1,6 +1,13 @@
 import pytest
 
-from chancy import Chancy, Queue
+from chancy import Chancy, Queue, execution
+
+
+@pytest.fixture(autouse=True, scope="session")
+def core_tasks_allowed():
+    """The tests push the plain functions of core_tasks by import path (a worker runs
+    unregistered functions only from allowed modules)."""
+    execution.allow_imports(["core_tasks"])
 
 
 @pytest.fixture

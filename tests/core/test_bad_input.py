@@ -7,7 +7,7 @@ import pytest
 import core_tasks
 from chancy import (
     Chancy, ConfigurationError, DatabaseUnavailableError, Job, JobState, Limit, Queue,
-    SchemaOutOfDateError, SerializationError, Worker,
+    SchemaOutOfDateError, SerializationError, Worker, execution,
 )
 from chancy.testing import running_worker
 
@@ -22,7 +22,7 @@ async def test_unserialisable_argument_is_named_and_nothing_is_inserted(app):
         assert (await (await conn.execute("SELECT count(*) FROM chancy_jobs")).fetchone())[0] == 0
 
 
-async def test_unknown_task_fails_clearly_and_can_be_retried_later(app):
+async def test_unknown_task_fails_clearly_and_can_be_retried_later(app, monkeypatch):
     ref = await app.push(Job("core_tasks.not_deployed_yet", args=[1], max_attempts=3))
     async with running_worker(app):
         record = await ref.wait(timeout=10)
@@ -30,13 +30,10 @@ async def test_unknown_task_fails_clearly_and_can_be_retried_later(app):
         assert record.attempts == 1  # not burnt through its retries
         assert "not_deployed_yet" in record.errors[0]["message"]
         assert "UnknownTaskError" in record.errors[0]["type"]
-        # "Deploy" the code, then retry the job.
-        core_tasks.not_deployed_yet = lambda x: x * 10
-        try:
-            assert await app.requeue(ref) is True
-            record = await eventually_succeeded(ref)
-        finally:
-            del core_tasks.not_deployed_yet
+        # "Deploy" the code that registers the task, then retry the job.
+        monkeypatch.setitem(execution.registry, "core_tasks.not_deployed_yet", lambda x: x * 10)
+        assert await app.requeue(ref) is True
+        record = await eventually_succeeded(ref)
     assert record.result == 10
 
 

@@ -8,7 +8,8 @@ from chancy import Chancy, Queue, Worker
 
 
 async def main(dsn: str, shutdown_timeout: float, executor: str) -> None:
-    app = Chancy(dsn, plugins=[Queue("default", concurrency=1, executor=executor)])
+    # The shutdown tests push plain functions of core_tasks, by import path.
+    app = Chancy(dsn, plugins=[Queue("default", concurrency=1, executor=executor)], allowed_imports=["core_tasks"])
     async with app:
         print("ready", flush=True)
         await Worker(app, shutdown_timeout=shutdown_timeout).start()
