@@ -10,11 +10,17 @@ RETRY, succeeded → SUCCESS, failed → FAILURE, cancelled/expired → REVOKED;
 Celery task set itself (``update_state``, RETRY, STARTED) is kept in
 ``meta["celery"]["state"]`` with its info in ``["info"]``. A row a Celery worker has
 acknowledged stays running until this backend stores its outcome (see the transport).
+
+A dropped connection (a Postgres restart, a failover) does not turn a task's outcome
+into an error: storing it and reading states are sent again, with a log line, for up to
+30 s (:func:`~chancy.compat.transport_sql.run_reconnecting`); each store carries its own
+id, so one that had committed before the connection dropped is not applied twice.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any, Mapping
 
 from celery import states
@@ -27,7 +33,7 @@ from chancy.errors import SerializationError
 from chancy.compat import continuations, payload
 from chancy.compat.process_connection import statement_and_listen_connections
 from chancy.compat.protocol import job_id_for
-from chancy.compat.transport_sql import TransportSQL
+from chancy.compat.transport_sql import TransportSQL, run_reconnecting
 from chancy.job import JobRecord, JobState
 from chancy.migrations import Names
 from chancy.queues.sql import JobSQL, Statement, Steps, finished_ids, single
@@ -119,9 +125,10 @@ class ChancyBackend(BaseBackend):
             job_id_for(task_id), state=row_state, celery=celery, result_json=result_json, error=error,
             func=getattr(request, "task", None) or "celery.unknown",
             queue=delivery_info.get("routing_key") or self.app.conf.task_default_queue,
-            args_json=args_json, kwargs_json=kwargs_json,
+            args_json=args_json, kwargs_json=kwargs_json, write=uuid.uuid4().hex,
         )
-        self.database.run(self._store_steps(statement, row_state, str(task_id), error), transaction=True)
+        run_reconnecting(self.database, lambda: self._store_steps(statement, row_state, str(task_id), error),
+                         f"store {state} of task {task_id}", transaction=True)
         return result
 
     def _store_steps(self, statement: Statement, row_state: str | None, task_id: str,
@@ -139,11 +146,13 @@ class ChancyBackend(BaseBackend):
             yield from continuations.on_failure(statements, canvas, task_id, error)
 
     def _forget(self, task_id: Any) -> None:
-        self.database.run(single(self.transport_sql.forget(job_id_for(task_id))))
+        run_reconnecting(self.database, lambda: single(self.transport_sql.forget(job_id_for(task_id))),
+                         f"forget task {task_id}")
 
     # --- reading ------------------------------------------------------------------------
     def _get_task_meta_for(self, task_id: Any) -> dict[str, Any]:
-        record = self.database.run(single(self.job_sql.get(job_id_for(task_id))))
+        record = run_reconnecting(self.database, lambda: single(self.job_sql.get(job_id_for(task_id))),
+                                  f"read task {task_id}")
         return self.meta_from_decoded(self._meta_of(record, task_id))
 
     def _meta_of(self, record: JobRecord | None, task_id: Any) -> dict[str, Any]:

@@ -25,6 +25,15 @@ Chancy worker's — by any consumer's heartbeat thread or the Chancy cluster's l
 transaction pooler such as PgBouncer, a DSN straight to Postgres for the LISTEN
 connection; statements then go through the pooler unprepared, see docs/poolers.md).
 
+Trust: a row's arguments kept in a serializer other than JSON are decoded only when the
+consuming Celery worker accepts that content type (its ``accept_content``; for a kombu
+consumer without one, the transport's ``accept_content``); any row that cannot become a
+message for its consumer is failed with the reason, and the consumer takes the next. A
+message reusing the task id of an existing row is refused with :class:`TaskIdInUse`
+unless it is that task's own retry (see :mod:`chancy.compat.transport_sql`). Statements
+are sent again after a dropped connection for up to 30 s, so a Postgres restart neither
+loses a published message nor a delivery's acknowledgement.
+
 Routing: queues map 1:1 to Chancy queues; the default exchange and direct exchanges
 route by routing key. Broadcasts (fanout) are not delivered to consumers: of the remote
 control commands only ``revoke`` works (it cancels the rows); ``inspect``, ``ping`` and
@@ -51,12 +60,12 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from chancy.app import resolve_dsn
 from chancy.compat import protocol
 from chancy.compat.process_connection import ProcessConnection, statement_and_listen_connections
-from chancy.compat.transport_sql import TransportSQL
+from chancy.compat.transport_sql import TransportSQL, run_reconnecting
 from chancy.errors import ConfigurationError
 from chancy.migrations import Names
 from chancy.plugins.sql import ClusterSQL
 from chancy.queues.pg import claim_steps
-from chancy.job import JobState
+from chancy.job import JobRecord, JobState
 from chancy.queues.sql import JobSQL, Statement, Steps, single
 from chancy.worker_sql import WorkerSQL
 
@@ -67,6 +76,23 @@ DEFAULT_CONSUMER_TIMEOUT = 60.0
 RECOVERY_BATCH = 500
 #: Celery's remote-control queues (``<node>.celery.pidbox``, ``<id>.reply.celery.pidbox``).
 PIDBOX_SUFFIX = ".pidbox"
+
+
+class TaskIdInUse(ValueError):
+    """A published message names the task id of an existing row and is not that task's
+    own retry: the row is left as it is and the message is not stored."""
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    """An entry of a row's ``errors``, for a failure decided by the transport."""
+    return {"type": kind, "message": message, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _consumer_accept(callback: Any) -> set[str] | None:
+    """The content types the kombu consumer behind a ``basic_consume`` callback accepts
+    (a Celery worker's ``accept_content``), or ``None`` when it names none."""
+    accept = getattr(getattr(callback, "__self__", None), "accept", None)
+    return set(accept) if accept is not None else None
 
 
 def revoke_steps(statements: JobSQL, job_id: uuid.UUID, terminate: bool) -> Steps:
@@ -100,6 +126,20 @@ class Channel(virtual.Channel):
     do_restore = True
     connection: "Transport"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._accept_by_queue: dict[str, set[str] | None] = {}
+
+    def basic_consume(self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any) -> Any:
+        """Also note what the consumer accepts: a row is turned into a message for it only
+        if it would accept the result (see :meth:`_get`)."""
+        self._accept_by_queue[queue] = _consumer_accept(callback)
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+
+    def _accepted_on(self, queue: str) -> set[str]:
+        accept = self._accept_by_queue.get(queue)
+        return self.connection.accept_content if accept is None else accept
+
     def _queue_bind(self, exchange: str, routing_key: str, pattern: Any, queue: str) -> None:
         """Fanout bindings are not stored: broadcasts are not delivered to consumers."""
 
@@ -117,30 +157,69 @@ class Channel(virtual.Channel):
             return
         arguments = command.get("arguments") or {}
         task_ids = arguments.get("task_id") or []
+        terminate = bool(arguments.get("terminate"))
         for task_id in [task_ids] if isinstance(task_ids, str) else task_ids:
-            self.connection.database.run(revoke_steps(
-                self.connection.job_sql, protocol.job_id_for(task_id), bool(arguments.get("terminate"))))
+            job_id = protocol.job_id_for(task_id)
+            run_reconnecting(self.connection.database,
+                             lambda: revoke_steps(self.connection.job_sql, job_id, terminate), f"revoke {task_id}")
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """Store the message as a row (again after a dropped connection: a message stored
+        twice is recognised); :class:`TaskIdInUse` when its id belongs to another row."""
         transport = self.connection
         translation = protocol.job_from_message(
             message, queue, accept=transport.accept_content,
             lower_priority_first=transport.lower_priority_first,
         )
-        if translation.error:
-            log.error("stored task %s of queue %r as failed: %s", translation.job.id, queue, translation.error)
-        transport.database.run(single(transport.transport_sql.store(
-            translation.job, translation.attempts, translation.error)))
+        job = translation.job
+        outcome = run_reconnecting(
+            transport.database,
+            lambda: single(transport.transport_sql.store(job, translation.attempts, translation.error)),
+            f"publish task {job.id}")
+        if outcome.refused:
+            task_id = (message.get("headers") or {}).get("id") or job.id
+            raise TaskIdInUse(
+                f"task id {task_id} belongs to an existing {outcome.existing_state or 'just stored'} job "
+                f"({job.func}); a message may reuse it only as that task's own retry, so it was not stored")
+        if outcome.repeated:
+            log.info("task %s of queue %r was already stored (a publish repeated)", job.id, queue)
+        elif translation.error:
+            log.error("stored task %s of queue %r as failed: %s", job.id, queue, translation.error)
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        """The next row of ``queue`` as a message for this channel's consumer; a row that
+        cannot become one is failed with the reason and the next one is taken."""
         if queue.endswith(PIDBOX_SUFFIX):  # remote-control queues: no rows ever go there
             raise Empty()
         transport = self.connection
         transport.ensure_registered()
-        records = transport.database.run(claim_steps(transport.job_sql, queue, transport.consumer_id, 1))
+        while True:
+            record = self._claim_one(queue)
+            try:
+                return protocol.message_from_record(
+                    record, accept=self._accepted_on(queue), lower_priority_first=transport.lower_priority_first)
+            except protocol.InvalidMessage as exc:
+                self._fail_undeliverable(record, str(exc))
+
+    def _claim_one(self, queue: str) -> JobRecord:
+        """Claim a row, or :class:`Empty` (also while Postgres is unreachable: the consumer
+        then waits and tries again, it does not restart its connection)."""
+        transport = self.connection
+        try:
+            records = transport.database.run(claim_steps(transport.job_sql, queue, transport.consumer_id, 1))
+        except psycopg.OperationalError as exc:
+            log.warning("claiming from queue %r failed (%s); trying again", queue, exc)
+            raise Empty() from None
         if not records:
             raise Empty()
-        return protocol.message_from_record(records[0], lower_priority_first=transport.lower_priority_first)
+        return records[0]
+
+    def _fail_undeliverable(self, record: JobRecord, reason: str) -> None:
+        message = f"job {record.id} ({record.func}) cannot be sent to a Celery worker: {reason}"
+        log.error("%s; failed it", message)
+        error = _error("chancy.compat.InvalidMessage", message)
+        self._write_delivery(protocol.delivery_tag(record),
+                             lambda job_id, attempt, who: self.connection.transport_sql.fail(job_id, attempt, who, error))
 
     def _size(self, queue: str) -> int:
         return self.connection.database.run(single(self.connection.transport_sql.size(queue)))
@@ -155,10 +234,13 @@ class Channel(virtual.Channel):
         return True
 
     # --- acknowledgement: the row, not kombu's memory, is the truth -----------------------
-    def _on_delivery(self, delivery_tag: str, statement: Callable[[uuid.UUID, int, str], Statement]) -> None:
+    def _write_delivery(self, delivery_tag: str, statement: Callable[[uuid.UUID, int, str], Statement]) -> None:
+        """Apply an outcome to the row of one delivery (guarded by it, so sending it again
+        after a dropped connection is harmless)."""
         job_id, attempt = protocol.parse_delivery_tag(delivery_tag)
         transport = self.connection
-        if not transport.database.run(single(statement(job_id, attempt, transport.consumer_id))):
+        if not run_reconnecting(transport.database, lambda: single(statement(job_id, attempt, transport.consumer_id)),
+                                f"delivery {delivery_tag}"):
             # Usual with acks_late (the result backend finished the row first); otherwise
             # the row was recovered, retried or cancelled meanwhile.
             log.debug("delivery %s: row no longer running under %s", delivery_tag, transport.consumer_id)
@@ -167,7 +249,7 @@ class Channel(virtual.Channel):
         message = self.qos._delivered.get(delivery_tag)
         ignore_result = bool(message is not None and (message.headers or {}).get("ignore_result"))
         finish = ignore_result or not self.connection.results_arrive_via_backend
-        self._on_delivery(
+        self._write_delivery(
             delivery_tag,
             lambda job_id, attempt, who: self.connection.transport_sql.ack(job_id, attempt, who, finish),
         )
@@ -175,11 +257,9 @@ class Channel(virtual.Channel):
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if not requeue:
-            consumer = self.connection.consumer_id
-            error = {"type": "celery.Reject", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "message": f"rejected without requeue by Celery consumer {consumer} "
-                                "(e.g. an unregistered task name; see the Celery worker's log)"}
-            self._on_delivery(
+            error = _error("celery.Reject", f"rejected without requeue by Celery consumer {self.connection.consumer_id} "
+                                            "(e.g. an unregistered task name; see the Celery worker's log)")
+            self._write_delivery(
                 delivery_tag,
                 lambda job_id, attempt, who: self.connection.transport_sql.fail(job_id, attempt, who, error),
             )
@@ -188,7 +268,7 @@ class Channel(virtual.Channel):
     def _restore(self, message: Any) -> None:
         """Put an unacknowledged delivery back on its queue (a requeue, a channel closing
         with prefetched messages): the same row, not a copy."""
-        self._on_delivery(message.delivery_tag, self.connection.transport_sql.requeue)
+        self._write_delivery(message.delivery_tag, self.connection.transport_sql.requeue)
 
 
 class Transport(virtual.Transport):

@@ -6,10 +6,17 @@ stored row becomes the protocol-v2 message a stock Celery worker expects
 (:func:`message_from_record`). Celery data without a column lives in
 ``meta["celery"]`` (see ARCHITECTURE.md).
 
-Priority mapping: Celery priorities are 0–9. By default a Celery priority ``p`` is the
-Chancy priority ``p`` (higher runs first, as on RabbitMQ). Apps coming from Redis, where
-lower numbers run first, pass ``lower_priority_first=True``: ``p`` becomes ``9 - p``.
-Either way the mapping round-trips.
+Priority mapping: Celery priorities on the wire are 0–9, clamped like kombu's virtual
+transports (Redis) clamp them. By default a Celery priority ``p`` is the Chancy priority
+``p`` (higher runs first, as on RabbitMQ). Apps coming from Redis, where lower numbers
+run first, pass ``lower_priority_first=True``: ``p`` becomes ``9 - p``. Either way the
+mapping round-trips. ``chancy.compat``'s own ``apply_async`` keeps RabbitMQ's wider range,
+0–255 (:func:`compat_priority`).
+
+Trust: a row is data anyone with write access to the table can forge, so arguments kept
+in a serializer other than JSON are decoded only for a consumer that accepts that
+content type (:func:`message_from_record`), and a message's id takes over an existing
+row only under the rules of :mod:`chancy.compat.transport_sql`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Collection, Mapping
@@ -30,6 +38,8 @@ from chancy.errors import ConfigurationError
 from chancy.job import Job, JobRecord, Limit, new_job_id
 
 MAX_CELERY_PRIORITY = 9
+#: The top of ``chancy.compat``'s priority range: AMQP's, as RabbitMQ (higher runs first).
+MAX_COMPAT_PRIORITY = 255
 #: Attempts a Celery-born row gets beyond its own run: the wire does not carry a task's
 #: retry budget (a Celery worker enforces ``max_retries`` itself, a Chancy worker through
 #: the compat layer), so these only cover a worker or consumer dying mid-task; the row
@@ -67,6 +77,12 @@ def to_chancy_priority(celery_priority: Any, lower_priority_first: bool = False)
         return 0
     priority = max(0, min(MAX_CELERY_PRIORITY, int(celery_priority)))
     return MAX_CELERY_PRIORITY - priority if lower_priority_first else priority
+
+
+def compat_priority(priority: Any) -> int:
+    """A ``chancy.compat`` ``apply_async`` priority, clamped to 0–255 as on RabbitMQ, so a
+    value beyond the column's range is the most urgent one instead of a database error."""
+    return max(0, min(MAX_COMPAT_PRIORITY, int(priority or 0)))
 
 
 def to_celery_priority(chancy_priority: int, lower_priority_first: bool = False) -> int:
@@ -167,6 +183,17 @@ def _parse_time(value: Any, label: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def message_digest(message: Mapping[str, Any]) -> str | None:
+    """A fingerprint of what a producer published (body, content type and headers, not
+    the per-publish delivery tag): a publish repeated after a dropped connection is
+    recognised as the message already stored. ``None`` for a message too deep to print."""
+    try:
+        published = repr(tuple(message.get(key) for key in ("content-type", "content-encoding", "body", "headers")))
+    except RecursionError:
+        return None
+    return hashlib.sha256(published.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _celery_meta(headers: Mapping[str, Any], properties: Mapping[str, Any], embed: Mapping[str, Any],
                  task_id: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {key: headers.get(key) for key in KEPT_HEADERS if key in headers}
@@ -190,6 +217,7 @@ def job_from_message(
     set and the raw message in ``meta["celery"]["raw"]``, so nothing is ever dropped."""
     headers = dict(message.get("headers") or {})
     properties = message.get("properties") or {}
+    digest = message_digest(message)
     try:
         body = decode_body(message, accept)
         if "task" not in headers:
@@ -204,6 +232,7 @@ def job_from_message(
         retries = int(headers.get("retries") or 0)
         hard_limit = (headers.get("timelimit") or (None, None))[0]
         celery_meta = _celery_meta(headers, properties, embed, headers["id"])
+        celery_meta["digest"] = digest
         content_type = message.get("content-type")
         if content_type != "application/json":
             # Kept in its own serializer (as chancy.compat stores such arguments), so a
@@ -225,10 +254,11 @@ def job_from_message(
         serialization.dumps(dict(job.meta))
         return Translation(job, attempts=retries)
     except Exception as exc:  # noqa: BLE001 - bad input becomes a failed row, never a crash
-        return _unrunnable(message, headers, queue, f"Unrunnable Celery message: {exc}")
+        return _unrunnable(message, headers, queue, digest, f"Unrunnable Celery message: {exc}")
 
 
-def _unrunnable(message: Mapping[str, Any], headers: Mapping[str, Any], queue: str, error: str) -> Translation:
+def _unrunnable(message: Mapping[str, Any], headers: Mapping[str, Any], queue: str, digest: str | None,
+                error: str) -> Translation:
     task = headers.get("task")
     task_id = headers.get("id")
     raw = {key: message.get(key) for key in ("body", "content-type", "content-encoding", "properties")}
@@ -237,7 +267,7 @@ def _unrunnable(message: Mapping[str, Any], headers: Mapping[str, Any], queue: s
         serialization.dumps(raw)
     except (TypeError, ValueError):
         raw = {"repr": repr(message)[:100_000]}
-    celery_meta: dict[str, Any] = {"raw": raw}
+    celery_meta: dict[str, Any] = {"raw": raw, "digest": digest}
     if task_id not in (None, "") and str(job_id_for(task_id)) != str(task_id):
         celery_meta["task_id"] = str(task_id)
     job = Job(
@@ -292,11 +322,26 @@ def _as_list(value: Any) -> list[Any]:
 
 
 # --- outbound: a row becomes the message a Celery worker consumes -------------------------
-def message_from_record(record: JobRecord, *, lower_priority_first: bool = False) -> dict[str, Any]:
-    """The protocol-v2 payload of a claimed row, in the kombu virtual-channel format.
+def message_from_record(record: JobRecord, *, accept: Collection[str],
+                        lower_priority_first: bool = False) -> dict[str, Any]:
+    """The protocol-v2 payload of a claimed row, in the kombu virtual-channel format, for
+    a consumer accepting the content types ``accept``; :class:`InvalidMessage` when the
+    row cannot become one (then nothing of it was decoded that ``accept`` refuses).
 
     The row is delivered only once due, so ``eta`` is not sent (a Celery worker would
     otherwise hold the task in memory, outside the database's claim)."""
+    problem = getattr(record, "problem", None)  # a row whose JSON could not be decoded
+    if problem:
+        raise InvalidMessage(f"the row cannot be read ({problem})")
+    try:
+        return _message_from_record(record, accept, lower_priority_first)
+    except InvalidMessage:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a row is untrusted input too
+        raise InvalidMessage(f"{type(exc).__name__}: {exc}") from None
+
+
+def _message_from_record(record: JobRecord, accept: Collection[str], lower_priority_first: bool) -> dict[str, Any]:
     celery = dict(record.meta.get("celery") or {})
     task_id = celery_task_id(record)
     timelimit = celery.get("timelimit") or [record.limit(Limit.Type.TIME), None]
@@ -320,7 +365,11 @@ def message_from_record(record: JobRecord, *, lower_priority_first: bool = False
     content_type, encoding = "application/json", "utf-8"
     if celery.get("payload"):  # arguments kept in their own serializer: send them that way
         stored = celery["payload"]
-        more_args, kwargs = payload.decode(stored, [stored["content_type"]])
+        if stored.get("content_type") not in accept:  # checked here, before anything is decoded
+            raise InvalidMessage(
+                f"its arguments are {stored.get('content_type')!r}, which this consumer does not accept "
+                f"(accept_content: {sorted(accept)})")
+        more_args, kwargs = payload.decode(stored, sorted(accept))
         args += more_args
         content_type, encoding, body = kombu_serialization.dumps(
             [args, kwargs, embed], serializer=kombu_serialization.registry.type_to_name[stored["content_type"]])

@@ -1,23 +1,82 @@
 """The statements the kombu transport and the result backend add to the core's job SQL:
-storing a published Celery message as a row (a re-published id, i.e. a Celery retry,
-replaces its row), acknowledging or rejecting one delivery, and writing Celery task
-states onto rows.
+storing a published Celery message as a row, acknowledging or rejecting one delivery,
+and writing Celery task states onto rows.
+
+A task id names one row for good. A message reusing it replaces the row only when it is
+that task's own retry (Celery's ``self.retry()`` republishes under the same id with
+``retries`` counting the deliveries so far), and storing the very same message again
+(a publish repeated after a dropped connection) changes nothing; any other reuse is
+refused and leaves the row as it was.
+
+Every statement here is idempotent, so :func:`run_reconnecting` may send it again after
+the connection dropped (a Postgres restart or failover) without knowing whether the
+first one committed.
 
 Same pattern as :mod:`chancy.queues.sql`: statements are composed once per table prefix
 and driven by either a sync or an async connection."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
+import psycopg
 from psycopg import sql
 
 from chancy import serialization
+from chancy.compat.process_connection import ProcessConnection
 from chancy.migrations import Names
-from chancy.queues.sql import Statement, ready
+from chancy.queues.sql import Statement, Steps, ready
+
+log = logging.getLogger("chancy.compat.transport")
 
 WAITING = "('pending', 'scheduled', 'retrying')"
+#: How long an operation keeps retrying after its connection dropped: long enough for a
+#: Postgres restart or a failover, short enough that a server gone for good is reported.
+RECONNECT_TIMEOUT = 30.0
+RECONNECT_MAX_PAUSE = 2.0
+
+
+def run_reconnecting(database: ProcessConnection, operation: Callable[[], Steps], action: str,
+                     *, transaction: bool = False) -> Any:
+    """Run an idempotent operation, again after a dropped connection (with a log line),
+    for up to :data:`RECONNECT_TIMEOUT` seconds, so a restart of Postgres neither loses a
+    published message nor turns a stored result into an error; then the error is raised."""
+    started = time.monotonic()
+    pause = 0.05
+    while True:
+        try:
+            return database.run(operation(), transaction=transaction)
+        except psycopg.OperationalError as exc:
+            if time.monotonic() - started + pause > RECONNECT_TIMEOUT:
+                raise
+            log.warning("%s: the connection to Postgres failed (%s); retrying in %.2f s",
+                        action, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, RECONNECT_MAX_PAUSE)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreOutcome:
+    """What storing a message did: ``stored`` (a new row, or a retry replacing its row),
+    ``repeated`` (the row already holds this very message), else refused, with the state
+    of the row that keeps the id (``None`` when another writer is storing it right now)."""
+
+    stored: bool
+    repeated: bool
+    existing_state: str | None
+
+    @property
+    def refused(self) -> bool:
+        return not (self.stored or self.repeated)
+
+
+def _store_outcome(rows: list[tuple]) -> StoreOutcome:
+    stored_state, existing_state, repeated = rows[0][:3]
+    return StoreOutcome(stored=stored_state is not None, repeated=bool(repeated), existing_state=existing_state)
 
 
 def _count(rows: list[tuple]) -> int:
@@ -34,6 +93,11 @@ class TransportSQL:
         f = names.fields()
         self.pushed_channel = names.channel("pushed")
         self.done_channel = names.channel("done")
+        # A conflicting id replaces its row only for the task's own retry: the same task,
+        # republished while a Celery consumer runs it (or after an ack finished it without
+        # a result, when results do not come through this backend), with ``retries`` equal
+        # to the deliveries so far. ``existing`` reads the row as it was before this
+        # statement, to tell a repeated message from a refused one.
         self._store = ready(sql.SQL(
             """
             WITH stored AS (
@@ -56,11 +120,19 @@ class TransportSQL:
                     limits = EXCLUDED.limits, meta = EXCLUDED.meta,
                     errors = j.errors || EXCLUDED.errors, result = NULL, taken_by = NULL,
                     started_at = NULL, completed_at = EXCLUDED.completed_at
+                WHERE j.func = EXCLUDED.func AND EXCLUDED.attempts > 0 AND j.attempts = EXCLUDED.attempts
+                    AND ((j.state = 'running' AND j.taken_by LIKE 'celery:%%')
+                         OR (j.state = 'succeeded' AND j.result IS NULL
+                             AND j.meta->'celery'->>'finished_by_ack' = 'true'))
                 RETURNING id, queue, state
+            ),
+            existing AS (
+                SELECT state, meta->'celery'->>'digest' = %(digest)s AS repeated FROM {jobs} WHERE id = %(id)s
             )
-            SELECT id, CASE WHEN state = 'pending' THEN pg_notify(%(pushed)s, queue) END,
-                       CASE WHEN state = 'failed' THEN pg_notify(%(done)s, id::text) END
-            FROM stored
+            SELECT s.state, e.state, COALESCE(e.repeated, FALSE),
+                   CASE WHEN s.state = 'pending' THEN pg_notify(%(pushed)s, s.queue) END,
+                   CASE WHEN s.state = 'failed' THEN pg_notify(%(done)s, s.id::text) END
+            FROM (VALUES (1)) AS one LEFT JOIN stored s ON TRUE LEFT JOIN existing e ON TRUE
             """
         ).format(**f))
         # A delivery is one claim of a row: (id, attempts) under the consumer's id.
@@ -75,8 +147,8 @@ class TransportSQL:
                 UPDATE {jobs} SET
                     state = CASE WHEN %(finish)s THEN 'succeeded' ELSE state END,
                     completed_at = CASE WHEN %(finish)s THEN now() END,
-                    meta = meta || jsonb_build_object('celery',
-                        COALESCE(meta->'celery', '{{}}') || jsonb_build_object('acked_by', %(consumer)s::text))
+                    meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
+                        || jsonb_build_object('acked_by', %(consumer)s::text, 'finished_by_ack', %(finish)s::boolean))
                 WHERE {delivery}
                 RETURNING id
             )
@@ -116,6 +188,9 @@ class TransportSQL:
         # row; others only record the Celery state and its info in meta. A task that never
         # went through the transport (another broker) gets a row here: finished, or for
         # a non-terminal state one scheduled at infinity, so no worker ever claims it.
+        # ``celery.write`` names one store: sent again after a dropped connection, a store
+        # that had committed changes nothing and returns no row (so its canvas step and
+        # notification are not repeated).
         self._store_state = ready(sql.SQL(
             """
             WITH stored AS (
@@ -136,6 +211,7 @@ class TransportSQL:
                     taken_by = CASE WHEN %(state)s::text IS NULL THEN j.taken_by END,
                     meta = j.meta || jsonb_build_object('celery',
                         COALESCE(j.meta->'celery', '{{}}') || %(celery)s::jsonb)
+                WHERE j.meta->'celery'->>'write' IS DISTINCT FROM %(celery)s::jsonb->>'write'
                 RETURNING id, state, meta->'canvas' AS canvas
             )
             SELECT id, CASE WHEN state IN ('succeeded', 'failed', 'cancelled', 'expired')
@@ -148,9 +224,12 @@ class TransportSQL:
         ).format(**f))
 
     def store(self, job: Any, attempts: int, error: str | None) -> Statement:
+        """Store a translated message (see :func:`chancy.compat.protocol.job_from_message`,
+        which puts the message's digest in ``meta["celery"]["digest"]``)."""
         args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
         params = {
-            "id": job.id, "queue": job.queue, "func": job.func, "args": args_json, "kwargs": kwargs_json,
+            "id": job.id, "digest": (job.meta.get("celery") or {}).get("digest"),
+            "queue": job.queue, "func": job.func, "args": args_json, "kwargs": kwargs_json,
             "priority": job.priority, "attempts": attempts, "max_attempts": job.max_attempts,
             "scheduled_at": job.scheduled_at, "expires_at": job.expires_at,
             "limits": serialization.dumps([lim.to_dict() for lim in job.limits]),
@@ -159,7 +238,7 @@ class TransportSQL:
                                           "attempt": attempts}) if error else None,
             "pushed": self.pushed_channel, "done": self.done_channel,
         }
-        return Statement(self._store, params)
+        return Statement(self._store, params, _store_outcome)
 
     def _delivery(self, query: sql.Composable, job_id: uuid.UUID, attempt: int, consumer: str,
                   **extra: Any) -> Statement:
@@ -184,10 +263,12 @@ class TransportSQL:
 
     def store_state(
         self, job_id: uuid.UUID, *, state: str | None, celery: dict[str, Any], result_json: str | None,
-        error: dict[str, Any] | None, func: str, queue: str, args_json: str, kwargs_json: str,
+        error: dict[str, Any] | None, func: str, queue: str, args_json: str, kwargs_json: str, write: str,
     ) -> Statement:
+        """Write a Celery state; ``write`` identifies this store, so sending the statement
+        again (after a dropped connection) cannot apply it twice."""
         params = {
-            "id": job_id, "state": state, "celery": serialization.dumps(celery), "result": result_json,
+            "id": job_id, "state": state, "celery": serialization.dumps({**celery, "write": write}), "result": result_json,
             "error": serialization.dumps(error) if error else None, "func": func, "queue": queue,
             "args": args_json, "kwargs": kwargs_json, "done": self.done_channel,
         }

@@ -19,7 +19,7 @@ from chancy.compat.app.task import Context, Task, current_task_and_request
 from chancy.compat.config import Settings
 from chancy.compat.exceptions import ImproperlyConfigured
 from chancy.compat.local import set_current_app
-from chancy.compat.protocol import job_id_for
+from chancy.compat.protocol import compat_priority, job_id_for
 from chancy.errors import ConfigurationError
 from chancy.execution import registry
 from chancy.job import Job, Limit, new_job_id
@@ -411,7 +411,7 @@ class Celery:
         if priority is None and parent is not None and conf["task_inherit_parent_priority"]:
             priority = parent.delivery_info.get("priority")
         return Job(
-            sig.task, args=args, kwargs=kwargs, queue=queue, priority=int(priority or 0),
+            sig.task, args=args, kwargs=kwargs, queue=queue, priority=compat_priority(priority),
             max_attempts=(max_retries + 1 if max_retries is not None else 2**31 - 1) if acks_late else 1,
             scheduled_at=scheduled_at, expires_at=expires_at,
             limits=[Limit(Limit.Type.TIME, hard)] if hard else [],
