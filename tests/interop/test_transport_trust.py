@@ -20,6 +20,7 @@ from chancy import Chancy
 from chancy.compat.protocol import job_id_for
 from chancy.job import Job, JobState
 from chancy.queues.pg import Queue
+from chancy.queues.sql import single
 from chancy.testing import eventually
 
 
@@ -123,6 +124,26 @@ async def test_a_waiting_row_is_not_replaced_and_an_identical_republish_is_store
     with pytest.raises(TaskIdInUse, match="scheduled"):
         add.apply_async((7, 7), task_id=task_id, countdown=60)
     assert _row(interop_dsn, job_id_for(task_id)) == before
+    repeated = str(uuid.uuid4())  # e.g. a publish sent again after its connection dropped
+    for _ in range(2):
+        _publish_raw(interop_dsn, '[[3, 4], {}, {}]', {"task": "interop.add", "id": repeated})
+    with psycopg.connect(interop_dsn) as conn:
+        assert conn.execute("SELECT state, args, errors FROM chancy_jobs WHERE id = %s",
+                            (job_id_for(repeated),)).fetchall() == [("pending", [3, 4], [])]
+
+
+async def test_a_result_store_sent_again_is_applied_once(interop_dsn, celery_app):
+    """What the backend sends again after a dropped connection, not knowing whether the
+    first one committed: the second changes nothing (one error entry, not two)."""
+    backend = celery_app.backend
+    job_id = uuid.uuid4()
+    store = backend.transport_sql.store_state(
+        job_id, state="failed", celery={"state": "FAILURE"}, result_json=None,
+        error={"type": "ValueError", "message": "once"}, func="interop.fail", queue="celery",
+        args_json="[]", kwargs_json="{}", write=uuid.uuid4().hex)
+    for _ in range(2):
+        backend.database.run(single(store))
+    assert [e["message"] for e in _row(interop_dsn, job_id)[2]] == ["once"]
 
 
 # --- 4. priorities out of Celery's range are clamped, never a database error ----------------
