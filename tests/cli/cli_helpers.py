@@ -59,13 +59,13 @@ def stop(process: subprocess.Popen) -> tuple[int, str]:
 
 
 def run_jobs(dsn: str, *jobs: Any, timeout: float = 60) -> list[Any]:
-    """Push ``jobs`` from this process and wait until each has finished (run by a worker
-    the test started); their job records, in order."""
-    from chancy import Chancy
+    """Push each :class:`~chancy.Job` from this process (an id: a job pushed already) and
+    wait until each has finished (run by a worker the test started); their records, in order."""
+    from chancy import Chancy, Job
 
     app = Chancy(dsn)
     try:
-        references = [app.push_sync(job) for job in jobs]
-        return [reference.wait_sync(timeout=timeout) for reference in references]
+        ids = [app.push_sync(job).id if isinstance(job, Job) else job for job in jobs]
+        return [app.wait_sync(job_id, timeout=timeout) for job_id in ids]
     finally:
         app.close_sync()

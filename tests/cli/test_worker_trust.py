@@ -78,3 +78,26 @@ def test_without_the_opt_in_a_plain_function_is_refused(migrated, dsn, tmp_path)
 def test_a_malformed_allowed_import_is_a_configuration_error(migrated, dsn):
     refused = migrated("worker", "-A", "trust_native", "--allow-import", "trust_plain.*")
     assert refused.code == 3 and "'trust_plain.*' is not a module prefix" in refused.err
+
+
+@pytest.mark.parametrize("pool", ["process", "solo"])
+def test_a_celery_message_for_an_unregistered_name_never_runs_on_a_celery_style_app(migrated, dsn, tmp_path, pool):
+    """Published by a stock Celery app through the kombu transport, consumed by the
+    worker of a ``chancy.compat`` app: the same rule as for a native job."""
+    from celery import Celery
+
+    import chancy.compat.kombu  # noqa: F401 - the chancy+postgresql:// transport
+    from chancy.compat.protocol import job_id_for
+
+    pwned = tmp_path / "pwned"
+    publisher = Celery("publisher", broker="chancy+" + dsn, set_as_current=False)
+    try:
+        task_id = publisher.send_task("os.mkdir", args=[str(pwned)], queue="celery").id
+    finally:
+        publisher.close()
+    with background(["worker", "-A", "trust_celery", "-P", pool, "--dsn", dsn]) as worker:
+        [record] = run_jobs(dsn, job_id_for(task_id))
+        code, output = stop(worker)
+    assert code == 0, output
+    assert not pwned.exists()
+    assert_refused(record, "os.mkdir")
