@@ -2,7 +2,14 @@ import contextlib
 
 import pytest
 
-from chancy import Chancy, Queue
+from chancy import Chancy, Queue, execution
+
+
+@pytest.fixture(autouse=True, scope="session")
+def cluster_tasks_allowed():
+    """The tests push the plain functions of cluster_tasks by import path (a worker runs
+    unregistered functions only from allowed modules)."""
+    execution.allow_imports(["cluster_tasks"])
 
 
 @pytest.fixture
