@@ -19,9 +19,12 @@ id, so one that had committed before the connection dropped is not applied twice
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any, Mapping
+
+import psycopg
 
 from celery import states
 from celery.backends.base import BaseBackend
@@ -33,7 +36,7 @@ from chancy.errors import SerializationError
 from chancy.compat import continuations, payload
 from chancy.compat.process_connection import statement_and_listen_connections
 from chancy.compat.protocol import job_id_for
-from chancy.compat.transport_sql import TransportSQL, run_reconnecting
+from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecting
 from chancy.job import JobRecord, JobState
 from chancy.migrations import Names
 from chancy.queues.sql import JobSQL, Statement, Steps, finished_ids, single
@@ -47,6 +50,10 @@ ROW_TO_CELERY = {
 }
 #: A waiter re-reads the row at least this often, in case a notification was missed.
 WAIT_RECHECK_INTERVAL = 5.0
+#: A waiter whose LISTEN connection failed re-reads the row after this long.
+LISTEN_RETRY_PAUSE = 0.5
+
+log = logging.getLogger("chancy.compat.backend")
 
 
 def exception_info(exc: Any) -> dict[str, Any]:
@@ -187,7 +194,6 @@ class ChancyBackend(BaseBackend):
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = str(job_id_for(task_id))
         with self._listen.lock:
-            conn = self._listen.listen(self.job_sql.done_channel)
             while True:
                 meta = self.get_task_meta(task_id, cache=False)
                 if meta["status"] in states.READY_STATES:
@@ -197,9 +203,20 @@ class ChancyBackend(BaseBackend):
                 wait = WAIT_RECHECK_INTERVAL if deadline is None else deadline - time.monotonic()
                 if wait <= 0:
                     raise CeleryTimeoutError("The operation timed out.")
-                for notify in conn.notifies(timeout=min(wait, WAIT_RECHECK_INTERVAL)):
-                    if wanted in finished_ids(notify.payload):
-                        break
+                self._wait_for_done(wanted, min(wait, WAIT_RECHECK_INTERVAL))
+
+    def _wait_for_done(self, job_id: str, seconds: float) -> None:
+        """Until the row's completion NOTIFY, or ``seconds``. A dropped LISTEN connection
+        (a Postgres restart) only shortens the wait: the caller re-reads the row, which
+        retries through the outage, and the next wait listens on a new connection."""
+        try:
+            for notify in self._listen.listen(self.job_sql.done_channel).notifies(timeout=seconds):
+                if job_id in finished_ids(notify.payload):
+                    return
+        except psycopg.OperationalError as exc:
+            log.warning("waiting for task %s: the LISTEN connection failed (%s)", job_id, first_line(exc))
+            self._listen.close()
+            time.sleep(min(seconds, LISTEN_RETRY_PAUSE))
 
     def as_uri(self, include_password: bool = False) -> str:
         if include_password or "@" not in self.url:

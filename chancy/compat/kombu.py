@@ -60,7 +60,7 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from chancy.app import resolve_dsn
 from chancy.compat import protocol
 from chancy.compat.process_connection import ProcessConnection, statement_and_listen_connections
-from chancy.compat.transport_sql import TransportSQL, run_reconnecting
+from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecting
 from chancy.errors import ConfigurationError
 from chancy.migrations import Names
 from chancy.plugins.sql import ClusterSQL
@@ -90,7 +90,8 @@ def _error(kind: str, message: str) -> dict[str, Any]:
 
 def _consumer_accept(callback: Any) -> set[str] | None:
     """The content types the kombu consumer behind a ``basic_consume`` callback accepts
-    (a Celery worker's ``accept_content``), or ``None`` when it names none."""
+    (a Celery worker's ``accept_content``), or ``None`` when it names none. kombu hands
+    the channel only the consumer's bound ``_receive_callback``, hence ``__self__``."""
     accept = getattr(getattr(callback, "__self__", None), "accept", None)
     return set(accept) if accept is not None else None
 
@@ -208,7 +209,7 @@ class Channel(virtual.Channel):
         try:
             records = transport.database.run(claim_steps(transport.job_sql, queue, transport.consumer_id, 1))
         except psycopg.OperationalError as exc:
-            log.warning("claiming from queue %r failed (%s); trying again", queue, exc)
+            log.warning("claiming from queue %r failed (%s); trying again", queue, first_line(exc))
             raise Empty() from None
         if not records:
             raise Empty()

@@ -53,10 +53,15 @@ def run_reconnecting(database: ProcessConnection, operation: Callable[[], Steps]
         except psycopg.OperationalError as exc:
             if time.monotonic() - started + pause > RECONNECT_TIMEOUT:
                 raise
-            log.warning("%s: the connection to Postgres failed (%s); retrying in %.2f s",
-                        action, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, pause)
+            log.warning("%s: the connection to Postgres failed (%s); retrying in %.2f s", action, first_line(exc), pause)
             time.sleep(pause)
             pause = min(pause * 2, RECONNECT_MAX_PAUSE)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line (psycopg's connection errors run over several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclasses.dataclass(frozen=True)

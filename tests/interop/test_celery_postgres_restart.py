@@ -64,18 +64,19 @@ async def test_results_survive_a_postgres_restart(restartable_postgres, interop_
     # A liveness timeout longer than the outage: the restart alone must not recover rows.
     worker = celery_worker(pool="prefork", concurrency=2, INTEROP_CONSUMER_TIMEOUT="20", INTEROP_HEARTBEAT="1")
     add = celery_app.tasks["interop.add"]
+    due_after_restart = add.apply_async((-1, -1), countdown=DOWN_FOR + 3)
     publishing = asyncio.create_task(asyncio.to_thread(_publish_steadily, add))
     await _until(lambda: _states(interop_dsn).get("succeeded", 0) >= TASKS // 4, 30, worker.log)
-    print("at stop", _states(interop_dsn))
+    waiting = asyncio.create_task(asyncio.to_thread(due_after_restart.get, timeout=30))  # waits through it
     restartable_postgres.stop_server()
     await asyncio.sleep(DOWN_FOR)
     restartable_postgres.start_server()
-    print("at start", _states(interop_dsn))
     sent = await publishing
-    await _until(lambda: _states(interop_dsn).get("succeeded", 0) + _states(interop_dsn).get("failed", 0) >= TASKS,
+    assert await waiting == -2
+    await _until(lambda: _states(interop_dsn).get("succeeded", 0) + _states(interop_dsn).get("failed", 0) > TASKS,
                  40, lambda: f"{_states(interop_dsn)}\n{worker.log()[-5000:]}")
     outcomes = [(r.state, r.result) for r in (AsyncResult(s.id, app=celery_app) for s in sent)]
     wrong = [(i, outcome) for i, outcome in enumerate(outcomes) if outcome != ("SUCCESS", 2 * i)]
     assert not wrong, f"{len(wrong)} of {TASKS} tasks lost their result: {wrong[:5]}\n{worker.log()[-5000:]}"
-    assert _states(interop_dsn) == {"succeeded": TASKS}
+    assert _states(interop_dsn) == {"succeeded": TASKS + 1}
     assert worker.process.poll() is None, worker.log()
