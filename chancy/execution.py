@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import importlib
 import inspect
 import os
@@ -31,8 +32,10 @@ registry: dict[str, Callable[..., Any]] = {}
 #: The environment variable listing, comma-separated, more allowed import prefixes.
 ALLOWED_IMPORTS_ENV = "CHANCY_ALLOWED_IMPORTS"
 #: Module prefixes whose functions may run by import path without being registered (see
-#: :func:`allow_imports`). Per process, like the registry.
-_allowed_imports: set[str] = set()
+#: :func:`allow_imports`), sorted. Per process, like the registry.
+_granted: tuple[str, ...] = ()
+#: Functions found by import path, by name and the allowed prefixes they were found under.
+_imported: dict[tuple[str, tuple[str, ...]], Callable[..., Any]] = {}
 _MODULE_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 #: Hooks that wrap every task call, e.g. the Celery layer's signals and request context.
@@ -95,7 +98,8 @@ def allow_imports(prefixes: Iterable[str]) -> tuple[str, ...]:
     if isinstance(prefixes, str):
         prefixes = [prefixes]
     checked = tuple(_checked_prefix(prefix) for prefix in prefixes)
-    _allowed_imports.update(checked)
+    global _granted
+    _granted = tuple(sorted({*_granted, *checked}))
     return checked
 
 
@@ -103,9 +107,13 @@ def allowed_imports() -> tuple[str, ...]:
     """Every prefix allowed in this process: granted by :func:`allow_imports` (e.g. by
     ``Chancy(allowed_imports=…)`` or ``chancy worker --allow-import``) or listed,
     comma-separated, in ``CHANCY_ALLOWED_IMPORTS``."""
-    listed = os.environ.get(ALLOWED_IMPORTS_ENV, "").replace(",", " ").split()
-    from_env = {_checked_prefix(prefix, ALLOWED_IMPORTS_ENV) for prefix in listed}
-    return tuple(sorted(_allowed_imports | from_env))
+    return _all_allowed(_granted, os.environ.get(ALLOWED_IMPORTS_ENV, ""))
+
+
+@functools.lru_cache(maxsize=16)  # asked once per job run by import path
+def _all_allowed(granted: tuple[str, ...], listed: str) -> tuple[str, ...]:
+    from_env = {_checked_prefix(prefix, ALLOWED_IMPORTS_ENV) for prefix in listed.replace(",", " ").split()}
+    return tuple(sorted({*granted, *from_env}))
 
 
 def _checked_prefix(prefix: str, source: str = "allowed_imports") -> str:
@@ -131,6 +139,13 @@ def resolve(name: str) -> Callable[..., Any]:
     if func is not None:
         return func
     allowed = allowed_imports()
+    func = _imported.get((name, allowed))
+    if func is None:
+        func = _imported[(name, allowed)] = _find_by_import_path(name, allowed)
+    return func
+
+
+def _find_by_import_path(name: str, allowed: tuple[str, ...]) -> Callable[..., Any]:
     for module_name, path in _import_candidates(name):
         if _under(module_name, allowed):
             func = _import_task(name, module_name, path, allowed)

@@ -27,7 +27,7 @@ def make_dir(path):
 @pytest.fixture(autouse=True)
 def no_allowed_imports(monkeypatch):
     """Each test starts with nothing allowed (grants are per process and never taken back)."""
-    monkeypatch.setattr(execution, "_allowed_imports", set())
+    monkeypatch.setattr(execution, "_granted", ())
     monkeypatch.delenv(execution.ALLOWED_IMPORTS_ENV, raising=False)
 
 
@@ -53,11 +53,11 @@ def test_an_unregistered_name_is_refused_without_importing_its_module(package):
         execution.resolve("os.system")
 
 
-def test_an_allowed_prefix_covers_its_modules_and_their_submodules_only(package):
+def test_an_allowed_prefix_covers_its_modules_and_their_submodules_only(package, monkeypatch):
     assert execution.allow_imports("trusted_pkg") == ("trusted_pkg",)  # a string is one prefix
     assert execution.resolve("trusted_pkg.jobs.make_dir").__module__ == "trusted_pkg.jobs"
     assert execution.resolve("trusted_pkg.jobs:make_dir").__name__ == "make_dir"
-    execution._allowed_imports.clear()
+    monkeypatch.setattr(execution, "_granted", ())
     execution.allow_imports(["trusted_pkg.job"])
     with pytest.raises(UnknownTaskError, match=r"allowed imports \(trusted_pkg.job\)"):
         execution.resolve("trusted_pkg.jobs.make_dir")
