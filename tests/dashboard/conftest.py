@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("starlette", reason='the dashboard needs its extra: pip install "chancy[dashboard]" httpx')
 httpx = pytest.importorskip("httpx", reason="the dashboard tests talk HTTP through httpx: pip install httpx")
 
-from chancy import Chancy, Queue  # noqa: E402
+from chancy import Chancy, Queue, execution  # noqa: E402
 from chancy.dashboard import User, hash_password  # noqa: E402
 from chancy.dashboard.app import create_app  # noqa: E402
 
@@ -20,6 +20,13 @@ USERS = [
     User("vera", hash_password(PASSWORD, **FAST), "viewer"),
 ]
 BASE = "http://dash.test"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def dashboard_tasks_allowed():
+    """The tests push the plain functions of dashboard_tasks by import path (a worker runs
+    unregistered functions only from allowed modules)."""
+    execution.allow_imports(["tests.dashboard.dashboard_tasks"])
 
 
 @pytest.fixture
