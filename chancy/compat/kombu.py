@@ -180,8 +180,9 @@ class Channel(virtual.Channel):
         if outcome.refused:
             task_id = (message.get("headers") or {}).get("id") or job.id
             raise TaskIdInUse(
-                f"task id {task_id} belongs to an existing {outcome.existing_state or 'just stored'} job "
-                f"({job.func}); a message may reuse it only as that task's own retry, so it was not stored")
+                f"task id {task_id} belongs to an existing job ({outcome.existing_state or 'being stored'}); "
+                f"only that task's own retry, published while a Celery worker runs it, may reuse the id, "
+                f"so this {job.func} message was not stored and the job is unchanged")
         if outcome.repeated:
             log.info("task %s of queue %r was already stored (a publish repeated)", job.id, queue)
         elif translation.error:
@@ -207,8 +208,11 @@ class Channel(virtual.Channel):
         then waits and tries again, it does not restart its connection)."""
         transport = self.connection
         try:
+            if transport.claim_uncertain:
+                transport.release_undelivered()
             records = transport.database.run(claim_steps(transport.job_sql, queue, transport.consumer_id, 1))
         except psycopg.OperationalError as exc:
+            transport.claim_uncertain = True  # it may have committed: see release_undelivered
             log.warning("claiming from queue %r failed (%s); trying again", queue, first_line(exc))
             raise Empty() from None
         if not records:
@@ -307,6 +311,8 @@ class Transport(virtual.Transport):
         self._registered_pid = 0
         self._stop = threading.Event()
         self._beat_thread: threading.Thread | None = None
+        #: A claim failed on a dropped connection, so it may have committed unseen.
+        self.claim_uncertain = False
 
     @property
     def consumer_id(self) -> str:
@@ -328,6 +334,16 @@ class Transport(virtual.Transport):
             return False
         backend = celery.current_app.conf.result_backend
         return isinstance(backend, str) and backend.startswith("chancy+")
+
+    def release_undelivered(self) -> None:
+        """Put back the rows a claim committed without this consumer hearing of it (its
+        connection dropped before the answer), instead of holding them for as long as
+        the consumer lives; a row delivered or acknowledged here stays."""
+        delivered = [protocol.parse_delivery_tag(tag)[0] for channel in self.channels for tag in channel.qos._delivered]
+        released = self.database.run(single(self.transport_sql.release_undelivered(self.consumer_id, delivered)))
+        self.claim_uncertain = False
+        if released:
+            log.warning("put back %d row(s) a lost claim had taken", released)
 
     # --- liveness -----------------------------------------------------------------------
     def ensure_registered(self) -> None:

@@ -171,6 +171,23 @@ class TransportSQL:
             SELECT pg_notify(%(pushed)s, queue) FROM requeued
             """
         ).format(delivery=delivery, **f))
+        # After a claim whose answer was lost (the connection dropped), rows it may have
+        # committed are running under the consumer yet were never delivered: put back
+        # every row it holds that is neither delivered nor acknowledged by it.
+        self._release_undelivered = ready(sql.SQL(
+            """
+            WITH released AS (
+                UPDATE {jobs} SET state = 'pending', attempts = GREATEST(attempts - 1, 0),
+                    taken_by = NULL, started_at = NULL
+                WHERE id = ANY(ARRAY(
+                    SELECT id FROM {jobs}
+                    WHERE state = 'running' AND taken_by = %(consumer)s AND id <> ALL(%(delivered)s::uuid[])
+                      AND meta->'celery'->>'acked_by' IS DISTINCT FROM %(consumer)s))
+                RETURNING queue
+            )
+            SELECT pg_notify(%(pushed)s, queue) FROM released
+            """
+        ).format(**f))
         self._fail = ready(sql.SQL(
             """
             WITH failed AS (
@@ -259,6 +276,12 @@ class TransportSQL:
 
     def fail(self, job_id: uuid.UUID, attempt: int, consumer: str, error: dict[str, Any]) -> Statement:
         return self._delivery(self._fail, job_id, attempt, consumer, error=serialization.dumps(error))
+
+    def release_undelivered(self, consumer: str, delivered: list[uuid.UUID]) -> Statement:
+        """Put back the rows ``consumer`` holds but has not been handed (``delivered``) nor
+        acknowledged: what a claim whose answer was lost committed. Returns how many."""
+        params = {"consumer": consumer, "delivered": delivered, "pushed": self.pushed_channel}
+        return Statement(self._release_undelivered, params, len)
 
     def purge(self, queue: str) -> Statement:
         return Statement(self._purge, {"queue": queue}, _count)
