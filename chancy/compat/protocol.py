@@ -261,13 +261,7 @@ def _unrunnable(message: Mapping[str, Any], headers: Mapping[str, Any], queue: s
                 error: str) -> Translation:
     task = headers.get("task")
     task_id = headers.get("id")
-    raw = {key: message.get(key) for key in ("body", "content-type", "content-encoding", "properties")}
-    raw["headers"] = dict(headers)
-    try:
-        serialization.dumps(raw)
-    except (TypeError, ValueError):
-        raw = {"repr": repr(message)[:100_000]}
-    celery_meta: dict[str, Any] = {"raw": raw, "digest": digest}
+    celery_meta: dict[str, Any] = {"raw": _raw_copy(message, headers), "digest": digest}
     if task_id not in (None, "") and str(job_id_for(task_id)) != str(task_id):
         celery_meta["task_id"] = str(task_id)
     job = Job(
@@ -276,6 +270,22 @@ def _unrunnable(message: Mapping[str, Any], headers: Mapping[str, Any], queue: s
         id=job_id_for(task_id) if task_id not in (None, "") else new_job_id(),
     )
     return Translation(job, attempts=0, error=error)
+
+
+def _raw_copy(message: Mapping[str, Any], headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The message as published, to re-publish once fixed: as is when JSON holds it, else
+    its repr, else (nested past the recursion limit) its plain text fields only."""
+    raw = {key: message.get(key) for key in ("body", "content-type", "content-encoding", "properties")}
+    raw["headers"] = dict(headers)
+    try:
+        serialization.dumps(raw)
+        return raw
+    except (TypeError, ValueError):
+        pass
+    try:
+        return {"repr": repr(message)[:100_000]}
+    except RecursionError:
+        return {key: value for key, value in raw.items() if isinstance(value, str)}
 
 
 # --- a signature from a message's embed becomes the next job ---------------------------------

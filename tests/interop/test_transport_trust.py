@@ -60,6 +60,8 @@ def _row(dsn: str, job_id: uuid.UUID) -> tuple:
 
 
 def _publish_raw(dsn: str, body: bytes | str, headers: dict, content_type: str = "application/json") -> None:
+    import chancy.compat.kombu  # noqa: F401 - the transport alias
+
     with Connection("chancy+" + dsn) as conn:
         Producer(conn.default_channel).publish(
             body, routing_key="celery", exchange=Exchange(""), content_type=content_type,
@@ -202,3 +204,14 @@ async def test_rows_that_cannot_become_messages_fail_alone(interop_dsn, chancy_a
         assert record.state is JobState.FAILED, worker.log()
         assert "cannot be sent to a Celery worker" in record.errors[-1]["message"], record.errors
         assert reason in record.errors[-1]["message"], record.errors
+
+
+async def test_a_message_with_headers_too_deep_to_store_is_a_failed_row(interop_dsn):
+    deep: list = []
+    for _ in range(5_000):
+        deep = [deep]
+    task_id = str(uuid.uuid4())
+    _publish_raw(interop_dsn, '[[1, 2], {}, {}]', {"task": "interop.add", "id": task_id, "deep": deep})
+    state, result, errors, func, args, _ = _row(interop_dsn, job_id_for(task_id))
+    assert (state, func, args) == ("failed", "interop.add", []), errors
+    assert "nested too deeply" in errors[-1]["message"], errors
