@@ -50,7 +50,7 @@ ROW_TO_CELERY = {
 }
 #: A waiter re-reads the row at least this often, in case a notification was missed.
 WAIT_RECHECK_INTERVAL = 5.0
-#: A waiter whose LISTEN connection failed re-reads the row after this long.
+#: A waiter that cannot LISTEN (Postgres restarting) re-reads the row this often.
 LISTEN_RETRY_PAUSE = 0.5
 
 log = logging.getLogger("chancy.compat.backend")
@@ -195,6 +195,7 @@ class ChancyBackend(BaseBackend):
         wanted = str(job_id_for(task_id))
         with self._listen.lock:
             while True:
+                listener = self._done_listener()  # before the read: no completion falls between
                 meta = self.get_task_meta(task_id, cache=False)
                 if meta["status"] in states.READY_STATES:
                     return meta
@@ -203,20 +204,31 @@ class ChancyBackend(BaseBackend):
                 wait = WAIT_RECHECK_INTERVAL if deadline is None else deadline - time.monotonic()
                 if wait <= 0:
                     raise CeleryTimeoutError("The operation timed out.")
-                self._wait_for_done(wanted, min(wait, WAIT_RECHECK_INTERVAL))
+                self._wait_for_done(listener, wanted, min(wait, WAIT_RECHECK_INTERVAL))
 
-    def _wait_for_done(self, job_id: str, seconds: float) -> None:
-        """Until the row's completion NOTIFY, or ``seconds``. A dropped LISTEN connection
-        (a Postgres restart) only shortens the wait: the caller re-reads the row, which
-        retries through the outage, and the next wait listens on a new connection."""
+    def _done_listener(self) -> psycopg.Connection | None:
+        """The connection LISTENing for completions; ``None`` while it cannot be opened (a
+        Postgres restart): the waiter then re-reads the row every so often instead."""
         try:
-            for notify in self._listen.listen(self.job_sql.done_channel).notifies(timeout=seconds):
+            return self._listen.listen(self.job_sql.done_channel)
+        except psycopg.OperationalError as exc:
+            log.warning("waiting for results: cannot LISTEN (%s)", first_line(exc))
+            self._listen.close()
+            return None
+
+    def _wait_for_done(self, listener: psycopg.Connection | None, job_id: str, seconds: float) -> None:
+        """Until the row's completion NOTIFY, or ``seconds``; a dropped LISTEN connection
+        only shortens the wait (the next one listens on a new connection)."""
+        if listener is None:
+            time.sleep(min(seconds, LISTEN_RETRY_PAUSE))
+            return
+        try:
+            for notify in listener.notifies(timeout=seconds):
                 if job_id in finished_ids(notify.payload):
                     return
         except psycopg.OperationalError as exc:
             log.warning("waiting for task %s: the LISTEN connection failed (%s)", job_id, first_line(exc))
             self._listen.close()
-            time.sleep(min(seconds, LISTEN_RETRY_PAUSE))
 
     def as_uri(self, include_password: bool = False) -> str:
         if include_password or "@" not in self.url:
