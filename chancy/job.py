@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 import random
 import struct
@@ -55,8 +56,8 @@ class Limit:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", Limit.Type(self.type))
-        if not isinstance(self.value, (int, float)) or self.value <= 0:
-            raise ValueError(f"Limit {self.type.value} must be a positive number, got {self.value!r}")
+        if not isinstance(self.value, (int, float)) or not 0 < self.value < math.inf:
+            raise ValueError(f"Limit {self.type.value} must be a positive finite number, got {self.value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type.value, "value": self.value}
@@ -80,8 +81,8 @@ class Backoff:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if self.base < 0 or self.factor < 1 or self.maximum < 0:
-            raise ValueError("Backoff needs base >= 0, factor >= 1 and maximum >= 0")
+        if not (0 <= self.base < math.inf and 1 <= self.factor < math.inf and 0 <= self.maximum < math.inf):
+            raise ValueError("Backoff needs finite numbers: base >= 0, factor >= 1 and maximum >= 0")
 
     def delay(self, retry_number: int) -> float:
         delay = min(self.maximum, self.base * self.factor ** max(0, retry_number - 1))
@@ -167,6 +168,10 @@ if _uuid(_CHECK) != uuid.UUID(int=_CHECK) or str(_uuid(_CHECK)) != str(uuid.UUID
     _uuid = lambda value: uuid.UUID(int=value)  # noqa: E731 - a UUID whose layout changed
 
 
+#: The range of the job row's integer columns (Postgres ``int``).
+INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
+
+
 def is_argument_list(args: Any) -> bool:
     """Whether ``args`` can be a call's positional arguments: a sequence, not a string.
     Lists and tuples skip the ``Sequence`` isinstance check (~2 µs, once per push)."""
@@ -208,19 +213,27 @@ class Job:
         meta: Mapping[str, Any] | None = None,
         id: uuid.UUID | str | None = None,
     ) -> None:
-        if not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if not isinstance(max_attempts, int) or not 1 <= max_attempts <= INT4_MAX:
+            raise ValueError(f"max_attempts must be an integer from 1 to {INT4_MAX}, got {max_attempts!r}")
         if not isinstance(priority, int):
             raise TypeError(f"priority must be an integer, got {priority!r}")
+        if not INT4_MIN <= priority <= INT4_MAX:
+            raise ValueError(f"priority must be from {INT4_MIN} to {INT4_MAX} (higher runs first), got {priority!r}")
         if not isinstance(queue, str) or not queue:
             raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+        if unique_key is not None and not isinstance(unique_key, str):
+            raise TypeError(f"unique_key must be a string or None, got {type(unique_key).__name__}")
         if not is_argument_list(args):
             raise TypeError(f"args must be a list or tuple, got {type(args).__name__}")
         for when, label in ((scheduled_at, "scheduled_at"), (expires_at, "expires_at")):
             if when is not None and (not isinstance(when, datetime) or when.tzinfo is None):
                 raise ValueError(f"{label} must be a timezone-aware datetime, got {when!r}")
+        func = task_name(func)
+        for label, text in (("task name", func), ("queue", queue), ("unique_key", unique_key)):
+            if text is not None and "\x00" in text:
+                raise ValueError(f"The {label} {text!r} contains a NUL character (\\x00), which Postgres cannot store")
         setattr_ = object.__setattr__
-        setattr_(self, "func", task_name(func))
+        setattr_(self, "func", func)
         setattr_(self, "args", tuple(args))
         setattr_(self, "kwargs", dict(kwargs or {}))
         setattr_(self, "queue", queue)
@@ -307,6 +320,13 @@ class JobRecord:
     def traceback(self) -> str | None:
         """The traceback of the latest failed attempt, if any."""
         return self.errors[-1].get("traceback") if self.errors else None
+
+
+class UndecodableRecord(JobRecord):
+    """A row whose stored JSON could not be decoded: its arguments, limits and meta are
+    empty, and ``problem`` says what failed. A worker fails such a job at once."""
+
+    problem: str = ""
 
 
 class Reference:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, Sequence
 
 from chancy.errors import ConfigurationError
 from chancy.job import Job, JobRecord, JobState
@@ -56,6 +56,9 @@ class Transition:
     #: Statements to run in the transaction that writes this transition, and only if the
     #: write applied (e.g. the next step of a workflow): a crash loses or repeats neither.
     follow_up: "Callable[[], Steps] | None" = None
+    #: How often the database refused a write this outcome was in; once refused, it is
+    #: written by itself (not beside a claim), where a bad row is isolated.
+    refusals: int = 0
 
 
 def _load_executor(path: str) -> ExecutorFactory:
@@ -186,6 +189,16 @@ class QueuePlugin(abc.ABC):
     @property
     def enforces_rate_limits(self) -> bool:
         return type(self).gate is not QueuePlugin.gate
+
+    async def release_unknown(self, worker_id: str, owned: Collection[uuid.UUID], *,
+                              previous_life: bool = False) -> list[uuid.UUID]:
+        """Hand back to the queue, with their attempt refunded, the jobs it has running
+        under ``worker_id`` that are not in ``owned`` (the worker never heard it claimed
+        them: the claim's answer was lost); returns their ids. ``previous_life``: the
+        worker just started, so such jobs were run by an earlier process of the same id,
+        and their attempt counts (as recovery counts it). This default, for queues whose
+        claims cannot lose their answer, has none."""
+        return []
 
     async def write_back_and_claim(self, worker_id: str, transitions: Sequence[Transition],
                                    limit: int) -> list[JobRecord]:

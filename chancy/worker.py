@@ -16,12 +16,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from chancy import migrations, rate_limits
+from chancy import migrations, rate_limits, serialization
 from chancy.app import Chancy
 from chancy.errors import ConfigurationError, SchemaOutOfDateError
 from chancy.execution import Outcome
 from chancy.executors.base import Executor
-from chancy.job import Backoff, JobRecord, JobState
+from chancy.faults import is_connection_error, is_unreachable
+from chancy.job import Backoff, JobRecord, JobState, UndecodableRecord
 from chancy.plugin import Plugin
 from chancy.plugins.sql import ClusterSQL
 from chancy.queue import QueuePlugin, Transition
@@ -32,6 +33,8 @@ from chancy.worker_sql import WorkerSQL
 log = logging.getLogger("chancy.worker")
 
 DEFAULT_BACKOFF = Backoff()
+#: Tries of an outcome whose follow-up the database refuses, before the job fails instead.
+FOLLOW_UP_TRIES = 5
 
 #: Hooks that add follow-up statements to a job's transition, run in the transaction that
 #: writes it (e.g. the Celery layer's chain and chord steps). Each is
@@ -92,6 +95,10 @@ class _QueueRunner:
     concurrency_cap: int | None = None
     declared: bool = False  # served because it was declared at runtime, not in code
     retired: bool = False  # its declaration was deleted: claim no more, drain, drop
+    #: Before its next claim, hand back rows the database says this worker holds on the
+    #: queue but the worker does not know of (a claim whose answer was lost).
+    reconcile: bool = True
+    reconciled_once: bool = False  # the first look finds an earlier process's rows
 
     @property
     def free_slots(self) -> int:
@@ -126,12 +133,15 @@ class Worker:
         writeback_delay: float = 0.002,
         install_signal_handlers: bool = True,
         cluster_plugins: bool = True,
+        startup_timeout: float = 60.0,
     ) -> None:
         """``liveness_timeout`` (default 3 heartbeats): how long after its last heartbeat
         this worker counts as dead and its jobs are recovered. ``settings_interval``: how
         often runtime queue settings are re-read (a change also arrives by NOTIFY).
         ``cluster_plugins``: add :class:`~chancy.plugins.leadership.Leadership` and
         :class:`~chancy.plugins.recovery.Recovery` unless the app already has them.
+        ``startup_timeout``: how long :meth:`start` waits for a database that is down or
+        restarting before it gives up (0: not at all).
 
         Without ``queues`` the worker serves every queue of the app *and* every queue
         declared at runtime (:class:`~chancy.plugins.queues.QueueAdmin`), starting and
@@ -144,9 +154,10 @@ class Worker:
                 )
         if not (queues or app.queues):
             raise ConfigurationError("The app declares no queues: add Queue('name') to its plugins")
-        if shutdown_timeout < 0 or heartbeat_interval <= 0 or writeback_delay < 0 or settings_interval <= 0:
-            raise ConfigurationError(
-                "Need shutdown_timeout >= 0, heartbeat_interval > 0, settings_interval > 0, writeback_delay >= 0")
+        if (shutdown_timeout < 0 or heartbeat_interval <= 0 or writeback_delay < 0 or settings_interval <= 0
+                or startup_timeout < 0):
+            raise ConfigurationError("Need shutdown_timeout >= 0, heartbeat_interval > 0, settings_interval > 0, "
+                                     "writeback_delay >= 0, startup_timeout >= 0")
         liveness_timeout = 3 * heartbeat_interval if liveness_timeout is None else liveness_timeout
         if liveness_timeout <= heartbeat_interval:
             raise ConfigurationError(
@@ -157,6 +168,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.tags = list(tags)
         self.shutdown_timeout = shutdown_timeout
+        self.startup_timeout = startup_timeout
         self.heartbeat_interval = heartbeat_interval
         self.liveness_timeout = liveness_timeout
         self.settings_interval = settings_interval
@@ -176,6 +188,10 @@ class Worker:
         self._cluster_sql = ClusterSQL(app.names)
         self._runners: dict[str, _QueueRunner] = {}
         self._held: dict[uuid.UUID, _QueueRunner] = {}
+        #: Every job this worker claimed whose outcome is not yet written: running, or
+        #: finished and waiting for write-back. Any other row the database has running
+        #: under this worker's id is one it does not know of, and goes back to its queue.
+        self._owned: set[uuid.UUID] = set()
         self._unwritten: list[tuple[QueuePlugin, Transition]] = []
         self._outcome_ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -209,9 +225,7 @@ class Worker:
         """Run until :meth:`request_stop` or a signal; returns after a clean shutdown."""
         loop = asyncio.get_running_loop()
         if self.uses_postgres:
-            await self._check_schema()
-            await self._heartbeat_once()
-            listener = await self.app.listener()
+            listener = await self._reach_database()
             sql_ = self.app.job_sql
             self._unsubscribe += [
                 listener.subscribe(sql_.pushed_channel, self._on_pushed),
@@ -251,6 +265,24 @@ class Worker:
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
+
+    async def _reach_database(self) -> Any:
+        """Check the schema, register and start listening, waiting out a database that is
+        restarting or down for up to ``startup_timeout`` seconds, as a running worker
+        waits out an outage; a refusal (bad password, no such database) fails at once."""
+        delay = 0.5
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            try:
+                await self._check_schema()
+                await self._heartbeat_once()
+                return await self.app.listener()
+            except Exception as exc:
+                if not is_unreachable(exc) or time.monotonic() + delay > deadline or self._stopping.is_set():
+                    raise
+                log.warning("database unreachable at start (%s); retrying in %.1fs", exc, delay)
+            await self._sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _check_schema(self) -> None:
         version = await self.app.schema_version()
@@ -294,9 +326,15 @@ class Worker:
             if free > 0:
                 finished = self._take_unwritten(runner.queue)
                 try:
+                    if runner.reconcile:
+                        await self._reconcile(runner)
                     records = await runner.queue.write_back_and_claim(self.worker_id, finished, free)
                 except Exception as exc:  # noqa: BLE001 - the database may come back
-                    self._unwritten = [(runner.queue, t) for t in finished] + self._unwritten
+                    # The claim may have committed with its answer lost: look before the next.
+                    runner.reconcile = True
+                    refused = 0 if is_connection_error(exc) else 1
+                    self._unwritten = [(runner.queue, dataclasses.replace(t, refusals=t.refusals + refused))
+                                       for t in finished] + self._unwritten
                     if finished:
                         self._outcome_ready.set()
                     log.warning("claim on %r failed (%s); retrying in %.1fs", runner.queue.name, exc, delay)
@@ -304,21 +342,60 @@ class Worker:
                     delay = min(delay * 2, 10.0)
                     continue
                 delay = 0.1
-                claimed = len(records)
-                if self._rate_gate.limits:
-                    records = await self._rate_gate.admit(runner.queue, self.worker_id, records, runner.wake.set,
-                                                          self._stopping)
-                for record in records:
-                    if record.id in self._held:
-                        self._release_reclaimed(runner, record)
-                        continue
-                    self._held[record.id] = runner
-                    _log_start(record)
-                    runner.executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
-                runner.saturated = claimed == free
+                self._owned.difference_update(t.job_id for t in finished)
+                await self._start(runner, records)
+                runner.saturated = len(records) == free
                 if runner.saturated and runner.free_slots > 0:
                     continue
             await self._wait_for_wake(runner, runner.queue.polling_interval)
+
+    async def _reconcile(self, runner: _QueueRunner) -> None:
+        first = not runner.reconciled_once
+        released = await runner.queue.release_unknown(self.worker_id, self._owned, previous_life=first)
+        runner.reconcile, runner.reconciled_once = False, True
+        for job_id in released:
+            if first:
+                log.warning("job %s was left running by an earlier worker with this id (%s); recovered, "
+                            "the attempt counted", job_id, self.worker_id)
+            else:
+                log.warning("job %s was claimed by this worker on %r without its knowledge (a lost answer); "
+                            "it went back to the queue, its attempt refunded", job_id, runner.queue.name)
+
+    async def _start(self, runner: _QueueRunner, records: list[JobRecord]) -> None:
+        """Hand claimed jobs (past the rate gate) to the executor."""
+        self._owned.update(r.id for r in records)
+        if self._rate_gate.limits:
+            admitted = await self._rate_gate.admit(runner.queue, self.worker_id, records, runner.wake.set,
+                                                   self._stopping)
+            self._owned.difference_update({r.id for r in records} - {r.id for r in admitted})
+            records = admitted
+        self._submit_all(runner, records)
+
+    def _submit_all(self, runner: _QueueRunner, records: list[JobRecord]) -> None:
+        for record in records:
+            if record.id in self._held:
+                self._release_reclaimed(runner, record)
+                continue
+            if isinstance(record, UndecodableRecord):
+                self._fail_undecodable(runner, record)
+                continue
+            self._held[record.id] = runner
+            _log_start(record)
+            try:
+                runner.executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
+            except Exception as exc:  # noqa: BLE001 - e.g. arguments the executor cannot hand over
+                log.exception("job %s could not be started", record.id)
+                self._on_outcome(runner, record, Outcome.failure(record.id, exc, final=True))
+
+    def _fail_undecodable(self, runner: _QueueRunner, record: UndecodableRecord) -> None:
+        """Its stored data cannot be read here, so it can never run: fail it for good."""
+        error = {"type": "chancy.UndecodableJob", "at": datetime.now(timezone.utc).isoformat(), "traceback": None,
+                 "message": f"the job's stored data cannot be decoded ({record.problem}); it was not run"}
+        transition = Transition(record.id, JobState.FAILED, error=serialization.storable(error),
+                                attempt=record.attempts)
+        _log_outcome(record, transition)
+        self._unwritten.append((runner.queue, with_follow_ups(self.app, record, transition)))
+        self._outcome_ready.set()
 
     async def _wait_for_wake(self, runner: _QueueRunner, timeout: float) -> None:
         try:
@@ -381,7 +458,7 @@ class Worker:
         taken: list[Transition] = []
         kept: list[tuple[QueuePlugin, Transition]] = []
         for entry in self._unwritten:
-            if entry[0] is queue and entry[1].follow_up is None:
+            if entry[0] is queue and entry[1].follow_up is None and not entry[1].refusals:
                 taken.append(entry[1])
             else:
                 kept.append(entry)
@@ -406,17 +483,56 @@ class Worker:
             by_queue.setdefault(id(queue), (queue, []))[1].append(transition)
         failed: list[tuple[QueuePlugin, Transition]] = []
         for queue, transitions in by_queue.values():
-            try:
-                await queue.write_back(self.worker_id, transitions)
-            except Exception as exc:  # noqa: BLE001 - keep outcomes until the database is back
-                log.warning("writing %d outcome(s) failed (%s); will retry", len(transitions), exc)
-                failed += [(queue, t) for t in transitions]
+            failed += [(queue, t) for t in await self._write(queue, transitions)]
         if failed:
             self._unwritten = failed + self._unwritten
             await asyncio.sleep(0.5)
             self._outcome_ready.set()
             return False
         return not self._unwritten
+
+    async def _write(self, queue: QueuePlugin, transitions: list[Transition]) -> list[Transition]:
+        """Write outcomes; returns those to try again once the database is back. A batch
+        the database refuses is written one outcome at a time, so that only the refused
+        one is replaced (by a failure) and the others are written as they are."""
+        try:
+            await queue.write_back(self.worker_id, transitions)
+        except Exception as exc:  # noqa: BLE001 - keep outcomes until the database is back
+            if is_connection_error(exc):
+                log.warning("writing %d outcome(s) failed (%s); will retry", len(transitions), exc)
+                return transitions
+            if len(transitions) > 1:
+                kept = []
+                for transition in transitions:
+                    kept += await self._write(queue, [transition])
+                return kept
+            return await self._write_refused(queue, transitions[0], exc)
+        self._owned.difference_update(t.job_id for t in transitions)
+        return []
+
+    async def _write_refused(self, queue: QueuePlugin, refused: Transition, exc: Exception) -> list[Transition]:
+        """The database refused this outcome: fail the job with an error saying so, rather
+        than retry without end a write that may never succeed. A follow-up (the next step
+        of a workflow) may depend on other rows, so it gets a few more tries first."""
+        if refused.follow_up is not None and refused.refusals < FOLLOW_UP_TRIES:
+            log.warning("writing the outcome of job %s with its follow-up failed (%s); try %d of %d",
+                        refused.job_id, exc, refused.refusals + 1, FOLLOW_UP_TRIES)
+            return [dataclasses.replace(refused, refusals=refused.refusals + 1)]
+        log.error("the database refused the outcome (%s) of job %s: %s; failing the job instead",
+                  refused.state.value, refused.job_id, exc)
+        error = {"type": "chancy.OutcomeNotStorable", "at": datetime.now(timezone.utc).isoformat(), "traceback": None,
+                 "message": f"the database refused this attempt's outcome ({refused.state.value}): {exc}"}
+        failure = Transition(refused.job_id, JobState.FAILED, error=serialization.storable(error), attempt=refused.attempt)
+        try:
+            await queue.write_back(self.worker_id, [failure])
+        except Exception as again:  # noqa: BLE001
+            if is_connection_error(again):
+                return [failure]
+            log.error("job %s: its failure could not be written either (%s); it goes back to its queue",
+                      refused.job_id, again)
+            self._runners[queue.name].reconcile = True
+        self._owned.discard(refused.job_id)
+        return []
 
     # --- heartbeat ------------------------------------------------------------------------------
     async def _heartbeat_once(self) -> None:
@@ -434,6 +550,8 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            for runner in self._runners.values():  # a lost claim answer goes unnoticed otherwise
+                runner.reconcile = True
             try:
                 await self._heartbeat_once()
             except Exception as exc:  # noqa: BLE001 - keep running through outages

@@ -9,7 +9,7 @@ import asyncio
 import functools
 import time
 import uuid
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -179,6 +179,11 @@ class Queue(QueuePlugin):
         if any(t.follow_up is not None for t in transitions):
             return await super().write_back_and_claim(worker_id, transitions, limit)
         return await self._run(claim_steps(self._sql, self.name, worker_id, limit, transitions),
+                               pool=await self._app.claim_pool())
+
+    async def release_unknown(self, worker_id: str, owned: Collection[uuid.UUID], *,
+                              previous_life: bool = False) -> list[uuid.UUID]:
+        return await self._run(single(self._sql.release_unknown(self.name, worker_id, owned, previous_life)),
                                pool=await self._app.claim_pool())
 
     @functools.cached_property

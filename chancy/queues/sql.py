@@ -13,7 +13,8 @@ from psycopg import pq, sql
 
 from chancy import serialization
 from chancy.errors import SerializationError
-from chancy.job import Backoff, Job, JobRecord, JobState, Limit, is_argument_list, new_job_ids
+from chancy.job import (Backoff, Job, JobRecord, JobState, Limit, UndecodableRecord, is_argument_list,
+                        new_job_ids)
 from chancy.migrations import LIVE, Names
 from chancy.queue import Transition
 from chancy.queues.cursors import statement_cursor
@@ -41,6 +42,16 @@ _STATES = {state.value: state for state in JobState}
 
 
 def record_from_row(row: Sequence[Any]) -> JobRecord:
+    """The record of one row; a row whose JSON our decoder cannot read (e.g. nested past
+    its recursion limit) becomes an :class:`UndecodableRecord` instead of failing the
+    whole batch it came in (a claim's other jobs are already ours)."""
+    try:
+        return _decoded_record(row)
+    except Exception as exc:  # noqa: BLE001 - one bad row must not take its batch down
+        return _undecodable_record(row, exc)
+
+
+def _decoded_record(row: Sequence[Any]) -> JobRecord:
     loads = serialization.loads
     return JobRecord.from_fields(
         id=row[0],
@@ -65,6 +76,20 @@ def record_from_row(row: Sequence[Any]) -> JobRecord:
         result=loads(row[19]) if row[19] is not None else None,
         errors=loads(row[20]),
     )
+
+
+def _undecodable_record(row: Sequence[Any], exc: Exception) -> UndecodableRecord:
+    """What can be read of a row that failed to decode: its plain columns, no arguments,
+    limits, meta or result; its errors kept if they decode (a failure appends to them)."""
+    try:
+        errors = serialization.loads(row[20])
+    except Exception:  # noqa: BLE001
+        errors = []
+    errors_text = row[20] if isinstance(errors, list) else "[]"
+    readable = _decoded_record((*row[:3], "[]", "{}", *row[5:16], "[]", None, "{}", None, errors_text))
+    record = UndecodableRecord.from_fields(**readable.__dict__)
+    record.__dict__["problem"] = f"{type(exc).__name__}: {exc}"
+    return record
 
 
 def ready(query: sql.Composable) -> bytes:
@@ -357,6 +382,38 @@ class JobSQL:
             FROM cancelled
             """
         ).format(**f))
+        # Rows running under a worker's id that the worker does not know of. Either it
+        # lost the answer of the claim that took them, so they never started: back to
+        # pending, the attempt refunded. Or (``lost``) they are a previous life's of a
+        # worker that restarted under the same id: that attempt counts, as recovery's.
+        self._release_unknown = ready(sql.SQL(
+            """
+            WITH stray AS (
+                SELECT id FROM {jobs}
+                WHERE state = 'running' AND taken_by = %(worker)s AND queue = %(queue)s
+                  AND NOT id = ANY(%(owned)s::uuid[])
+                FOR UPDATE SKIP LOCKED
+            ), released AS (
+                UPDATE {jobs} j SET
+                    state = CASE WHEN NOT %(lost)s THEN 'pending'
+                                 WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'failed' END,
+                    attempts = CASE WHEN %(lost)s THEN j.attempts ELSE greatest(j.attempts - 1, 0) END,
+                    scheduled_at = CASE WHEN %(lost)s THEN now() ELSE j.scheduled_at END,
+                    completed_at = CASE WHEN %(lost)s AND j.attempts >= j.max_attempts THEN now() END,
+                    taken_by = NULL,
+                    errors = CASE WHEN NOT %(lost)s THEN j.errors ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                        'type', 'chancy.WorkerLost',
+                        'message', format('worker %%s restarted while running attempt %%s of %%s',
+                                          j.taken_by, j.attempts, j.max_attempts),
+                        'traceback', NULL, 'at', now(), 'attempt', j.attempts, 'worker', j.taken_by)) END
+                WHERE j.id = ANY(ARRAY(SELECT id FROM stray))
+                RETURNING j.id, j.queue, j.state
+            )
+            SELECT id, CASE WHEN state = 'failed' THEN pg_notify(%(done_channel)s, id::text)
+                            ELSE pg_notify(%(channel)s, queue) END
+            FROM released
+            """
+        ).format(**f))
         self._requeue = ready(sql.SQL(
             """
             WITH requeued AS (
@@ -470,6 +527,11 @@ class JobSQL:
     def cancel(self, job_id: uuid.UUID) -> Statement:
         params = {"id": job_id, "cancel_channel": self.cancel_channel, "done_channel": self.done_channel}
         return Statement(self._cancel, params, lambda rows: bool(rows))
+
+    def release_unknown(self, queue: str, worker_id: str, owned: Iterable[uuid.UUID], lost: bool) -> Statement:
+        params = {"queue": queue, "worker": worker_id, "owned": list(owned), "lost": lost,
+                  "channel": self.pushed_channel, "done_channel": self.done_channel}
+        return Statement(self._release_unknown, params, lambda rows: [row[0] for row in rows])
 
     def requeue(self, job_id: uuid.UUID) -> Statement:
         return Statement(self._requeue, {"id": job_id, "channel": self.pushed_channel}, lambda rows: bool(rows))
