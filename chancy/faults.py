@@ -4,6 +4,10 @@ fault, so retrying it would block everything queued behind it)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import psycopg
 
 from chancy.errors import DatabaseUnavailableError
@@ -43,3 +47,31 @@ def is_unreachable(exc: BaseException) -> bool:
         text = str(exc).lower()
         return not any(word in text for word in _REFUSALS)
     return isinstance(exc, (OSError, TimeoutError))
+
+
+def backoff_until(patience: float, first: float = 0.5, cap: float = 5.0) -> Iterator[float]:
+    """Delays between tries (doubling up to ``cap``) for as long as ``patience`` seconds
+    from now allow the next one."""
+    deadline = time.monotonic() + patience
+    delay = first
+    while time.monotonic() + delay <= deadline:
+        yield delay
+        delay = min(delay * 2, cap)
+
+
+def wait_until_reachable(connect: Callable[[], Any], patience: float,
+                         on_retry: Callable[[BaseException, float], None]) -> None:
+    """Open and close one connection, waiting out a server that is down or restarting
+    for up to ``patience`` seconds (a start-up beside a Postgres restart); a refusal
+    (bad password, no such database) or the last failure is raised."""
+    delays = backoff_until(patience)
+    while True:
+        try:
+            connect().close()
+            return
+        except Exception as exc:
+            delay = next(delays, None)
+            if delay is None or not is_unreachable(exc):
+                raise
+            on_retry(exc, delay)
+        time.sleep(delay)

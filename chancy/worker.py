@@ -21,7 +21,7 @@ from chancy.app import Chancy
 from chancy.errors import ConfigurationError, SchemaOutOfDateError
 from chancy.execution import Outcome
 from chancy.executors.base import Executor
-from chancy.faults import is_connection_error, is_unreachable
+from chancy.faults import backoff_until, is_connection_error, is_unreachable
 from chancy.job import Backoff, JobRecord, JobState, UndecodableRecord
 from chancy.plugin import Plugin
 from chancy.plugins.sql import ClusterSQL
@@ -270,19 +270,18 @@ class Worker:
         """Check the schema, register and start listening, waiting out a database that is
         restarting or down for up to ``startup_timeout`` seconds, as a running worker
         waits out an outage; a refusal (bad password, no such database) fails at once."""
-        delay = 0.5
-        deadline = time.monotonic() + self.startup_timeout
+        delays = backoff_until(self.startup_timeout)
         while True:
             try:
                 await self._check_schema()
                 await self._heartbeat_once()
                 return await self.app.listener()
             except Exception as exc:
-                if not is_unreachable(exc) or time.monotonic() + delay > deadline or self._stopping.is_set():
+                delay = next(delays, None)
+                if delay is None or not is_unreachable(exc) or self._stopping.is_set():
                     raise
                 log.warning("database unreachable at start (%s); retrying in %.1fs", exc, delay)
             await self._sleep(delay)
-            delay = min(delay * 2, 5.0)
 
     async def _check_schema(self) -> None:
         version = await self.app.schema_version()

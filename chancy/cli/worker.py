@@ -15,11 +15,13 @@ from chancy.cli.common import CliError, ExitCode, Target, target_options
 from chancy.cli.loading import core_app
 from chancy.cli.output import safe_dsn
 from chancy.errors import ConfigurationError
+from chancy.faults import wait_until_reachable
 from chancy.executors.process import ChildLimits
 from chancy.queue import EXECUTOR_ALIASES, ExecutorFactory
 from chancy.queues.admin_sql import AdminSQL
 from chancy.queues.pg import Queue
 from chancy.queues.sql import single
+from chancy.redaction import redact
 from chancy.worker import Worker
 
 POOLS = sorted(EXECUTOR_ALIASES)
@@ -120,9 +122,23 @@ def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | No
     return "\n".join(lines)
 
 
-async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_timeout: float) -> None:
+def _wait_for_database(app: Chancy, patience: float) -> None:
+    """Start beside a Postgres restart as a running worker rides one out: wait, logging."""
+    def on_retry(exc: BaseException, delay: float) -> None:
+        click.echo(f"chancy worker: database unreachable ({redact(str(exc), app.dsn)}); retrying in {delay:.1f}s",
+                   err=True)
+
+    try:
+        wait_until_reachable(app.connect_sync, patience, on_retry)
+    except KeyboardInterrupt:
+        raise CliError("interrupted while waiting for the database", ExitCode.INTERRUPTED) from None
+
+
+async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_timeout: float,
+                 startup_timeout: float) -> None:
     async with app:
-        worker = Worker(app, queues=names, worker_id=worker_id, shutdown_timeout=shutdown_timeout)
+        worker = Worker(app, queues=names, worker_id=worker_id, shutdown_timeout=shutdown_timeout,
+                        startup_timeout=startup_timeout)
         await worker.start()
 
 
@@ -146,9 +162,11 @@ async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_
                    "(repeatable) [env CHANCY_ALLOWED_IMPORTS, comma-separated]. Without it, only registered tasks run.")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds running jobs get to finish on SIGTERM/Ctrl-C (a second one stops at once).")
+@click.option("--startup-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds to wait at start for a database that is down or restarting (0: fail at once).")
 def worker(target: Target, queues: str | None, concurrency: int | None, pool: str | None, loglevel: str,
            log_format: str, name: str | None, max_tasks_per_child: int | None, max_memory_per_child: int | None,
-           beat: bool, allow_import: tuple[str, ...], shutdown_timeout: float) -> None:
+           beat: bool, allow_import: tuple[str, ...], shutdown_timeout: float, startup_timeout: float) -> None:
     """Run jobs from the queues until SIGTERM or Ctrl-C (drains; a second signal stops hard).
 
     \b
@@ -160,6 +178,7 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
     execution.allow_imports(allow_import)
     limits = ChildLimits(max_tasks_per_child, max_memory_per_child)
     app, names = _worker_app(target.app_object, split_queues(queues), concurrency, pool, limits)
+    _wait_for_database(app, startup_timeout)
     target.require_schema()
     if beat:
         enable_beat(app)
@@ -168,7 +187,7 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
         _check_unique_id(target, worker_id)
     click.echo(_banner(app, names, worker_id, pool, beat, execution.allowed_imports()), err=True)
     try:
-        asyncio.run(_serve(app, names, worker_id, shutdown_timeout))
+        asyncio.run(_serve(app, names, worker_id, shutdown_timeout, startup_timeout))
     except KeyboardInterrupt:  # a signal before the worker installed its handlers
         raise CliError("interrupted before the worker started", ExitCode.INTERRUPTED) from None
     click.echo("chancy worker: stopped cleanly", err=True)
