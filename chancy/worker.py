@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from chancy import migrations, rate_limits, serialization
 from chancy.app import Chancy
@@ -188,10 +188,11 @@ class Worker:
         self._cluster_sql = ClusterSQL(app.names)
         self._runners: dict[str, _QueueRunner] = {}
         self._held: dict[uuid.UUID, _QueueRunner] = {}
-        #: Every job this worker claimed whose outcome is not yet written: running, or
-        #: finished and waiting for write-back. Any other row the database has running
-        #: under this worker's id is one it does not know of, and goes back to its queue.
-        self._owned: set[uuid.UUID] = set()
+        #: Every job this worker claimed whose outcome is not yet written (running, or
+        #: finished and waiting for write-back), with the attempt it claimed. Any other
+        #: row the database has running under this worker's id is one it does not know
+        #: of, and goes back to its queue.
+        self._owned: dict[uuid.UUID, int] = {}
         self._unwritten: list[tuple[QueuePlugin, Transition]] = []
         self._outcome_ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -341,7 +342,7 @@ class Worker:
                     delay = min(delay * 2, 10.0)
                     continue
                 delay = 0.1
-                self._owned.difference_update(t.job_id for t in finished)
+                self._disown(finished)
                 await self._start(runner, records)
                 runner.saturated = len(records) == free
                 if runner.saturated and runner.free_slots > 0:
@@ -362,11 +363,12 @@ class Worker:
 
     async def _start(self, runner: _QueueRunner, records: list[JobRecord]) -> None:
         """Hand claimed jobs (past the rate gate) to the executor."""
-        self._owned.update(r.id for r in records)
+        self._owned.update((r.id, r.attempts) for r in records)
         if self._rate_gate.limits:
             admitted = await self._rate_gate.admit(runner.queue, self.worker_id, records, runner.wake.set,
                                                    self._stopping)
-            self._owned.difference_update({r.id for r in records} - {r.id for r in admitted})
+            for deferred in {r.id for r in records} - {r.id for r in admitted}:  # no longer ours
+                del self._owned[deferred]
             records = admitted
         self._submit_all(runner, records)
 
@@ -506,8 +508,15 @@ class Worker:
                     kept += await self._write(queue, [transition])
                 return kept
             return await self._write_refused(queue, transitions[0], exc)
-        self._owned.difference_update(t.job_id for t in transitions)
+        self._disown(transitions)
         return []
+
+    def _disown(self, written: Iterable[Transition]) -> None:
+        """Forget jobs whose outcome is written, unless claimed again since (by then the
+        flush that wrote a retry may finish after the claim that took the job back)."""
+        for transition in written:
+            if self._owned.get(transition.job_id) == transition.attempt:
+                del self._owned[transition.job_id]
 
     async def _write_refused(self, queue: QueuePlugin, refused: Transition, exc: Exception) -> list[Transition]:
         """The database refused this outcome: fail the job with an error saying so, rather
@@ -530,7 +539,7 @@ class Worker:
             log.error("job %s: its failure could not be written either (%s); it goes back to its queue",
                       refused.job_id, again)
             self._runners[queue.name].reconcile = True
-        self._owned.discard(refused.job_id)
+        self._disown([refused])
         return []
 
     # --- heartbeat ------------------------------------------------------------------------------
