@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from chancy.app import Chancy
-from chancy.compat import continuations, payload, rate_limits, routes, signals
+from chancy.compat import continuations, message_options, payload, rate_limits, routes, signals
 from chancy.compat.app.task import Context, Task, current_task_and_request
 from chancy.compat.config import Settings
 from chancy.compat.exceptions import ImproperlyConfigured
@@ -404,6 +404,12 @@ class Celery:
             "track_started": bool(pick("track_started", conf["task_track_started"])),
             "eta": bool(scheduled_at and not parked_at),
             "payload": encoded,
+            "origin": message_options.origin(),
+            "reply_to": opts.get("reply_to"),
+            "properties": message_options.message_properties(opts) or None,
+            "replaced_task_nesting": opts.get("replaced_task_nesting"),
+            "stamped_headers": opts.get("stamped_headers"),
+            "stamps": opts.get("stamps"),
         }
         if foreign_id:
             celery["task_id"] = str(task_id)

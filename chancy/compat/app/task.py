@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import socket
 import sys
 import threading
 import uuid
@@ -34,35 +35,61 @@ UNLIMITED_ATTEMPTS = 2**31 - 1
 
 
 class Context:
-    """``self.request``: what Celery tells a running task about its own call."""
+    """``self.request``: what Celery tells a running task about its own call. Every field of
+    Celery's ``Context`` exists with Celery's default, so code reading any of them works
+    outside a worker too; a worker fills them from the job row (:meth:`from_record`)."""
+
+    args: Any = None
+    callbacks: Any = None
+    called_directly = True
+    chain: Any = None
+    chord: Any = None
+    correlation_id: str | None = None
+    delivery_info: dict[str, Any] | None = None
+    errbacks: Any = None
+    eta: str | None = None
+    expires: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    headers: dict[str, Any] | None = None
+    hostname: str | None = None
+    id: str | None = None
+    ignore_result = False
+    is_eager = False
+    kwargs: Any = None
+    logfile: str | None = None
+    loglevel: int | None = None
+    origin: str | None = None
+    parent_id: str | None = None
+    properties: dict[str, Any] | None = None
+    retries = 0
+    reply_to: str | None = None
+    replaced_task_nesting = 0
+    root_id: str | None = None
+    shadow: str | None = None
+    taskset: str | None = None  # Celery's old name of ``group``
+    timelimit: Any = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    utc: bool | None = None
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] | None = None
+    task: str | None = None
+    _children: list[Any] | None = None
 
     def __init__(self, **fields: Any) -> None:
-        self.id: str | None = None
-        self.args: tuple = ()
-        self.kwargs: dict[str, Any] = {}
-        self.retries = 0
-        self.is_eager = False
-        self.called_directly = True
-        self.hostname: str | None = None
-        self.delivery_info: dict[str, Any] = {}
-        self.headers: dict[str, Any] | None = None
-        self.root_id: str | None = None
-        self.parent_id: str | None = None
-        self.group: str | None = None
-        self.group_index: int | None = None
-        self.eta: str | None = None
-        self.expires: str | None = None
-        self.timelimit: tuple = (None, None)
-        self.callbacks = None
-        self.errbacks = None
-        self.chain = None
-        self.chord = None
-        self.correlation_id: str | None = None
-        self.reply_to: str | None = None
-        self.origin: str | None = None
-        self.ignore_result = False
-        self.task: str | None = None
+        self.update(**fields)
+
+    def update(self, **fields: Any) -> None:
+        """Set fields; a ``timelimit`` also sets ``time_limit`` and ``soft_time_limit``."""
         self.__dict__.update(fields)
+        if "timelimit" in fields:
+            limits = fields["timelimit"]
+            self.time_limit, self.soft_time_limit = (
+                (limits[0], limits[1]) if isinstance(limits, (list, tuple)) and len(limits) >= 2 else (None, None))
+
+    def clear(self) -> None:
+        self.__dict__.clear()
 
     def __repr__(self) -> str:
         return f"<Context: {self.__dict__!r}>"
@@ -70,23 +97,52 @@ class Context:
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
 
+    @property
+    def children(self) -> list[Any]:
+        if self._children is None:
+            self._children = []
+        return self._children
+
     @classmethod
     def from_record(cls, record: JobRecord) -> "Context":
+        """The request a Celery worker would build from this job's message: its headers
+        (custom ones also as attributes, as Celery copies every header), properties and
+        delivery info."""
         celery = record.meta.get("celery", {})
-        return cls(
-            id=celery.get("task_id") or str(record.id), task=record.func, args=record.args,
-            kwargs=record.kwargs, retries=record.attempts - 1, is_eager=False, called_directly=False,
-            hostname=record.taken_by, delivery_info={"exchange": "", "routing_key": record.queue,
-                                                     "priority": record.priority, "redelivered": record.attempts > 1},
-            headers=celery.get("headers"), root_id=celery.get("root_id") or str(record.id),
-            parent_id=celery.get("parent_id"), group=celery.get("group"),
-            group_index=celery.get("group_index"),
-            eta=record.scheduled_at.isoformat() if celery.get("eta") else None,
+        task_id = celery.get("task_id") or str(record.id)
+        priority = record.priority
+        custom = dict(celery.get("headers") or {})
+        properties = {"correlation_id": task_id, "reply_to": celery.get("reply_to"), "delivery_mode": 2,
+                      "delivery_info": {"exchange": "", "routing_key": record.queue}, "priority": priority,
+                      "body_encoding": "base64", "delivery_tag": f"{record.id}/{record.attempts}",
+                      **(celery.get("properties") or {})}
+        request = cls(**{k: v for k, v in custom.items() if k.isidentifier() and k not in _CONTEXT_FIELDS})
+        request.update(
+            id=task_id, task=record.func, args=list(record.args), kwargs=dict(record.kwargs), lang="py",
+            retries=record.attempts - 1, is_eager=False, called_directly=False, hostname=record.taken_by,
+            delivery_info={"exchange": "", "routing_key": record.queue, "priority": priority,
+                           "redelivered": record.attempts > 1},
+            properties=properties, headers=custom or None,
+            root_id=celery.get("root_id") or task_id, parent_id=celery.get("parent_id"),
+            group=celery.get("group"), group_index=celery.get("group_index"),
+            eta=record.scheduled_at.isoformat() if celery.get("eta") and record.scheduled_at else None,
             expires=record.expires_at.isoformat() if record.expires_at else None,
-            timelimit=tuple(celery.get("timelimit") or (None, None)),
-            correlation_id=str(record.id), origin=celery.get("origin"),
+            timelimit=list(celery.get("timelimit") or (None, None)),
+            correlation_id=celery.get("correlation_id") or task_id, reply_to=celery.get("reply_to"),
+            origin=celery.get("origin"), shadow=celery.get("shadow"),
             ignore_result=bool(celery.get("ignore_result")),
+            replaced_task_nesting=int(celery.get("replaced_task_nesting") or 0),
+            stamped_headers=celery.get("stamped_headers"), stamps=celery.get("stamps"),
+            argsrepr=celery.get("argsrepr") or repr(tuple(record.args)),
+            kwargsrepr=celery.get("kwargsrepr") or repr(dict(record.kwargs)),
+            callbacks=celery.get("callbacks"), errbacks=celery.get("errbacks"),
+            chain=celery.get("chain"), chord=celery.get("chord"),
         )
+        return request
+
+
+#: Names a custom header must not shadow when it is copied onto the request.
+_CONTEXT_FIELDS = frozenset(k for k in vars(Context) if not k.startswith("__")) | {"lang", "argsrepr", "kwargsrepr"}
 
 
 class _RequestStack(threading.local):
@@ -224,7 +280,12 @@ class Task:
             request = Context(id=task_id, args=args, kwargs=kwargs, retries=retries, is_eager=True,
                               called_directly=False, task=self.name, root_id=options.get("root_id", task_id),
                               parent_id=options.get("parent_id"), headers=options.get("headers"),
-                              delivery_info={"is_eager": True})
+                              hostname=socket.gethostname(), properties=options, timelimit=[None, None],
+                              ignore_result=bool(options.get("ignore_result", False)),
+                              replaced_task_nesting=int(options.get("replaced_task_nesting") or 0),
+                              delivery_info={"is_eager": True, "exchange": None,
+                                             "routing_key": options.get("queue"),
+                                             "priority": options.get("priority")})
             try:
                 retval = self._execute(request, args, kwargs)
             except Retry:

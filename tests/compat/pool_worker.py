@@ -1,0 +1,28 @@
+"""Run the compat tests' worker under one of Celery's pools (``-P``), so a task-behaviour
+test can be parametrized over every pool a Chancy worker offers."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from chancy.compat import worker_app
+from tests.compat.conftest import BackgroundWorker
+
+#: Every ``-P`` a Chancy worker runs Celery tasks under.
+POOLS = ("process", "thread", "asyncio", "solo")
+
+
+def start_pool_worker(celery_app: Any, pool: str, concurrency: int = 2) -> BackgroundWorker:
+    """A started worker for ``celery_app`` whose queues run under ``pool``."""
+    worker_app(celery_app, pool=pool, concurrency=concurrency)
+    return BackgroundWorker(celery_app).start()
+
+
+@pytest.fixture(params=POOLS)
+def pool_worker(request: pytest.FixtureRequest, celery_app: Any) -> Iterator[BackgroundWorker]:
+    """A worker under each pool in turn (``request.param`` names it)."""
+    background = start_pool_worker(celery_app, request.param)
+    yield background
+    background.stop()
