@@ -40,6 +40,9 @@ _PR_SET_PDEATHSIG = 1
 #: them first, so that the app's module-level setup (signal receivers, Django's setup…)
 #: runs there too.
 app_modules: list[str] = []
+#: Called in each child once it has imported :data:`app_modules`, before the modules of
+#: its tasks (the Celery layer sets Django up here: task modules import models).
+app_loaded_hooks: list[Callable[[], None]] = []
 #: Called in each child once it has loaded the app, before it takes a job (the Celery
 #: layer sends ``worker_process_init`` from here).
 child_init_hooks: list[Callable[[], None]] = []
@@ -75,24 +78,28 @@ class ChildLimits:
 @dataclasses.dataclass(frozen=True)
 class ChildSetup:
     """What a child loads before it says it is ready, so that it runs exactly the tasks
-    its worker runs: the modules to import (see :func:`child_modules`) and the allowed
-    import prefixes (see :func:`execution.allow_imports`)."""
+    its worker runs: the worker's :data:`app_modules`, then the modules of its tasks (see
+    :func:`task_modules`), and the allowed import prefixes (see :func:`execution.allow_imports`)."""
 
-    modules: tuple[str, ...]
+    app_modules: tuple[str, ...]
+    task_modules: tuple[str, ...]
     allowed_imports: tuple[str, ...]
 
     @classmethod
     def of_this_process(cls) -> "ChildSetup":
-        return cls(child_modules(), execution.allowed_imports())
+        apps = tuple(name for name in dict.fromkeys(app_modules) if name not in _MAIN_MODULES)
+        return cls(apps, task_modules(exclude=apps), execution.allowed_imports())
 
 
-def child_modules() -> tuple[str, ...]:
-    """The worker's :data:`app_modules`, then the module defining each registered task
-    (importing it registers the task again, under a custom name too). ``__main__`` is left
-    out: spawn runs the worker's main script in the child by itself."""
-    defining = sorted(filter(None, (_defining_module(func) for func in execution.registry.values())))
-    return tuple(name for name in dict.fromkeys([*app_modules, *defining])
-                 if name not in ("__main__", "__mp_main__"))
+#: ``__main__`` is never imported by name: spawn runs the worker's main script in the child by itself.
+_MAIN_MODULES = ("__main__", "__mp_main__")
+
+
+def task_modules(exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The module defining each registered task, sorted (importing it registers the task
+    again, under a custom name too)."""
+    defining = set(filter(None, (_defining_module(func) for func in execution.registry.values())))
+    return tuple(sorted(defining - set(exclude) - set(_MAIN_MODULES)))
 
 
 def _defining_module(func: Callable[..., Any]) -> str | None:
@@ -345,12 +352,13 @@ def _load(setup: ChildSetup) -> _LoadFailure | None:
     execution.allow_imports(setup.allowed_imports)
     step = ""
     try:
-        for module in setup.modules:
-            step = f"importing {module}"
-            importlib.import_module(module)
-        for hook in child_init_hooks:
-            step = f"running {getattr(hook, '__qualname__', hook)!r}"
-            hook()
+        for modules, hooks in ((setup.app_modules, app_loaded_hooks), (setup.task_modules, child_init_hooks)):
+            for module in modules:
+                step = f"importing {module}"
+                importlib.import_module(module)
+            for hook in hooks:
+                step = f"running {getattr(hook, '__qualname__', hook)!r}"
+                hook()
     except BaseException:  # noqa: BLE001 - reported to the worker, which stops or logs
         return _LoadFailure(f"{step} failed:\n{traceback.format_exc()}")
     return None
