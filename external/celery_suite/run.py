@@ -1,0 +1,546 @@
+#!/usr/bin/env python3
+"""Run Celery's own integration tests (t/integration) against Chancy's broker and result
+backend, beside the same tests on Redis, and report the difference (issue 25).
+
+    .venv/bin/python external/celery_suite/run.py            # what .ci/celery-suite runs
+    .venv/bin/python external/celery_suite/run.py --files test_inspect.py --targets chancy
+
+Steps: the INSTALLED Celery version's source distribution is fetched from the package
+index (``pip download --no-binary :all:``) into a temporary folder and only its ``t/``
+folder unpacked (nothing is vendored into this tree); the test plugins the suite needs are
+installed if missing; a throwaway Postgres (``chancy.embedded``) is started and migrated,
+and a throwaway ``redis-server`` on a random loopback port where one is installed; then
+each test file runs as its own pytest process, per target, with a per-test and a per-file
+time limit, and ``overlay.py`` records every outcome as it happens. The report (Markdown)
+goes to ``--report`` and to stdout, the raw outcomes to ``--json``.
+
+Exit status: 0 whenever a report was written, whatever the tests did; non-zero only when
+the script itself could not run (no sdist, no Postgres, a crash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import dataclasses
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_FILES = ("test_tasks.py", "test_canvas.py", "test_inspect.py")
+REDIS_GATE = re.compile(r"""result_backend\.startswith\((['"])redis\1\)""")
+STATUSES = ("passed", "failed", "error", "skipped", "timeout", "not run")
+BAD = ("failed", "error", "skipped", "timeout", "not run")
+
+
+def log(msg: str) -> None:
+    print(f"[celery-suite {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Outcomes: folding overlay.py's records into one status per test (pure, unit-tested)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FileRun:
+    """One test file on one target."""
+
+    target: str
+    file: str
+    statuses: dict[str, str]  # nodeid -> one of STATUSES
+    reasons: dict[str, str]  # nodeid -> one-line reason (failures, errors, skips, timeouts)
+    seconds: float = 0.0
+    note: str = ""  # e.g. "file timeout after 900 s", "pytest exit 4"
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for status in self.statuses.values():
+            out[status] += 1
+        return out
+
+
+def fold_records(lines: Iterable[str], *, killed: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """Fold overlay.py's JSON lines into (status per test, reason per test).
+
+    A rerun starts the test afresh; a setup failure is an error; a teardown failure after a
+    passed call makes it an error; a test that started but never reported, in a run that
+    was killed, is a timeout; collected tests never started are "not run"."""
+    statuses: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    collected: list[str] = []
+    started: list[str] = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        event = rec.get("event")
+        if event == "collected":
+            collected.extend(n for n in rec["nodeids"] if n not in collected)
+        elif event == "start":
+            started.append(rec["nodeid"])
+        elif event == "report":
+            node, when, outcome = rec["nodeid"], rec["when"], rec["outcome"]
+            if outcome == "rerun":
+                statuses.pop(node, None)
+                reasons[node] = rec.get("reason", "")
+                continue
+            if rec.get("xfail"):
+                outcome = "skipped" if outcome == "skipped" else "passed"
+            if when == "teardown":
+                if outcome == "error" and statuses.get(node) == "passed":
+                    statuses[node], reasons[node] = "error", "teardown: " + rec.get("reason", "")
+                continue
+            if outcome == "failed" and "Timeout" in rec.get("reason", "") and "pytest-timeout" in rec.get("reason", ""):
+                outcome = "timeout"
+            statuses[node] = outcome
+            if outcome == "passed":
+                reasons.pop(node, None)
+            else:
+                reasons[node] = rec.get("reason", "")
+    for node in started:
+        if node not in statuses:
+            statuses[node] = "timeout" if killed else "error"
+            reasons[node] = ("killed by the file time limit while running" if killed
+                             else "started but never reported (pytest crashed?)")
+    for node in collected:
+        if node not in statuses:
+            statuses[node] = "not run"
+            reasons[node] = "not reached (file time limit)" if killed else "not reached"
+    return statuses, reasons
+
+
+def test_name(nodeid: str) -> str:
+    """``t/integration/test_canvas.py::test_chord::test_x[a]`` -> ``test_chord::test_x[a]``."""
+    return nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
+
+
+def render_report(runs: list[FileRun], *, celery_version: str, targets: list[str],
+                  files: list[str], timings: dict[str, float], notes: list[str]) -> str:
+    """The Markdown report: a table per file, then what passes on Redis but not on Chancy."""
+    by = {(r.target, r.file): r for r in runs}
+    out = [f"# Celery {celery_version} integration suite: Chancy vs Redis", ""]
+    out += [f"- {n}" for n in notes]
+    if notes:
+        out.append("")
+    header = "| file | " + " | ".join(
+        f"{t}: pass / fail / error / skip / timeout / not run" for t in targets) + " |"
+    out += [header, "|" + "---|" * (1 + len(targets))]
+    for f in files:
+        cells = []
+        for t in targets:
+            run = by.get((t, f))
+            if run is None:
+                cells.append("—")
+                continue
+            c = run.counts()
+            total = len(run.statuses)
+            cell = (f"**{c['passed']}**/{total} · {c['failed']} · {c['error']} · {c['skipped']} · "
+                    f"{c['timeout']} · {c['not run']}")
+            cells.append(cell + (f" ({run.note})" if run.note else ""))
+        out.append(f"| {f} | " + " | ".join(cells) + " |")
+    out.append("")
+    if timings:
+        out.append("Time per run: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
+        out.append("")
+    if "redis" in targets and "chancy" in targets:
+        for f in files:
+            red, chy = by.get(("redis", f)), by.get(("chancy", f))
+            if red is None or chy is None:
+                continue
+            worse = [n for n, s in red.statuses.items() if s == "passed" and chy.statuses.get(n, "not run") != "passed"]
+            out.append(f"## {f}: {len(worse)} pass on Redis and not on Chancy")
+            out.append("")
+            for n in sorted(worse):
+                s = chy.statuses.get(n, "not run")
+                out.append(f"- `{test_name(n)}` — **{s}**: {chy.reasons.get(n, '') or '(no reason recorded)'}")
+            out.append("")
+            better = [n for n, s in chy.statuses.items() if s == "passed" and red.statuses.get(n) != "passed"]
+            if better:
+                out.append(f"Pass on Chancy and not on Redis: " + ", ".join(f"`{test_name(n)}`" for n in sorted(better)))
+                out.append("")
+    for t in targets:
+        both = []
+        for f in files:
+            run = by.get((t, f))
+            if run is None:
+                continue
+            other = [by.get((o, f)) for o in targets if o != t]
+            for n, s in run.statuses.items():
+                if s in ("failed", "error", "timeout") and all(o is None or o.statuses.get(n) != "passed" for o in other):
+                    both.append(f"- `{n}` — {s}: {run.reasons.get(n, '')}")
+        if both and len(targets) > 1:
+            out.append(f"## Failing on {t} and not passing elsewhere either")
+            out += ["", *both, ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Setting up: the sdist, the plugins, the services
+# ---------------------------------------------------------------------------------------
+
+
+def installed_version(dist: str) -> str:
+    return importlib.metadata.version(dist)
+
+
+def pip(*args: str) -> None:
+    cmd = [sys.executable, "-m", "pip", *args]
+    log(" ".join(cmd))
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
+
+
+def fetch_tests(version: str, workdir: Path) -> Path:
+    """Download Celery's sdist and unpack only its ``t/`` folder (plus the requirements
+    files that say which test plugins it wants); returns the unpacked root."""
+    dl = workdir / "sdist"
+    dl.mkdir(parents=True, exist_ok=True)
+    pip("download", f"celery=={version}", "--no-deps", "--no-binary", ":all:", "-d", str(dl), "-q")
+    archives = sorted(dl.glob("celery-*.tar.gz"))
+    if not archives:
+        raise SystemExit(f"pip download gave no celery-{version} source archive in {dl}")
+    root = workdir / "src"
+    with tarfile.open(archives[0]) as tar:
+        top = f"celery-{version}/"
+        members = [m for m in tar.getmembers()
+                   if m.name.startswith(top + "t/") or m.name.startswith(top + "requirements/")
+                   or m.name == top + "pyproject.toml"]
+        tar.extractall(workdir, members=members, filter="data")
+    (workdir / f"celery-{version}").rename(root)
+    return root
+
+
+def pinned(requirements: Path, name: str) -> str | None:
+    """``name==1.2`` (or whatever spec) as the sdist's requirements file pins it."""
+    if not requirements.exists():
+        return None
+    for line in requirements.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if re.match(rf"^{re.escape(name)}\s*([=<>!~\[]|$)", line, re.I):
+            return line
+    return None
+
+
+def ensure_plugins(src: Path, version: str) -> None:
+    """Install what t/integration imports and the plugins its markers need, if missing:
+    redis and pydantic (via Celery's own extras, so their pins match), pytest-timeout and
+    pytest-rerunfailures (at the sdist's pins). pytest-celery is not needed: the fixtures
+    come from ``celery.contrib.pytest``, loaded with ``-p``."""
+    wanted = []
+    for module, spec in (("redis", None), ("pydantic", None)):
+        try:
+            __import__(module)
+        except ImportError:
+            wanted.append(f"celery[redis,pydantic]=={version}")
+            break
+    test_reqs = src / "requirements" / "test.txt"
+    for module, dist in (("pytest_timeout", "pytest-timeout"), ("pytest_rerunfailures", "pytest-rerunfailures")):
+        try:
+            __import__(module)
+        except ImportError:
+            wanted.append(pinned(test_reqs, dist) or dist)
+    if wanted:
+        pip("install", "-q", *wanted)
+
+
+def write_ini(src: Path) -> Path:
+    """A pytest.ini with the sdist's markers and options (its pyproject points testpaths at
+    t/unit); ``-c`` makes src the rootdir, so ``import t.integration`` works and ``import
+    celery`` still finds the installed Celery (only t/ was unpacked)."""
+    markers = ["flaky", "timeout", "amqp"]
+    pyproject = src / "pyproject.toml"
+    if pyproject.exists():
+        m = re.search(r"^markers\s*=\s*\[(.*?)\]", pyproject.read_text(), re.M | re.S)
+        if m:
+            markers = sorted(set(markers) | set(re.findall(r'"([^"]+)"', m.group(1))))
+    ini = src / "pytest.ini"
+    ini.write_text("[pytest]\naddopts = --strict-markers\npython_classes = test_*\n"
+                   "markers =\n" + "".join(f"    {m}\n" for m in markers))
+    return ini
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str | None]:
+    """A throwaway redis-server on a random loopback port: yields its port, or None if
+    there is no redis-server on this machine."""
+    exe = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    if exe is None:
+        yield None
+        return
+    port = free_port()
+    data = workdir / "redis"
+    data.mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(data), "--databases", "16", "--protected-mode", "yes"],
+        stdin=subprocess.DEVNULL, stdout=(data / "redis.log").open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: {(data / 'redis.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        log(f"redis-server pid {proc.pid} on 127.0.0.1:{port}")
+        yield str(port)
+    finally:
+        stop_group(proc)
+
+
+@contextlib.contextmanager
+def chancy_database() -> Iterator[str]:
+    """A throwaway Postgres (chancy.embedded), a fresh database, migrated by `chancy migrate`."""
+    from chancy.embedded import create_database, start_throwaway_server
+
+    with start_throwaway_server() as server:
+        dsn = create_database(server.admin_dsn, "celery_suite")
+        chancy = shutil.which("chancy", path=str(Path(sys.executable).parent)) or "chancy"
+        subprocess.run([chancy, "migrate", "--dsn", dsn], check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL)
+        log(f"throwaway Postgres migrated: {dsn}")
+        yield dsn
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, the process group of ``proc`` (it was started in its own session)."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # pool children left behind in the group
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Target:
+    name: str
+    env: dict[str, str]
+    src: Path  # the unpacked sdist this target runs (the probe has its own patched copy)
+    extra_args: list[str] = dataclasses.field(default_factory=list)
+    select: dict[str, list[str]] | None = None  # file -> "Class::test" to run (None: all)
+
+
+def run_file(target: Target, file: str, args: argparse.Namespace, outdir: Path) -> FileRun:
+    results = outdir / f"{target.name}-{file}.jsonl"
+    results.unlink(missing_ok=True)
+    logfile = outdir / f"{target.name}-{file}.log"
+    env = {
+        **os.environ, **target.env,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(target.src)]),
+        "CELERY_SUITE_RESULTS": str(results),
+        "CELERY_SUITE_TEST_TIMEOUT": str(args.test_timeout),
+        "CELERY_SUITE_RERUNS": str(args.reruns if target.name == "redis" else args.reruns_chancy),
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [sys.executable, "-m", "pytest", "-c", str(target.src / "pytest.ini"), "--rootdir", str(target.src),
+           "-p", "celery.contrib.pytest", "-p", "overlay", "-p", "no:cacheprovider",
+           f"--timeout={args.test_timeout}", "-q", "-rN", "--no-header",
+           *target.extra_args, *(["-k", args.k] if args.k else []),
+           *([f"t/integration/{file}"] if target.select is None
+             else [f"t/integration/{file}::{name}" for name in target.select.get(file, [])])]
+    log(f"{target.name}: {file} (log {logfile})")
+    started = time.monotonic()
+    with logfile.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=target.src, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        killed = False
+        try:
+            code = proc.wait(timeout=args.file_timeout)
+        except subprocess.TimeoutExpired:
+            killed, code = True, None
+        finally:
+            stop_group(proc)
+    seconds = time.monotonic() - started
+    lines = results.read_text().splitlines() if results.exists() else []
+    statuses, reasons = fold_records(lines, killed=killed)
+    note = f"killed at the file limit, {args.file_timeout} s" if killed else (
+        "" if code in (0, 1) else f"pytest exit {code}")
+    if not statuses:
+        tail = logfile.read_text(errors="replace")[-1500:] if logfile.exists() else ""
+        note = (note + "; " if note else "") + "nothing collected"
+        log(f"{target.name}: {file}: nothing collected; log tail:\n{tail}")
+    run = FileRun(target.name, file, statuses, reasons, seconds, note)
+    c = run.counts()
+    log(f"{target.name}: {file}: {c['passed']}/{len(statuses)} passed, {c['failed']} failed, "
+        f"{c['error']} errors, {c['skipped']} skipped, {c['timeout']} timeouts in {seconds:.0f} s {note}")
+    return run
+
+
+def probe_copy(src: Path, workdir: Path) -> Path:
+    """A copy of the suite whose "Requires redis result backend" checks also let a
+    ``chancy+`` backend through (Redis stays there as the tests' side channel), so that the
+    probe target shows which gated tests Chancy's backend would pass."""
+    dst = workdir / "src-probe"
+    shutil.copytree(src, dst)
+    for path in (dst / "t" / "integration").glob("test_*.py"):
+        text = path.read_text()
+        new = REDIS_GATE.sub(r"result_backend.startswith((\1redis\1, \1chancy\1))", text)
+        if new != text:
+            path.write_text(new)
+    return dst
+
+
+def gated_tests(src: Path, files: Iterable[str]) -> dict[str, list[str]]:
+    """Test functions (``Class::test``) per file whose body holds the Redis-backend gate."""
+    import ast
+
+    out: dict[str, list[str]] = {}
+    for file in files:
+        path = src / "t" / "integration" / file
+        tree = ast.parse(path.read_text())
+        names = []
+        for cls in [n for n in tree.body if isinstance(n, ast.ClassDef)] + [None]:
+            body = cls.body if cls is not None else tree.body
+            for fn in body:
+                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name.startswith("test"):
+                    if REDIS_GATE.search(ast.get_source_segment(path.read_text(), fn) or ""):
+                        names.append(f"{cls.name}::{fn.name}" if cls is not None else fn.name)
+        out[file] = names
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", default=",".join(DEFAULT_FILES), help="comma-separated t/integration files")
+    p.add_argument("--targets", default="redis,chancy",
+                   help="comma-separated: redis, chancy, chancy-probe (Chancy with the Redis-backend "
+                        "gates opened and Redis as the side channel; runs only the gated tests)")
+    p.add_argument("--test-timeout", type=int, default=90,
+                   help="per-test limit, seconds (caps the suite's 300; above test_canvas's 60 s get())")
+    p.add_argument("--reruns", type=int, default=1,
+                   help="cap on the suite's @flaky reruns (it asks for 5) on Redis, the reference")
+    p.add_argument("--reruns-chancy", type=int, default=0,
+                   help="the same cap on Chancy: a failure there is worth seeing, and a rerun of a "
+                        "test that waits out a 60 s get() doubles its cost")
+    p.add_argument("--file-timeout", type=int, default=1500, help="per-file, per-target limit, seconds")
+    p.add_argument("--jobs", type=int, default=2, help="targets run side by side (files run in turn)")
+    p.add_argument("-k", default="", help="pytest -k expression, for trying a few tests")
+    p.add_argument("--celery-version", default="", help="default: the installed Celery")
+    p.add_argument("--workdir", default="", help="default: a temporary folder, removed afterwards")
+    p.add_argument("--report", default=str(HERE / "last-report.md"))
+    p.add_argument("--json", default=str(HERE / "last-report.json"))
+    p.add_argument("--no-install", action="store_true", help="do not pip install missing test plugins")
+    args = p.parse_args(argv)
+
+    files = [f.strip() for f in args.files.split(",") if f.strip()]
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    version = args.celery_version or installed_version("celery")
+    notes = [f"celery {version}, kombu {installed_version('kombu')}, python {sys.version.split()[0]}; "
+             f"per-test limit {args.test_timeout} s, @flaky reruns capped at {args.reruns} (Redis) / "
+             f"{args.reruns_chancy} (Chancy), "
+             f"file limit {args.file_timeout} s"]
+
+    with contextlib.ExitStack() as stack:
+        if args.workdir:
+            workdir = Path(args.workdir).resolve()
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celery-suite-")))
+        src = fetch_tests(version, workdir)
+        if not args.no_install:
+            ensure_plugins(src, version)
+        write_ini(src)
+        outdir = workdir / "out"
+        outdir.mkdir()
+
+        redis_port = stack.enter_context(redis_server(workdir)) if {"redis", "chancy-probe"} & set(targets) else None
+        runnable: list[Target] = []
+        if "redis" in targets:
+            if redis_port is None:
+                notes.append("redis: skipped, no redis-server on this machine")
+            else:
+                url = f"redis://127.0.0.1:{redis_port}"
+                runnable.append(Target("redis", {"TEST_BROKER": f"{url}/0", "TEST_BACKEND": f"{url}/1",
+                                                 "REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_port}, src))
+        if {"chancy", "chancy-probe"} & set(targets):
+            dsn = stack.enter_context(chancy_database())
+            chancy_env = {"TEST_BROKER": f"chancy+{dsn}", "TEST_BACKEND": f"chancy+{dsn}"}
+            if "chancy" in targets:
+                # No Redis for the tests' side channel: what Chancy passes, it passes alone.
+                runnable.append(Target("chancy", {**chancy_env, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "1"},
+                                       src, ["-p", "chancy.compat.kombu"]))
+            if "chancy-probe" in targets:
+                if redis_port is None:
+                    notes.append("chancy-probe: skipped, no redis-server for the side channel")
+                else:
+                    gated = gated_tests(src, files)
+                    psrc = probe_copy(src, workdir)
+                    # Its own database: the probe runs beside the chancy target.
+                    from chancy.embedded import create_database
+                    pdsn = create_database(dsn, "celery_suite_probe")
+                    subprocess.run([shutil.which("chancy", path=str(Path(sys.executable).parent)) or "chancy",
+                                    "migrate", "--dsn", pdsn], check=True, stdout=subprocess.DEVNULL)
+                    t = Target("chancy-probe", {"TEST_BROKER": f"chancy+{pdsn}", "TEST_BACKEND": f"chancy+{pdsn}",
+                                                "REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_port},
+                               psrc, ["-p", "chancy.compat.kombu"], select=gated)
+                    runnable.append(t)
+                    notes.append("chancy-probe: Chancy broker and backend with the suite's \"Requires redis "
+                                 "result backend\" gates opened and Redis only as the tests' side channel")
+
+        def run_target(target: Target) -> tuple[list[FileRun], float]:
+            t0 = time.monotonic()
+            todo = [f for f in files if target.select is None or target.select.get(f)]
+            return [run_file(target, f, args, outdir) for f in todo], time.monotonic() - t0
+
+        runs: list[FileRun] = []
+        timings: dict[str, float] = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = {pool.submit(run_target, t): t for t in runnable}
+            for fut in concurrent.futures.as_completed(futures):
+                file_runs, seconds = fut.result()
+                runs += file_runs
+                timings[futures[fut].name] = seconds
+
+        names = [t.name for t in runnable]
+        report = render_report(runs, celery_version=version, targets=names, files=files,
+                               timings=timings, notes=notes)
+        Path(args.report).write_text(report)
+        Path(args.json).write_text(json.dumps({
+            "celery": version, "notes": notes, "timings": timings,
+            "runs": [dataclasses.asdict(r) for r in runs],
+        }, indent=1))
+        if args.workdir:
+            log(f"logs kept in {outdir}")
+        print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
