@@ -18,6 +18,7 @@ from chancy import execution, migrations
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
+from chancy.namespaces import DEFAULT_NAMESPACE, validate_namespace
 from chancy.queue import QueuePlugin
 from chancy.queues.cursors import AsyncPooledConnection, PooledConnection
 from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL, finished_ids
@@ -97,7 +98,10 @@ class Chancy:
     A worker runs only registered tasks (``@chancy.task``): a job naming anything else
     fails for good, since whoever can write to a queue picks its task names.
     ``allowed_imports=["myproj.jobs"]`` (or ``CHANCY_ALLOWED_IMPORTS``) also lets it run
-    functions defined under those module prefixes by their import path."""
+    functions defined under those module prefixes by their import path.
+
+    ``namespace`` names the app's periodic schedules (default ``"default"``): apps sharing
+    a database each sync, list and fire only their own (see chancy/plugins/cron.py)."""
 
     def __init__(
         self,
@@ -110,6 +114,7 @@ class Chancy:
         connect_timeout: float = 10.0,
         session_dsn: str | None = None,
         allowed_imports: Sequence[str] = (),
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> None:
         if min_connections < 0 or max_connections < 1 or min_connections > max_connections:
             raise ConfigurationError(
@@ -126,6 +131,8 @@ class Chancy:
         #: path; a worker otherwise runs registered tasks only. See execution.allow_imports.
         self.allowed_imports = execution.allow_imports(allowed_imports)
         self.names = migrations.Names(prefix)
+        #: Whose periodic schedules this app syncs, lists and fires (chancy.plugins.cron).
+        self.namespace = validate_namespace(namespace)
         self.job_sql = JobSQL(self.names)
         self.min_connections = min_connections
         self.max_connections = max_connections
