@@ -46,13 +46,14 @@ def celery_app(interop_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator:
 class CeleryWorker:
     """A ``celery worker`` subprocess on this test's database."""
 
-    def __init__(self, dsn: str, pool: str, concurrency: int, queues: str, env: dict[str, str]) -> None:
+    def __init__(self, dsn: str, pool: str, concurrency: int, queues: str, env: dict[str, str],
+                 app: str = "celery_app", args: tuple[str, ...] = ()) -> None:
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"celery-worker-{os.getpid()}-{id(self)}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-P", pool, "-c", str(concurrency),
+            [sys.executable, "-m", "celery", "-A", app, "worker", "-P", pool, "-c", str(concurrency),
              "-Q", queues, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
-             "-n", f"w{id(self)}@%h"],
+             "-n", f"w{id(self)}@%h", *args],
             cwd=HERE, env={**os.environ, "INTEROP_DSN": dsn, **env}, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -82,11 +83,13 @@ class CeleryWorker:
 
 @pytest.fixture
 def celery_worker(interop_dsn: str) -> Iterator:
-    """Start stock ``celery worker`` subprocesses: ``celery_worker(pool="solo", ...)``."""
+    """Start stock ``celery worker`` subprocesses: ``celery_worker(pool="solo", ...)``
+    (``app``: the ``-A`` module; ``args``: more command-line options)."""
     workers: list[CeleryWorker] = []
 
-    def start(pool: str = "solo", concurrency: int = 1, queues: str = "celery", **env: str) -> CeleryWorker:
-        worker = CeleryWorker(interop_dsn, pool, concurrency, queues, env)
+    def start(pool: str = "solo", concurrency: int = 1, queues: str = "celery", app: str = "celery_app",
+              args: tuple[str, ...] = (), **env: str) -> CeleryWorker:
+        worker = CeleryWorker(interop_dsn, pool, concurrency, queues, env, app, args)
         workers.append(worker)
         return worker
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import operator
 import os
 import sys
 import threading
@@ -441,13 +442,9 @@ class Celery:
             node = sig.plan(planner, parked=False)
             jobs = planner.planned_jobs()
             result = node.result
-        for job in jobs:
-            signals.before_task_publish.send(sender=job.func, body=(job.args, job.kwargs), headers=job.meta,
-                                             routing_key=job.queue)
-        transactions.push(self.chancy, jobs, connection=connection, on_commit=on_commit)
-        for job in jobs:
-            signals.after_task_publish.send(sender=job.func, body=(job.args, job.kwargs), headers=job.meta,
-                                            routing_key=job.queue)
+        sent = signals.send_before_publish(jobs)
+        transactions.push(self.chancy, [job for job, _ in sent], connection=connection, on_commit=on_commit)
+        signals.send_after_publish(sent)
         return result
 
     # --- results --------------------------------------------------------------------------------
@@ -477,6 +474,11 @@ class Celery:
         return key
 
     # --- misc -------------------------------------------------------------------------------------
+    def _rgetattr(self, path: str) -> Any:
+        """A dotted attribute: how celery's old module names (``celery.registry.tasks``) reach
+        the current app, which is this one when celery has none of its own."""
+        return operator.attrgetter(path)(self)
+
     def set_current(self) -> None:
         set_current_app(self)
 
