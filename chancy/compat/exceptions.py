@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from chancy import errors
@@ -97,3 +98,14 @@ class ChordError(CeleryError):
 
 class QueueNotFound(KeyError, CeleryError):
     """A task was routed to a queue that ``task_create_missing_queues=False`` forbids."""
+
+
+def exception_info() -> Any:
+    """The exception being handled, as Celery hands it to ``on_failure``/``on_retry`` and the
+    failure signals: billiard's ``ExceptionInfo`` (``.exception``, ``.traceback``, which
+    integrations look for) when celery is installed, else ``sys.exc_info()``."""
+    try:
+        from billiard.einfo import ExceptionInfo
+    except ImportError:
+        return sys.exc_info()
+    return ExceptionInfo()

@@ -17,6 +17,19 @@ def set_current_app(app: "Celery") -> None:
     _state.app = app
     if not _default:
         _default.append(app)
+        _default_for_celery(app)
+
+
+def _default_for_celery(app: "Celery") -> None:
+    """With celery installed, integrations find a task by name through celery's current app
+    (``celery.registry.tasks``, e.g. OpenTelemetry's and Datadog's publish hooks): unless
+    a real Celery app came first, ours becomes celery's default app."""
+    try:
+        from celery import _state as celery_state
+    except ImportError:
+        return
+    if celery_state.default_app is None:
+        celery_state.set_default_app(app)
 
 
 def get_current_app() -> "Celery":

@@ -9,14 +9,13 @@ import inspect
 import logging
 import random
 import socket
-import sys
 import threading
 import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from chancy.compat import signals, states
-from chancy.compat.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from chancy.compat.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry, exception_info
 from chancy.compat.soft_limit import soft_time_limit
 from chancy.errors import Fail, JobCancelledError, JobTimeoutError
 from chancy.execution import current_job
@@ -227,7 +226,8 @@ class Task:
     # --- calling -------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run inline, in this process, like calling the function."""
-        with _running(self, Context(args=args, kwargs=kwargs, called_directly=True, task=self.name)):
+        with _running(self, Context(args=args, kwargs=kwargs, called_directly=True, task=self.name,
+                                    delivery_info={})):
             return self.run(*args, **kwargs)
 
     def delay(self, *args: Any, **kwargs: Any) -> "AsyncResult":
@@ -483,7 +483,7 @@ class Task:
                 with soft_time_limit(None if request.is_eager else request.timelimit[1]):
                     retval = self._run_with_autoretry(args, kwargs)
             except Retry as retry:
-                status, retval, einfo = states.RETRY, retry, sys.exc_info()
+                status, retval, einfo = states.RETRY, retry, exception_info()
                 self.on_retry(retry.exc or retry, task_id, args, kwargs, einfo)
                 signals.task_retry.send(sender=self, request=request, reason=retry.exc or retry, einfo=einfo)
                 raise
@@ -496,7 +496,7 @@ class Task:
                     raise Retry(exc=reject, countdown=0, max_attempts=request.retries + 2) from None
                 raise Fail(reject) from None
             except BaseException as exc:
-                status, retval, einfo = states.FAILURE, exc, sys.exc_info()
+                status, retval, einfo = states.FAILURE, exc, exception_info()
                 if not isinstance(exc, self.throws):
                     log.debug("task %s[%s] raised %r", self.name, task_id, exc)
                 self.on_failure(exc, task_id, args, kwargs, einfo)
