@@ -197,6 +197,8 @@ class Worker:
         self._outcome_ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
+        #: The stop signals received, in order (the CLI's exit code tells SIGINT from SIGTERM).
+        self.received_signals: list[signal.Signals] = []
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._leader_tasks: list[asyncio.Task] = []
@@ -216,6 +218,11 @@ class Worker:
 
     async def stop(self, hard: bool = False) -> None:
         self.request_stop(hard)
+
+    @property
+    def stopped_hard(self) -> bool:
+        """Whether running jobs were stopped rather than drained (a second signal)."""
+        return self._hard_stop.is_set()
 
     @property
     def running_jobs(self) -> set[uuid.UUID]:
@@ -302,6 +309,7 @@ class Worker:
         return installed
 
     def _on_signal(self, sig: int) -> None:
+        self.received_signals.append(signal.Signals(sig))
         hard = self._stopping.is_set()
         log.warning("received %s: %s", signal.Signals(sig).name,
                     "stopping running jobs now" if hard else
