@@ -68,6 +68,8 @@ IDENTIFIERS = (
     "kombu_messages_queue",
     "kombu_messages_expiry",
     "kombu_queues_expiry",
+    "cron_pkey",
+    "cron_namespace",
 )
 
 
@@ -237,6 +239,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
             "CREATE INDEX {kombu_messages_queue} ON {kombu_messages} (queue, id)",
             "CREATE INDEX {kombu_messages_expiry} ON {kombu_messages} (expires_at)",
+        ),
+    ),
+    Migration(
+        5,
+        "cron schedules belong to an app's namespace",
+        (
+            # Existing rows keep their timing. Cron.schedule's rows go to the default
+            # namespace (a native app's, which keeps firing them). Rows a Celery app's
+            # beat_schedule wrote ('celery:…') cannot tell which app wrote them: they get
+            # no namespace and fire nowhere until the app whose entry names one syncs and
+            # adopts it (next tick kept; chancy/plugins/cron.py).
+            "ALTER TABLE {cron} ADD COLUMN namespace text",
+            "UPDATE {cron} SET namespace = 'default' WHERE NOT starts_with(name, 'celery:')",
+            "ALTER TABLE {cron} DROP CONSTRAINT {cron_pkey}",
+            "CREATE UNIQUE INDEX {cron_namespace} ON {cron} (namespace, name)",
+            "DROP INDEX {cron_due}",
+            "CREATE INDEX {cron_due} ON {cron} (namespace, next_fire_at) WHERE enabled",
         ),
     ),
 )

@@ -42,6 +42,8 @@ SUPPORTED: dict[str, Any] = {
     "task_publish_retry_policy": None,
     "task_inherit_parent_priority": False,
     "beat_schedule": {},
+    # Chancy's, not Celery's: whose schedules these are on a shared database (compat/beat.py).
+    "beat_schedule_namespace": None,
     "worker_concurrency": None,
     "worker_pool": "prefork",
     "worker_disable_rate_limits": False,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from chancy.app import Chancy
 from chancy.compat import signals
-from chancy.compat.beat import sync_schedule
+from chancy.compat.beat import schedule_namespace, sync_schedule
 from chancy.errors import ConfigurationError
 from chancy.executors.process import ChildLimits
 from chancy.plugin import Plugin
@@ -33,19 +33,24 @@ POOLS = {"prefork": "process", "process": "process", "threads": "thread", "threa
 class CeleryWorker(Plugin):
     """Celery's worker-side duties on a Chancy worker: sends ``worker_init`` /
     ``worker_ready`` at start and ``worker_shutting_down`` / ``worker_shutdown`` at stop,
-    and writes the app's beat schedule to the database (the leader's cron fires it)."""
+    and writes the app's beat schedule to the database (its namespace's cron firer fires it)."""
 
     def __init__(self, celery_app: "Celery") -> None:
         super().__init__()
         self.celery_app = celery_app
 
+    def bind(self, app: Chancy) -> None:
+        """The core app's schedules are the Celery app's: its namespace, set before
+        anything lists, syncs or fires them."""
+        super().bind(app)
+        app.namespace = schedule_namespace(self.celery_app)
+
     async def run(self, worker: "Worker") -> Any:
         signals.worker_init.send(sender=worker)
-        if self.celery_app.conf.beat_schedule:
-            try:
-                await asyncio.to_thread(sync_schedule, self.celery_app)
-            except Exception:  # noqa: BLE001 - a bad entry must not stop the worker's tasks
-                log.exception("the beat schedule could not be written; periodic tasks keep their old timing")
+        try:  # an empty beat_schedule too: it unschedules the app's old entries
+            await asyncio.to_thread(sync_schedule, self.celery_app)
+        except Exception:  # noqa: BLE001 - a bad entry must not stop the worker's tasks
+            log.exception("the beat schedule could not be written; periodic tasks keep their old timing")
         signals.worker_ready.send(sender=worker)
         try:
             await asyncio.Event().wait()

@@ -1,39 +1,50 @@
 """Periodic jobs: cron expressions (``croniter``) and fixed intervals, stored in the
-database and fired by the leader (and by ``chancy beat`` processes, if any run).
+database and fired by one process per namespace (a worker with the plugin, or ``chancy
+beat``).
 
-Each firing is pushed exactly once, even when leadership changes hands or a ``chancy
-beat`` process fires alongside the leader: whoever fires locks the due schedule row,
-pushes the firing's job and advances ``next_fire_at`` in **one transaction**, and the
-advance only applies if ``next_fire_at`` is still what it read. A second firer either
-skips the locked row or finds it advanced. The firing's job
-also carries ``unique_key = "cron:<name>:<fire time ISO>"``, so the key is visible to
-anyone inspecting jobs.
+**Namespaces.** A schedule belongs to its app's namespace (``Chancy(namespace=…)``, a
+Celery app's main name; see :mod:`chancy.namespaces`): an app schedules, lists, replaces
+and fires only its own, so apps sharing a database never fire, change or delete each
+other's. Within a namespace one process fires at a time: whoever holds the namespace's
+advisory lock on its firing connection (a worker of another app never competes, and the
+cluster leader of another app cannot starve this one).
 
-Ticks missed while no leader ran (e.g. during a failover) are fired late, each once, if
-they are at most ``catch_up`` old; older ones are skipped and logged, so a long outage
-does not come back as a flood.
+**Exactly once per tick.** Whoever fires locks the due schedule row, pushes the firing's
+job and advances ``next_fire_at`` in **one transaction**, and the advance only applies if
+``next_fire_at`` is still what it read, so a second firer (the lock is an efficiency
+measure, not the guarantee) either skips the locked row or finds it advanced. The firing's
+job carries ``unique_key = "cron:<name>:<tick ISO>"`` (``…@<namespace>`` outside the
+default namespace, whose keys keep their old form), visible to anyone inspecting jobs.
 
-The API the Celery beat layer uses::
+**Missed ticks collapse**, as Celery beat's do: when the firer comes back after downtime,
+a schedule that missed several ticks fires once, for the latest of them, and then keeps
+its grid. ``catch_up`` (default 0) opts into firing each tick at most that old instead.
+
+The API (each also ``…_sync``)::
 
     await Cron.schedule(app, "report", Job("proj.tasks.report"), cron="0 7 * * mon-fri",
                         timezone="Europe/Paris")
     await Cron.schedule(app, "ping", Job("proj.tasks.ping"), every=30, expires_in=25)
+    await Cron.replace(app, [Spec("ping", Job("proj.tasks.ping"), every=30)], prefix="")
     await Cron.unschedule(app, "ping")
-    await Cron.schedules(app)    # also schedule_sync / unschedule_sync / schedules_sync
+    await Cron.schedules(app)
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
 from croniter import croniter
 
 from chancy.errors import ConfigurationError
 from chancy.job import Job
+from chancy.namespaces import DEFAULT_NAMESPACE
 from chancy.plugin import Plugin
 from chancy.plugins.sql import ClusterSQL, Schedule, dumps_job_template
 from chancy.queues.pg import push_steps
@@ -43,7 +54,7 @@ if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.worker import Worker
 
-__all__ = ["Cron", "Schedule"]
+__all__ = ["Cron", "Schedule", "Spec"]
 
 log = logging.getLogger("chancy.cron")
 
@@ -52,14 +63,32 @@ _UTC = timezone.utc
 #: At most this many late ticks of one schedule are pushed per pass.
 MAX_FIRINGS_PER_PASS = 100
 
+#: A firing pass that takes longer than this is abandoned (its transaction rolls back) and
+#: the firing connection, with its lock, replaced: its link probably died silently.
+PASS_TIMEOUT = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One schedule to store: push ``job`` on ``cron`` (5 fields, or 6 with seconds last) in
+    ``timezone``, or ``every`` seconds; each firing expires ``expires_in`` seconds after
+    its tick if not started by then."""
+
+    name: str
+    job: Job
+    cron: str | None = None
+    every: float | timedelta | None = None
+    timezone: str = "UTC"
+    expires_in: float | None = None
+    enabled: bool = True
+
 
 class Cron(Plugin):
-    """Leader-only: fires due schedules. ``interval`` bounds how long a new or changed
-    schedule waits to be noticed; due ticks are otherwise fired on time."""
+    """Fires the due schedules of its app's namespace while it holds the namespace's
+    firing lock; ``interval`` bounds how long a new or changed schedule waits to be
+    noticed and how soon a standby takes over. Due ticks are otherwise fired on time."""
 
-    leader_only = True
-
-    def __init__(self, interval: float = 1.0, catch_up: timedelta | float = timedelta(minutes=5)) -> None:
+    def __init__(self, interval: float = 1.0, catch_up: timedelta | float = timedelta(0)) -> None:
         super().__init__()
         if not isinstance(interval, (int, float)) or interval <= 0:
             raise ConfigurationError(f"Cron interval must be a positive number of seconds, got {interval!r}")
@@ -72,72 +101,106 @@ class Cron(Plugin):
         await self.fire_forever(worker.app)
 
     async def fire_forever(self, app: "Chancy") -> None:
-        """Fire due schedules until cancelled. Each tick is pushed once however many
-        processes do this at once (see the module docstring): the leader does, and so
-        does ``chancy beat``."""
-        cluster_sql = ClusterSQL(app.names)
+        """Fire the namespace's due schedules until cancelled, whenever this process holds
+        the namespace's lock (on a connection of its own, so the lock ends with it: a killed
+        firer is replaced within ``interval``)."""
+        statements = ClusterSQL(app.names)
         while True:
-            wait = self.interval
+            conn: psycopg.AsyncConnection | None = None
             try:
-                async with app.connection() as conn:
-                    async with conn.transaction():
-                        await drive_async(conn, fire_due_steps(cluster_sql, app.job_sql, self.catch_up))
-                    until_next = await drive_async(conn, single(cluster_sql.cron_wait()))
-                if until_next is not None:
-                    wait = min(wait, max(until_next, 0.005))
+                conn = await app.connect()
+                while not await drive_async(conn, single(statements.cron_try_lead(app.namespace))):
+                    await asyncio.sleep(self.interval)
+                log.info("firing the schedules of namespace %r", app.namespace)
+                while True:
+                    await asyncio.sleep(await asyncio.wait_for(self._fire_pass(conn, statements, app), PASS_TIMEOUT))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - try again next round; nothing was half-done
-                log.warning("firing cron schedules failed (%s)", exc)
-            await asyncio.sleep(wait)
+            except Exception as exc:  # noqa: BLE001 - a pass is one transaction: nothing was half-done
+                log.warning("firing the schedules of namespace %r failed (%s)", app.namespace, exc)
+            finally:
+                if conn is not None:
+                    await _close_quietly(conn)
+            await asyncio.sleep(self.interval)
 
-    # --- the API ------------------------------------------------------------------------------
+    async def _fire_pass(self, conn: psycopg.AsyncConnection, statements: ClusterSQL, app: "Chancy") -> float:
+        """Fire what is due; the seconds to wait before the next pass."""
+        async with conn.transaction():
+            await drive_async(conn, fire_due_steps(statements, app.job_sql, self.catch_up, app.namespace))
+        until_next = await drive_async(conn, single(statements.cron_wait(app.namespace)))
+        return self.interval if until_next is None else min(self.interval, max(until_next, 0.005))
+
+    # --- the API: the app's namespace only ------------------------------------------------------
     @staticmethod
     async def schedule(app: "Chancy", name: str, job: Job, *, cron: str | None = None,
                        every: float | timedelta | None = None, timezone: str = "UTC",
                        expires_in: float | None = None, enabled: bool = True) -> None:
-        """Create or replace schedule ``name``: push ``job`` on ``cron`` (5 fields, or 6
-        with seconds last) in ``timezone``, or ``every`` seconds. Each firing expires
-        ``expires_in`` seconds after its tick if not started by then. Replacing a schedule
+        """Create or replace schedule ``name`` (see :class:`Spec`). Replacing a schedule
         with the same timing keeps its next tick."""
-        steps = schedule_steps(ClusterSQL(app.names), name, job, cron, every, timezone, expires_in, enabled)
+        spec = Spec(name, job, cron, every, timezone, expires_in, enabled)
         async with app.connection() as conn:
-            await drive_async(conn, steps)
+            await drive_async(conn, upsert_steps(ClusterSQL(app.names), app.namespace, [spec]))
 
     @staticmethod
     def schedule_sync(app: "Chancy", name: str, job: Job, *, cron: str | None = None,
                       every: float | timedelta | None = None, timezone: str = "UTC",
                       expires_in: float | None = None, enabled: bool = True) -> None:
-        steps = schedule_steps(ClusterSQL(app.names), name, job, cron, every, timezone, expires_in, enabled)
+        spec = Spec(name, job, cron, every, timezone, expires_in, enabled)
         with app.connection_sync() as conn:
-            drive_sync(conn, steps)
+            drive_sync(conn, upsert_steps(ClusterSQL(app.names), app.namespace, [spec]))
+
+    @staticmethod
+    async def replace(app: "Chancy", specs: Iterable[Spec], *, prefix: str = "") -> list[str]:
+        """Make the app's schedules named ``prefix…`` exactly ``specs``, in one
+        transaction: the others of them are deleted (all of them when ``specs`` is empty),
+        unchanged timings keep their next tick. Returns the names."""
+        steps = replace_steps(ClusterSQL(app.names), app.namespace, prefix, list(specs))
+        async with app.connection() as conn:
+            async with conn.transaction():
+                return await drive_async(conn, steps)
+
+    @staticmethod
+    def replace_sync(app: "Chancy", specs: Iterable[Spec], *, prefix: str = "") -> list[str]:
+        steps = replace_steps(ClusterSQL(app.names), app.namespace, prefix, list(specs))
+        with app.connection_sync() as conn:
+            with conn.transaction():
+                return drive_sync(conn, steps)
 
     @staticmethod
     async def unschedule(app: "Chancy", name: str) -> None:
         async with app.connection() as conn:
-            await drive_async(conn, single(ClusterSQL(app.names).cron_delete(name)))
+            await drive_async(conn, single(ClusterSQL(app.names).cron_delete(app.namespace, name)))
 
     @staticmethod
     def unschedule_sync(app: "Chancy", name: str) -> None:
         with app.connection_sync() as conn:
-            drive_sync(conn, single(ClusterSQL(app.names).cron_delete(name)))
+            drive_sync(conn, single(ClusterSQL(app.names).cron_delete(app.namespace, name)))
 
     @staticmethod
     async def schedules(app: "Chancy") -> list[Schedule]:
         async with app.connection() as conn:
-            return await drive_async(conn, single(ClusterSQL(app.names).cron_list()))
+            return await drive_async(conn, single(ClusterSQL(app.names).cron_list(app.namespace)))
 
     @staticmethod
     def schedules_sync(app: "Chancy") -> list[Schedule]:
         with app.connection_sync() as conn:
-            return drive_sync(conn, single(ClusterSQL(app.names).cron_list()))
+            return drive_sync(conn, single(ClusterSQL(app.names).cron_list(app.namespace)))
+
+
+async def _close_quietly(conn: psycopg.AsyncConnection) -> None:
+    """Close the firing connection (its lock goes with it); a broken one is gone already."""
+    try:
+        await asyncio.wait_for(conn.close(), 5)
+    except Exception:  # noqa: BLE001 - nothing left to release
+        pass
 
 
 # --- operations (driven sync or async) --------------------------------------------------------
-def schedule_steps(statements: ClusterSQL, name: str, job: Job, cron: str | None,
-                   every: float | timedelta | None, tz: str, expires_in: float | None, enabled: bool) -> Steps:
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"A schedule needs a non-empty name, got {name!r}")
+def _check(spec: Spec) -> dict[str, object]:
+    """The spec's timing as stored (``cron``, ``every``, ``timezone``), or a clear error."""
+    if not isinstance(spec.name, str) or not spec.name:
+        raise ConfigurationError(f"A schedule needs a non-empty name, got {spec.name!r}")
+    job = spec.job
     if not isinstance(job, Job):
         raise ConfigurationError(f"Cron.schedule takes a chancy.Job, got {type(job).__name__}")
     for field in ("id", "unique_key", "scheduled_at", "expires_at"):
@@ -145,6 +208,7 @@ def schedule_steps(statements: ClusterSQL, name: str, job: Job, cron: str | None
             raise ConfigurationError(
                 f"A scheduled job must not set {field}: each firing gets its own "
                 "(use expires_in= for an expiry relative to the tick)")
+    cron, every = spec.cron, spec.every
     if (cron is None) == (every is None):
         raise ConfigurationError("Give exactly one of cron= (an expression) or every= (seconds)")
     seconds = every.total_seconds() if isinstance(every, timedelta) else every
@@ -152,29 +216,52 @@ def schedule_steps(statements: ClusterSQL, name: str, job: Job, cron: str | None
         raise ConfigurationError(f"every must be a positive number of seconds or a timedelta, got {every!r}")
     if cron is not None and (not isinstance(cron, str) or not croniter.is_valid(cron)):
         raise ConfigurationError(f"{cron!r} is not a valid cron expression (e.g. '*/5 * * * *')")
-    _zone(tz)
-    if expires_in is not None and (not isinstance(expires_in, (int, float)) or expires_in <= 0):
-        raise ConfigurationError(f"expires_in must be a positive number of seconds, got {expires_in!r}")
+    _zone(spec.timezone)
+    if spec.expires_in is not None and (not isinstance(spec.expires_in, (int, float)) or spec.expires_in <= 0):
+        raise ConfigurationError(f"expires_in must be a positive number of seconds, got {spec.expires_in!r}")
+    return dict(cron=cron, every=float(seconds) if seconds is not None else None, timezone=spec.timezone)
+
+
+def upsert_steps(statements: ClusterSQL, namespace: str, specs: Sequence[Spec]) -> Steps:
+    """Store each spec in ``namespace``; all are checked before any is written."""
+    timings = [_check(spec) for spec in specs]
+    if not specs:
+        return
     now = yield statements.now
-    row_timing = dict(cron=cron, every=float(seconds) if seconds is not None else None, timezone=tz)
-    yield statements.cron_upsert({
-        "name": name, "job": dumps_job_template(job), **row_timing, "expires_in": expires_in,
-        "next_fire_at": _next_after(now, **row_timing), "enabled": enabled,
-    })
+    for spec, timing in zip(specs, timings):
+        yield statements.cron_upsert({
+            "namespace": namespace, "name": spec.name, "job": dumps_job_template(spec.job), **timing,
+            "expires_in": spec.expires_in, "next_fire_at": _next_after(now, **timing), "enabled": spec.enabled,
+        })
 
 
-def fire_due_steps(statements: ClusterSQL, job_sql: JobSQL, catch_up: timedelta) -> Steps:
-    """Push every due tick of every due schedule and advance each; run in one transaction.
-    Returns the number of firings pushed."""
+def replace_steps(statements: ClusterSQL, namespace: str, prefix: str, specs: Sequence[Spec]) -> Steps:
+    """Make the namespace's schedules named ``prefix…`` exactly ``specs``; run in one
+    transaction. Returns their names."""
+    names = [spec.name for spec in specs]
+    outside = [name for name in names if not isinstance(name, str) or not name.startswith(prefix)]
+    if outside:
+        raise ConfigurationError(f"Schedules {outside!r} are not named {prefix!r}…, the set being replaced")
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"Schedule names must be unique, got {sorted(names)!r}")
+    yield statements.cron_adopt(namespace, names)
+    yield from upsert_steps(statements, namespace, specs)
+    yield statements.cron_delete_others(namespace, prefix, names)
+    return names
+
+
+def fire_due_steps(statements: ClusterSQL, job_sql: JobSQL, catch_up: timedelta,
+                   namespace: str = DEFAULT_NAMESPACE) -> Steps:
+    """Push the due firings of the namespace's due schedules and advance each; run in one
+    transaction. Returns the number of firings pushed."""
     fired = 0
-    for row in (yield statements.cron_due(MAX_FIRINGS_PER_PASS)):
+    for row in (yield statements.cron_due(namespace, MAX_FIRINGS_PER_PASS)):
         ticks, next_fire_at = _due_ticks(row, row.read_at - catch_up)
-        if ticks[:1] != [row.next_fire_at]:
-            log.warning("schedule %r skipped ticks from %s (more than %s late)", row.name,
-                        row.next_fire_at.isoformat(), catch_up)
-        if ticks:
-            yield from push_steps(job_sql, [_firing(row, tick) for tick in ticks])
-        yield statements.cron_advance(row.name, row.next_fire_at, next_fire_at, ticks[-1] if ticks else None)
+        if ticks[0] != row.next_fire_at:
+            log.info("schedule %r of namespace %r missed its ticks from %s on; firing %s", row.name,
+                     row.namespace, row.next_fire_at.isoformat(), ", ".join(t.isoformat() for t in ticks))
+        yield from push_steps(job_sql, [_firing(row, tick) for tick in ticks])
+        yield statements.cron_advance(row, next_fire_at, ticks[-1])
         fired += len(ticks)
     return fired
 
@@ -196,25 +283,49 @@ def _next_after(moment: datetime, *, cron: str | None, every: float | None, time
 
 
 def _due_ticks(row: Schedule, oldest: datetime) -> tuple[list[datetime], datetime]:
-    """Ticks from ``next_fire_at`` up to now that are not older than ``oldest`` (at most
-    MAX_FIRINGS_PER_PASS of them), and the tick after the last one considered."""
+    """The ticks to fire now (at least one: ``row`` is due) and the tick after them. Due
+    ticks not older than ``oldest`` fire each (at most MAX_FIRINGS_PER_PASS per pass);
+    older ones were missed: they are covered by those, or, if none is that recent, fire
+    once, for the latest (Celery beat runs a missed entry once, whatever it missed)."""
     timing = dict(cron=row.cron, every=row.every, timezone=row.timezone)
-    tick = row.next_fire_at
-    if tick < oldest:  # skip stale ticks without walking through each
-        if row.every is not None:
-            missed = int((oldest - tick).total_seconds() // row.every)
-            tick += timedelta(seconds=row.every * missed)
-        if tick < oldest:
-            tick = _next_after(oldest - timedelta(microseconds=1), **timing)
+    tick = max(row.next_fire_at, _first_at_or_after(oldest, row))
     ticks = []
     while tick <= row.read_at and len(ticks) < MAX_FIRINGS_PER_PASS:
         ticks.append(tick)
         tick = _next_after(tick, **timing)
+    if not ticks:
+        latest = _last_at_or_before(row.read_at, row)
+        return [latest], _next_after(latest, **timing)
     return ticks, tick
+
+
+def _first_at_or_after(moment: datetime, row: Schedule) -> datetime:
+    """The schedule's first tick at or after ``moment`` (an interval's ticks are
+    ``next_fire_at`` plus whole intervals)."""
+    if row.every is not None:
+        step = timedelta(seconds=row.every)
+        return row.next_fire_at + step * max(0, -((row.next_fire_at - moment) // step))
+    return _next_after(moment - timedelta(microseconds=1), cron=row.cron, every=None, timezone=row.timezone)
+
+
+def _last_at_or_before(moment: datetime, row: Schedule) -> datetime:
+    """The schedule's last tick at or before ``moment`` (not before ``next_fire_at``)."""
+    if row.every is not None:
+        step = timedelta(seconds=row.every)
+        return row.next_fire_at + step * max(0, (moment - row.next_fire_at) // step)
+    local = (moment + timedelta(microseconds=1)).astimezone(_zone(row.timezone))
+    return max(row.next_fire_at, croniter(row.cron, local).get_prev(datetime).astimezone(_UTC))
 
 
 # --- firings ---------------------------------------------------------------------------------------
 def _firing(row: Schedule, tick: datetime) -> Job:
     expires_at = tick + timedelta(seconds=row.expires_in) if row.expires_in else None
-    return row.job.with_options(unique_key=f"cron:{row.name}:{tick.isoformat()}", expires_at=expires_at)
+    return row.job.with_options(unique_key=firing_key(row.namespace, row.name, tick), expires_at=expires_at)
+
+
+def firing_key(namespace: str | None, name: str, tick: datetime) -> str:
+    """The unique key of a schedule's firing for ``tick``: apps sharing a database may
+    name schedules alike. The default namespace's keys keep their pre-namespace form."""
+    key = f"cron:{name}:{tick.isoformat()}"
+    return key if namespace == DEFAULT_NAMESPACE else f"{key}@{namespace}"
 

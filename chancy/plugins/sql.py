@@ -46,6 +46,7 @@ class QueueSettings:
 class Schedule:
     """A stored cron schedule (see :mod:`chancy.plugins.cron`)."""
 
+    namespace: str | None  # the app it belongs to (None: stored before namespaces, no app's yet)
     name: str
     job: Job  # the template each firing is made from
     cron: str | None
@@ -84,6 +85,7 @@ class ClusterSQL:
 
     def __init__(self, names: Names) -> None:
         f = names.fields()
+        self.names = names
         self.queues_channel = names.channel("queues")
         pushed, done = names.channel("pushed"), names.channel("done")
         # Rows a CTE locked are written by id = ANY(ARRAY(...)), not by a join, which the
@@ -135,13 +137,13 @@ class ClusterSQL:
             DELETE FROM {jobs} j WHERE j.id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING j.id
             """
         ).format(**f)
-        # --- cron ---------------------------------------------------------------------
+        # --- cron: every statement is scoped to one namespace (an app's schedules) ---------
         self._cron_upsert = sql.SQL(
             """
-            INSERT INTO {cron} (name, job, cron, every, timezone, expires_in, next_fire_at, enabled)
-            VALUES (%(name)s, %(job)s::jsonb, %(cron)s, %(every)s, %(timezone)s, %(expires_in)s,
+            INSERT INTO {cron} (namespace, name, job, cron, every, timezone, expires_in, next_fire_at, enabled)
+            VALUES (%(namespace)s, %(name)s, %(job)s::jsonb, %(cron)s, %(every)s, %(timezone)s, %(expires_in)s,
                     %(next_fire_at)s, %(enabled)s)
-            ON CONFLICT (name) DO UPDATE SET
+            ON CONFLICT (namespace, name) DO UPDATE SET
                 job = EXCLUDED.job, expires_in = EXCLUDED.expires_in, enabled = EXCLUDED.enabled,
                 updated_at = now(),
                 -- An unchanged timing keeps its next firing: redeploying neither repeats
@@ -153,13 +155,29 @@ class ClusterSQL:
                 cron = EXCLUDED.cron, every = EXCLUDED.every, timezone = EXCLUDED.timezone
             """
         ).format(**f)
+        # Rows stored before namespaces by a Celery app's beat (migration 5) belong to no
+        # namespace: the app that names one takes it over, timing and next tick included;
+        # a leftover twin of a row the app already has is dropped.
+        self._cron_adopt = sql.SQL(
+            """
+            WITH adopted AS (
+                UPDATE {cron} c SET namespace = %(namespace)s, updated_at = now()
+                WHERE c.namespace IS NULL AND c.name = ANY(%(names)s::text[])
+                  AND NOT EXISTS (SELECT 1 FROM {cron} o WHERE o.namespace = %(namespace)s AND o.name = c.name)
+                RETURNING c.name
+            )
+            DELETE FROM {cron} c
+            WHERE c.namespace IS NULL AND c.name = ANY(%(names)s::text[])
+              AND c.name NOT IN (SELECT name FROM adopted)
+            """
+        ).format(**f)
         cron_cols = sql.SQL(
-            "name, job::text, cron, every, timezone, expires_in, next_fire_at, last_fired_at, enabled, now()"
+            "namespace, name, job::text, cron, every, timezone, expires_in, next_fire_at, last_fired_at, enabled, now()"
         )
         self._cron_due = sql.SQL(
             """
             SELECT {cols} FROM {cron}
-            WHERE enabled AND next_fire_at <= now()
+            WHERE enabled AND namespace = %(namespace)s AND next_fire_at <= now()
             ORDER BY next_fire_at
             LIMIT %(batch)s
             FOR UPDATE SKIP LOCKED
@@ -169,14 +187,26 @@ class ClusterSQL:
             """
             UPDATE {cron} SET next_fire_at = %(next)s, last_fired_at = coalesce(%(fired)s, last_fired_at),
                               updated_at = now()
-            WHERE name = %(name)s AND next_fire_at = %(expected)s
+            WHERE namespace = %(namespace)s AND name = %(name)s AND next_fire_at = %(expected)s
             """
         ).format(**f)
         self._cron_wait = sql.SQL(
-            "SELECT extract(epoch FROM min(next_fire_at) - now())::float8 FROM {cron} WHERE enabled"
+            "SELECT extract(epoch FROM min(next_fire_at) - now())::float8 FROM {cron} "
+            "WHERE enabled AND namespace = %(namespace)s"
         ).format(**f)
-        self._cron_list = sql.SQL("SELECT {cols} FROM {cron} ORDER BY name").format(cols=cron_cols, **f)
-        self._cron_delete = sql.SQL("DELETE FROM {cron} WHERE name = %(name)s").format(**f)
+        self._cron_list = sql.SQL(
+            "SELECT {cols} FROM {cron} WHERE namespace = %(namespace)s ORDER BY name"
+        ).format(cols=cron_cols, **f)
+        self._cron_delete = sql.SQL(
+            "DELETE FROM {cron} WHERE namespace = %(namespace)s AND name = %(name)s"
+        ).format(**f)
+        self._cron_delete_others = sql.SQL(
+            """
+            DELETE FROM {cron}
+            WHERE namespace = %(namespace)s AND starts_with(name, %(prefix)s) AND NOT name = ANY(%(keep)s::text[])
+            """
+        ).format(**f)
+        self._cron_try_lead = sql.SQL("SELECT pg_try_advisory_lock(%(key)s)")
         self.now = Statement(sql.SQL("SELECT now()"), {}, lambda rows: rows[0][0])
         # --- queue settings ---------------------------------------------------------------
         notify = sql.SQL("pg_notify({channel}, %(name)s)").format(channel=sql.Literal(self.queues_channel))
@@ -239,22 +269,36 @@ class ClusterSQL:
     def cron_upsert(self, params: dict[str, Any]) -> Statement:
         return Statement(self._cron_upsert, params)
 
-    def cron_due(self, batch: int) -> Statement:
-        return Statement(self._cron_due, {"batch": batch}, _cron_rows)
+    def cron_adopt(self, namespace: str, names: Sequence[str]) -> Statement:
+        return Statement(self._cron_adopt, {"namespace": namespace, "names": list(names)})
 
-    def cron_advance(self, name: str, expected: datetime, next_: datetime, fired: datetime | None) -> Statement:
-        params = {"name": name, "expected": expected, "next": next_, "fired": fired}
+    def cron_due(self, namespace: str, batch: int) -> Statement:
+        return Statement(self._cron_due, {"namespace": namespace, "batch": batch}, _cron_rows)
+
+    def cron_advance(self, schedule: "Schedule", next_: datetime, fired: datetime | None) -> Statement:
+        """Move ``schedule`` on to ``next_``, if no one else did since it was read."""
+        params = {"namespace": schedule.namespace, "name": schedule.name, "expected": schedule.next_fire_at,
+                  "next": next_, "fired": fired}
         return Statement(self._cron_advance, params)
 
-    def cron_wait(self) -> Statement:
-        """Seconds until the next schedule is due (None: none is enabled)."""
-        return Statement(self._cron_wait, {}, lambda rows: rows[0][0])
+    def cron_wait(self, namespace: str) -> Statement:
+        """Seconds until the namespace's next schedule is due (None: none is enabled)."""
+        return Statement(self._cron_wait, {"namespace": namespace}, lambda rows: rows[0][0])
 
-    def cron_list(self) -> Statement:
-        return Statement(self._cron_list, {}, _cron_rows)
+    def cron_list(self, namespace: str) -> Statement:
+        return Statement(self._cron_list, {"namespace": namespace}, _cron_rows)
 
-    def cron_delete(self, name: str) -> Statement:
-        return Statement(self._cron_delete, {"name": name})
+    def cron_delete(self, namespace: str, name: str) -> Statement:
+        return Statement(self._cron_delete, {"namespace": namespace, "name": name})
+
+    def cron_delete_others(self, namespace: str, prefix: str, keep: Sequence[str]) -> Statement:
+        """Delete the namespace's schedules named ``prefix…`` except those in ``keep``."""
+        return Statement(self._cron_delete_others, {"namespace": namespace, "prefix": prefix, "keep": list(keep)})
+
+    def cron_try_lead(self, namespace: str) -> Statement:
+        """Take the namespace's firing lock on this session if free (True: taken or held)."""
+        key = self.names.advisory_key(f"cron:{namespace}")
+        return Statement(self._cron_try_lead, {"key": key}, lambda rows: bool(rows[0][0]))
 
     # --- queue settings ------------------------------------------------------------------------
     def queue_upsert(
@@ -286,4 +330,4 @@ class ClusterSQL:
 
 
 def _cron_rows(rows: list[tuple]) -> list[Schedule]:
-    return [Schedule(row[0], loads_job_template(row[1]), *row[2:]) for row in rows]
+    return [Schedule(row[0], row[1], loads_job_template(row[2]), *row[3:]) for row in rows]
