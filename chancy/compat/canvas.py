@@ -129,6 +129,10 @@ class Signature(dict):
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
+    def __invert__(self) -> Any:
+        """``~sig``: send it and wait for its value (Celery's shorthand)."""
+        return self.apply_async().get()
+
     def apply_async(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
                     **options: Any) -> Any:
         """Enqueue (eager under ``task_always_eager``). ``connection=`` enqueues in the
@@ -479,8 +483,7 @@ class Planner:
                 self.canvas[key].setdefault("errbacks", []).append(str(entry.id))
                 self.parent_of[str(entry.id)] = key
                 self.canvas[str(entry.id)].update(remaining=1, pass_result=False, errback=True)
-        celery_id = job.meta.get("celery", {}).get("task_id") or key
-        return Node(entries=[job], exits=[job], result=AsyncResult(celery_id, app=self.app))
+        return Node(entries=[job], exits=[job], result=AsyncResult.of_job(job, self.app))
 
     def connect(self, before: Node, after: Node) -> None:
         """``after``'s entries wait for every exit of ``before``."""

@@ -47,6 +47,11 @@ class ContinuationSQL:
         f = names.fields()
         self.pushed_channel = names.channel("pushed")
         self.done_channel = names.channel("done")
+        self._park_replaced = sql.SQL(
+            "UPDATE {jobs} SET state = 'scheduled', scheduled_at = %(parked_at)s, meta = %(meta)s::jsonb "
+            "WHERE id = %(id)s AND state = 'running' AND taken_by = %(worker)s AND attempts = %(attempt)s "
+            "RETURNING id"
+        ).format(**f)
         self._countdown = sql.SQL(
             "UPDATE {jobs} SET meta = jsonb_set(meta, '{{canvas,remaining}}', "
             "to_jsonb((meta->'canvas'->>'remaining')::int - 1)) "
@@ -99,6 +104,15 @@ class ContinuationSQL:
             SELECT pg_notify(%(channel)s, id::text) FROM finished
             """
         ).format(**f)
+
+    def park_replaced(self, record: JobRecord, canvas: dict[str, Any]) -> Statement:
+        """Park a running job whose task replaced itself: it waits, with ``canvas``, for its
+        replacement, guarded by the attempt that replaced it (a late writer changes nothing)."""
+        meta = {**record.meta, "canvas": canvas, "celery": {**record.meta.get("celery", {}), "replaced": True}}
+        return Statement(self._park_replaced, {"id": record.id, "worker": record.taken_by,
+                                               "attempt": record.attempts, "parked_at": PARKED_AT,
+                                               "meta": serialization.dumps(meta)},
+                         lambda rows: bool(rows))
 
     def countdown(self, ids: list[str]) -> Statement:
         return Statement(self._countdown, {"ids": [uuid.UUID(i) for i in ids]},

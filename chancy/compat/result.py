@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from chancy.compat import states
 from chancy.compat.exceptions import TaskRevokedError, TimeoutError
 from chancy.compat.protocol import job_id_for
-from chancy.job import JobRecord, JobState
+from chancy.job import Job, JobRecord, JobState
 
 if TYPE_CHECKING:
     from chancy.compat.app.base import Celery
@@ -72,9 +72,19 @@ class AsyncResult:
         self.app = app
         self.name = task_name
         self.parent = parent
+        #: Sent with ``ignore_result``: ``get()`` returns None at once, as in Celery.
+        self.ignored = False
         self._record: JobRecord | None = None
 
     task_id = property(lambda self: self.id)
+
+    @classmethod
+    def of_job(cls, job: Job, app: "Celery") -> "AsyncResult":
+        """The handle ``apply_async`` returns for a job it just sent."""
+        celery = job.meta.get("celery", {})
+        result = cls(celery.get("task_id") or str(job.id), app=app)
+        result.ignored = bool(celery.get("ignore_result"))
+        return result
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
@@ -120,7 +130,9 @@ class AsyncResult:
 
     def _value(self, record: JobRecord) -> Any:
         if record.state is JobState.SUCCEEDED:
-            return record.result
+            # A task run with ignore_result has no result to read, as in Celery (the row
+            # keeps it all the same, for the canvas steps it feeds).
+            return None if record.meta.get("celery", {}).get("ignore_result") else record.result
         if record.state in (JobState.FAILED, JobState.RETRYING):
             return exception_from_error(record.errors[-1] if record.errors else None)
         if record.state in (JobState.CANCELLED, JobState.EXPIRED):
@@ -164,7 +176,10 @@ class AsyncResult:
             on_message: Any = None, on_interval: Any = None, disable_sync_subtasks: bool = True,
             **kwargs: Any) -> Any:
         """Wait for the task and return its value; raise its exception (``propagate``) or
-        :class:`~chancy.compat.exceptions.TimeoutError` after ``timeout`` seconds."""
+        :class:`~chancy.compat.exceptions.TimeoutError` after ``timeout`` seconds.
+        A result sent with ``ignore_result`` returns None at once, as Celery's does."""
+        if self.ignored:
+            return None
         if disable_sync_subtasks:
             _assert_will_not_block()
         if follow_parents and propagate and self.parent is not None:

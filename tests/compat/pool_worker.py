@@ -21,8 +21,11 @@ def start_pool_worker(celery_app: Any, pool: str, concurrency: int = 2) -> Backg
 
 
 @pytest.fixture(params=POOLS)
-def pool_worker(request: pytest.FixtureRequest, celery_app: Any) -> Iterator[BackgroundWorker]:
-    """A worker under each pool in turn (``request.param`` names it)."""
+def pool_worker(request: pytest.FixtureRequest, celery_app: Any,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[BackgroundWorker]:
+    """A worker under each pool in turn (``request.param`` names it). Process-pool children
+    load the app afresh, so they find this test's database through ``CHANCY_DSN``."""
+    monkeypatch.setenv("CHANCY_DSN", celery_app.conf.broker_url)
     background = start_pool_worker(celery_app, request.param)
     yield background
     background.stop()

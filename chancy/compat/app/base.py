@@ -436,7 +436,7 @@ class Celery:
             # One task, nothing wired to it: the planner would return this same job.
             job = self.job_for(sig)
             jobs = [job]
-            result = AsyncResult(job.meta["celery"].get("task_id") or str(job.id), app=self)
+            result = AsyncResult.of_job(job, self)
         else:
             planner = Planner(self)
             node = sig.plan(planner, parked=False)

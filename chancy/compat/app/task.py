@@ -395,6 +395,20 @@ class Task:
             raise retry
         return retry
 
+    # --- replacing -------------------------------------------------------------------------------
+    def replace(self, sig: "Signature") -> Any:
+        """Hand this task's place in its workflow to ``sig`` (a task, chain, group or chord):
+        its result becomes this task's, and the chain, chord or group around it goes on
+        (see :mod:`chancy.compat.replace`). On a worker it raises :class:`Ignore`, as
+        Celery does; run eagerly or inline, it runs ``sig`` now and returns its value."""
+        from chancy.compat.replace import replace_running
+
+        request = self.request
+        if request.is_eager or request.called_directly:
+            return sig.apply().get()
+        replace_running(self, request, sig)
+        raise Ignore("Replaced by new task")
+
     # --- handlers (override in a base class) -----------------------------------------------
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
         """Called before the task runs."""
@@ -430,6 +444,8 @@ class Task:
     def run_from_worker(self, *args: Any, **kwargs: Any) -> Any:
         """What the core worker calls: builds ``self.request`` from the job row."""
         record = current_job.get()
+        if record.meta.get("celery", {}).get("replaced"):
+            return args[0] if args else None  # its replacement ran: pass its result on
         request = Context.from_record(record)
         encoded = record.meta.get("celery", {}).get("payload")
         if encoded:

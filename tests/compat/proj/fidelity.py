@@ -47,3 +47,44 @@ def add(x, y):
 def sleeping(seconds):
     time.sleep(seconds)
     return seconds
+
+
+@app.task(bind=True)
+def record_replaced_task_nesting(self, replacements, nesting=None):
+    """Celery's integration task of that name: the nesting level across replacements."""
+    nesting = list(nesting or [])
+    nesting.append(self.request.replaced_task_nesting)
+    if replacements:
+        return self.replace(record_replaced_task_nesting.s(replacements - 1, nesting))
+    return nesting
+
+
+@app.task(bind=True)
+def add_replaced(self, x, y):
+    """Celery's integration task of that name."""
+    raise self.replace(add.s(x, y))
+
+
+@app.task(bind=True)
+def replace_with_chain(self, *args):
+    """Celery's integration task of that name (without its redis side channel)."""
+    from chancy.compat import chain
+
+    return self.replace(chain(identity.s(*args), identity.s()))
+
+
+@app.task(bind=True)
+def replace_with_group(self, x):
+    from chancy.compat import group
+
+    return self.replace(group(add.s(x, 1), add.s(x, 2)))
+
+
+@app.task(bind=True)
+def replace_with_failure(self):
+    return self.replace(fail.s())
+
+
+@app.task
+def fail():
+    raise ValueError("replacement failed")
