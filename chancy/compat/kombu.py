@@ -34,11 +34,17 @@ unless it is that task's own retry (see :mod:`chancy.compat.transport_sql`). Sta
 are sent again after a dropped connection for up to 30 s, so a Postgres restart neither
 loses a published message nor a delivery's acknowledgement.
 
-Routing: queues map 1:1 to Chancy queues; the default exchange and direct exchanges
-route by routing key. Broadcasts (fanout) are not delivered to consumers: of the remote
-control commands only ``revoke`` works (it cancels the rows); ``inspect``, ``ping`` and
-the other ``control`` commands reach no worker. Run Celery workers without gossip and
-mingle (``--without-gossip --without-mingle``).
+Routing: durable queues map 1:1 to Chancy queues, and their messages are job rows.
+Exchanges (direct, topic, fanout) route through bindings kept in the database, so every
+process sees them. A *transient* queue (declared auto-delete, exclusive or expiring, as
+Celery's remote-control, reply, event and ``rpc://`` result queues are) holds raw kombu
+messages that expire instead (:mod:`chancy.compat.transient_sql`): ``celery inspect``,
+``app.control``, worker events (``-E``, Flower) and ``result_backend="rpc://"`` work as
+on Redis. A ``revoke`` broadcast also cancels the rows, so no worker of either kind runs
+them. Expired messages are pruned by every consumer's heartbeat thread.
+
+A database that was never migrated (or is behind this code) is refused with
+:class:`~chancy.errors.SchemaOutOfDateError` naming the ``chancy migrate`` command.
 """
 
 from __future__ import annotations
@@ -56,10 +62,14 @@ from typing import Any, Callable
 
 import psycopg
 from kombu.transport import TRANSPORT_ALIASES, virtual
+from kombu.transport.base import to_rabbitmq_queue_arguments
+from kombu.utils import json as kombu_json
 
 from chancy.app import resolve_dsn
 from chancy.compat import protocol
 from chancy.compat.process_connection import ProcessConnection, statement_and_listen_connections
+from chancy.compat.transient_sql import TransientSQL, message_ttl, transient_lifetime
+from chancy.compat.transport_schema import SchemaCheckedConnection
 from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecting
 from chancy.errors import ConfigurationError
 from chancy.migrations import Names
@@ -74,8 +84,11 @@ log = logging.getLogger("chancy.compat.kombu")
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_CONSUMER_TIMEOUT = 60.0
 RECOVERY_BATCH = 500
-#: Celery's remote-control queues (``<node>.celery.pidbox``, ``<id>.reply.celery.pidbox``).
-PIDBOX_SUFFIX = ".pidbox"
+#: The delivery tags of messages of transient queues start with this.
+TRANSIENT_TAG = "transient/"
+#: ``(table prefix, queue)`` of the transient queues declared in this process: their
+#: messages never become job rows (see :mod:`chancy.compat.transient_sql`).
+_TRANSIENT_QUEUES: set[tuple[str, str]] = set()
 
 
 class TaskIdInUse(ValueError):
@@ -121,8 +134,7 @@ def _dsn_of(client: Any) -> str:
 class Channel(virtual.Channel):
     """A kombu channel whose queues are Chancy queues."""
 
-    #: Fanout is accepted so that remote-control broadcasts reach :meth:`_put_fanout`;
-    #: only ``revoke`` is acted on there (see the module docstring).
+    #: Bindings are stored in the database (:meth:`_queue_bind`, :meth:`get_table`).
     supports_fanout = True
     do_restore = True
     connection: "Transport"
@@ -130,6 +142,8 @@ class Channel(virtual.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._accept_by_queue: dict[str, set[str] | None] = {}
+        #: The queue of each message of a transient queue delivered and not yet settled.
+        self._transient_tags: dict[str, str] = {}
 
     def basic_consume(self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any) -> Any:
         """Also note what the consumer accepts: a row is turned into a message for it only
@@ -141,20 +155,53 @@ class Channel(virtual.Channel):
         accept = self._accept_by_queue.get(queue)
         return self.connection.accept_content if accept is None else accept
 
+    # --- exchanges and transient queues ---------------------------------------------------
+    def prepare_queue_arguments(self, arguments: Any, **kwargs: Any) -> Any:
+        """``expires`` and ``message_ttl`` of a kombu Queue as AMQP arguments, which
+        :meth:`_new_queue` reads."""
+        return to_rabbitmq_queue_arguments(arguments, **kwargs)
+
+    def _new_queue(self, queue: str, auto_delete: bool = False, exclusive: bool = False,
+                   arguments: Any = None, **kwargs: Any) -> None:
+        """Record a transient queue in the database; a durable queue needs nothing."""
+        lifetime = transient_lifetime(auto_delete, exclusive, arguments)
+        if lifetime is None:
+            return
+        transport = self.connection
+        run_reconnecting(transport.database, lambda: single(transport.transient_sql.declare(queue, lifetime)),
+                         f"declare queue {queue}")
+        _TRANSIENT_QUEUES.add((transport.prefix, queue))
+
     def _queue_bind(self, exchange: str, routing_key: str, pattern: Any, queue: str) -> None:
-        """Fanout bindings are not stored: broadcasts are not delivered to consumers."""
+        transport = self.connection
+        run_reconnecting(transport.database,
+                         lambda: single(transport.transient_sql.bind(exchange, routing_key, pattern, queue)),
+                         f"bind queue {queue} to exchange {exchange}")
+
+    def get_table(self, exchange: str) -> list[tuple[str, Any, str]]:
+        """The exchange's bindings, as every process declared them."""
+        transport = self.connection
+        return run_reconnecting(transport.database, lambda: single(transport.transient_sql.table(exchange)),
+                                f"read the bindings of exchange {exchange}")
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
-        """A broadcast. ``revoke`` (``app.control.revoke``, ``AsyncResult.revoke``) cancels
-        the rows, which no worker then receives; other commands reach no worker."""
+        """A copy for every queue bound to the exchange. A ``revoke`` (``app.control.revoke``,
+        ``AsyncResult.revoke``) also cancels the rows, so no worker of either kind runs them."""
+        self._revoke_rows(message)
+        transport = self.connection
+        payload = kombu_json.dumps(message)
+        durable = run_reconnecting(
+            transport.database, lambda: single(transport.transient_sql.fanout(exchange, payload, message_ttl(message))),
+            f"broadcast on exchange {exchange}")
+        for queue in durable:
+            self._put(queue, message)
+
+    def _revoke_rows(self, message: dict[str, Any]) -> None:
         try:
             command = protocol.decode_body(message, ["json"])
-        except protocol.InvalidMessage as exc:
-            log.warning("ignored a broadcast on %r that cannot be read: %s", exchange, exc)
+        except protocol.InvalidMessage:
             return
         if not isinstance(command, dict) or command.get("method") != "revoke":
-            log.info("remote control %r is not supported by the chancy transport; no worker receives it",
-                     command.get("method") if isinstance(command, dict) else command)
             return
         arguments = command.get("arguments") or {}
         task_ids = arguments.get("task_id") or []
@@ -164,9 +211,29 @@ class Channel(virtual.Channel):
             run_reconnecting(self.connection.database,
                              lambda: revoke_steps(self.connection.job_sql, job_id, terminate), f"revoke {task_id}")
 
+    def _is_transient(self, queue: str) -> bool:
+        return (self.connection.prefix, queue) in _TRANSIENT_QUEUES
+
+    def _put_transient(self, queue: str, message: dict[str, Any]) -> bool:
+        """Store a message in a transient queue; whether ``queue`` is one (a message for a
+        transient queue past its expiry is dropped, as a broker drops messages for a
+        deleted queue)."""
+        transport = self.connection
+        payload = kombu_json.dumps(message)
+        return run_reconnecting(
+            transport.database, lambda: single(transport.transient_sql.put(queue, payload, message_ttl(message))),
+            f"publish to queue {queue}")
+
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        """Store the message as a row (again after a dropped connection: a message stored
-        twice is recognised); :class:`TaskIdInUse` when its id belongs to another row."""
+        """Store the message: in a transient queue as it is; else as a row (again after a
+        dropped connection: a message stored twice is recognised), :class:`TaskIdInUse`
+        when its id belongs to another row. A message that is not a task (a reply, a
+        result, an event) goes to the transient queue of that name, declared by another
+        process, and becomes a (failed) row only when no such queue was ever declared."""
+        transient = self._is_transient(queue)
+        if transient or not (message.get("headers") or {}).get("task"):
+            if self._put_transient(queue, message) or transient:
+                return
         transport = self.connection
         translation = protocol.job_from_message(
             message, queue, accept=transport.accept_content,
@@ -191,8 +258,8 @@ class Channel(virtual.Channel):
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         """The next row of ``queue`` as a message for this channel's consumer; a row that
         cannot become one is failed with the reason and the next one is taken."""
-        if queue.endswith(PIDBOX_SUFFIX):  # remote-control queues: no rows ever go there
-            raise Empty()
+        if self._is_transient(queue):
+            return self._take_transient(queue)
         transport = self.connection
         transport.ensure_registered()
         while True:
@@ -202,6 +269,24 @@ class Channel(virtual.Channel):
                     record, accept=self._accepted_on(queue), lower_priority_first=transport.lower_priority_first)
             except protocol.InvalidMessage as exc:
                 self._fail_undeliverable(record, str(exc))
+
+    def _take_transient(self, queue: str) -> dict[str, Any]:
+        """The oldest message of a transient queue, taken from it (at most once, as with
+        Redis' fanout); :class:`Empty` also while Postgres is unreachable."""
+        transport = self.connection
+        try:
+            taken = transport.database.run(single(transport.transient_sql.take(queue)))
+        except psycopg.OperationalError as exc:
+            log.warning("reading queue %r failed (%s); trying again", queue, first_line(exc))
+            raise Empty() from None
+        if taken is None:
+            raise Empty()
+        message_id, payload = taken
+        message = kombu_json.loads(payload)
+        tag = f"{TRANSIENT_TAG}{message_id}"
+        message.setdefault("properties", {})["delivery_tag"] = tag
+        self._transient_tags[tag] = queue
+        return message
 
     def _claim_one(self, queue: str) -> JobRecord:
         """Claim a row, or :class:`Empty` (also while Postgres is unreachable: the consumer
@@ -227,13 +312,23 @@ class Channel(virtual.Channel):
                              lambda job_id, attempt, who: self.connection.transport_sql.fail(job_id, attempt, who, error))
 
     def _size(self, queue: str) -> int:
-        return self.connection.database.run(single(self.connection.transport_sql.size(queue)))
+        statements = self.connection.transient_sql if self._is_transient(queue) else self.connection.transport_sql
+        return self.connection.database.run(single(statements.size(queue)))
 
     def _purge(self, queue: str) -> int:
-        return self.connection.database.run(single(self.connection.transport_sql.purge(queue)))
+        statements = self.connection.transient_sql if self._is_transient(queue) else self.connection.transport_sql
+        return self.connection.database.run(single(statements.purge(queue)))
 
-    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
-        """Deleting a kombu queue leaves its jobs alone: rows belong to Chancy's queue."""
+    def _delete(self, queue: str, exchange: str | None = None, routing_key: str = "", *args: Any,
+                **kwargs: Any) -> None:
+        """Deleting a transient queue (e.g. a reply queue once its replies are in) removes
+        its binding; deleting a durable one leaves its jobs alone: rows belong to Chancy's
+        queue."""
+        if self._is_transient(queue) and exchange:
+            transport = self.connection
+            run_reconnecting(transport.database,
+                             lambda: single(transport.transient_sql.unbind(exchange, routing_key, queue)),
+                             f"unbind queue {queue}")
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return True
@@ -251,6 +346,9 @@ class Channel(virtual.Channel):
             log.debug("delivery %s: row no longer running under %s", delivery_tag, transport.consumer_id)
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        if self._transient_tags.pop(delivery_tag, None) is not None:  # taken when delivered
+            super().basic_ack(delivery_tag, multiple)
+            return
         message = self.qos._delivered.get(delivery_tag)
         ignore_result = bool(message is not None and (message.headers or {}).get("ignore_result"))
         finish = ignore_result or not self.connection.results_arrive_via_backend
@@ -261,6 +359,10 @@ class Channel(virtual.Channel):
         super().basic_ack(delivery_tag, multiple)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if delivery_tag in self._transient_tags:  # a requeue stores it again (_restore)
+            super().basic_reject(delivery_tag, requeue)
+            self._transient_tags.pop(delivery_tag, None)
+            return
         if not requeue:
             error = _error("celery.Reject", f"rejected without requeue by Celery consumer {self.connection.consumer_id} "
                                             "(e.g. an unregistered task name; see the Celery worker's log)")
@@ -272,7 +374,12 @@ class Channel(virtual.Channel):
 
     def _restore(self, message: Any) -> None:
         """Put an unacknowledged delivery back on its queue (a requeue, a channel closing
-        with prefetched messages): the same row, not a copy."""
+        with prefetched messages): the same row, not a copy; a message of a transient
+        queue is stored in that queue again."""
+        queue = self._transient_tags.pop(message.delivery_tag, None)
+        if queue is not None:
+            self._put_transient(queue, message.serializable())
+            return
         self._write_delivery(message.delivery_tag, self.connection.transport_sql.requeue)
 
 
@@ -285,15 +392,18 @@ class Transport(virtual.Transport):
     default_port = 5432
     connection_errors = virtual.Transport.connection_errors + (psycopg.OperationalError,)
     channel_errors = virtual.Transport.channel_errors + (psycopg.DatabaseError,)
-    implements = virtual.Transport.implements.extend(asynchronous=False, exchange_type=frozenset(["direct"]))
+    implements = virtual.Transport.implements.extend(
+        asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"]))
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         options = client.transport_options
         self.dsn = _dsn_of(client)
         names = Names(options.get("prefix", "chancy_"))
+        self.prefix = names.prefix
         self.job_sql = JobSQL(names)
         self.transport_sql = TransportSQL(names)
+        self.transient_sql = TransientSQL(names)
         self.worker_sql = WorkerSQL(names)
         self.cluster_sql = ClusterSQL(names)
         self.accept_content = protocol.accepted_content_types(options.get("accept_content", ["json"]))
@@ -306,7 +416,8 @@ class Transport(virtual.Transport):
                 "chancy transport: need heartbeat_interval > 0 and consumer_timeout > 2 * heartbeat_interval "
                 f"(got {self.heartbeat_interval} and {self.consumer_timeout})"
             )
-        self.database, self._listen = statement_and_listen_connections(self.dsn, options.get("session_url"))
+        statements, self._listen = statement_and_listen_connections(self.dsn, options.get("session_url"))
+        self.database = SchemaCheckedConnection(self.dsn, names, behind_pooler=statements.behind_pooler)
         self._consumer_id: str | None = None
         self._registered_pid = 0
         self._stop = threading.Event()
@@ -385,6 +496,7 @@ class Transport(virtual.Transport):
                     recovered = database.run(single(transport.cluster_sql.recover(RECOVERY_BATCH)))
                     if recovered:
                         log.warning("recovered %d job(s) from stopped workers or consumers", len(recovered))
+                    database.run(single(transport.transient_sql.prune()))
                 except psycopg.Error as exc:
                     log.warning("chancy transport heartbeat failed (%s)", exc)
                 del transport
@@ -399,9 +511,12 @@ class Transport(virtual.Transport):
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         """Deliver one message; when there is none, wait on LISTEN, so a push wakes the
         consumer at once and ``polling_interval`` only paces scheduled rows. With a
-        ``timeout`` it returns after at most one wait, so Celery's loop sees a shutdown
-        request within ``polling_interval`` instead of ``timeout``."""
+        ``timeout``, a consumer of job queues (Celery's worker loop) returns after at most
+        one wait, so it sees a shutdown request within ``polling_interval`` instead of
+        ``timeout``; one of transient queues only (``inspect`` collecting replies, which
+        stops at the first timeout) waits out the whole ``timeout``."""
         started = time.monotonic()
+        return_early = self._consumes_jobs()
         waited = False
         while True:
             try:
@@ -410,13 +525,18 @@ class Transport(virtual.Transport):
             except Empty:
                 pass
             remaining = None if timeout is None else timeout - (time.monotonic() - started)
-            if remaining is not None and (waited or remaining <= 0):
+            if remaining is not None and (remaining <= 0 or (waited and return_early)):
                 raise socket.timeout()
             self._wait_for_push(self.polling_interval if remaining is None else min(self.polling_interval, remaining))
             waited = True
 
+    def _consumes_jobs(self) -> bool:
+        return any((self.prefix, queue) not in _TRANSIENT_QUEUES
+                   for channel in self.channels for queue in channel._active_queues)
+
     def _wait_for_push(self, seconds: float) -> None:
         try:
+            self._listen.listen(self.transient_sql.channel)
             for _ in self._listen.listen(self.job_sql.pushed_channel).notifies(timeout=seconds, stop_after=1):
                 pass
         except psycopg.OperationalError:

@@ -1,0 +1,65 @@
+"""The Celery transport's check that Chancy's tables exist and are current, so a stock
+Celery worker or producer pointed at a database that was never migrated says which
+command fixes it, instead of failing on a raw ``UndefinedTable``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from chancy.compat.process_connection import ProcessConnection
+from chancy.errors import SchemaOutOfDateError
+from chancy.migrations import LATEST_VERSION, Names
+from chancy.queues.sql import Steps
+from chancy.redaction import redact
+
+
+def migrate_command(dsn: str, names: Names) -> str:
+    """The command that migrates this database, its password masked."""
+    prefix = "" if names.prefix == "chancy_" else f" --prefix {names.prefix}"
+    return f"chancy migrate --dsn '{redact(dsn)}'{prefix}"
+
+
+def schema_out_of_date(dsn: str, names: Names, version: int | None) -> SchemaOutOfDateError:
+    found = "has no Chancy tables" if not version else f"has Chancy's schema at version {version}"
+    return SchemaOutOfDateError(
+        f"The Celery broker's database {redact(dsn)} {found} (table prefix {names.prefix!r}); this Chancy "
+        f"needs version {LATEST_VERSION}. Run `{migrate_command(dsn, names)}` (with the real password) once, "
+        f"then start the Celery workers again.")
+
+
+def schema_version(conn: psycopg.Connection, names: Names) -> int:
+    if conn.execute("SELECT to_regclass(%s)", (names.prefix + "migrations",)).fetchone()[0] is None:
+        return 0
+    return conn.execute(sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(names.ident("migrations"))
+                        ).fetchone()[0]
+
+
+class SchemaCheckedConnection(ProcessConnection):
+    """A :class:`ProcessConnection` that checks the schema version each time it opens a
+    connection (once per process, again after a reconnect): an old or missing schema
+    raises :class:`SchemaOutOfDateError`, and so does a statement that finds a table
+    missing later on."""
+
+    def __init__(self, dsn: str, names: Names, *, behind_pooler: bool = False) -> None:
+        super().__init__(dsn, behind_pooler=behind_pooler)
+        self.names = names
+        self._checked: psycopg.Connection | None = None
+
+    def connection(self) -> psycopg.Connection:
+        conn = super().connection()
+        if conn is not self._checked:
+            version = schema_version(conn, self.names)
+            if version < LATEST_VERSION:
+                self.close()
+                raise schema_out_of_date(self.dsn, self.names, version)
+            self._checked = conn
+        return conn
+
+    def run(self, steps: Steps, transaction: bool = False) -> Any:
+        try:
+            return super().run(steps, transaction=transaction)
+        except psycopg.errors.UndefinedTable:
+            raise schema_out_of_date(self.dsn, self.names, None) from None
