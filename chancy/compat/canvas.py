@@ -109,6 +109,12 @@ class Signature(dict):
         self.options.setdefault("task_id", self.app.new_task_id())
         return AsyncResult(self.id, app=self.app)
 
+    def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
+        """Mark every task of this signature with headers (see :mod:`chancy.compat.stamps`)."""
+        from chancy.compat.stamps import stamp
+
+        stamp(self, visitor, **headers)
+
     def link(self, callback: "Signature") -> "Signature":
         self.options.setdefault("link", []).append(callback)
         return callback

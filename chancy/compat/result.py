@@ -227,6 +227,11 @@ class AsyncResult:
                timeout: float | None = None) -> None:
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
 
+    def revoke_by_stamped_headers(self, headers: dict[str, Any], terminate: bool = False, signal: Any = None,
+                                  **kwargs: Any) -> None:
+        """Revoke every task stamped with one of these header values (not only this one)."""
+        self.app.control.revoke_by_stamped_headers(headers, terminate=terminate, signal=signal)
+
     def forget(self) -> None:
         """Delete the finished task's row (and so its result)."""
         from chancy.compat import rows

@@ -93,6 +93,15 @@ class Control:
                 drive_sync(conn, continuations.on_revoke(continuations.statements(chancy.names.prefix), canvas))
         return cancelled
 
+    def revoke_by_stamped_headers(self, headers: Mapping[str, Any], destination: Any = None, terminate: bool = False,
+                                  signal: Any = None, **kwargs: Any) -> None:
+        """Revoke the waiting tasks stamped with one of these values (``{header: value or
+        [values]}``); ``terminate=True`` also stops running ones. Tasks sent later are not
+        affected (Celery's workers remember the stamps; rows are revoked as found now)."""
+        from chancy.compat.stamps import stamped_task_ids
+
+        self.revoke(stamped_task_ids(self.app.chancy, headers, running=terminate), terminate=terminate, signal=signal)
+
     def terminate(self, task_id: str | Sequence[str], destination: Any = None, signal: Any = None, **kwargs: Any) -> None:
         self.revoke(task_id, terminate=True, signal=signal)
 
