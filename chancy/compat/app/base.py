@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from chancy.app import Chancy
-from chancy.compat import continuations, message_options, payload, rate_limits, routes, signals
+from chancy.compat import continuations, django_fixup, message_options, payload, rate_limits, routes, signals
 from chancy.compat.app.task import Context, Task, current_task_and_request
 from chancy.compat.config import Settings
 from chancy.compat.exceptions import ImproperlyConfigured
@@ -198,12 +198,7 @@ class Celery:
         if callable(packages):
             packages = packages()
         if packages is None:
-            try:
-                from django.conf import settings  # type: ignore[import-not-found]
-
-                packages = [a.split(".apps.")[0] for a in settings.INSTALLED_APPS]
-            except Exception:  # noqa: BLE001 - no Django: nothing to discover by default
-                packages = []
+            packages = django_fixup.installed_packages()
         for package in packages:
             try:
                 importlib.import_module(f"{package}.{related_name}")
@@ -218,6 +213,7 @@ class Celery:
             return
         self.finalized = True
         self.on_configure.send(sender=self)
+        django_fixup.setup_django()  # task modules import models: Django first, as Celery's fixup does
         for module in tuple(self.conf.include or ()) + tuple(self.conf.imports or ()):
             importlib.import_module(module)
         for packages, related_name in self._autodiscover:
