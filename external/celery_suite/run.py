@@ -46,6 +46,20 @@ STATUSES = ("passed", "failed", "error", "skipped", "timeout", "not run")
 BAD = ("failed", "error", "skipped", "timeout", "not run")
 
 
+DEADLINE = float("inf")  # time.monotonic() past which no file starts or keeps running
+LIVE: set[subprocess.Popen] = set()  # the pytest processes running now
+STOPPING = False  # set by SIGTERM/SIGINT: stop the runs, still write the report
+
+
+def _on_signal(signum, frame) -> None:
+    global STOPPING
+    STOPPING = True
+    log(f"signal {signum}: stopping the runs, then writing the report")
+    for proc in list(LIVE):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def log(msg: str) -> None:
     print(f"[celery-suite {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -133,7 +147,8 @@ def test_name(nodeid: str) -> str:
 
 
 def render_report(runs: list[FileRun], *, celery_version: str, targets: list[str],
-                  files: list[str], timings: dict[str, float], notes: list[str]) -> str:
+                  files: list[str], timings: dict[str, float], notes: list[str],
+                  gated: dict[str, dict[str, bool]] | None = None) -> str:
     """The Markdown report: a table per file, then what passes on Redis but not on Chancy."""
     by = {(r.target, r.file): r for r in runs}
     out = [f"# Celery {celery_version} integration suite: Chancy vs Redis", ""]
@@ -176,6 +191,32 @@ def render_report(runs: list[FileRun], *, celery_version: str, targets: list[str
             if better:
                 out.append(f"Pass on Chancy and not on Redis: " + ", ".join(f"`{test_name(n)}`" for n in sorted(better)))
                 out.append("")
+    for f in files:
+        names = (gated or {}).get(f) or {}
+        if not names:
+            continue
+        red, chy, probe = by.get(("redis", f)), by.get(("chancy", f)), by.get(("chancy-probe", f))
+        out.append(f"## {f}: {len(names)} tests gated on a Redis result backend")
+        out.append("")
+        out.append("side channel = the test itself reads or writes Redis (redis_echo, redis_count, "
+                   "get_redis_connection…); chancy-probe = Chancy broker and backend, gate opened, "
+                   "Redis there only as that side channel.")
+        out.append("")
+        out.append("| test | side channel | redis | chancy | chancy-probe | probe reason |")
+        out.append("|---|---|---|---|---|---|")
+        for name, side in sorted(names.items()):
+            def status(run):
+                if run is None:
+                    return "—"
+                hits = [n for n in run.statuses if test_name(n) == name or test_name(n).startswith(name + "[")]
+                return ", ".join(sorted({run.statuses[n] for n in hits})) or "—"
+            reason = ""
+            if probe is not None:
+                hits = [n for n in probe.statuses if test_name(n) == name and probe.statuses[n] != "passed"]
+                reason = probe.reasons.get(hits[0], "") if hits else ""
+            out.append(f"| `{name}` | {'yes' if side else 'no'} | {status(red)} | {status(chy)} | "
+                       f"{status(probe)} | {reason.replace('|', '/')} |")
+        out.append("")
     for t in targets:
         both = []
         for f in files:
@@ -314,6 +355,26 @@ def redis_server(workdir: Path) -> Iterator[str | None]:
         stop_group(proc)
 
 
+def migrate(dsn: str) -> None:
+    chancy = shutil.which("chancy", path=str(Path(sys.executable).parent)) or "chancy"
+    subprocess.run([chancy, "migrate", "--dsn", dsn], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def tree_state() -> str:
+    """The commit of the Chancy that runs (and whether its tree has local changes)."""
+    import chancy
+
+    root = Path(chancy.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "chancy"],
+                               capture_output=True, text=True).stdout.strip()
+        return f"chancy at {head}" + (" with local changes under chancy/" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return f"chancy {installed_version('chancy')}"
+
+
 @contextlib.contextmanager
 def chancy_database() -> Iterator[str]:
     """A throwaway Postgres (chancy.embedded), a fresh database, migrated by `chancy migrate`."""
@@ -321,9 +382,7 @@ def chancy_database() -> Iterator[str]:
 
     with start_throwaway_server() as server:
         dsn = create_database(server.admin_dsn, "celery_suite")
-        chancy = shutil.which("chancy", path=str(Path(sys.executable).parent)) or "chancy"
-        subprocess.run([chancy, "migrate", "--dsn", dsn], check=True, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL)
+        migrate(dsn)
         log(f"throwaway Postgres migrated: {dsn}")
         yield dsn
 
@@ -354,6 +413,7 @@ class Target:
     src: Path  # the unpacked sdist this target runs (the probe has its own patched copy)
     extra_args: list[str] = dataclasses.field(default_factory=list)
     select: dict[str, list[str]] | None = None  # file -> "Class::test" to run (None: all)
+    migrate_dsn: str | None = None  # `chancy migrate` before each file (the installed code may move on)
 
 
 def run_file(target: Target, file: str, args: argparse.Namespace, outdir: Path) -> FileRun:
@@ -374,22 +434,31 @@ def run_file(target: Target, file: str, args: argparse.Namespace, outdir: Path) 
            *target.extra_args, *(["-k", args.k] if args.k else []),
            *([f"t/integration/{file}"] if target.select is None
              else [f"t/integration/{file}::{name}" for name in target.select.get(file, [])])]
-    log(f"{target.name}: {file} (log {logfile})")
+    limit = min(args.file_timeout, DEADLINE - time.monotonic())
+    if limit < 30 or STOPPING:
+        log(f"{target.name}: {file}: not started (suite time limit)")
+        return FileRun(target.name, file, {}, {}, 0.0, "not started: suite time limit")
+    if target.migrate_dsn:
+        migrate(target.migrate_dsn)
+    log(f"{target.name}: {file} (log {logfile}, limit {limit:.0f} s)")
     started = time.monotonic()
     with logfile.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=target.src, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+        LIVE.add(proc)
         killed = False
         try:
-            code = proc.wait(timeout=args.file_timeout)
+            code = proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
             killed, code = True, None
         finally:
             stop_group(proc)
+            LIVE.discard(proc)
     seconds = time.monotonic() - started
     lines = results.read_text().splitlines() if results.exists() else []
+    killed = killed or STOPPING
     statuses, reasons = fold_records(lines, killed=killed)
-    note = f"killed at the file limit, {args.file_timeout} s" if killed else (
+    note = f"killed at the time limit, {limit:.0f} s" if killed else (
         "" if code in (0, 1) else f"pytest exit {code}")
     if not statuses:
         tail = logfile.read_text(errors="replace")[-1500:] if logfile.exists() else ""
@@ -416,23 +485,41 @@ def probe_copy(src: Path, workdir: Path) -> Path:
     return dst
 
 
-def gated_tests(src: Path, files: Iterable[str]) -> dict[str, list[str]]:
-    """Test functions (``Class::test``) per file whose body holds the Redis-backend gate."""
+REDIS_SIDE_CHANNEL = re.compile(
+    r"get_redis_connection|get_active_redis_channels|await_redis_\w+|\bredis_(?:echo|count)\w*|redis_connection")
+
+
+def gated_in_source(text: str) -> dict[str, bool]:
+    """The tests (``Class::test``) that the "Requires redis result backend" gate skips
+    when the backend is not Redis, each with whether its code (or its class's fixtures)
+    talks to Redis itself as a side channel (``redis_echo``, ``get_redis_connection``…).
+    A gate in a class's non-test method (a fixture) gates every test of the class."""
     import ast
 
-    out: dict[str, list[str]] = {}
-    for file in files:
-        path = src / "t" / "integration" / file
-        tree = ast.parse(path.read_text())
-        names = []
-        for cls in [n for n in tree.body if isinstance(n, ast.ClassDef)] + [None]:
-            body = cls.body if cls is not None else tree.body
-            for fn in body:
-                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name.startswith("test"):
-                    if REDIS_GATE.search(ast.get_source_segment(path.read_text(), fn) or ""):
-                        names.append(f"{cls.name}::{fn.name}" if cls is not None else fn.name)
-        out[file] = names
+    tree = ast.parse(text)
+    out: dict[str, bool] = {}
+
+    def tests_of(body):
+        return [n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name.startswith("test")]
+
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            helpers = "".join(ast.get_source_segment(text, n) or "" for n in node.body
+                              if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and not n.name.startswith("test"))
+            class_gated = bool(REDIS_GATE.search(helpers))
+            for fn in tests_of(node.body):
+                code = ast.get_source_segment(text, fn) or ""
+                if class_gated or REDIS_GATE.search(code):
+                    out[f"{node.name}::{fn.name}"] = bool(REDIS_SIDE_CHANNEL.search(code + helpers))
+    for fn in tests_of(tree.body):
+        code = ast.get_source_segment(text, fn) or ""
+        if REDIS_GATE.search(code):
+            out[fn.name] = bool(REDIS_SIDE_CHANNEL.search(code))
     return out
+
+
+def gated_tests(src: Path, files: Iterable[str]) -> dict[str, dict[str, bool]]:
+    return {f: gated_in_source((src / "t" / "integration" / f).read_text()) for f in files}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the same cap on Chancy: a failure there is worth seeing, and a rerun of a "
                         "test that waits out a 60 s get() doubles its cost")
     p.add_argument("--file-timeout", type=int, default=1500, help="per-file, per-target limit, seconds")
+    p.add_argument("--total-timeout", type=int, default=2100,
+                   help="whole-run limit, seconds, from the start of the first file: running files are "
+                        "stopped then and the report is still written")
     p.add_argument("--jobs", type=int, default=2, help="targets run side by side (files run in turn)")
     p.add_argument("-k", default="", help="pytest -k expression, for trying a few tests")
     p.add_argument("--celery-version", default="", help="default: the installed Celery")
@@ -461,10 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     files = [f.strip() for f in args.files.split(",") if f.strip()]
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     version = args.celery_version or installed_version("celery")
-    notes = [f"celery {version}, kombu {installed_version('kombu')}, python {sys.version.split()[0]}; "
+    notes = [f"celery {version}, kombu {installed_version('kombu')}, python {sys.version.split()[0]}, "
+             f"{tree_state()}; "
              f"per-test limit {args.test_timeout} s, @flaky reruns capped at {args.reruns} (Redis) / "
              f"{args.reruns_chancy} (Chancy), "
-             f"file limit {args.file_timeout} s"]
+             f"file limit {args.file_timeout} s, whole-run limit {args.total_timeout} s"]
 
     with contextlib.ExitStack() as stack:
         if args.workdir:
@@ -495,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
             if "chancy" in targets:
                 # No Redis for the tests' side channel: what Chancy passes, it passes alone.
                 runnable.append(Target("chancy", {**chancy_env, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "1"},
-                                       src, ["-p", "chancy.compat.kombu"]))
+                                       src, ["-p", "chancy.compat.kombu"], migrate_dsn=dsn))
             if "chancy-probe" in targets:
                 if redis_port is None:
                     notes.append("chancy-probe: skipped, no redis-server for the side channel")
@@ -505,14 +596,19 @@ def main(argv: list[str] | None = None) -> int:
                     # Its own database: the probe runs beside the chancy target.
                     from chancy.embedded import create_database
                     pdsn = create_database(dsn, "celery_suite_probe")
-                    subprocess.run([shutil.which("chancy", path=str(Path(sys.executable).parent)) or "chancy",
-                                    "migrate", "--dsn", pdsn], check=True, stdout=subprocess.DEVNULL)
+                    migrate(pdsn)
                     t = Target("chancy-probe", {"TEST_BROKER": f"chancy+{pdsn}", "TEST_BACKEND": f"chancy+{pdsn}",
                                                 "REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_port},
-                               psrc, ["-p", "chancy.compat.kombu"], select=gated)
+                               psrc, ["-p", "chancy.compat.kombu"],
+                               select={f: list(names) for f, names in gated.items()}, migrate_dsn=pdsn)
                     runnable.append(t)
                     notes.append("chancy-probe: Chancy broker and backend with the suite's \"Requires redis "
                                  "result backend\" gates opened and Redis only as the tests' side channel")
+
+        global DEADLINE
+        DEADLINE = time.monotonic() + args.total_timeout
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
 
         def run_target(target: Target) -> tuple[list[FileRun], float]:
             t0 = time.monotonic()
@@ -530,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
 
         names = [t.name for t in runnable]
         report = render_report(runs, celery_version=version, targets=names, files=files,
-                               timings=timings, notes=notes)
+                               timings=timings, notes=notes, gated=gated_tests(src, files))
         Path(args.report).write_text(report)
         Path(args.json).write_text(json.dumps({
             "celery": version, "notes": notes, "timings": timings,
