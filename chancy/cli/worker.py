@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import socket
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from chancy import execution, logs
+from chancy import execution, logs, stdio
 from chancy.app import Chancy
 from chancy.cli.admin import split_queues
 from chancy.cli.common import CliError, ExitCode, Target, target_options
@@ -82,6 +85,17 @@ def _worker_app(obj: Any, names: list[str] | None, concurrency: int | None, pool
     return app, names or list(app.queues)
 
 
+def _output(obj: Any, loglevel: str, log_format: str) -> stdio.WorkerOutput:
+    """How the worker logs, and where its tasks' print() goes: for a Celery-style app, to
+    the log as ``worker_redirect_stdouts`` says (Celery's default: on, at WARNING); a native
+    app's stays on stdout/stderr (line-buffered, so that it shows as it happens)."""
+    if isinstance(obj, Chancy):
+        return stdio.WorkerOutput(loglevel, log_format, redirect_level=None)
+    from chancy.compat.worker import redirect_level
+
+    return stdio.WorkerOutput(loglevel, log_format, redirect_level=redirect_level(obj))
+
+
 def enable_beat(app: Chancy) -> None:
     """Run the cron plugin on this worker (``-B``), unless the app already has it."""
     from chancy.plugins.cron import Cron
@@ -135,11 +149,27 @@ def _wait_for_database(app: Chancy, patience: float) -> None:
 
 
 async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_timeout: float,
-                 startup_timeout: float) -> None:
+                 startup_timeout: float) -> ExitCode:
+    """Run the worker until it stops; the exit code: 130 if Ctrl-C (SIGINT) stopped it, as
+    a shell reports an interrupted command, else 0 (SIGTERM: a service manager's stop)."""
     async with app:
         worker = Worker(app, queues=names, worker_id=worker_id, shutdown_timeout=shutdown_timeout,
                         startup_timeout=startup_timeout)
         await worker.start()
+    code = ExitCode.INTERRUPTED if signal.SIGINT in worker.received_signals else ExitCode.OK
+    if worker.stopped_hard:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: ExitCode) -> NoReturn:
+    """End the process once a hard stop has written every outcome, without waiting for the
+    threads of the jobs it abandoned: Python cannot kill a thread, and the interpreter's
+    exit (and asyncio's) would wait for each to return."""
+    stdio.restore_streams()
+    click.echo("chancy worker: stopped hard; tasks still running in threads were abandoned", err=True)
+    logging.shutdown()
+    os._exit(int(code))
 
 
 @click.command()
@@ -187,7 +217,9 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
         _check_unique_id(target, worker_id)
     click.echo(_banner(app, names, worker_id, pool, beat, execution.allowed_imports()), err=True)
     try:
-        asyncio.run(_serve(app, names, worker_id, shutdown_timeout, startup_timeout))
+        with stdio.worker_output(_output(target.app_object, loglevel, log_format)):
+            code = asyncio.run(_serve(app, names, worker_id, shutdown_timeout, startup_timeout))
     except KeyboardInterrupt:  # a signal before the worker installed its handlers
         raise CliError("interrupted before the worker started", ExitCode.INTERRUPTED) from None
-    click.echo("chancy worker: stopped cleanly", err=True)
+    click.echo("chancy worker: stopped cleanly" + (" (interrupted)" if code else ""), err=True)
+    click.get_current_context().exit(int(code))

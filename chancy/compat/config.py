@@ -50,6 +50,8 @@ SUPPORTED: dict[str, Any] = {
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,
     "worker_hijack_root_logger": True,
+    "worker_redirect_stdouts": True,
+    "worker_redirect_stdouts_level": "WARNING",
     "result_expires": None,
 }
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
+from chancy import stdio
 from chancy.app import Chancy
 from chancy.compat import signals
 from chancy.compat.beat import schedule_namespace, sync_schedule
@@ -92,25 +94,38 @@ def child_limits(celery_app: "Celery", executor: str, given: ChildLimits = Child
     return ChildLimits()
 
 
+def default_concurrency() -> int:
+    """Celery's default ``-c``: the number of CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def redirect_level(celery_app: "Celery") -> int | None:
+    """The level at which a worker logs its tasks' ``print()`` lines
+    (``worker_redirect_stdouts_level``), or None when ``worker_redirect_stdouts`` is off."""
+    conf = celery_app.conf
+    return stdio.redirect_level(conf.worker_redirect_stdouts_level) if conf.worker_redirect_stdouts else None
+
+
 def worker_app(celery_app: "Celery", queues: Sequence[str] | None = None, concurrency: int | None = None,
                pool: str | None = None, limits: ChildLimits = ChildLimits()) -> Chancy:
     """The ready :class:`Chancy` to run ``celery_app``'s tasks: the named queues (declared
     on the fly, like Celery's ``-Q``; default: ``task_default_queue`` and ``task_queues``),
-    each with ``concurrency`` (default ``worker_concurrency``, else 1), the executor of
+    each with ``concurrency`` (default ``worker_concurrency``, else the CPU count, as Celery's
+    ``-c``; ``solo``: 1), the executor of
     ``pool`` (Celery names accepted; default ``worker_pool``) and, for the process pool,
     the per-child ``limits`` (default: the app's ``worker_max_*_per_child``)."""
     conf = celery_app.conf
     chancy = celery_app.chancy
     names = list(queues or celery_app.declared_queues())
-    concurrency = concurrency or conf.worker_concurrency or None
+    concurrency = concurrency or conf.worker_concurrency or default_concurrency()
     executor = _executor(pool or conf.worker_pool) or "process"
     if executor == "asyncio" and (pool or conf.worker_pool) == "solo":
         concurrency = 1
     limits = child_limits(celery_app, executor, limits)
     for name in names:
-        declared = chancy.queues.get(name)
-        queue = Queue(name, concurrency=concurrency or (declared.concurrency if declared else 1),
-                      executor=limits.executor if limits else executor)
+        queue = Queue(name, concurrency=concurrency, executor=limits.executor if limits else executor)
         queue.bind(chancy)
         chancy.queues[name] = queue
     return chancy

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 
-from chancy import execution
+from chancy import execution, stdio
 from chancy.errors import ChancyError, JobMemoryError
 from chancy.executors._slots import Slot, SlotExecutor
 from chancy.job import Limit
@@ -79,16 +79,19 @@ class ChildLimits:
 class ChildSetup:
     """What a child loads before it says it is ready, so that it runs exactly the tasks
     its worker runs: the worker's :data:`app_modules`, then the modules of its tasks (see
-    :func:`task_modules`), and the allowed import prefixes (see :func:`execution.allow_imports`)."""
+    :func:`task_modules`), and the allowed import prefixes (see :func:`execution.allow_imports`).
+    ``output`` is the worker's logging and print() redirection (see :mod:`chancy.stdio`):
+    a task's output is logged as the worker's would be, when it is written."""
 
     app_modules: tuple[str, ...]
     task_modules: tuple[str, ...]
     allowed_imports: tuple[str, ...]
+    output: stdio.WorkerOutput | None = None
 
     @classmethod
     def of_this_process(cls) -> "ChildSetup":
         apps = tuple(name for name in dict.fromkeys(app_modules) if name not in _MAIN_MODULES)
-        return cls(apps, task_modules(exclude=apps), execution.allowed_imports())
+        return cls(apps, task_modules(exclude=apps), execution.allowed_imports(), stdio.current())
 
 
 #: ``__main__`` is never imported by name: spawn runs the worker's main script in the child by itself.
@@ -375,6 +378,8 @@ def _child_main(conn: Connection, parent_pid: int, setup: ChildSetup) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the worker died before prctl took effect
         return
+    if setup.output is not None:
+        setup.output.apply()
     failure = _load(setup)
     conn.send(failure)
     if failure is not None:
