@@ -94,7 +94,8 @@ def jobs(dsn: str) -> list[tuple[str, str, list[Any]]]:
 
 #: The rows ``shop.scenario`` leaves, whichever worker ran its tasks: no declined order, and
 #: a receipt only for the order whose transaction (and savepoint) committed.
-ORDERS = {"A-1": (1200, "paid", False), "B-1": (30, "paid", True), "C-1": (5, "new", False)}
+ORDERS = {"A-1": (1200, "paid", False), "B-1": (30, "paid", True), "C-1": (5, "new", False),
+          "E-1": (7, "eager", False)}
 JOBS = sorted([
     ("shop.mark-paid", "succeeded", ["A-1"]),  # the task with a custom name
     ("shop.mark-paid", "succeeded", ["B-1"]),  # apply_async in transaction.on_commit
@@ -115,6 +116,7 @@ def check_the_shop(dsn: str, results: dict[str, Any]) -> None:
     assert results["lost"] == "OperationalError"  # the task's own session ended under it…
     assert results["total_after_loss"] == 1200  # …and the next task reconnected
     assert results["declined"] is True
+    assert results["eager_total"] == 7
     deadline = time.monotonic() + 30
     while (orders(dsn), sorted(jobs(dsn))) != (ORDERS, JOBS):
         assert time.monotonic() < deadline, f"orders {orders(dsn)}\njobs {sorted(jobs(dsn))}"

@@ -2,7 +2,10 @@
 them, printing the results as one JSON line."""
 import json
 
+from django.db import transaction
+
 from shop.checkout import PaymentDeclined, place_order, place_order_with_declined_gift_card
+from shop.models import Order
 from shop.tasks import create_order, lose_connection, mark_paid, order_total
 
 TIMEOUT = 60
@@ -26,4 +29,8 @@ def run() -> None:
         results["declined"] = True
     place_order("B-1", 30)
     place_order_with_declined_gift_card("C-1", 5)
+    with transaction.atomic():  # a task run eagerly leaves the caller's transaction alone
+        Order.objects.create(number="E-1", total=7)
+        results["eager_total"] = order_total.apply(("E-1",)).get()
+        Order.objects.filter(number="E-1").update(status="eager")
     print(json.dumps(results))
