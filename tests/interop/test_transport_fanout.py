@@ -13,9 +13,7 @@ import psycopg
 import pytest
 
 from broker_support import broker_only_app, broker_url, celery_command, redis_url, wait_for_ping  # noqa: F401
-from chancy.compat.transient_sql import QueueLifetime, TransientSQL
 from chancy.migrations import Names
-from chancy.queues.sql import single
 from chancy.testing import eventually
 
 
@@ -52,8 +50,12 @@ async def test_inspect_and_control_reach_a_stock_worker(interop_dsn, celery_work
     inspect = app.control.inspect(timeout=5, destination=[node])
     assert await eventually(lambda: queued.id in (inspect.revoked() or {}).get(node, []), timeout=20), worker.log()
     assert sleeper.get(timeout=20) == 1
+    limited = app.control.rate_limit("interop.add", "10/m", destination=[node], reply=True, timeout=5)
+    assert limited == [{node: {"ok": "new rate limit set successfully"}}], worker.log()
     if broker == "chancy":  # no reply, ping or broadcast became a job row
         assert sorted(_job_queues(interop_dsn)) == [("celery", "interop.add"), ("celery", "interop.record")]
+    app.control.shutdown(destination=[node])
+    assert await eventually(lambda: worker.process.poll() is not None, timeout=30), worker.log()
     app.close()
 
 
@@ -86,6 +88,8 @@ async def test_events_of_a_worker_started_with_E_reach_a_receiver(interop_dsn, c
 
 def test_transient_messages_expire_and_are_pruned(interop_dsn):
     """Replies nobody reads and events past their time to live do not pile up."""
+    from chancy.compat.transient_sql import QueueLifetime, TransientSQL
+
     statements = TransientSQL(Names("chancy_"))
     queue = f"{uuid.uuid4()}.reply.celery.pidbox"
     with psycopg.connect(interop_dsn, autocommit=True) as conn:
