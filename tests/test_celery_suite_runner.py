@@ -133,3 +133,12 @@ def test_report_table_and_difference(run):
     assert "Pass on Chancy and not on Redis: `test_k::test_c`" in text
     assert "| `test_k::test_b` | no | passed | skipped | failed | TimeoutError: / late |" in text
     assert "redis 1.0 min" in text
+
+
+def test_fold_keeps_the_first_failed_subtest_reason(run):
+    lines = [rec("subtest", nodeid=A, outcome="failed", reason="[chain] TaskIdInUse: x"),
+             rec("subtest", nodeid=A, outcome="failed", reason="[group] TimeoutError"),
+             report(A, "call", "failed", "contains 2 failed subtests")]
+    statuses, reasons = run.fold_records(lines)
+    assert statuses == {A: "failed"}
+    assert reasons[A] == "contains 2 failed subtests: first: [chain] TaskIdInUse: x (+1 more)"

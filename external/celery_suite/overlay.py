@@ -78,6 +78,15 @@ def one_line(report) -> str:
 
 def pytest_runtest_logreport(report):
     outcome = report.outcome
+    if hasattr(report, "context") and type(report).__name__ == "SubtestReport":
+        # One subtest of a test (pytest's subtests): its failure reason says more than the
+        # test's own "contains N failed subtests".
+        if outcome == "failed":
+            label = getattr(report.context, "msg", None) or ", ".join(
+                f"{k}={v!r}" for k, v in (getattr(report.context, "kwargs", None) or {}).items())
+            _write({"event": "subtest", "nodeid": report.nodeid, "outcome": outcome,
+                    "reason": (f"[{label}] " if label else "") + one_line(report)})
+        return
     if outcome == "passed" and report.when != "call":
         return
     if outcome == "failed" and report.when != "call":

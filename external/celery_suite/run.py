@@ -97,6 +97,7 @@ def fold_records(lines: Iterable[str], *, killed: bool = False) -> tuple[dict[st
     reasons: dict[str, str] = {}
     collected: list[str] = []
     started: list[str] = []
+    subtests: dict[str, list[str]] = {}
     for line in lines:
         line = line.strip()
         if not line:
@@ -110,6 +111,8 @@ def fold_records(lines: Iterable[str], *, killed: bool = False) -> tuple[dict[st
             collected.extend(n for n in rec["nodeids"] if n not in collected)
         elif event == "start":
             started.append(rec["nodeid"])
+        elif event == "subtest":
+            subtests.setdefault(rec["nodeid"], []).append(rec.get("reason", ""))
         elif event == "report":
             node, when, outcome = rec["nodeid"], rec["when"], rec["outcome"]
             if outcome == "rerun":
@@ -129,6 +132,10 @@ def fold_records(lines: Iterable[str], *, killed: bool = False) -> tuple[dict[st
                 reasons.pop(node, None)
             else:
                 reasons[node] = rec.get("reason", "")
+    for node, failures in subtests.items():
+        if statuses.get(node) == "failed" and failures:
+            more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+            reasons[node] = f"{reasons.get(node, '')}: first: {failures[0]}{more}".lstrip(": ")
     for node in started:
         if node not in statuses:
             statuses[node] = "timeout" if killed else "error"
