@@ -4,10 +4,16 @@ Each command lives in a small module; this one assembles them into one click gro
 
 from __future__ import annotations
 
+import os
+import sys
+from types import ModuleType
+from typing import Sequence
+
 import click
 
 from chancy.cli import admin, beat, dashboard, demo, inspection, jobs, queues, result, sending, worker
 from chancy.cli.common import EXIT_CODES_HELP, Target, translated_errors
+from chancy.errors import ConfigurationError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -43,3 +49,28 @@ for command in (worker.worker, beat.beat, admin.migrate, sending.push, sending.c
 def main() -> None:
     """Entry point of the ``chancy`` script."""
     cli.main(prog_name="chancy")
+
+
+def run_for_app(app: object, argv: Sequence[str]) -> int:
+    """Run the ``chancy`` command ``argv`` with ``app`` as its ``-A`` (a Celery app's
+    ``start()``, so that ``python tasks.py worker`` runs a worker). Returns 0 when the
+    command succeeded; any other exit code ends the process, as the ``chancy`` script would."""
+    try:
+        cli.main(args=["-A", app_spec_of(app), *argv], prog_name=os.path.basename(sys.argv[0]) or "chancy")
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    return 0
+
+
+def app_spec_of(app: object) -> str:
+    """An ``-A`` spec (``module:name``) that finds ``app``: a module-level name bound to it,
+    in the running script first."""
+    modules = [sys.modules.get("__main__"), *list(sys.modules.values())]
+    for module in modules:
+        if isinstance(module, ModuleType):
+            name = next((name for name, value in list(vars(module).items()) if value is app), None)
+            if name is not None:
+                return f"{module.__name__}:{name}"
+    raise ConfigurationError(f"{app!r} is bound to no module-level name; define it at the top level of a "
+                             "module (app = Celery(...)) to run its commands")

@@ -496,6 +496,22 @@ class Celery:
             self._chancy.close_sync()
             self._chancy = None
 
+    def start(self, argv: Sequence[str] | None = None) -> int:
+        """Run a ``chancy`` command for this app, ``argv`` (default: this script's
+        arguments, e.g. ``python tasks.py worker -l INFO``): Celery's ``app.start()``.
+        Returns 0 once a command succeeded; any other exit code ends the process."""
+        from chancy.cli import run_for_app  # the CLI sits above this layer
+
+        return run_for_app(self, sys.argv[1:] if argv is None else argv)
+
+    def worker_main(self, argv: Sequence[str] | None = None) -> int:
+        """Run a worker for this app: ``app.worker_main(["worker", "--loglevel=INFO"])``."""
+        argv = sys.argv[1:] if argv is None else argv
+        if "worker" not in argv:
+            raise ValueError("The worker sub-command must be specified in argv, e.g. app.worker_main(['worker']); "
+                             "use app.start() to run other commands.")
+        return self.start(argv)
+
     def __enter__(self) -> "Celery":
         return self
 
