@@ -175,7 +175,9 @@ def _exit_now(code: ExitCode) -> NoReturn:
 @click.command()
 @target_options
 @click.option("-Q", "--queues", metavar="A,B", help="Queues to serve [default: every queue the app declares; without -A: default].")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Jobs at a time per queue.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1),
+              help="Jobs at a time per queue [default: a native app's queue setting; a Celery app's "
+                   "worker_concurrency, else the CPU count, as Celery].")
 @click.option("-P", "--pool", type=click.Choice(POOLS), help="Executor: process, thread, asyncio, solo (or Celery's prefork/threads).")
 @click.option("-l", "--loglevel", type=click.Choice(logs.LEVELS, case_sensitive=False), default="INFO",
               show_default=True, help="Log level.")
@@ -198,6 +200,8 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
            log_format: str, name: str | None, max_tasks_per_child: int | None, max_memory_per_child: int | None,
            beat: bool, allow_import: tuple[str, ...], shutdown_timeout: float, startup_timeout: float) -> None:
     """Run jobs from the queues until SIGTERM or Ctrl-C (drains; a second signal stops hard).
+    Exits 0 after SIGTERM, 130 after Ctrl-C (SIGINT). A Celery app's tasks' print() output
+    is logged as it happens (worker_redirect_stdouts, at worker_redirect_stdouts_level).
 
     \b
     chancy worker -A proj -Q default,emails -c 8 -P thread

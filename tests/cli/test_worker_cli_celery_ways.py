@@ -61,6 +61,12 @@ def test_the_app_option_may_come_before_the_command(migrated, dsn):
     assert record.state is JobState.SUCCEEDED, record.errors
 
 
+def test_the_app_option_may_come_before_other_commands(migrated):
+    result = migrated("-A", "celery_ways", "inspect", "registered")
+    assert result.code == 0, result.err
+    assert "celery_ways.shout_then_sleep" in result.out
+
+
 @pytest.mark.parametrize("pool", POOLS)
 def test_a_tasks_print_is_logged_as_it_happens(migrated, dsn, pool):
     """The task prints, then runs for a minute: its lines are in the log at once, at
