@@ -20,15 +20,20 @@ POOLS = ["process", "thread", "asyncio", "solo"]
 STARTED = "started on queues"
 
 
-def push_long_task(dsn: str, seconds: float = 60) -> str:
-    """Push ``celery_ways.shout_then_sleep`` with a fresh marker; the marker."""
+def push_marked(dsn: str, task: str, seconds: float, queue: str) -> str:
+    """Push ``task(marker, seconds)`` (it prints the marker, then runs on) with a fresh
+    marker, without waiting for it; the marker."""
     marker = f"marker-{uuid.uuid4().hex[:8]}"
     app = Chancy(dsn)
     try:
-        app.push_sync(Job("celery_ways.shout_then_sleep", args=[marker, seconds], queue="celery"))
+        app.push_sync(Job(task, args=[marker, seconds], queue=queue))
     finally:
         app.close_sync()
     return marker
+
+
+def push_long_task(dsn: str, seconds: float = 60) -> str:
+    return push_marked(dsn, "celery_ways.shout_then_sleep", seconds, queue="celery")
 
 
 def buffered_env(**extra: str) -> dict[str, str]:
@@ -92,6 +97,15 @@ def test_without_redirection_a_tasks_print_still_appears_as_it_happens(migrated,
         output = OutputWatcher(worker)
         output.wait_for(STARTED, timeout=60)
         marker = push_long_task(dsn)
+        assert output.wait_for(marker, timeout=3) == marker
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_a_native_apps_print_stays_on_stdout_and_appears_as_it_happens(migrated, dsn, pool):
+    with background(["worker", "-A", "native_prints", "-P", pool, "--dsn", dsn], env=buffered_env()) as worker:
+        output = OutputWatcher(worker)
+        output.wait_for(STARTED, timeout=60)
+        marker = push_marked(dsn, "native_prints.print_then_sleep", 60, queue="default")
         assert output.wait_for(marker, timeout=3) == marker
 
 
