@@ -50,6 +50,7 @@ A database that was never migrated (or is behind this code) is refused with
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import sys
@@ -279,6 +280,7 @@ class Channel(virtual.Channel):
         except psycopg.OperationalError as exc:
             log.warning("reading queue %r failed (%s); trying again", queue, first_line(exc))
             raise Empty() from None
+        transport.transient_read(queue, found=taken is not None)
         if taken is None:
             raise Empty()
         message_id, payload = taken
@@ -287,6 +289,13 @@ class Channel(virtual.Channel):
         message.setdefault("properties", {})["delivery_tag"] = tag
         self._transient_tags[tag] = queue
         return message
+
+    def _get_and_deliver(self, queue: str, callback: Callable[[Any, str], Any]) -> None:
+        """A consumer's read (``basic_get`` reads at once): a transient queue is read only
+        when due (see :meth:`Transport.transient_due`)."""
+        if self._is_transient(queue) and not self.connection.transient_due(queue):
+            raise Empty()
+        super()._get_and_deliver(queue, callback)
 
     def _claim_one(self, queue: str) -> JobRecord:
         """Claim a row, or :class:`Empty` (also while Postgres is unreachable: the consumer
@@ -424,6 +433,9 @@ class Transport(virtual.Transport):
         self._beat_thread: threading.Thread | None = None
         #: A claim failed on a dropped connection, so it may have committed unseen.
         self.claim_uncertain = False
+        #: Transient queues notified since last found empty, and when each was.
+        self._notified: set[str] = set()
+        self._found_empty_at: dict[str, float] = {}
 
     @property
     def consumer_id(self) -> str:
@@ -535,13 +547,32 @@ class Transport(virtual.Transport):
                    for channel in self.channels for queue in channel._active_queues)
 
     def _wait_for_push(self, seconds: float) -> None:
+        """Wait for a push or a message (or ``seconds``); ``0`` only reads what has come."""
         try:
             self._listen.listen(self.transient_sql.channel)
-            for _ in self._listen.listen(self.job_sql.pushed_channel).notifies(timeout=seconds, stop_after=1):
-                pass
+            listening = self._listen.listen(self.job_sql.pushed_channel)
+            for notify in listening.notifies(timeout=seconds, stop_after=None if seconds == 0 else 1):
+                if notify.channel == self.transient_sql.channel and (self.prefix, notify.payload) in _TRANSIENT_QUEUES:
+                    self._notified.add(notify.payload)
         except psycopg.OperationalError:
             self._listen.close()
             time.sleep(seconds)
+
+    # --- reading transient queues only when there is something to read -----------------
+    def transient_due(self, queue: str) -> bool:
+        """Whether a consumer should read a transient queue now: a message was notified
+        for it, or ``polling_interval`` has passed since it was last found empty (in case
+        a notification was missed). Spares a busy worker a query of its remote-control
+        queue between every two tasks."""
+        self._wait_for_push(0)
+        return (queue in self._notified
+                or time.monotonic() - self._found_empty_at.get(queue, -math.inf) >= self.polling_interval)
+
+    def transient_read(self, queue: str, found: bool) -> None:
+        """Note a read: after an empty one, wait for a notification (or the interval)."""
+        if not found:
+            self._notified.discard(queue)
+            self._found_empty_at[queue] = time.monotonic()
 
     def close_connection(self, connection: Any) -> None:
         super().close_connection(connection)

@@ -5,6 +5,8 @@ events are transient messages: none becomes a job row, and expired ones are prun
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -107,3 +109,36 @@ def test_transient_messages_expire_and_are_pruned(interop_dsn):
         assert run(statements.prune()) == (2, 0)
         assert conn.execute("SELECT count(*) FROM chancy_kombu_messages").fetchone()[0] == 0
         assert run(statements.put("celery", '{"body": "3"}', None)) is False  # not a transient queue
+
+
+def test_a_busy_consumer_reads_its_control_queue_only_when_a_message_is_announced(
+        interop_dsn, celery_app, monkeypatch):
+    """A worker's remote-control queue is read when a notification announces a message
+    for it (or after ``polling_interval``), not between every two tasks: a query per task
+    saved. A broadcast still arrives at once."""
+    from kombu import Connection, Consumer, Exchange, Queue
+
+    from chancy.compat.transient_sql import TransientSQL
+
+    control = Queue("node-1.celery.pidbox", Exchange("celery.pidbox", "fanout"), auto_delete=True, expires=10)
+    reads: list[str] = []
+    take = TransientSQL.take
+    monkeypatch.setattr(TransientSQL, "take", lambda self, queue: reads.append(queue) or take(self, queue))
+    for i in range(30):
+        celery_app.tasks["interop.add"].delay(i, i)
+    tasks, commands = [], []
+    with Connection("chancy+" + interop_dsn, transport_options={"polling_interval": 5}) as connection:
+        with Consumer(connection, [Queue("celery")], accept=["json"],
+                      callbacks=[lambda body, message: (tasks.append(body), message.ack())]), \
+                Consumer(connection.channel(), [control], no_ack=True, accept=["json"],
+                         callbacks=[lambda body, message: commands.append(body)]):
+            while len(tasks) < 30:
+                connection.drain_events(timeout=5)
+            assert reads.count(control.name) <= 2, reads
+            with Connection("chancy+" + interop_dsn) as other:
+                other.Producer().publish({"method": "ping"}, exchange=control.exchange, declare=[control.exchange])
+            started = time.monotonic()
+            while not commands and time.monotonic() - started < 4:
+                with contextlib.suppress(socket.timeout):
+                    connection.drain_events(timeout=0.5)
+    assert commands == [{"method": "ping"}] and time.monotonic() - started < 4
