@@ -4,8 +4,6 @@ the app end to end as a real process."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 
@@ -14,9 +12,9 @@ import psutil
 
 from chancy import Chancy, Queue
 from chancy.dashboard import parse_users
-from chancy.testing import eventually
 
-from tests.dashboard.conftest import FAST, PASSWORD
+from tests.dashboard.conftest import PASSWORD
+from tests.dashboard.dashboard_process import dashboard_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,44 +37,24 @@ def test_refuses_to_start_without_users(dsn):
 
 
 async def test_serves_the_app_under_a_proxy_prefix(dsn, tmp_path):
-    from chancy.dashboard import hash_password
-
     app = Chancy(dsn, plugins=[Queue("default")])
     await app.migrate()
     await app.push("reports.build", 2026)
     await app.close()
-    users = tmp_path / "users"
-    users.write_text(f"# operators\nolga:operator:{hash_password(PASSWORD, **FAST)}\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "chancy.cli", "dashboard", "--dsn", dsn, "--users", str(users),
-                                "--port", str(port), "--root-path", "/chancy"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=base) as client:
-            async def up() -> bool:
-                try:
-                    return (await client.get("/login")).status_code == 200
-                except httpx.TransportError:
-                    assert process.poll() is None, process.stdout.read().decode()
-                    return False
-
-            await eventually(up, timeout=30, interval=0.1)
-            listening = [c.laddr for c in psutil.Process(process.pid).net_connections("inet")
-                         if c.status == psutil.CONN_LISTEN]
-            assert listening and all(addr.ip == "127.0.0.1" for addr in listening)  # localhost by default
-            assert (await client.get("/api/queues")).status_code == 401
-            # Behind a proxy that strips /chancy, links and redirects keep the public prefix.
-            redirect = await client.get("/jobs")
-            assert redirect.headers["location"] == "/chancy/login?next=%2Fchancy%2Fjobs"
-            assert 'href="/chancy/static/dashboard.css"' in (await client.get("/login")).text
-            login = await client.post("/api/login", json={"username": "olga", "password": PASSWORD})
-            assert login.status_code == 200 and "path=/chancy/" in login.headers["set-cookie"].lower()
-            # A browser sends the cookie to /chancy/…, which the proxy forwards as /…
-            cookie = login.headers["set-cookie"].split(";")[0]
-            queues = (await client.get("/api/queues", headers={"cookie": cookie})).json()["queues"]
-            assert [q["name"] for q in queues] == ["default"]
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
+    async with dashboard_process(dsn, tmp_path, "--root-path", "/chancy") as base, \
+            httpx.AsyncClient(base_url=base) as client:
+        port = int(base.rsplit(":", 1)[1])
+        listening = [c.laddr for c in psutil.net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening)  # localhost by default
+        assert (await client.get("/api/queues")).status_code == 401
+        # Behind a proxy that strips /chancy, links and redirects keep the public prefix.
+        redirect = await client.get("/jobs")
+        assert redirect.headers["location"] == "/chancy/login?next=%2Fchancy%2Fjobs"
+        assert 'href="/chancy/static/dashboard.css"' in (await client.get("/login")).text
+        login = await client.post("/api/login", json={"username": "olga", "password": PASSWORD})
+        assert login.status_code == 200 and "path=/chancy/" in login.headers["set-cookie"].lower()
+        # A browser sends the cookie to /chancy/…, which the proxy forwards as /…
+        cookie = login.headers["set-cookie"].split(";")[0]
+        queues = (await client.get("/api/queues", headers={"cookie": cookie})).json()["queues"]
+        assert [q["name"] for q in queues] == ["default"]
