@@ -167,7 +167,7 @@ def _exit_now(code: ExitCode) -> NoReturn:
     threads of the jobs it abandoned: Python cannot kill a thread, and the interpreter's
     exit (and asyncio's) would wait for each to return."""
     stdio.restore_streams()
-    click.echo("chancy worker: stopped hard; tasks still running in threads were abandoned", err=True)
+    click.echo("chancy worker: stopped hard (tasks blocked in a thread, if any, were abandoned)", err=True)
     logging.shutdown()
     os._exit(int(code))
 
@@ -212,6 +212,7 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
     execution.allow_imports(allow_import)
     limits = ChildLimits(max_tasks_per_child, max_memory_per_child)
     app, names = _worker_app(target.app_object, split_queues(queues), concurrency, pool, limits)
+    output = _output(target.app_object, loglevel, log_format)
     _wait_for_database(app, startup_timeout)
     target.require_schema()
     if beat:
@@ -221,7 +222,7 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
         _check_unique_id(target, worker_id)
     click.echo(_banner(app, names, worker_id, pool, beat, execution.allowed_imports()), err=True)
     try:
-        with stdio.worker_output(_output(target.app_object, loglevel, log_format)):
+        with stdio.worker_output(output):
             code = asyncio.run(_serve(app, names, worker_id, shutdown_timeout, startup_timeout))
     except KeyboardInterrupt:  # a signal before the worker installed its handlers
         raise CliError("interrupted before the worker started", ExitCode.INTERRUPTED) from None

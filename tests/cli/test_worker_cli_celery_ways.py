@@ -149,3 +149,13 @@ def test_ctrl_c_during_start_up_stops_the_worker(migrated, dsn):
         worker.send_signal(signal.SIGINT)
         assert output.exit_code(timeout=15) == 130, output.text
     assert STARTED not in output.text
+
+
+def test_an_unknown_redirect_level_stops_the_worker_saying_which(migrated, dsn, tmp_path):
+    (tmp_path / "loud.py").write_text("from chancy.compat import Celery\n"
+                                      "app = Celery('loud')\n"
+                                      "app.conf.worker_redirect_stdouts_level = 'LOUD'\n")
+    with background(["worker", "-A", "loud", "--dsn", dsn], cwd=str(tmp_path)) as worker:
+        out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 3, out
+    assert "worker_redirect_stdouts_level 'LOUD' is not one of DEBUG, INFO, WARNING" in out
