@@ -109,6 +109,11 @@ def test_transient_messages_expire_and_are_pruned(interop_dsn):
         assert run(statements.prune()) == (2, 0)
         assert conn.execute("SELECT count(*) FROM chancy_kombu_messages").fetchone()[0] == 0
         assert run(statements.put("celery", '{"body": "3"}', None)) is False  # not a transient queue
+        gone = f"{uuid.uuid4()}.reply.celery.pidbox"  # its client stopped reading long ago
+        run(statements.declare(gone, QueueLifetime(expires=0.1, message_ttl=None)))
+        time.sleep(0.2)
+        assert run(statements.put(gone, '{"body": "late reply"}', None)) is True  # known: no job row
+        assert run(statements.size(gone)) == 0  # and dropped, as for a deleted queue
 
 
 def test_a_busy_consumer_reads_its_control_queue_only_when_a_message_is_announced(
