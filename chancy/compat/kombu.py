@@ -435,6 +435,8 @@ class Transport(virtual.Transport):
         self.claim_uncertain = False
         #: Transient queues notified since last found empty, and when each was.
         self._notified: set[str] = set()
+        #: A notification came during this round of reads: read again before waiting.
+        self._woken = False
         self._found_empty_at: dict[str, float] = {}
 
     @property
@@ -531,6 +533,7 @@ class Transport(virtual.Transport):
         return_early = self._consumes_jobs()
         waited = False
         while True:
+            self._woken = False
             try:
                 self.cycle.get(self._deliver, timeout=timeout)
                 return
@@ -539,7 +542,8 @@ class Transport(virtual.Transport):
             remaining = None if timeout is None else timeout - (time.monotonic() - started)
             if remaining is not None and (remaining <= 0 or (waited and return_early)):
                 raise socket.timeout()
-            self._wait_for_push(self.polling_interval if remaining is None else min(self.polling_interval, remaining))
+            if not self._woken:  # a notification read meanwhile (transient_due) is not waited for again
+                self._wait_for_push(self.polling_interval if remaining is None else min(self.polling_interval, remaining))
             waited = True
 
     def _consumes_jobs(self) -> bool:
@@ -552,8 +556,11 @@ class Transport(virtual.Transport):
             self._listen.listen(self.transient_sql.channel)
             listening = self._listen.listen(self.job_sql.pushed_channel)
             for notify in listening.notifies(timeout=seconds, stop_after=None if seconds == 0 else 1):
-                if notify.channel == self.transient_sql.channel and (self.prefix, notify.payload) in _TRANSIENT_QUEUES:
+                if notify.channel != self.transient_sql.channel:
+                    self._woken = True
+                elif (self.prefix, notify.payload) in _TRANSIENT_QUEUES:
                     self._notified.add(notify.payload)
+                    self._woken = True
         except psycopg.OperationalError:
             self._listen.close()
             time.sleep(seconds)

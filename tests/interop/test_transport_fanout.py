@@ -147,3 +147,35 @@ def test_a_busy_consumer_reads_its_control_queue_only_when_a_message_is_announce
                 with contextlib.suppress(socket.timeout):
                     connection.drain_events(timeout=0.5)
     assert commands == [{"method": "ping"}] and time.monotonic() - started < 4
+
+
+def test_a_push_heard_while_checking_the_control_queue_still_wakes_the_consumer(interop_dsn, celery_app, monkeypatch):
+    """Checking whether the control queue is due reads the notifications that have come;
+    a push among them must still wake the consumer, not wait out ``polling_interval``."""
+    from kombu import Connection, Consumer, Exchange, Queue
+
+    from chancy.compat.kombu import Transport
+
+    control = Queue("node-1.celery.pidbox", Exchange("celery.pidbox", "fanout"), auto_delete=True, expires=10)
+    due = Transport.transient_due
+    pushed: list = []
+
+    def push_while_checking(transport, queue):
+        if not pushed:  # after the job queue was found empty: the race
+            transport._wait_for_push(0)  # LISTENing
+            pushed.append(celery_app.tasks["interop.add"].delay(1, 1))
+            time.sleep(0.2)  # its notification has reached the LISTEN connection
+        return due(transport, queue)
+
+    monkeypatch.setattr(Transport, "transient_due", push_while_checking)
+    tasks: list = []
+    with Connection("chancy+" + interop_dsn, transport_options={"polling_interval": 5}) as connection:
+        with Consumer(connection, [Queue("celery")], accept=["json"],
+                      callbacks=[lambda body, message: (tasks.append(body), message.ack())]), \
+                Consumer(connection.channel(), [control], no_ack=True, accept=["json"]):
+            started = time.monotonic()
+            while not tasks and time.monotonic() - started < 10:
+                with contextlib.suppress(socket.timeout):
+                    connection.drain_events(timeout=10)
+            waited = time.monotonic() - started
+    assert pushed and tasks and waited < 2, waited
