@@ -107,8 +107,12 @@ def test_gated_in_source(run):
 
 def test_redis_gate_rewrite_for_the_probe(run):
     text = "if not manager.app.conf.result_backend.startswith('redis'):"
-    assert run.REDIS_GATE.sub(r"result_backend.startswith((\1redis\1, \1chancy\1))", text) == (
+    assert run.REDIS_GATE.sub(run.open_gate, text) == (
         "if not manager.app.conf.result_backend.startswith(('redis', 'chancy')):")
+    text = 'if not manager.app.conf.result_backend.startswith(("redis", "rpc")):'
+    assert run.REDIS_GATE.sub(run.open_gate, text) == (
+        "if not manager.app.conf.result_backend.startswith(('redis', 'rpc', 'chancy')):")
+    assert run.REDIS_GATE.search("if manager.app.conf.result_backend.startswith('rpc'):") is None
 
 
 def test_pinned_reads_requirements(run, tmp_path):
