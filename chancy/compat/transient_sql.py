@@ -165,7 +165,8 @@ class TransientSQL:
             """
             WITH messages AS (
                 DELETE FROM {kombu_messages} WHERE id = ANY(ARRAY(
-                    SELECT id FROM {kombu_messages} WHERE expires_at <= now() LIMIT %(batch)s))
+                    SELECT id FROM {kombu_messages} WHERE expires_at <= now() LIMIT %(batch)s
+                    FOR UPDATE SKIP LOCKED))
                 RETURNING 1
             ),
             queues AS (
@@ -212,5 +213,6 @@ class TransientSQL:
         return Statement(self._purge, {"queue": queue}, _first)
 
     def prune(self) -> Statement:
-        """Remove expired messages, and queues a day past their expiry; returns both counts."""
+        """Remove expired messages, and queues a day past their expiry; returns both counts.
+        Every consumer prunes: rows another one is removing are skipped, not waited for."""
         return Statement(self._prune, {"batch": PRUNE_BATCH}, lambda rows: tuple(rows[0]))
