@@ -19,13 +19,17 @@ from chancy.cli.loading import find_app
 from chancy.cli.progress import Progress
 from chancy.cli.worker import configure_queues
 from chancy.errors import ConfigurationError
+from chancy.executors import process
 from chancy.executors.process import ChildLimits, ProcessExecutor
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A throwaway importable project: ``write("pkg/mod.py", source)``."""
+    """A throwaway importable project: ``write("pkg/mod.py", source)``. The modules found
+    as apps are forgotten after the test: process-pool children of later tests would try
+    to import them."""
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(process, "app_modules", [])
     before = set(sys.modules)
 
     def write(path: str, source: str) -> None:
