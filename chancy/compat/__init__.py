@@ -2,7 +2,8 @@
 import …`` and the broker URL to a Postgres DSN; task definitions, calls, results,
 canvas and beat schedules keep working, backed by Chancy job rows.
 
-``chancy.compat`` never imports ``celery`` (it is an optional extra)."""
+``chancy.compat`` does not need ``celery`` (an optional extra); where it is installed, its
+signals are Celery's own (:mod:`chancy.compat.signals`)."""
 
 from chancy.compat import states
 from chancy.compat.app.base import Celery, shared_task
