@@ -209,7 +209,8 @@ class TransportSQL:
         # Result backend: a Celery state written onto the row. Terminal states finish the
         # row; others only record the Celery state and its info in meta. A task that never
         # went through the transport (another broker) gets a row here: finished, or for
-        # a non-terminal state one scheduled at infinity, so no worker ever claims it.
+        # a non-terminal state one scheduled at the last day Python's datetime can load
+        # (not 'infinity', which no reader of the row could load), so no worker claims it.
         # ``celery.write`` names one store: sent again after a dropped connection, a store
         # that had committed changes nothing and returns no row (so its canvas step and
         # notification are not repeated).
@@ -223,7 +224,7 @@ class TransportSQL:
                         jsonb_build_object('celery', %(celery)s::jsonb), %(result)s,
                         CASE WHEN %(error)s::jsonb IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(%(error)s::jsonb) END,
                         CASE WHEN %(state)s::text IS NOT NULL THEN now() END, now(),
-                        CASE WHEN %(state)s::text IS NULL THEN 'infinity'::timestamptz ELSE now() END)
+                        CASE WHEN %(state)s::text IS NULL THEN timestamptz '9999-12-31 00:00:00+00' ELSE now() END)
                 ON CONFLICT (id) DO UPDATE SET
                     state = COALESCE(%(state)s::text, j.state),
                     result = CASE WHEN %(state)s::text IS NULL THEN j.result ELSE %(result)s END,
