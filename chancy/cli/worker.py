@@ -148,13 +148,12 @@ def _wait_for_database(app: Chancy, patience: float) -> None:
         raise CliError("interrupted while waiting for the database", ExitCode.INTERRUPTED) from None
 
 
-async def _serve(app: Chancy, names: list[str], worker_id: str | None, shutdown_timeout: float,
-                 startup_timeout: float) -> ExitCode:
-    """Run the worker until it stops; the exit code: 130 if Ctrl-C (SIGINT) stopped it, as
-    a shell reports an interrupted command, else 0 (SIGTERM: a service manager's stop)."""
+async def _serve(app: Chancy, names: list[str], options: dict[str, Any]) -> ExitCode:
+    """Run the worker (``options``: :class:`Worker`'s keyword arguments) until it stops; the
+    exit code: 130 if Ctrl-C (SIGINT) stopped it, as a shell reports an interrupted command,
+    else 0 (SIGTERM: a service manager's stop)."""
     async with app:
-        worker = Worker(app, queues=names, worker_id=worker_id, shutdown_timeout=shutdown_timeout,
-                        startup_timeout=startup_timeout)
+        worker = Worker(app, queues=names, **options)
         await worker.start()
     code = ExitCode.INTERRUPTED if signal.SIGINT in worker.received_signals else ExitCode.OK
     if worker.stopped_hard:
@@ -196,9 +195,16 @@ def _exit_now(code: ExitCode) -> NoReturn:
               help="Seconds running jobs get to finish on SIGTERM/Ctrl-C (a second one stops at once).")
 @click.option("--startup-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds to wait at start for a database that is down or restarting (0: fail at once).")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Seconds between this worker's heartbeats.")
+@click.option("--liveness-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds after its last heartbeat that this worker counts as dead and its running jobs "
+                   "are recovered elsewhere [default: 3 heartbeats]. Longer rides out longer network "
+                   "outages; shorter recovers a lost host's jobs sooner (docs/guarantees.md).")
 def worker(target: Target, queues: str | None, concurrency: int | None, pool: str | None, loglevel: str,
            log_format: str, name: str | None, max_tasks_per_child: int | None, max_memory_per_child: int | None,
-           beat: bool, allow_import: tuple[str, ...], shutdown_timeout: float, startup_timeout: float) -> None:
+           beat: bool, allow_import: tuple[str, ...], shutdown_timeout: float, startup_timeout: float,
+           heartbeat_interval: float, liveness_timeout: float | None) -> None:
     """Run jobs from the queues until SIGTERM or Ctrl-C (drains; a second signal stops hard).
     Exits 0 after SIGTERM, 130 after Ctrl-C (SIGINT). A Celery app's tasks' print() output
     is logged as it happens (worker_redirect_stdouts, at worker_redirect_stdouts_level).
@@ -208,6 +214,9 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
     chancy worker -A proj.tasks:app -P process --max-tasks-per-child 100
     chancy worker -A proj --allow-import proj.jobs
     """
+    if liveness_timeout is not None and liveness_timeout <= heartbeat_interval:
+        raise click.BadParameter(f"{liveness_timeout:g}s must exceed --heartbeat-interval ({heartbeat_interval:g}s), "
+                                 "or a live worker would be declared dead", param_hint="--liveness-timeout")
     logs.setup(loglevel, log_format)
     execution.allow_imports(allow_import)
     limits = ChildLimits(max_tasks_per_child, max_memory_per_child)
@@ -223,7 +232,9 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
     click.echo(_banner(app, names, worker_id, pool, beat, execution.allowed_imports()), err=True)
     try:
         with stdio.worker_output(output):
-            code = asyncio.run(_serve(app, names, worker_id, shutdown_timeout, startup_timeout))
+            code = asyncio.run(_serve(app, names, dict(
+                worker_id=worker_id, shutdown_timeout=shutdown_timeout, startup_timeout=startup_timeout,
+                heartbeat_interval=heartbeat_interval, liveness_timeout=liveness_timeout)))
     except KeyboardInterrupt:  # a signal before the worker installed its handlers
         raise CliError("interrupted before the worker started", ExitCode.INTERRUPTED) from None
     click.echo("chancy worker: stopped cleanly" + (" (interrupted)" if code else ""), err=True)
