@@ -104,6 +104,11 @@ class MemoryQueue(QueuePlugin):
     async def get(self, job_id: uuid.UUID) -> JobRecord | None:
         return self.get_sync(job_id)
 
+    def records(self) -> list[JobRecord]:
+        """Every job this queue holds, in push order (what a test asserts on)."""
+        with self._lock:
+            return list(self._rows.values())
+
     def wait_sync(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
