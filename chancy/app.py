@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import uuid
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, ParamSpec, Sequence, TypeVar, overload
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -29,6 +29,8 @@ from chancy.task import Task
 log = logging.getLogger("chancy")
 
 JobTarget = Job | Task | Callable[..., Any] | str
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def resolve_dsn(dsn: str | None) -> str:
@@ -205,6 +207,16 @@ class Chancy:
             raise ConfigurationError("Cannot change the DSN of an app that has already connected")
         self._resolved_dsn = resolve_dsn(dsn)
 
+    @overload
+    def task(self, func: Callable[P, R], *, name: str | None = None, queue: str = "default", priority: int = 0,
+             max_attempts: int = 1, limits: Sequence[Limit] = (), backoff: Backoff | None = None,
+             rate_limit: RateLimitLike = None) -> Task[P, R]: ...
+
+    @overload
+    def task(self, func: None = None, *, name: str | None = None, queue: str = "default", priority: int = 0,
+             max_attempts: int = 1, limits: Sequence[Limit] = (), backoff: Backoff | None = None,
+             rate_limit: RateLimitLike = None) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
     def task(
         self,
         func: Callable[..., Any] | None = None,
@@ -218,7 +230,8 @@ class Chancy:
         rate_limit: RateLimitLike = None,
     ) -> Any:
         """Register a function as a task: ``@chancy.task`` or ``@chancy.task(queue=...)``;
-        ``rate_limit="10/m"`` caps its starts across all workers."""
+        ``rate_limit="10/m"`` caps its starts across all workers. The task keeps the
+        function's parameter types: ``task.push(...)`` is checked like a call."""
 
         def decorate(f: Callable[..., Any]) -> Task:
             return Task(self, f, name=name, queue=queue, priority=priority,
@@ -436,11 +449,25 @@ class Chancy:
             groups.setdefault(job.queue, []).append(i)
         return groups
 
-    async def push(self, target: JobTarget, *args: Any, **kwargs: Any) -> Reference:
+    # A task or function target types the arguments after it (a type checker reports a
+    # call its function could not take); a Job or a task name takes whatever it is given.
+    @overload
+    async def push(self, target: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Reference: ...
+
+    @overload
+    async def push(self, target: Job | str, /, *args: Any, **kwargs: Any) -> Reference: ...
+
+    async def push(self, target: JobTarget, /, *args: Any, **kwargs: Any) -> Reference:
         """Push one job: ``push(task, *args, **kwargs)`` or ``push(Job(...))``."""
         return (await self.push_many([self._as_job(target, args, kwargs)]))[0]
 
-    def push_sync(self, target: JobTarget, *args: Any, **kwargs: Any) -> Reference:
+    @overload
+    def push_sync(self, target: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Reference: ...
+
+    @overload
+    def push_sync(self, target: Job | str, /, *args: Any, **kwargs: Any) -> Reference: ...
+
+    def push_sync(self, target: JobTarget, /, *args: Any, **kwargs: Any) -> Reference:
         return self.push_many_sync([self._as_job(target, args, kwargs)])[0]
 
     async def push_many(self, jobs: Sequence[Job], connection: Any = None) -> list[Reference]:

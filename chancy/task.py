@@ -63,14 +63,16 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
 
-    def job(self, *args: Any, **kwargs: Any) -> Job:
+    # The function's parameters (``P``) type the calls below, so a type checker reports a
+    # wrong argument where the job is pushed rather than a worker when it runs.
+    def job(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """A job running this task with these arguments and the task's defaults."""
         return self.defaults.with_arguments(args, kwargs)
 
-    async def push(self, *args: Any, **kwargs: Any) -> Reference:
+    async def push(self, *args: P.args, **kwargs: P.kwargs) -> Reference:
         return await self.app.push(self.job(*args, **kwargs))
 
-    def push_sync(self, *args: Any, **kwargs: Any) -> Reference:
+    def push_sync(self, *args: P.args, **kwargs: P.kwargs) -> Reference:
         return self.app.push_sync(self.job(*args, **kwargs))
 
     async def push_many(self, calls: Iterable[Sequence[Any]], connection: Any = None) -> list[Reference]:

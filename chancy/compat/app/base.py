@@ -12,7 +12,7 @@ import sys
 import threading
 import warnings
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Concatenate, Literal, Mapping, ParamSpec, Sequence, TypeVar, overload
 
 from chancy.app import Chancy
 from chancy.compat import continuations, django_fixup, message_options, payload, rate_limits, routes, signals
@@ -27,6 +27,10 @@ from chancy.job import Job, Limit, new_job_id
 from chancy.queues.pg import Queue
 
 log = logging.getLogger("chancy.compat")
+P = ParamSpec("P")
+R = TypeVar("R")
+#: The task class, by a name ``Celery``'s own ``Task`` property does not shadow.
+TaskOf = Task
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://", "chancy+postgresql://", "chancy+postgres://")
 _shared_tasks: list[Callable[["Celery"], Any]] = []
@@ -280,6 +284,16 @@ class Celery:
         return type("Task", (self._base_task,), {"app": self, "__module__": self._base_task.__module__,
                                                  "abstract": True})
 
+    # The task keeps the function's parameter types (without the bound ``self``).
+    @overload
+    def task(self, fun: Callable[P, R], /) -> TaskOf[P, R]: ...
+
+    @overload
+    def task(self, *, bind: Literal[True], **opts: Any) -> Callable[[Callable[Concatenate[Any, P], R]], TaskOf[P, R]]: ...
+
+    @overload
+    def task(self, *, bind: Literal[False] = False, **opts: Any) -> Callable[[Callable[P, R]], TaskOf[P, R]]: ...
+
     def task(self, *args: Any, **opts: Any) -> Any:
         """``@app.task`` or ``@app.task(name=…, bind=True, base=…, max_retries=…, …)``."""
         if len(args) == 1 and callable(args[0]) and not opts:
@@ -289,7 +303,7 @@ class Celery:
         return lambda fun: self._task_from_fun(fun, **opts)
 
     def _task_from_fun(self, fun: Callable[..., Any], name: str | None = None, base: type | None = None,
-                       bind: bool = False, **options: Any) -> Task:
+                       bind: bool = False, **options: Any) -> TaskOf:
         name = name or gen_task_name(self, fun.__name__, fun.__module__)
         existing = self.tasks.get(name)
         if existing is not None and getattr(existing, "__wrapped__", None) is fun:
@@ -307,7 +321,7 @@ class Celery:
             self._annotate(task)
         return task
 
-    def register_task(self, task: Any) -> Task:
+    def register_task(self, task: Any) -> TaskOf:
         """Register a class-based task (an instance of a ``Task`` subclass with ``run``)."""
         if isinstance(task, type):
             task = task()
@@ -517,6 +531,18 @@ class Celery:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@overload
+def shared_task(fun: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def shared_task(*, bind: Literal[True], **opts: Any) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+
+@overload
+def shared_task(*, bind: Literal[False] = False, **opts: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def shared_task(*args: Any, **opts: Any) -> Any:

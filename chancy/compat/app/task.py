@@ -12,7 +12,7 @@ import socket
 import threading
 import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, ParamSpec, Sequence, TypeVar
 
 from chancy.compat import signals, states
 from chancy.compat.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry, exception_info
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from chancy.compat.result import AsyncResult, EagerResult
 
 log = logging.getLogger("chancy.compat.task")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Attempt budget standing for Celery's ``max_retries=None`` (retry forever).
 UNLIMITED_ATTEMPTS = 2**31 - 1
@@ -179,8 +182,10 @@ def exponential_backoff(factor: int, retries: int, maximum: int, full_jitter: bo
     return max(0, countdown)
 
 
-class Task:
-    """Base class of every Celery-style task (``@app.task(base=MyTask)`` subclasses it)."""
+class Task(Generic[P, R]):
+    """Base class of every Celery-style task (``@app.task(base=MyTask)`` subclasses it).
+    ``@app.task`` gives a ``Task[P, R]`` of the function's parameters and return type, so
+    a type checker reports a wrong argument to ``delay``, ``si`` or a direct call."""
 
     name: str | None = None
     app: "Celery | None" = None
@@ -224,13 +229,13 @@ class Task:
         return Context()
 
     # --- calling -------------------------------------------------------------------------
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run inline, in this process, like calling the function."""
         with _running(self, Context(args=args, kwargs=kwargs, called_directly=True, task=self.name,
                                     delivery_info={})):
             return self.run(*args, **kwargs)
 
-    def delay(self, *args: Any, **kwargs: Any) -> "AsyncResult":
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult":
         return self.apply_async(args, kwargs)
 
     def apply_async(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
@@ -252,7 +257,7 @@ class Task:
         on_commit = bool(options.pop("on_commit", False))
         return self.signature(args, kwargs, **options).send(connection=connection, on_commit=on_commit)
 
-    def delay_on_commit(self, *args: Any, **kwargs: Any) -> "AsyncResult":
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> "AsyncResult":
         """Enqueue once the surrounding transaction commits (Django's, when in one).
         Unlike Celery's, it returns the result handle: the id is chosen now."""
         return self.signature(args, kwargs).apply_async(on_commit=True)
@@ -308,10 +313,11 @@ class Task:
 
     subtask = signature
 
+    # ``s`` stays untyped: a partial signature (``add.s(2)`` in a chain) is completed later.
     def s(self, *args: Any, **kwargs: Any) -> "Signature":
         return self.signature(args, kwargs)
 
-    def si(self, *args: Any, **kwargs: Any) -> "Signature":
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> "Signature":
         return self.signature(args, kwargs, immutable=True)
 
     def map(self, it: Any) -> "Signature":
