@@ -12,6 +12,7 @@ import importlib
 import inspect
 import os
 import re
+import logging
 import traceback
 import uuid
 from datetime import datetime, timezone
@@ -21,6 +22,8 @@ from chancy import serialization
 from chancy.serialization import storable_text
 from chancy.errors import ConfigurationError, Fail, ResultNotStorableError, Retry, UnknownTaskError
 from chancy.job import JobRecord
+
+log = logging.getLogger("chancy.execution")
 
 #: The job being run by the current task, for tasks that want their own id or attempt.
 current_job: contextvars.ContextVar[JobRecord] = contextvars.ContextVar("chancy_current_job")
@@ -38,9 +41,15 @@ _granted: tuple[str, ...] = ()
 _imported: dict[tuple[str, tuple[str, ...]], Callable[..., Any]] = {}
 _MODULE_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
-#: Hooks that wrap every task call, e.g. the Celery layer's signals and request context.
-#: Each is ``hook(record, call) -> result`` where ``call()`` runs the task.
-call_wrappers: list[Callable[[JobRecord, Callable[[], Any]], Any]] = []
+#: What an observer returns when a job starts: called with the job's outcome when it ends.
+Finish = Callable[["Outcome"], None]
+#: Observers of every job this process runs, e.g. :func:`chancy.observability.otel.instrument`'s
+#: consumer spans. Each is ``observer(record) -> finish``, called where the task runs (a
+#: process-pool child too) and in its context, just before the call; ``finish(outcome)``
+#: just after, in the same context. Per process, like :data:`registry`: an executor runs a
+#: record without its app, so an app installs its observers from the module that builds it,
+#: which process-pool children import too. Empty (the default), a job pays one truth test.
+run_observers: list[Callable[[JobRecord], Finish]] = []
 
 
 @dataclasses.dataclass
@@ -209,10 +218,27 @@ def _outcome_of(record: JobRecord, call: Callable[[], Any]) -> Outcome:
         return Outcome.failure(record.id, exc)
 
 
-def _wrapped(record: JobRecord, call: Callable[[], Any]) -> Callable[[], Any]:
-    for wrapper in reversed(call_wrappers):
-        call = (lambda w, c: lambda: w(record, c))(wrapper, call)
-    return call
+def _begin(record: JobRecord) -> list[Finish]:
+    """Tell every observer that ``record`` starts; an observer that fails is logged and
+    left out, never failing the job."""
+    finishes = []
+    for observer in run_observers:
+        try:
+            finishes.append(observer(record))
+        except Exception:  # noqa: BLE001
+            log.exception("run observer %r failed as job %s started", observer, record.id)
+    return finishes
+
+
+def _end(finishes: list[Finish], outcome: Outcome) -> Outcome:
+    """Tell the observers that began a job its outcome, the last one first (so nested
+    contexts unwind in order); returns the outcome."""
+    for finish in reversed(finishes):
+        try:
+            finish(outcome)
+        except Exception:  # noqa: BLE001
+            log.exception("run observer %r failed as job %s ended", finish, outcome.job_id)
+    return outcome
 
 
 def run_sync(record: JobRecord) -> Outcome:
@@ -227,7 +253,10 @@ def run_sync(record: JobRecord) -> Outcome:
 
     token = current_job.set(record)
     try:
-        return _outcome_of(record, _wrapped(record, call))
+        if not run_observers:
+            return _outcome_of(record, call)
+        finishes = _begin(record)
+        return _end(finishes, _outcome_of(record, call))
     finally:
         current_job.reset(token)
 
@@ -242,18 +271,24 @@ async def run_async(record: JobRecord) -> Outcome:
     try:
         func = resolve(record.func)
     except UnknownTaskError as exc:
-        return Outcome.failure(record.id, exc, final=True)
+        outcome = Outcome.failure(record.id, exc, final=True)
+        return _end(_begin(record), outcome) if run_observers else outcome
     if not inspect.iscoroutinefunction(func):
         return await asyncio.to_thread(contextvars.copy_context().run, run_sync, record)
     token = current_job.set(record)
     try:
+        finishes = _begin(record) if run_observers else None
         try:
             result = await func(*record.args, **record.kwargs)
         except asyncio.CancelledError:
+            if finishes:
+                _end(finishes, Outcome.failure(record.id, asyncio.CancelledError(), cancelled=True))
             raise
         except BaseException as exc:  # noqa: BLE001
-            return _outcome_of(record, _raiser(exc))
-        return Outcome.success(record.id, result)
+            outcome = _outcome_of(record, _raiser(exc))
+        else:
+            outcome = Outcome.success(record.id, result)
+        return _end(finishes, outcome) if finishes else outcome
     finally:
         current_job.reset(token)
 
