@@ -1,0 +1,1 @@
+"""Integrations with other frameworks, each optional: importing one needs that framework."""

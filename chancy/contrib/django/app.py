@@ -1,0 +1,99 @@
+"""``DjangoChancy``: a :class:`~chancy.Chancy` app on a Django ``DATABASES`` alias whose
+sync pushes made inside ``transaction.atomic()`` on that alias join its transaction."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import psycopg
+
+from chancy.app import Chancy, resolve_dsn
+from chancy.errors import ConfigurationError
+from chancy.executors import process
+from chancy.job import Job, Reference
+from chancy.queues.pg import Queue
+
+from chancy.contrib.django.database import atomic_connection, database_dsn
+
+
+class DjangoChancy(Chancy):
+    """A Chancy app whose database is ``DATABASES[database]`` (default: ``CHANCY['DATABASE']``,
+    else ``"default"``), and whose prefix and queues default to ``settings.CHANCY``'s.
+
+    Nothing is read from Django's settings until the app first needs its DSN, so it can be
+    defined at import time in a module Django has not set up yet. A ``--dsn`` given to
+    ``manage.py chancy`` still overrides it."""
+
+    def __init__(self, database: str | None = None, plugins: Sequence[Any] = (), **options: Any) -> None:
+        from chancy.contrib.django.conf import chancy_settings
+
+        configured = chancy_settings()
+        self.database = database or configured.database
+        options.setdefault("prefix", configured.prefix)
+        options.setdefault("allowed_imports", configured.allowed_imports)
+        queues = [Queue(name, **settings) for name, settings in configured.queues.items()]
+        super().__init__(None, [*queues, *plugins], **options)
+        self._resolved_dsn = None  # Django's database, not CHANCY_DSN
+
+    @property  # type: ignore[override]
+    def dsn(self) -> str:
+        if self._resolved_dsn is None:
+            self._resolved_dsn = resolve_dsn(database_dsn(self.database))
+        return self._resolved_dsn
+
+    @dsn.setter
+    def dsn(self, dsn: str) -> None:
+        if self._async_pool is not None or self._sync_pool is not None or self._listener is not None:
+            raise ConfigurationError("Cannot change the DSN of an app that has already connected")
+        self._resolved_dsn = resolve_dsn(dsn)
+
+    def push_many_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[Reference]:
+        """As :meth:`Chancy.push_many_sync`; inside ``transaction.atomic()`` on the app's
+        database (and no ``connection`` given) the rows are written in that transaction."""
+        return super().push_many_sync(jobs, connection if connection is not None else atomic_connection(self.database))
+
+
+@functools.cache
+def default_app() -> Chancy:
+    """The project's app: ``CHANCY['APP']`` if set (a DjangoChancy, or a Celery-style
+    app of ``chancy.compat`` so that one worker also runs its tasks), else a DjangoChancy
+    from ``settings.CHANCY``. The django.tasks backend pushes through it."""
+    from chancy.contrib.django.conf import chancy_settings
+
+    configured = chancy_settings()
+    if configured.app is None:
+        return DjangoChancy()
+    from chancy.cli.loading import core_app, find_app
+
+    app = core_app(find_app(configured.app))
+    assert app is not None  # find_app refuses anything else
+    if not isinstance(app, DjangoChancy) and not same_database(app.dsn, database_dsn(configured.database)):
+        raise ConfigurationError(
+            f"CHANCY['APP'] {configured.app!r} stores its jobs in another database than "
+            f"DATABASES[{configured.database!r}]: pushes could not join Django's transactions. Point it at "
+            f"that database (a DjangoChancy does), or set CHANCY['DATABASE'] to the alias it uses")
+    return app
+
+
+def same_database(dsn: str, other: str) -> bool:
+    """Whether two DSNs name the same database on the same server (user and password aside)."""
+    def where(text: str) -> tuple[str, str, str]:
+        params = psycopg.conninfo.conninfo_to_dict(text)
+        return (str(params.get("host") or ""), str(params.get("port") or "5432"), str(params.get("dbname") or ""))
+
+    return where(dsn) == where(other)
+
+
+def _setup_django_in_child() -> None:
+    """A process-pool child has imported the worker's app: set Django up (its apps'
+    ``ready()`` imports their task modules) before it imports the tasks' own modules."""
+    import django
+    from django.apps import apps
+
+    if not (apps.ready or apps.loading):
+        django.setup()
+
+
+if _setup_django_in_child not in process.app_loaded_hooks:
+    process.app_loaded_hooks.append(_setup_django_in_child)
