@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from psycopg import sql
 
 from chancy.migrations import Names
-from chancy.queues.admin_sql import AdminSQL
+from chancy.queues.admin_sql import AdminSQL, like_pattern
 from chancy.queues.sql import Statement
 
 FINISHED = "('succeeded', 'failed', 'cancelled', 'expired')"
@@ -41,11 +41,6 @@ def job_from_row(row: Sequence[Any]) -> dict[str, Any]:
         if job[column] is not None:
             job[column] = json.loads(job[column])
     return job
-
-
-def like_pattern(text: str) -> str:
-    """``%text%`` with LIKE's wildcards in ``text`` matched literally."""
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class DashboardSQL:

@@ -1,21 +1,130 @@
-"""Statements for operators (the ``chancy`` CLI): counts per queue and state, workers and
-their heartbeat age, job listings, and purging waiting jobs. Composed like
+"""Statements for operators (the ``chancy`` CLI and dashboard): counts per queue and state,
+workers and their heartbeat age, job listings, purging waiting jobs, and retrying,
+cancelling or deleting every job a filter selects, in bounded batches. Composed like
 :mod:`chancy.queues.sql` (identifiers from the prefix, values as parameters only) and run
 through the same drivers."""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import uuid
 from datetime import datetime
 from typing import Any, Sequence, TypedDict
 
 from psycopg import sql
 
-from chancy.job import JobState
+from chancy.job import FINISHED_STATES, LIVE_STATES, JobState
 from chancy.migrations import Names
-from chancy.queues.sql import RECORD_COLUMNS, Statement, record_from_row
+from chancy.queues.sql import DONE_IDS_PER_NOTIFICATION, RECORD_COLUMNS, Statement, Steps, record_from_row
 
 #: States ``purge`` may delete: never ``running`` (a worker holds those rows).
 PURGEABLE_STATES = frozenset(JobState) - {JobState.RUNNING}
+
+
+#: Rows one bulk statement changes at most: each batch is its own short transaction,
+#: locking only its rows (and skipping rows someone else holds), never the table.
+BULK_BATCH = 1000
+
+
+class BulkAction(str, enum.Enum):
+    RETRY = "retry"
+    CANCEL = "cancel"
+    DELETE = "delete"
+
+
+#: The states each bulk action may touch, as the single-job actions allow: retry what
+#: ended badly, cancel what has not ended (a running job's worker is told to stop it),
+#: delete what has ended, or with ``force`` anything but a running job.
+BULK_STATES = {
+    BulkAction.RETRY: frozenset({JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED}),
+    BulkAction.CANCEL: LIVE_STATES,
+    BulkAction.DELETE: FINISHED_STATES,
+}
+FORCED_DELETE_STATES = frozenset(JobState) - {JobState.RUNNING}
+
+
+class BulkRefused(ValueError):
+    """A bulk action asked for states it may not touch, or selected nothing at all."""
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's wildcards in ``text`` matched literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSelection:
+    """Which jobs a bulk action applies to: those matching every filter given."""
+
+    states: tuple[JobState, ...] = ()
+    queues: tuple[str, ...] = ()
+    task: str | None = None  # the exact task name
+    task_contains: str | None = None  # part of the task name, any case (the dashboard's filter)
+    text: str | None = None  # part of the arguments as JSON text, any case
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+    ids: tuple[uuid.UUID, ...] = ()
+
+    @property
+    def is_everything(self) -> bool:
+        return not (self.states or self.queues or self.task or self.task_contains or self.text
+                    or self.since or self.until or self.ids)
+
+    def states_for(self, action: BulkAction, force: bool = False) -> list[str]:
+        """The states ``action`` touches within this selection; refuses asked-for states
+        it may not touch, rather than silently skipping them."""
+        allowed = FORCED_DELETE_STATES if action is BulkAction.DELETE and force else BULK_STATES[action]
+        refused = sorted(s.value for s in self.states if s not in allowed)
+        if refused:
+            hint = " (add force to delete waiting jobs too)" if action is BulkAction.DELETE and not force else ""
+            raise BulkRefused(f"cannot {action.value} {', '.join(refused)} jobs: {action.value} applies only to "
+                              f"{', '.join(sorted(s.value for s in allowed))} jobs{hint}")
+        return sorted(s.value for s in (self.states or allowed))
+
+    def params(self, action: BulkAction, force: bool) -> dict[str, Any]:
+        return {
+            "states": self.states_for(action, force), "queues": list(self.queues) or None, "task": self.task,
+            "task_like": like_pattern(self.task_contains) if self.task_contains else None,
+            "text": like_pattern(self.text) if self.text else None, "since": self.since, "until": self.until,
+            "ids": list(self.ids) or None,
+        }
+
+
+#: The filter every bulk statement shares (see :class:`JobSelection`).
+_SELECTED = """
+    state = ANY(%(states)s::text[])
+    AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    AND (%(task)s::text IS NULL OR func = %(task)s::text)
+    AND (%(task_like)s::text IS NULL OR func ILIKE %(task_like)s::text)
+    AND (%(text)s::text IS NULL OR (args::text || ' ' || kwargs::text) ILIKE %(text)s::text)
+    AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+    AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s::timestamptz)
+    AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+"""
+#: What each bulk action does to a locked batch (``batch``), returning ``changed(id, queue)``,
+#: and whom it tells: workers of requeued jobs' queues, workers running cancelled jobs,
+#: waiters on cancelled or deleted jobs (ids batched as the worker batches them).
+_DONE = ("SELECT pg_notify(%(done_channel)s, string_agg(id::text, ',')) FROM ("
+         f"SELECT id, (row_number() OVER () - 1) / {DONE_IDS_PER_NOTIFICATION} AS part FROM changed"
+         ") finished GROUP BY part")
+_BULK_CHANGES = {
+    BulkAction.RETRY: (
+        "UPDATE {jobs} j SET state = 'pending', scheduled_at = now(), completed_at = NULL, taken_by = NULL,"
+        " max_attempts = GREATEST(j.max_attempts, j.attempts + 1) FROM batch WHERE j.id = batch.id"
+        " RETURNING j.id, j.queue",
+        "SELECT pg_notify(%(pushed_channel)s, queue) FROM (SELECT DISTINCT queue FROM changed) q",
+    ),
+    BulkAction.CANCEL: (
+        "UPDATE {jobs} j SET state = 'cancelled', completed_at = now() FROM batch WHERE j.id = batch.id"
+        " RETURNING j.id, j.queue",
+        "SELECT pg_notify(%(cancel_channel)s, id::text) FROM changed UNION ALL " + _DONE,
+    ),
+    BulkAction.DELETE: (
+        "DELETE FROM {jobs} j USING batch WHERE j.id = batch.id RETURNING j.id, j.queue",
+        _DONE,
+    ),
+}
 
 
 class WorkerRow(TypedDict):
@@ -120,6 +229,19 @@ class AdminSQL:
             GROUP BY queue, func, state ORDER BY queue, func, state
             """
         ).format(**f)
+        self._bulk_count = sql.SQL("SELECT count(*) FROM {jobs} WHERE " + _SELECTED).format(**f)
+        self._bulk = {
+            action: sql.SQL(
+                "WITH batch AS (SELECT id FROM {jobs} WHERE " + _SELECTED + " AND id > %(after)s::uuid"
+                " ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED),"
+                " changed AS (" + change + "), told AS (" + tell + ")"
+                " SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM batch),"
+                " (SELECT id FROM batch ORDER BY id DESC LIMIT 1), (SELECT count(*) FROM told)"
+            ).format(**f)
+            for action, (change, tell) in _BULK_CHANGES.items()
+        }
+        self._channels = {"pushed_channel": names.channel("pushed"), "cancel_channel": names.channel("cancel"),
+                          "done_channel": names.channel("done")}
         self._purge = sql.SQL(
             """
             WITH purged AS (
@@ -190,6 +312,26 @@ class AdminSQL:
             raise ValueError(f"cannot purge {refused} jobs: a worker holds them (cancel them instead)")
         params = {"states": [s.value for s in states], "queues": list(queues) if queues else None}
         return Statement(self._purge, params, lambda rows: {q: n for q, n in rows})
+
+    def bulk_count(self, action: BulkAction, selection: JobSelection, force: bool = False) -> Statement:
+        """How many jobs ``action`` would change now (a dry run)."""
+        return Statement(self._bulk_count, selection.params(action, force), lambda rows: rows[0][0])
+
+    def bulk(self, action: BulkAction, selection: JobSelection, force: bool = False,
+             batch: int = BULK_BATCH) -> Steps:
+        """Apply ``action`` to every selected job, ``batch`` rows per statement (each its
+        own transaction on an autocommit connection), in id order so that every job is
+        visited once (a retried job that fails again meanwhile is not retried twice);
+        returns how many changed. Rows locked by someone else are skipped."""
+        params = {**selection.params(action, force), **self._channels, "batch": batch}
+        after, total = uuid.UUID(int=0), 0
+        while True:
+            changed, scanned, last, _ = yield Statement(self._bulk[action], {**params, "after": after},
+                                                        lambda rows: rows[0])
+            total += changed
+            if scanned < batch:
+                return total
+            after = last
 
 
 def _by_queue(rows: list[tuple]) -> tuple[dict[str, dict[str, int]], dict[str, float]]:
