@@ -70,6 +70,11 @@ IDENTIFIERS = (
     "kombu_queues_expiry",
     "cron_pkey",
     "cron_namespace",
+    "celery_groups",
+    "celery_groups_expiry",
+    "celery_chords",
+    "celery_chords_fired",
+    "celery_chord_parts",
 )
 
 
@@ -84,6 +89,22 @@ class Migration:
 
 
 LIVE = "('pending', 'scheduled', 'running', 'retrying')"
+
+#: The latest and earliest times every reader of a row can load: Python's datetime stops
+#: at years 9999 and 1, and a session time zone up to 14 hours away must not cross them.
+LAST_LOADABLE = "timestamptz '9999-12-31 00:00:00+00'"
+FIRST_LOADABLE = "timestamptz '0001-01-02 00:00:00+00'"
+JOB_TIMES = ("scheduled_at", "expires_at", "created_at", "started_at", "completed_at")
+
+
+def _clamp_infinite_times(columns: tuple[str, ...]) -> str:
+    """An UPDATE of the jobs whose times are ±infinity (which no reader can load) to the
+    last/first loadable time: a time 'never' stays never due, '-infinity' stays due."""
+    sets = ", ".join(
+        f"{c} = CASE WHEN {c} = 'infinity' THEN {LAST_LOADABLE} WHEN {c} = '-infinity' THEN {FIRST_LOADABLE} "
+        f"ELSE {c} END" for c in columns
+    )
+    return f"UPDATE {{jobs}} SET {sets} WHERE " + " OR ".join(f"NOT isfinite({c})" for c in columns)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -256,6 +277,54 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX {cron_namespace} ON {cron} (namespace, name)",
             "DROP INDEX {cron_due}",
             "CREATE INDEX {cron_due} ON {cron} (namespace, next_fire_at) WHERE enabled",
+        ),
+    ),
+    Migration(
+        6,
+        "celery result backend: saved groups and chord counters; infinite job times made loadable",
+        (
+            # GroupResult.save(): the group's result tuple in the backend's serializer,
+            # until expires_at (Celery's result_expires; NULL: kept until deleted).
+            """
+            CREATE TABLE {celery_groups} (
+                id text PRIMARY KEY,
+                payload bytea NOT NULL,
+                expires_at timestamptz
+            )
+            """,
+            "CREATE INDEX {celery_groups_expiry} ON {celery_groups} (expires_at) WHERE expires_at IS NOT NULL",
+            # One row per chord applied through the backend, keyed by its header's group id:
+            # size from set_chord_size (NULL: the header parts' own chord_size), added by
+            # add_to_chord, done the header parts returned so far. The part that completes
+            # it claims the body (claim, until claimed_until: another may take over a claim
+            # whose holder died) and fired_at marks the body sent, so it is sent once.
+            """
+            CREATE TABLE {celery_chords} (
+                group_id text PRIMARY KEY,
+                size integer CHECK (size >= 0),
+                added integer NOT NULL DEFAULT 0,
+                done integer NOT NULL DEFAULT 0,
+                claim text,
+                claimed_until timestamptz,
+                fired_at timestamptz,
+                created_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            "CREATE INDEX {celery_chords_fired} ON {celery_chords} (fired_at) WHERE fired_at IS NOT NULL",
+            # Each header part's outcome, once per (task id, index in the header): a part
+            # run twice (redelivered after a lost worker) counts once.
+            """
+            CREATE TABLE {celery_chord_parts} (
+                group_id text NOT NULL REFERENCES {celery_chords} (group_id) ON DELETE CASCADE,
+                task_id text NOT NULL,
+                position bigint NOT NULL,
+                payload bytea NOT NULL,
+                PRIMARY KEY (group_id, task_id, position)
+            )
+            """,
+            # Rows an earlier result backend parked at 'infinity' could not be loaded by
+            # any reader ('timestamp too large'); it now parks them at LAST_LOADABLE.
+            _clamp_infinite_times(JOB_TIMES),
         ),
     ),
 )

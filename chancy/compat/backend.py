@@ -28,12 +28,17 @@ import psycopg
 
 from celery import states
 from celery.backends.base import BaseBackend
-from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.canvas import maybe_signature
+from celery.exceptions import ChordError, TimeoutError as CeleryTimeoutError
+from celery.result import GroupResult, allow_join_result, result_from_tuple
+from celery.utils.functional import _regen
 
 from chancy import serialization
 from chancy.app import resolve_dsn
 from chancy.errors import SerializationError
 from chancy.compat import continuations, payload
+from chancy.compat.chord_sql import UNINDEXED_POSITION, ChordSQL, PartReturn
+from chancy.compat.ignored_sql import IgnoredResultSQL
 from chancy.compat.process_connection import statement_and_listen_connections
 from chancy.compat.protocol import job_id_for
 from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecting
@@ -48,6 +53,10 @@ ROW_TO_CELERY = {
     JobState.RETRYING: states.RETRY, JobState.SUCCEEDED: states.SUCCESS, JobState.FAILED: states.FAILURE,
     JobState.CANCELLED: states.REVOKED, JobState.EXPIRED: states.REVOKED,
 }
+#: How long the header part that completes a chord holds the claim to send its body
+#: (at least; twice result_chord_join_timeout): a part run again after the claimer died
+#: takes the body over once the claim has lapsed.
+CHORD_CLAIM_SECONDS = 30.0
 #: A waiter re-reads the row at least this often, in case a notification was missed.
 WAIT_RECHECK_INTERVAL = 5.0
 #: A waiter that cannot LISTEN (Postgres restarting) re-reads the row this often.
@@ -83,6 +92,20 @@ def _arguments_json(request: Any) -> tuple[str, str]:
         return "[]", "{}"
 
 
+def _in_turn(statements: list[Statement]) -> Steps:
+    """Statements run one after another (in the caller's transaction)."""
+    for statement in statements:
+        yield statement
+
+
+def _chord_error(message: str, cause: Any) -> ChordError:
+    """A ``ChordError`` with the part's exception as its cause, as Celery raises it."""
+    error = ChordError(message)
+    if isinstance(cause, BaseException):
+        error.__cause__ = cause
+    return error
+
+
 class ChancyBackend(BaseBackend):
     """Celery results stored on (and read from) Chancy job rows."""
 
@@ -98,6 +121,8 @@ class ChancyBackend(BaseBackend):
         names = Names(self.prefix)
         self.job_sql = JobSQL(names)
         self.transport_sql = TransportSQL(names)
+        self.chord_sql = ChordSQL(names)
+        self.ignored_sql = IgnoredResultSQL(names)
         self.database, self._listen = statement_and_listen_connections(self.dsn, options.get("session_url"))
 
     # --- writing ----------------------------------------------------------------------
@@ -115,10 +140,7 @@ class ChancyBackend(BaseBackend):
             info = exception_info(result)
             celery["info"] = info
             if row_state is not None:
-                error = {"type": ".".join(filter(None, (info.get("exc_module"), info["exc_type"]))),
-                         "message": ", ".join(map(str, info.get("exc_message") or [])),
-                         "traceback": traceback, "celery": info,
-                         "at": self.app.now().isoformat()}
+                error = self._row_error(info, traceback)
         else:
             celery["info"] = result
         children = self.current_task_children(request)
@@ -138,6 +160,32 @@ class ChancyBackend(BaseBackend):
                          f"store {state} of task {task_id}", transaction=True)
         return result
 
+    def _row_error(self, info: Mapping[str, Any], traceback: str | None) -> dict[str, Any]:
+        """A Celery exception's info as an entry of the row's ``errors``."""
+        return {"type": ".".join(filter(None, (info.get("exc_module"), info["exc_type"]))),
+                "message": ", ".join(map(str, info.get("exc_message") or [])),
+                "traceback": traceback, "celery": dict(info), "at": self.app.now().isoformat()}
+
+    # --- ignore_result: nothing stored, yet the row finished -----------------------------
+    def mark_as_done(self, task_id: Any, result: Any, request: Any = None, store_result: bool = True,
+                     state: str = states.SUCCESS) -> None:
+        if (not store_result or getattr(request, "ignore_result", False)) and not getattr(request, "is_eager", False):
+            self._finish_ignored(task_id, None)
+        super().mark_as_done(task_id, result, request=request, store_result=store_result, state=state)
+
+    def mark_as_failure(self, task_id: Any, exc: Any, traceback: str | None = None, request: Any = None,
+                        store_result: bool = True, call_errbacks: bool = True, state: str = states.FAILURE) -> None:
+        if not store_result and not getattr(request, "is_eager", False):  # ignored, errors too
+            self._finish_ignored(task_id, self._row_error(exception_info(exc), traceback))
+        super().mark_as_failure(task_id, exc, traceback=traceback, request=request, store_result=store_result,
+                                call_errbacks=call_errbacks, state=state)
+
+    def _finish_ignored(self, task_id: Any, error: dict[str, Any] | None) -> None:
+        """Celery stores nothing for a task whose result it ignores; its row is finished
+        all the same (so no restart runs it again) and read as PENDING (see ``_meta_of``)."""
+        run_reconnecting(self.database, lambda: single(self.ignored_sql.finish(job_id_for(task_id), error)),
+                         f"finish task {task_id} (result ignored)")
+
     def _store_steps(self, statement: Statement, row_state: str | None, task_id: str,
                      error: dict[str, Any] | None) -> Steps:
         """Store the state; when that finishes a step of a ``chancy.compat`` canvas (a
@@ -156,6 +204,126 @@ class ChancyBackend(BaseBackend):
         run_reconnecting(self.database, lambda: single(self.transport_sql.forget(job_id_for(task_id))),
                          f"forget task {task_id}")
 
+    # --- saved groups (GroupResult.save / restore / delete) -----------------------------
+    def _save_group(self, group_id: str, result: GroupResult) -> GroupResult:
+        encoded = self.encode({"result": result.as_tuple()})
+        data = encoded.encode() if isinstance(encoded, str) else encoded
+        statements = self.chord_sql.save_group(group_id, data, float(self.expires) if self.expires else None)
+        run_reconnecting(self.database, lambda: _in_turn(statements), f"save group {group_id}", transaction=True)
+        return result
+
+    def _restore_group(self, group_id: str) -> dict[str, Any] | None:
+        data = run_reconnecting(self.database, lambda: single(self.chord_sql.restore_group(group_id)),
+                                f"restore group {group_id}")
+        if data is None:
+            return None
+        meta = self.decode(data)
+        meta["result"] = result_from_tuple(meta["result"], self.app)
+        return meta
+
+    def _delete_group(self, group_id: str) -> None:
+        run_reconnecting(self.database, lambda: single(self.chord_sql.delete_group(group_id)),
+                         f"delete group {group_id}")
+
+    # --- chords: a counter per chord, the body sent by the part that completes it -------
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Before any header part is sent: (re)start the chord's counter; a header holding
+        groups is saved, so its body gets the results in their nested shape."""
+        self.ensure_chords_allowed()
+        group_id, results = header_result_args[0], header_result_args[1]
+        statements = [self.chord_sql.start_chord(group_id)]
+        if not isinstance(results, _regen):
+            header = self.app.GroupResult(*header_result_args)
+            if any(isinstance(part, GroupResult) for part in header.results):
+                encoded = self.encode({"result": header.as_tuple()})
+                data = encoded.encode() if isinstance(encoded, str) else encoded
+                statements += self.chord_sql.save_group(group_id, data, self._chord_keep_seconds())
+        run_reconnecting(self.database, lambda: _in_turn(statements), f"start chord {group_id}",
+                         transaction=True)
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        run_reconnecting(self.database, lambda: single(self.chord_sql.set_size(group_id, chord_size)),
+                         f"set the size of chord {group_id}")
+
+    def add_to_chord(self, group_id: str, result: Any) -> None:
+        run_reconnecting(self.database, lambda: single(self.chord_sql.add_to_chord(group_id)),
+                         f"add a task to chord {group_id}")
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, propagate: Any = None,
+                             **kwargs: Any) -> None:
+        """Count this header part once; the part that completes the chord joins the
+        header's results and sends the body (or fails it with a ``ChordError``)."""
+        group_id, task_id = request.group, request.id
+        if not group_id or not task_id or not request.chord:
+            return
+        position = UNINDEXED_POSITION if request.group_index is None else int(request.group_index)
+        encoded = self.encode([1, task_id, state, self.encode_result(result, state)])
+        data = encoded.encode() if isinstance(encoded, str) else encoded
+        statement = self.chord_sql.part_return(
+            group_id, task_id, position, data, fallback_size=request.chord.get("chord_size"),
+            token=uuid.uuid4().hex, lease=max(CHORD_CLAIM_SECONDS, 2 * (self.app.conf.result_chord_join_timeout or 0)),
+        )
+        part = run_reconnecting(self.database, lambda: self._part_steps(group_id, statement),
+                                f"count part {task_id} of chord {group_id}", transaction=True)
+        if part.total is not None and part.done > part.total:
+            log.warning("chord %s: %s parts returned for a size of %s", group_id, part.done, part.total)
+        if part.claimed:
+            self._complete_chord(group_id, maybe_signature(request.chord, app=self.app), statement.params["token"])
+
+    def _part_steps(self, group_id: str, statement: Statement) -> Steps:
+        yield self.chord_sql.ensure_chord(group_id)  # a chord started by another backend version
+        part: PartReturn = yield statement
+        return part
+
+    def _complete_chord(self, group_id: str, callback: Any, token: str) -> None:
+        """Send the body with the header's results in order, or fail it as Celery does
+        (``Dependency <id> raised …`` when a part failed); either way the chord is done."""
+        try:
+            try:
+                results = self._chord_results(group_id)
+            except ChordError as exc:
+                log.error("chord %s: %s", group_id, exc)
+                self.chord_error_from_stack(callback, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - reported to the body, as Celery does
+                log.exception("chord %s: joining its header failed", group_id)
+                self.chord_error_from_stack(callback, _chord_error(f"Join error: {exc!r}", exc))
+                return
+            try:
+                self.app.amqp._retry_publish(callback.delay, results)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("chord %s: sending its body failed", group_id)
+                self.chord_error_from_stack(callback, _chord_error(f"Callback error: {exc!r}", exc))
+        finally:
+            run_reconnecting(self.database,
+                             lambda: single(self.chord_sql.fired(group_id, token, self._chord_keep_seconds())),
+                             f"mark chord {group_id} done")
+
+    def _chord_results(self, group_id: str) -> list[Any]:
+        """The header's results: joined through the saved header when it holds groups,
+        else decoded from the parts in header order."""
+        saved = self._restore_group(group_id)
+        if saved is not None:
+            with allow_join_result():
+                return saved["result"].join(timeout=self.app.conf.result_chord_join_timeout, propagate=True)
+        stored = run_reconnecting(self.database, lambda: single(self.chord_sql.parts(group_id)),
+                                  f"read the parts of chord {group_id}")
+        return [self._part_result(data) for data in stored]
+
+    def _part_result(self, data: bytes) -> Any:
+        _, task_id, state, value = self.decode(data)
+        if state in states.EXCEPTION_STATES:
+            value = self.exception_to_python(value)
+        if state in states.PROPAGATE_STATES:
+            raise _chord_error(f"Dependency {task_id} raised {value!r}", value)
+        return value
+
+    def _chord_keep_seconds(self) -> float:
+        """How long a finished chord's row (and a chord's saved header) is kept: Celery's
+        result_chord_expires, else result_expires, else a day."""
+        expires = self.prepare_expires(self.app.conf.get("result_chord_expires"), type=float)
+        return expires or 86400.0
+
     # --- reading ------------------------------------------------------------------------
     def _get_task_meta_for(self, task_id: Any) -> dict[str, Any]:
         record = run_reconnecting(self.database, lambda: single(self.job_sql.get(job_id_for(task_id))),
@@ -169,6 +337,9 @@ class ChancyBackend(BaseBackend):
         status = ROW_TO_CELERY[record.state]
         result: Any = None
         traceback = None
+        if (celery.get("ignore_result") or celery.get("result_ignored")) and not celery.get("write"):
+            # Nothing was stored for it, as in Celery's stores: PENDING, no result.
+            return {"status": states.PENDING, "result": None, "task_id": str(task_id)}
         if not record.is_finished and celery.get("state"):
             status, result = celery["state"], celery.get("info")
         elif record.state is JobState.SUCCEEDED:
