@@ -28,11 +28,12 @@ from chancy.dashboard import views
 from chancy.dashboard.auth import Authenticator, Session, Throttled, User
 from chancy.dashboard.console import Conflict, Console, NotFound
 from chancy.dashboard.filters import (
-    MAX_INTEGER, MAX_SECONDS, BadRequest, JobFilter, parse_job_id, positive_number, text,
+    MAX_INTEGER, MAX_SECONDS, BadRequest, BulkRequest, JobFilter, parse_job_id, positive_number, text,
 )
 from chancy.dashboard.guard import SESSION_COOKIE, Guard, client_address
 from chancy.dashboard.metrics import CONTENT_TYPE, Metrics
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
+from chancy.queues.admin_sql import BulkAction, BulkRefused
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -48,7 +49,7 @@ class Forbidden(PermissionError):
 #: Errors a request can meet in normal operation, and the HTTP status each one means.
 #: Anything else is a bug and surfaces as a 500.
 STATUS = (
-    (BadRequest, 400), (ConfigurationError, 400), (Forbidden, 403), (NotFound, 404), (Conflict, 409),
+    (BadRequest, 400), (BulkRefused, 400), (ConfigurationError, 400), (Forbidden, 403), (NotFound, 404), (Conflict, 409),
     (DatabaseUnavailableError, 503), (psycopg.OperationalError, 503),
 )
 EXPECTED = tuple(kind for kind, _ in STATUS)
@@ -114,7 +115,11 @@ def create_app(
             if not isinstance(data, dict):
                 raise BadRequest("The request body must be a JSON object")
             return data
-        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        data: dict[str, Any] = dict(pairs)
+        if "ids" in data:  # the one repeated field: the jobs ticked for a bulk action
+            data["ids"] = [value for name, value in pairs if name == "ids"]
+        return data
 
     def check_csrf(request: Request, data: dict[str, Any]) -> Session:
         session = session_of(request)
@@ -261,6 +266,38 @@ def create_app(
             return f"Job {job_id} {done}"
         return act
 
+    bulk_done = {BulkAction.RETRY: "Retried", BulkAction.CANCEL: "Cancelled", BulkAction.DELETE: "Deleted"}
+
+    async def bulk_api(request: Request) -> dict[str, Any]:
+        bulk = BulkRequest.parse(request.path_params["action"], await action_input(request))
+        count = await console.bulk(bulk.action, bulk.selection, dry_run=bulk.dry_run, force=bulk.force)
+        message = (f"{count} job(s) would be {bulk_done[bulk.action].lower()}" if bulk.dry_run
+                   else f"{bulk_done[bulk.action]} {count} job(s)")
+        return {"ok": True, "action": bulk.action.value, "dry_run": bulk.dry_run,
+                ("matched" if bulk.dry_run else "changed"): count, "message": message}
+
+    async def bulk_review(request: Request) -> Response:
+        """The confirmation page of a bulk action from the job list: how many jobs it
+        would change, and a button that does it."""
+        session = session_of(request)
+        try:
+            data = await action_input(request)
+            bulk = BulkRequest.parse(str(data.get("action", "")), data)
+            count = await console.bulk(bulk.action, bulk.selection, dry_run=True, force=bulk.force)
+        except Forbidden as exc:
+            return pages.render(request, session, "error.html", {"error": str(exc)}, 403)
+        except EXPECTED as exc:
+            return pages.render(request, session, "error.html", {"error": str(exc).strip()}, status_of(exc))
+        back = request.scope.get("root_path", "") + "/jobs" + bulk.filter.link()
+        return pages.render(request, session, "bulk.html", {
+            "action": bulk.action.value, "count": count, "ids": [str(i) for i in bulk.ids], "force": bulk.force,
+            "filter": bulk.filter.as_params(), "selected": len(bulk.ids), "back": back})
+
+    async def bulk_form(request: Request, data: dict[str, Any]) -> str:
+        bulk = BulkRequest.parse(request.path_params["action"], data)
+        count = await console.bulk(bulk.action, bulk.selection, dry_run=False, force=bulk.force)
+        return f"{bulk_done[bulk.action]} {count} job(s)"
+
     def queue_name(data: dict[str, Any]) -> str:
         name = text(data.get("queue"), "queue")
         if name is None:
@@ -299,6 +336,10 @@ def create_app(
     actions.update({"/queues/pause": pause, "/queues/resume": resume, "/queues/concurrency": concurrency,
                     "/queues/rate_limit": rate_limit})
     routes = [
+        # Before /jobs/{job_id}/…, which "bulk" would otherwise match as a job id.
+        Route("/jobs/bulk", bulk_review, methods=["POST"]),
+        Route("/jobs/bulk/{action}", form_action(bulk_form), methods=["POST"]),
+        Route("/api/jobs/bulk/{action}", api(bulk_api), methods=["POST"]),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login_form, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

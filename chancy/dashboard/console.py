@@ -18,6 +18,7 @@ from chancy.plugins.cron import Cron
 from chancy.plugins.cron import _next_after as next_tick  # the one definition of a schedule's ticks
 from chancy.plugins.leadership import current_leader
 from chancy.plugins.queues import QueueAdmin
+from chancy.queues.admin_sql import AdminSQL, BulkAction, JobSelection
 from chancy.queues.sql import Statement, drive_async, single
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class Console:
     def __init__(self, app: "Chancy", history_lag: float = 5.0) -> None:
         self.app = app
         self.sql = DashboardSQL(app.names)
+        self.admin_sql = AdminSQL(app.names)
         self.queue_admin = QueueAdmin(app)
         self.history = FinishedHistory(OVERVIEW_SPAN, OVERVIEW_BUCKET, history_lag)
 
@@ -168,6 +170,14 @@ class Console:
             raise NotFound(f"There is no job {job_id}")
         if not outcome[1]:
             raise Conflict(f"Job {job_id} is running: cancel it first, then delete it")
+
+    async def bulk(self, action: BulkAction, selection: JobSelection, *, dry_run: bool, force: bool) -> int:
+        """Apply ``action`` to the selected jobs in bounded batches (or, ``dry_run``,
+        count those it would change); returns the count."""
+        async with self.app.connection() as conn:
+            if dry_run:
+                return await drive_async(conn, single(self.admin_sql.bulk_count(action, selection, force)))
+            return await drive_async(conn, self.admin_sql.bulk(action, selection, force))
 
     async def _refuse(self, job_id: uuid.UUID, why: str) -> None:
         (job,) = await self._run(self.sql.job(job_id))

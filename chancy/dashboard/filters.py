@@ -11,10 +11,15 @@ from typing import Any, Mapping
 from urllib.parse import urlencode
 
 from chancy.job import JobState
+from chancy.queues.admin_sql import BulkAction, JobSelection
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
 MAX_TEXT = 500
+#: The most job ids one "selected jobs" bulk action names (the largest page, several times).
+MAX_SELECTED = 1000
+#: The filter fields of the job list, which a bulk action over "all matching" repeats.
+FILTER_FIELDS = ("state", "queue", "task", "q", "since", "until")
 #: What a Postgres ``integer`` column (concurrency, rate limit) holds.
 MAX_INTEGER = 2**31 - 1
 #: The longest pause or rate-limit period accepted (ten years): far inside what a
@@ -71,6 +76,70 @@ class JobFilter:
 
     def link(self, **paging: str) -> str:
         return "?" + urlencode({**self.as_params(), **paging})
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.states or self.queue or self.task or self.text or self.since or self.until)
+
+    def selection(self) -> JobSelection:
+        """The jobs this filter lists, for a bulk action (the same matching as the list)."""
+        return JobSelection(states=tuple(JobState(s) for s in self.states), queues=(self.queue,) if self.queue else (),
+                            task_contains=self.task, text=self.text, since=self.since, until=self.until)
+
+
+@dataclasses.dataclass(frozen=True)
+class BulkRequest:
+    """A bulk action's input: ``ids`` (the jobs ticked), or every job matching the list's
+    filter (``scope=matching``: the filter fields, or ``filter`` as an object in JSON;
+    matching everything needs ``all``), with ``dry_run`` and ``force`` (delete waiting jobs)."""
+
+    action: BulkAction
+    selection: JobSelection
+    filter: JobFilter
+    ids: tuple[uuid.UUID, ...]
+    dry_run: bool
+    force: bool
+
+    @classmethod
+    def parse(cls, action: str, data: Mapping[str, Any]) -> "BulkRequest":
+        try:
+            verb = BulkAction(action)
+        except ValueError:
+            raise BadRequest(f"Unknown bulk action {action[:40]!r}: use retry, cancel or delete") from None
+        raw_filter = data.get("filter", {k: data[k] for k in FILTER_FIELDS if k in data})
+        if not isinstance(raw_filter, Mapping):
+            raise BadRequest("'filter' must be an object of the job list's filters (state, queue, task, q, since, until)")
+        query = JobFilter.from_query({k: v for k, v in raw_filter.items() if k in FILTER_FIELDS})
+        ids = _ids(data.get("ids"))
+        if data.get("scope", "selected" if ids else "matching") == "selected":
+            if not ids:
+                raise BadRequest("No jobs are selected: tick some, or choose all jobs matching the filter")
+            selection = JobSelection(ids=ids)
+        else:
+            if query.is_empty and not flag(data.get("all"), "all"):
+                raise BadRequest("Acting on every job needs 'all' set: otherwise filter the list first")
+            selection, ids = query.selection(), ()
+        return cls(verb, selection, query, ids, flag(data.get("dry_run"), "dry_run"), flag(data.get("force"), "force"))
+
+
+def flag(value: Any, name: str) -> bool:
+    """A boolean from JSON (true/false) or a form ("1", "on", "true", or absent)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("", "0", "false", "off", "no", "1", "true", "on", "yes"):
+        return value.strip().lower() in ("1", "true", "on", "yes")
+    raise BadRequest(f"{name!r} must be true or false, got {repr(value)[:40]}")
+
+
+def _ids(value: Any) -> tuple[uuid.UUID, ...]:
+    if value in (None, "", []):
+        return ()
+    values = value.split(",") if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise BadRequest("'ids' must be a list of job ids")
+    if len(values) > MAX_SELECTED:
+        raise BadRequest(f"At most {MAX_SELECTED} jobs can be selected by id: choose all jobs matching a filter instead")
+    return tuple(dict.fromkeys(parse_job_id(v.strip()) for v in values if v.strip()))
 
 
 def text(value: Any, name: str) -> str | None:

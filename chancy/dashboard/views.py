@@ -15,6 +15,8 @@ from starlette.responses import HTMLResponse
 from chancy.dashboard.auth import Session
 
 FRAGMENT_HEADER = "x-chancy-fragment"
+#: Pages that answer a POST (a confirmation) and so cannot be fetched again to refresh.
+STATIC_TEMPLATES = frozenset({"bulk.html"})
 
 
 def safe_next(request: Request, target: str) -> str:
@@ -92,6 +94,7 @@ class Pages:
             data=data, root=request.scope.get("root_path", "") or "", session=session,
             user=session.user if session else None, notices=notices, fragment=fragment,
             refresh=self.refresh_seconds, path=request.url.path,
+            template_refreshes=template not in STATIC_TEMPLATES,
             current=request.url.path + ("?" + request.url.query if request.url.query else ""),
             error=data.get("error"),
         )

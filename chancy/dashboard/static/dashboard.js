@@ -1,4 +1,5 @@
-// The dashboard's only script: keep the page live and ask before destructive actions.
+// The dashboard's only script: keep the page live, ask before destructive actions, and
+// tick every job of a page for a bulk action.
 // Pages are rendered on the server; every few seconds the <main> region is re-fetched
 // (same URL, same session cookie) and swapped in, unless the user is busy in a form.
 (function () {
@@ -10,12 +11,20 @@
     if (message && !window.confirm(message)) event.preventDefault();
   });
 
+  // The job list's "tick every job on this page" box.
+  document.addEventListener("change", function (event) {
+    if (!event.target.hasAttribute("data-select-all")) return;
+    var boxes = event.target.form.querySelectorAll("input[name=ids]");
+    for (var i = 0; i < boxes.length; i++) boxes[i].checked = event.target.checked;
+  });
+
   if (!live || !live.dataset.refresh) return;
   var every = parseFloat(live.dataset.refresh) * 1000;
 
   function busy() {
     var active = document.activeElement;
     return (active && live.contains(active) && active.closest("form")) ||
+      live.querySelector("input[name=ids]:checked") !== null ||  // a selection in progress
       String(window.getSelection && window.getSelection()) !== "";
   }
 
