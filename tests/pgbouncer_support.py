@@ -45,8 +45,9 @@ def _run_as(host: str) -> tuple[int, int] | None:
 
 
 @contextlib.contextmanager
-def transaction_pooler(dsn: str) -> Iterator[str]:
-    """Start PgBouncer (transaction pooling) for ``dsn``'s database; yield a DSN through it."""
+def transaction_pooler(dsn: str, listen_addr: str = "127.0.0.1") -> Iterator[str]:
+    """Start PgBouncer (transaction pooling) for ``dsn``'s database; yield a DSN through it
+    (on 127.0.0.1; ``listen_addr``, e.g. ``*``, for other addresses too)."""
     exe = binary()
     if exe is None:
         raise RuntimeError("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
@@ -63,7 +64,7 @@ def transaction_pooler(dsn: str) -> Iterator[str]:
         "[databases]\n"
         f"{dbname} = {target}\n"
         "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {listen}\nunix_socket_dir =\n"
+        f"listen_addr = {listen_addr}\nlisten_port = {listen}\nunix_socket_dir =\n"
         "auth_type = any\npool_mode = transaction\n"
         f"default_pool_size = {POOL_SIZE}\nmax_client_conn = 500\n"
         f"logfile = {workdir / 'pgbouncer.log'}\npidfile = {workdir / 'pgbouncer.pid'}\n"

@@ -144,7 +144,8 @@ class RestartablePostgres:
             time.sleep(0.02)
         raise AssertionError("Postgres did not stop within 30 s")
 
-    def start_server(self) -> None:
+    def start_server(self, *settings: str) -> None:
+        """Start the postmaster again; ``settings`` are extra ``name=value`` options."""
         from pathlib import Path
 
         e = self._embedded
@@ -153,7 +154,8 @@ class RestartablePostgres:
         log_path = base / "postgres-restarted.log"
         with log_path.open("ab") as log:
             self._restarted = subprocess.Popen(
-                [e._bindir_for(run_as)["postgres"], "-D", str(base / "data"), *e._server_args(base, fast=True)],
+                [e._bindir_for(run_as)["postgres"], "-D", str(base / "data"), *e._server_args(base, fast=True),
+                 *(arg for setting in settings for arg in ("-c", setting))],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=e._server_env(),
                 cwd=base, preexec_fn=e._die_with_parent(), start_new_session=True, **run_as.popen_kwargs(),
             )
