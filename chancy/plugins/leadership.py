@@ -4,10 +4,13 @@ pruning, cron).
 Mechanism: a session-level advisory lock (``pg_try_advisory_lock``) held on a connection
 dedicated to it. Postgres grants such a lock to one session at a time, so two leaders
 cannot exist in the database's view, and it releases the lock the moment that session
-ends — a ``kill -9`` closes the socket, a crashed host is noticed through TCP keepalives
-(raised for this session below) — so a successor takes over within one ``interval``. Unlike a lease row, this
-needs no clock comparisons and no writes while leading. It does need a real session: point
-workers at Postgres directly, not through a transaction-pooling PgBouncer.
+ends — a ``kill -9`` closes the socket — so a successor takes over within one ``interval``.
+A leader's host that vanishes from the network leaves a session the server believes in
+until TCP keepalives give up (raised for this session below); its would-be successors end
+that session themselves once the leader's worker is past its ``liveness_timeout``, the rule
+by which recovery already counts it dead. Unlike a lease row, this needs no clock
+comparisons and no writes while leading. It does need a real session: point workers at
+Postgres directly (or a session-mode pool), not through a transaction-pooling PgBouncer.
 
 What it cannot do alone is stop a leader whose link silently died from *believing* it
 still leads; so the leader probes its connection every ``interval`` and steps down when
@@ -23,6 +26,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg import sql
 
 from chancy.errors import ConfigurationError
 from chancy.plugin import Plugin
@@ -59,6 +63,7 @@ class Leadership(Plugin):
                     "set_config('tcp_keepalives_count', '3', false)",
                     ((APPLICATION_NAME_PREFIX + worker.worker_id)[:63],))
                 while not await _try_lock(conn, key):
+                    await _depose_dead_leader(conn, app, key)
                     await asyncio.sleep(self.interval)
                 log.info("worker %s is now the leader", worker.worker_id)
                 worker.set_leader(True)
@@ -85,6 +90,42 @@ async def _try_lock(conn: psycopg.AsyncConnection, key: int) -> bool:
     return bool(row and row[0])
 
 
+def _holder_filter(key: int) -> sql.Composed:
+    """Selects the session holding leadership ``key`` in this database (one at most)."""
+    return sql.SQL(
+        "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.classid::bigint = {} AND l.objid::bigint = {} "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).format(sql.Literal(key >> 32), sql.Literal(key & 0xFFFFFFFF))
+
+
+async def _depose_dead_leader(conn: psycopg.AsyncConnection, app: "Chancy", key: int) -> None:
+    """End the session holding the lock if its worker is dead by the liveness rule.
+
+    A leader's host that drops off the network keeps its session open in the server's view
+    until TCP keepalives give up on it (25 s here; through a session pooler, the pooler's
+    own keepalives: hours), and the lock with it. But its worker stopped heartbeating, and
+    once past its ``liveness_timeout`` it is dead to recovery: its jobs are being handed to
+    others. Ending its leadership session then is the same judgement, applied to the lock,
+    so a successor takes over within ``liveness_timeout`` plus one ``interval``. A leader
+    deposed wrongly (alive, but unable to heartbeat for that long) probes a dead connection
+    and steps down, as after any lost link. Needs the right to end the holder's session
+    (the same role, or ``pg_signal_backend``); without it, keepalives still end it."""
+    statement = sql.SQL(
+        "SELECT pg_terminate_backend(a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE {holder} AND a.application_name LIKE {prefix} AND NOT EXISTS ("
+        "SELECT 1 FROM {workers} w WHERE w.expires_at > now() "
+        "AND left({name} || w.worker_id, 63) = a.application_name)"
+    ).format(holder=_holder_filter(key), prefix=sql.Literal(APPLICATION_NAME_PREFIX + "%"),
+             workers=app.names.ident("workers"), name=sql.Literal(APPLICATION_NAME_PREFIX))
+    try:
+        cur = await conn.execute(statement)
+        if any(row[0] for row in await cur.fetchall()):
+            log.warning("ended the leadership session of a worker past its liveness timeout")
+    except psycopg.errors.InsufficientPrivilege:
+        log.debug("may not end the dead leader's session; waiting for the server to drop it")
+
+
 async def _close_quietly(conn: psycopg.AsyncConnection) -> None:
     """Unlock explicitly, so a successor can take over as soon as this returns (a backend
     releases the locks of a closed session only once it has noticed), then close."""
@@ -104,14 +145,8 @@ async def current_leader(app: "Chancy") -> str | None:
     key = app.names.advisory_key("leader")
     async with app.connection() as conn:
         cur = await conn.execute(
-            """
-            SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-              AND l.classid::bigint = %s AND l.objid::bigint = %s
-              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            """,
-            (key >> 32, key & 0xFFFFFFFF),
-        )
+            sql.SQL("SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE {}").format(_holder_filter(key)))
         row = await cur.fetchone()
     if row is None:
         return None
