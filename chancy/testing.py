@@ -186,6 +186,9 @@ class DrainResult:
     def ran(self) -> int:
         return len(self.succeeded) + len(self.failed) + len(self.cancelled)
 
+    def __repr__(self) -> str:
+        return f"<DrainResult {len(self.succeeded)} succeeded, {len(self.failed)} failed, {len(self.cancelled)} cancelled>"
+
     def __str__(self) -> str:
         text = (f"ran {self.ran} job(s): {len(self.succeeded)} succeeded, {len(self.failed)} failed, "
                 f"{len(self.cancelled)} cancelled, {self.retries} retried attempt(s)")
@@ -193,6 +196,7 @@ class DrainResult:
 
     def assert_succeeded(self) -> None:
         """Fail with every failed job's last error and traceback, if any job failed."""
+        __tracebackhide__ = True
         if self.failed or self.cancelled:
             raise AssertionError(str(self))
 
