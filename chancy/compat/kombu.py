@@ -30,7 +30,8 @@ consuming Celery worker accepts that content type (its ``accept_content``; for a
 consumer without one, the transport's ``accept_content``); any row that cannot become a
 message for its consumer is failed with the reason, and the consumer takes the next. A
 message reusing the task id of an existing row is refused with :class:`TaskIdInUse`
-unless it is that task's own retry (see :mod:`chancy.compat.transport_sql`). Statements
+unless it is that task's own retry or its replacement (``Task.replace()``; see
+:mod:`chancy.compat.transport_sql`). Statements
 are sent again after a dropped connection for up to 30 s, so a Postgres restart neither
 loses a published message nor a delivery's acknowledgement.
 
@@ -93,8 +94,9 @@ _TRANSIENT_QUEUES: set[tuple[str, str]] = set()
 
 
 class TaskIdInUse(ValueError):
-    """A published message names the task id of an existing row and is not that task's
-    own retry: the row is left as it is and the message is not stored."""
+    """A published message names the task id of an existing row and is neither that
+    task's own retry nor its replacement: the row is left as it is and the message is not
+    stored."""
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
@@ -249,7 +251,8 @@ class Channel(virtual.Channel):
             task_id = (message.get("headers") or {}).get("id") or job.id
             raise TaskIdInUse(
                 f"task id {task_id} belongs to an existing job ({outcome.existing_state or 'being stored'}); "
-                f"only that task's own retry, published while a Celery worker runs it, may reuse the id, "
+                f"only that task's own retry or replacement (Task.replace()), published while a Celery worker "
+                f"runs it, may reuse the id, "
                 f"so this {job.func} message was not stored and the job is unchanged")
         if outcome.repeated:
             log.info("task %s of queue %r was already stored (a publish repeated)", job.id, queue)

@@ -361,7 +361,7 @@ def _message_from_record(record: JobRecord, accept: Collection[str], lower_prior
         "lang": "py",
         "task": record.func,
         "id": task_id,
-        "retries": max(0, record.attempts - 1),
+        "retries": celery_retries(record),
         "eta": None,
         "expires": record.expires_at.isoformat() if record.expires_at else None,
         "timelimit": list(timelimit),
@@ -404,6 +404,13 @@ def _message_from_record(record: JobRecord, accept: Collection[str], lower_prior
         "headers": headers,
         "properties": properties,
     }
+
+
+def celery_retries(record: JobRecord) -> int:
+    """Celery's ``retries`` of a claimed row: its deliveries before this one, counted from
+    its last replacement (``Task.replace()``; see :mod:`chancy.compat.transport_sql`)."""
+    base = (record.meta.get("celery") or {}).get("retries_base") or 0
+    return max(0, record.attempts - 1 - int(base))
 
 
 def delivery_tag(record: JobRecord) -> str:

@@ -2,11 +2,17 @@
 storing a published Celery message as a row, acknowledging or rejecting one delivery,
 and writing Celery task states onto rows.
 
-A task id names one row for good. A message reusing it replaces the row only when it is
-that task's own retry (Celery's ``self.retry()`` republishes under the same id with
-``retries`` counting the deliveries so far), and storing the very same message again
-(a publish repeated after a dropped connection) changes nothing; any other reuse is
-refused and leaves the row as it was.
+A task id names one row for good. A message reusing it takes over the row only when it
+is that task's own retry (Celery's ``self.retry()`` republishes under the same id with
+``retries`` counting the deliveries so far) or its replacement (``Task.replace()``: the
+signature replacing a running task is published under the task's id, see
+:meth:`TransportSQL.store`), and storing the very same message again (a publish repeated
+after a dropped connection) changes nothing; any other reuse is refused and leaves the
+row as it was.
+
+A replacement keeps counting the row's deliveries (so a delivery tag of the replaced
+run never names one of the replacement's), and notes how many came before it in
+``meta["celery"]["retries_base"]``: the replacement's ``retries`` start again at 0.
 
 Every statement here is idempotent, so :func:`run_reconnecting` may send it again after
 the connection dropped (a Postgres restart or failover) without knowing whether the
@@ -28,6 +34,7 @@ from psycopg import sql
 
 from chancy import serialization
 from chancy.compat.process_connection import ProcessConnection
+from chancy.compat.protocol import job_id_for
 from chancy.migrations import Names
 from chancy.queues.sql import Statement, Steps, ready
 
@@ -84,6 +91,14 @@ def _store_outcome(rows: list[tuple]) -> StoreOutcome:
     return StoreOutcome(stored=stored_state is not None, repeated=bool(repeated), existing_state=existing_state)
 
 
+def _nesting(value: Any) -> int:
+    """A message's ``replaced_task_nesting`` (0 when absent or not a number)."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _count(rows: list[tuple]) -> int:
     return rows[0][0] if rows else 0
 
@@ -98,11 +113,33 @@ class TransportSQL:
         f = names.fields()
         self.pushed_channel = names.channel("pushed")
         self.done_channel = names.channel("done")
-        # A conflicting id replaces its row only for the task's own retry: the same task,
-        # republished while a Celery consumer runs it (or after an ack finished it without
-        # a result, when results do not come through this backend), with ``retries`` equal
-        # to the deliveries so far. ``existing`` reads the row as it was before this
-        # statement, to tell a repeated message from a refused one.
+        # A conflicting id takes over its row only while a Celery consumer runs it (or
+        # after an ack finished it without a result, when results do not come through
+        # this backend), and only for the task's own retry (same task, ``retries`` equal
+        # to the deliveries since the row was last replaced) or its replacement (see
+        # ``replacing``). ``existing`` reads the row as it was before this statement, to
+        # tell a repeated message from a refused one.
+        base = sql.SQL("COALESCE((j.meta->'celery'->>'retries_base')::int, 0)")
+        retrying = sql.SQL("(j.func = EXCLUDED.func AND EXCLUDED.attempts > 0 "
+                           "AND j.attempts = EXCLUDED.attempts + {base})").format(base=base)
+        task_id = sql.SQL("COALESCE(j.meta->'celery'->>'task_id', j.id::text)")
+        # Task.replace() publishes the replacing signature under the replaced task's id:
+        # a single task straight from the replaced task (its parent is the task itself);
+        # the last task of a chain, or the body of the chord a group is made into, later
+        # from the task before it, whose own message named this id as a next step of its
+        # chain, or as its chord's body (or that body's first step, when the chord was
+        # chained on). Either way it carries Celery's replace marks: a deeper
+        # replaced_task_nesting and the replaced task's root.
+        replacing = sql.SQL(
+            """(%(nesting)s > COALESCE((j.meta->'celery'->>'replaced_task_nesting')::int, 0)
+                AND COALESCE(j.meta->'celery'->>'root_id', {task_id}) = %(root_id)s
+                AND (%(parent_id)s = {task_id}
+                     OR EXISTS (SELECT 1 FROM {jobs} p WHERE p.id = %(parent_job)s
+                                AND (p.meta->'celery'->'chain' @> %(as_chain_step)s::jsonb
+                                     OR p.meta->'celery'->'chord'->'options'->>'task_id' = %(task_id)s
+                                     OR p.meta->'celery'->'chord'->'kwargs'->'tasks'->0->'options'->>'task_id'
+                                        = %(task_id)s))))"""
+        ).format(task_id=task_id, **f)
         self._store = ready(sql.SQL(
             """
             WITH stored AS (
@@ -119,13 +156,14 @@ class TransportSQL:
                 ON CONFLICT (id) DO UPDATE SET
                     queue = EXCLUDED.queue, func = EXCLUDED.func, args = EXCLUDED.args,
                     kwargs = EXCLUDED.kwargs, priority = EXCLUDED.priority, state = EXCLUDED.state,
-                    attempts = EXCLUDED.attempts,
-                    max_attempts = EXCLUDED.max_attempts,
+                    attempts = EXCLUDED.attempts + {new_base},
+                    max_attempts = EXCLUDED.max_attempts + {new_base},
                     scheduled_at = EXCLUDED.scheduled_at, expires_at = EXCLUDED.expires_at,
-                    limits = EXCLUDED.limits, meta = EXCLUDED.meta,
+                    limits = EXCLUDED.limits,
+                    meta = jsonb_set(EXCLUDED.meta, '{{celery,retries_base}}', to_jsonb({new_base})),
                     errors = j.errors || EXCLUDED.errors, result = NULL, taken_by = NULL,
                     started_at = NULL, completed_at = EXCLUDED.completed_at
-                WHERE j.func = EXCLUDED.func AND EXCLUDED.attempts > 0 AND j.attempts = EXCLUDED.attempts
+                WHERE ({retrying} OR {replacing})
                     AND ((j.state = 'running' AND j.taken_by LIKE 'celery:%%')
                          OR (j.state = 'succeeded' AND j.result IS NULL
                              AND j.meta->'celery'->>'finished_by_ack' = 'true'))
@@ -139,7 +177,10 @@ class TransportSQL:
                    CASE WHEN s.state = 'failed' THEN pg_notify(%(done)s, s.id::text) END
             FROM (VALUES (1)) AS one LEFT JOIN stored s ON TRUE LEFT JOIN existing e ON TRUE
             """
-        ).format(**f))
+        ).format(retrying=retrying, replacing=replacing,
+                 new_base=sql.SQL("(CASE WHEN {retrying} THEN {base} ELSE j.attempts END)").format(
+                     retrying=retrying, base=base),
+                 **f))
         # A delivery is one claim of a row: (id, attempts) under the consumer's id.
         delivery = sql.SQL("id = %(id)s AND attempts = %(attempt)s AND state = 'running' AND taken_by = %(consumer)s")
         # An ack finishes the row, unless its result is still to come through the Chancy
@@ -248,10 +289,18 @@ class TransportSQL:
 
     def store(self, job: Any, attempts: int, error: str | None) -> Statement:
         """Store a translated message (see :func:`chancy.compat.protocol.job_from_message`,
-        which puts the message's digest in ``meta["celery"]["digest"]``)."""
+        which puts the message's digest and headers in ``meta["celery"]``)."""
         args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
+        celery = job.meta.get("celery") or {}
+        task_id = str(celery.get("task_id") or job.id)
+        parent_id = celery.get("parent_id")
         params = {
-            "id": job.id, "digest": (job.meta.get("celery") or {}).get("digest"),
+            "id": job.id, "digest": celery.get("digest"),
+            "task_id": task_id, "parent_id": str(parent_id) if parent_id else None,
+            "parent_job": job_id_for(parent_id) if parent_id else None,
+            "root_id": str(celery.get("root_id") or task_id),
+            "nesting": _nesting(celery.get("replaced_task_nesting")),
+            "as_chain_step": serialization.dumps([{"options": {"task_id": task_id}}]),
             "queue": job.queue, "func": job.func, "args": args_json, "kwargs": kwargs_json,
             "priority": job.priority, "attempts": attempts, "max_attempts": job.max_attempts,
             "scheduled_at": job.scheduled_at, "expires_at": job.expires_at,

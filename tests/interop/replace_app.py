@@ -1,0 +1,56 @@
+"""The stock Celery app of ``celery_app.py`` plus tasks that replace themselves
+(``Task.replace()``), as Celery's own integration suite has them: with a task, a chain,
+a group, and again and again (``-A replace_app``)."""
+
+from __future__ import annotations
+
+import time
+
+from celery import chain, group
+
+from celery_app import DSN, make_app
+
+app = make_app(DSN)
+add = app.tasks["interop.add"]
+
+
+@app.task(name="replace.identity")
+def identity(value):
+    return value
+
+
+@app.task(name="replace.with_add", bind=True)
+def with_add(self, x, y):
+    return self.replace(add.s(x, y))
+
+
+@app.task(name="replace.nesting", bind=True)
+def nesting(self, replacements, seen=None):
+    """Replaced ``replacements`` times; returns the nesting level each run saw, and the
+    retries of each run (0: a replacement is not a retry)."""
+    seen = [*(seen or []), [self.request.replaced_task_nesting, self.request.retries]]
+    if replacements:
+        return self.replace(nesting.s(replacements - 1, seen))
+    return seen
+
+
+@app.task(name="replace.with_chain", bind=True)
+def with_chain(self, x, y):
+    return self.replace(chain(add.s(x, y), identity.s()))
+
+
+@app.task(name="replace.with_group", bind=True)
+def with_group(self, numbers, value):
+    return self.replace(group(add.s(n, value) for n in numbers))
+
+
+@app.task(name="replace.sleep_then_add", bind=True)
+def sleep_then_add(self, seconds, x, y):
+    """Holds its row running for a while before replacing itself."""
+    time.sleep(seconds)
+    return self.replace(add.s(x, y))
+
+
+@app.task(name="replace.total")
+def total(numbers):
+    return sum(numbers)
