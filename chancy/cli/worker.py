@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 
 import click
 
@@ -26,6 +27,9 @@ from chancy.queues.pg import Queue
 from chancy.queues.sql import single
 from chancy.redaction import redact
 from chancy.worker import Worker
+
+if TYPE_CHECKING:
+    from chancy.observability.prometheus import WorkerMetrics
 
 POOLS = sorted(EXECUTOR_ALIASES)
 
@@ -148,12 +152,35 @@ def _wait_for_database(app: Chancy, patience: float) -> None:
         raise CliError("interrupted while waiting for the database", ExitCode.INTERRUPTED) from None
 
 
-async def _serve(app: Chancy, names: list[str], options: dict[str, Any]) -> ExitCode:
+@contextlib.contextmanager
+def _metrics_served(app: Chancy, port: int | None) -> Iterator["WorkerMetrics | None"]:
+    """The worker's metrics on ``port`` (``--metrics-port``) while it runs, or nothing."""
+    if port is None:
+        yield None
+        return
+    try:
+        from chancy.observability.prometheus import serving
+    except ImportError:
+        raise CliError('--metrics-port needs prometheus-client: pip install "chancy[metrics]"',
+                       ExitCode.CONFIGURATION) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            metrics = stack.enter_context(serving(app, port))
+        except OSError as exc:
+            raise CliError(f"--metrics-port {port}: cannot listen there ({exc.strerror or exc}); "
+                           "choose a free port", ExitCode.CONFIGURATION) from None
+        yield metrics
+
+
+async def _serve(app: Chancy, names: list[str], options: dict[str, Any],
+                 metrics: "WorkerMetrics | None" = None) -> ExitCode:
     """Run the worker (``options``: :class:`Worker`'s keyword arguments) until it stops; the
     exit code: 130 if Ctrl-C (SIGINT) stopped it, as a shell reports an interrupted command,
     else 0 (SIGTERM: a service manager's stop)."""
     async with app:
         worker = Worker(app, queues=names, **options)
+        if metrics is not None:
+            metrics.worker_id = worker.worker_id
         await worker.start()
     code = ExitCode.INTERRUPTED if signal.SIGINT in worker.received_signals else ExitCode.OK
     if worker.stopped_hard:
@@ -191,6 +218,9 @@ def _exit_now(code: ExitCode) -> NoReturn:
 @click.option("--allow-import", "allow_import", multiple=True, metavar="PREFIX",
               help="Also run unregistered functions defined under this module prefix, by import path "
                    "(repeatable) [env CHANCY_ALLOWED_IMPORTS, comma-separated]. Without it, only registered tasks run.")
+@click.option("--metrics-port", type=click.IntRange(min=1, max=65535), metavar="N",
+              help="Serve this worker's metrics (runs, failures, durations, in flight; per queue and task) "
+                   "for Prometheus on port N, all interfaces (docs/observability.md).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds running jobs get to finish on SIGTERM/Ctrl-C (a second one stops at once).")
 @click.option("--startup-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
@@ -204,7 +234,7 @@ def _exit_now(code: ExitCode) -> NoReturn:
 def worker(target: Target, queues: str | None, concurrency: int | None, pool: str | None, loglevel: str,
            log_format: str, name: str | None, max_tasks_per_child: int | None, max_memory_per_child: int | None,
            beat: bool, allow_import: tuple[str, ...], shutdown_timeout: float, startup_timeout: float,
-           heartbeat_interval: float, liveness_timeout: float | None) -> None:
+           heartbeat_interval: float, liveness_timeout: float | None, metrics_port: int | None) -> None:
     """Run jobs from the queues until SIGTERM or Ctrl-C (drains; a second signal stops hard).
     Exits 0 after SIGTERM, 130 after Ctrl-C (SIGINT). A Celery app's tasks' print() output
     is logged as it happens (worker_redirect_stdouts, at worker_redirect_stdouts_level).
@@ -231,10 +261,10 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
         _check_unique_id(target, worker_id)
     click.echo(_banner(app, names, worker_id, pool, beat, execution.allowed_imports()), err=True)
     try:
-        with stdio.worker_output(output):
+        with stdio.worker_output(output), _metrics_served(app, metrics_port) as metrics:
             code = asyncio.run(_serve(app, names, dict(
                 worker_id=worker_id, shutdown_timeout=shutdown_timeout, startup_timeout=startup_timeout,
-                heartbeat_interval=heartbeat_interval, liveness_timeout=liveness_timeout)))
+                heartbeat_interval=heartbeat_interval, liveness_timeout=liveness_timeout), metrics))
     except KeyboardInterrupt:  # a signal before the worker installed its handlers
         raise CliError("interrupted before the worker started", ExitCode.INTERRUPTED) from None
     click.echo("chancy worker: stopped cleanly" + (" (interrupted)" if code else ""), err=True)
