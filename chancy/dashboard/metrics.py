@@ -1,78 +1,67 @@
-"""Prometheus metrics in the text exposition format (version 0.0.4), written here: the
-format is small, and this keeps the dashboard free of a global metrics registry.
+"""Prometheus metrics of the whole cluster, rendered by ``prometheus-client`` in the text
+exposition format (version 0.0.4), from a registry of this dashboard's own (never the
+process-global one).
 
 Gauges (live jobs, oldest waiting job, workers, paused queues) are read fresh on each
 scrape. Counters and histograms of finished jobs must never go down, yet rows are pruned,
 so they are accumulated in this process: each scrape adds the jobs that finished since the
 previous one, up to ``lag`` seconds ago (a write-back's ``completed_at`` is its
 transaction's start, so a window that closes a little in the past catches every commit).
-They start at zero when the dashboard starts, which Prometheus' ``rate()`` expects."""
+They start at zero when the dashboard starts, which Prometheus' ``rate()`` expects.
+A worker's own metrics (per task, in flight) are ``chancy worker --metrics-port``'s
+(:mod:`chancy.observability.prometheus`)."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 from chancy.dashboard.queries import DashboardSQL
 from chancy.job import LIVE_STATES
+from chancy.observability.attempts import BUCKETS
 from chancy.queues.sql import drive_async, single
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.dashboard.console import Console
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 LAG_SECONDS = 5.0
 
 
-def escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items()) + "}"
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-class Exposition:
-    """Collects metric families and renders them."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str,
-               samples: Iterable[tuple[str, dict[str, str], float]]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for suffix, labels, value in samples:
-            self.lines.append(f"{name}{suffix}{_labels(labels)} {_number(value)}")
-
-    def render(self) -> str:
-        return "\n".join(self.lines) + "\n"
+def _le(bound: float) -> str:
+    """A bucket bound as the ``le`` label has always read (``0.005``, ``1``, ``1800``)."""
+    return f"{bound:g}"
 
 
 class _Histogram:
+    """Cumulative bucket counts, count and sum of one queue's finished jobs."""
+
     def __init__(self) -> None:
         self.buckets = [0] * len(BUCKETS)
         self.count = 0
         self.sum = 0.0
 
-    def samples(self, labels: dict[str, str]) -> list[tuple[str, dict[str, str], float]]:
-        out = [("_bucket", {**labels, "le": _number(le)}, n) for le, n in zip(BUCKETS, self.buckets)]
-        out.append(("_bucket", {**labels, "le": "+Inf"}, self.count))
-        out.append(("_sum", labels, self.sum))
-        out.append(("_count", labels, self.count))
-        return out
+    def add_to(self, family: HistogramMetricFamily, queue: str) -> None:
+        buckets = [(_le(le), n) for le, n in zip(BUCKETS, self.buckets)] + [("+Inf", self.count)]
+        family.add_metric([queue], buckets=buckets, sum_value=self.sum)
+
+
+class _Scrape(Collector):
+    """The families of one scrape, gathered by :meth:`Metrics.render` beforehand (a
+    collector's ``collect`` is synchronous; the reads are async)."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
 
 
 class Metrics:
@@ -88,6 +77,9 @@ class Metrics:
         self._run: dict[str, _Histogram] = {}
         self._wait: dict[str, _Histogram] = {}
         self._lock = asyncio.Lock()
+        self._scrape = _Scrape()
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self._scrape)
 
     async def _accumulate(self) -> None:
         """Add the jobs finished since the last scrape to the counters and histograms."""
@@ -114,22 +106,33 @@ class Metrics:
         queues = await self.console.queues()
         async with self.app.connection() as conn:
             workers = await drive_async(conn, single(self.sql.workers_alive()))
-        out = Exposition()
-        out.family("chancy_jobs", "gauge", "Jobs not yet finished, by queue and state.", (
-            ("", {"queue": q["name"], "state": state.value}, q[state.value])
-            for q in queues for state in sorted(LIVE_STATES, key=lambda s: s.value)))
-        out.family("chancy_queue_oldest_waiting_seconds", "gauge",
-                   "Age of the queue's longest-waiting runnable job (0 when none waits).",
-                   (("", {"queue": q["name"]}, q["oldest_waiting_seconds"] or 0) for q in queues))
-        out.family("chancy_queue_paused", "gauge", "1 while the queue is paused.",
-                   (("", {"queue": q["name"]}, int(q["paused"])) for q in queues))
-        out.family("chancy_workers", "gauge", "Workers whose heartbeat has not expired.", [("", {}, workers)])
-        out.family("chancy_jobs_finished_total", "counter",
-                   "Jobs finished (succeeded, failed, cancelled, expired) since this dashboard started.",
-                   (("", {"queue": q, "state": s}, n) for (q, s), n in sorted(self._finished.items())))
-        out.family("chancy_job_run_seconds", "histogram", "Run time of the last attempt of finished jobs.",
-                   (sample for q, h in sorted(self._run.items()) for sample in h.samples({"queue": q})))
-        out.family("chancy_job_wait_seconds", "histogram",
-                   "Time from due to started (pickup latency) of the last attempt of finished jobs.",
-                   (sample for q, h in sorted(self._wait.items()) for sample in h.samples({"queue": q})))
-        return out.render()
+        self._scrape.families = self._families(queues, workers)
+        return generate_latest(self._registry).decode()
+
+    def _families(self, queues: list[dict[str, Any]], workers: int) -> list[Metric]:
+        jobs = GaugeMetricFamily("chancy_jobs", "Jobs not yet finished, by queue and state.", labels=["queue", "state"])
+        oldest = GaugeMetricFamily("chancy_queue_oldest_waiting_seconds",
+                                   "Age of the queue's longest-waiting runnable job (0 when none waits).",
+                                   labels=["queue"])
+        paused = GaugeMetricFamily("chancy_queue_paused", "1 while the queue is paused.", labels=["queue"])
+        for q in queues:
+            for state in sorted(LIVE_STATES, key=lambda s: s.value):
+                jobs.add_metric([q["name"], state.value], q[state.value])
+            oldest.add_metric([q["name"]], q["oldest_waiting_seconds"] or 0)
+            paused.add_metric([q["name"]], int(q["paused"]))
+        alive = GaugeMetricFamily("chancy_workers", "Workers whose heartbeat has not expired.", value=workers)
+        finished = CounterMetricFamily(
+            "chancy_jobs_finished_total",
+            "Jobs finished (succeeded, failed, cancelled, expired) since this dashboard started.",
+            labels=["queue", "state"])
+        for (queue, state), n in sorted(self._finished.items()):
+            finished.add_metric([queue, state], n)
+        run = HistogramMetricFamily("chancy_job_run_seconds", "Run time of the last attempt of finished jobs.",
+                                    labels=["queue"])
+        wait = HistogramMetricFamily("chancy_job_wait_seconds",
+                                     "Time from due to started (pickup latency) of the last attempt of finished jobs.",
+                                     labels=["queue"])
+        for family, histograms in ((run, self._run), (wait, self._wait)):
+            for queue, histogram in sorted(histograms.items()):
+                histogram.add_to(family, queue)
+        return [jobs, oldest, paused, alive, finished, run, wait]

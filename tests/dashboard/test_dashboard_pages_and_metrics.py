@@ -6,6 +6,8 @@ import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from chancy import Job
 from chancy.plugins.cron import Cron
 from chancy.testing import running_worker
@@ -87,11 +89,18 @@ async def test_schedules_show_next_firing(app, viewer):
     assert "nightly-report" in page.text and "0 3 * * *" in page.text
 
 
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of an exposition, read by prometheus-client's own parser (so the text
+    is valid exposition format), by name and labels."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def _sample(text: str, name: str, **labels: str) -> float:
-    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    match = re.search(rf"^{re.escape(name + wanted)} (\S+)$", text, re.M)
-    assert match, f"{name}{wanted} missing from:\n{text}"
-    return float(match.group(1))
+    key = (name, tuple(sorted(labels.items())))
+    samples = _samples(text)
+    assert key in samples, f"{key} missing from:\n{text}"
+    return samples[key]
 
 
 async def test_prometheus_metrics(app, viewer):
@@ -112,12 +121,19 @@ async def test_prometheus_metrics(app, viewer):
     assert _sample(text, "chancy_job_run_seconds_bucket", queue="default", le="+Inf") == 3
     assert _sample(text, "chancy_job_run_seconds_bucket", queue="default", le="1800") == 3
     assert _sample(text, "chancy_job_wait_seconds_count", queue="default") == 3
-    buckets = [float(v) for v in re.findall(r'^chancy_job_run_seconds_bucket\{queue="default",le="[^"]+"\} (\S+)$',
-                                            text, re.M)]
-    assert buckets == sorted(buckets)  # cumulative
+    les = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "300", "1800")
+    buckets = [_sample(text, "chancy_job_run_seconds_bucket", queue="default", le=le) for le in les]
+    assert buckets == sorted(buckets)  # cumulative, under the bucket labels they always had
     assert _sample(text, "chancy_queue_paused", queue="default") == 0
     again = (await viewer.get("/metrics")).text  # counted once, not again on the next scrape
     assert _sample(again, "chancy_jobs_finished_total", queue="default", state="succeeded") == 2
+
+
+async def test_prometheus_metrics_escape_hostile_queue_names(app, viewer):
+    hostile = 'a"b\\c\nd{e}'
+    await app.push(Job(tasks.add, args=(1, 1), queue=hostile))
+    text = (await viewer.get("/metrics")).text
+    assert _sample(text, "chancy_jobs", queue=hostile, state="pending") == 1
 
 
 async def test_page_links_follow_the_filter_and_cursor(app, viewer):
