@@ -47,6 +47,16 @@ def test_a_project_using_the_plugin(project: pytest.Pytester, pg_admin_dsn: str)
     assert "raise ValueError" in output  # the failed job's traceback is shown
 
 
+@pytest.mark.parametrize("pool", ["process", "thread", "solo"])
+def test_the_worker_fixtures_under_every_pool(project: pytest.Pytester, pg_admin_dsn: str, pool: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The project's worker tests again, its queues on each other pool (asyncio ran above)."""
+    monkeypatch.setenv("SHOP_POOL", pool)
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--chancy-dsn", pg_admin_dsn, "-q",
+                                          "-k", "worker", timeout=240)
+    result.assert_outcomes(passed=3)
+
+
 def test_without_an_app_the_fixtures_say_how_to_name_it(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_it(chancy_memory):\n    pass\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)

@@ -1,8 +1,12 @@
 """A small project using Chancy, as a user's would be: its app and tasks."""
 
-from chancy import Chancy, Queue, Retry
+import os
 
-app = Chancy(plugins=[Queue("default"), Queue("emails")])
+from chancy import Chancy, Queue
+
+#: The pool the worker fixture's queues run jobs in (the outer test runs each).
+POOL = os.environ.get("SHOP_POOL", "asyncio")
+app = Chancy(plugins=[Queue("default", executor=POOL), Queue("emails", executor=POOL)])
 attempts: dict[str, int] = {}
 
 
