@@ -172,6 +172,7 @@ def test_a_job_naming_anything_but_a_registered_task_never_runs(project: dict[st
 def test_admin_lists_filters_shows_errors_and_checks_permissions(project: dict[str, Any]) -> None:
     seen = project["seen"]["admin"]
     assert seen["list"] == [200, True]
+    assert seen["search"] == [200, True, 200, True, 200]  # by task name, by exact id, by anything else
     assert seen["detail"] == [200, True, True]  # the error's message and its traceback
     assert seen["clerk"] == [False, "pending"]  # view-only: no action offered, a forged one refused
     assert seen["cancelled"] == ["cancelled", "FAILED"]  # with chancy.cancel_job

@@ -194,8 +194,13 @@ def admin() -> dict[str, Any]:
     client.login(username="root", password="pw")
     listing = client.get("/admin/chancy/job/", {"state__exact": "failed", "queue__exact": "thread"})
     detail = client.get(f"/admin/chancy/job/{failed.id}/change/")
+    by_name = client.get("/admin/chancy/job/", {"q": "orders.tasks.fail"})
+    by_id = client.get("/admin/chancy/job/", {"q": failed.id})
+    by_garbage = client.get("/admin/chancy/job/", {"q": "no such thing"})
     seen: dict[str, Any] = {
         "list": [listing.status_code, failed.id in listing.content.decode()],
+        "search": [by_name.status_code, failed.id in by_name.content.decode(), by_id.status_code,
+                   failed.id in by_id.content.decode(), by_garbage.status_code],
         "detail": [detail.status_code, "admin detail" in detail.content.decode(),
                    "Traceback" in detail.content.decode()],
     }
