@@ -239,9 +239,10 @@ async def drain_async(app: Any, *, queues: Sequence[str] | None = None, max_jobs
                         transition = dataclasses.replace(transition, delay=0)
                 await queue.write_back(worker_id, [with_follow_ups(core, record, transition)])
                 final = await queue.get(record.id)
-                if final is not None and final.state.is_finished:
-                    bucket = {JobState.SUCCEEDED: result.succeeded, JobState.FAILED: result.failed}
-                    bucket.get(final.state, result.cancelled).append(final)
+                finished = {JobState.SUCCEEDED: result.succeeded, JobState.FAILED: result.failed,
+                            JobState.CANCELLED: result.cancelled}
+                if final is not None and final.state in finished:
+                    finished[final.state].append(final)
                 progressed = True
         if not progressed:
             return result
@@ -324,7 +325,8 @@ def worker_thread(app: Any, startup_timeout: float = 60.0, **options: Any) -> It
     try:
         yield box["worker"]
     finally:
-        stop[0]()
+        if thread.is_alive():  # else the worker already stopped (its error is raised below)
+            stop[0]()
         thread.join()
         if "error" in box:
             raise box["error"]
