@@ -56,6 +56,11 @@ PROTOCOL_HEADERS = frozenset(
     KEPT_HEADERS + ("lang", "task", "id", "retries", "eta", "expires", "timelimit", "compression")
 )
 EMBED_KEYS = ("callbacks", "errbacks", "chain", "chord")
+#: Message properties the transport sets itself on delivery; any other property a
+#: producer gave (``apply_async(app_id=...)``) is kept and delivered as it came.
+DELIVERY_PROPERTIES = frozenset({
+    "correlation_id", "reply_to", "delivery_mode", "delivery_info", "priority", "body_encoding", "delivery_tag",
+})
 
 
 class InvalidMessage(ValueError):
@@ -200,12 +205,27 @@ def _celery_meta(headers: Mapping[str, Any], properties: Mapping[str, Any], embe
     meta["timelimit"] = list(headers.get("timelimit") or (None, None))
     meta["reply_to"] = properties.get("reply_to")
     meta["correlation_id"] = properties.get("correlation_id")
+    meta["properties"] = _storable({k: v for k, v in properties.items() if k not in DELIVERY_PROPERTIES})
+    if headers.get("eta") not in (None, ""):
+        meta["eta"] = str(headers["eta"])
     meta["headers"] = {k: v for k, v in headers.items() if k not in PROTOCOL_HEADERS}
     for key in EMBED_KEYS:
         meta[key] = (embed or {}).get(key)
     if str(job_id_for(task_id)) != str(task_id):
         meta["task_id"] = str(task_id)
     return meta
+
+
+def _storable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries a row's JSON can hold (a property of another kind is left out)."""
+    kept = {}
+    for key, value in values.items():
+        try:
+            serialization.dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            continue
+        kept[key] = value
+    return kept
 
 
 def job_from_message(
@@ -338,8 +358,8 @@ def message_from_record(record: JobRecord, *, accept: Collection[str],
     a consumer accepting the content types ``accept``; :class:`InvalidMessage` when the
     row cannot become one (then nothing of it was decoded that ``accept`` refuses).
 
-    The row is delivered only once due, so ``eta`` is not sent (a Celery worker would
-    otherwise hold the task in memory, outside the database's claim)."""
+    The row is delivered only once due; a scheduled row still carries its ``eta`` (then
+    past, so the worker runs it at once) for ``self.request.eta``, as on Redis."""
     problem = getattr(record, "problem", None)  # a row whose JSON could not be decoded
     if problem:
         raise InvalidMessage(f"the row cannot be read ({problem})")
@@ -362,7 +382,7 @@ def _message_from_record(record: JobRecord, accept: Collection[str], lower_prior
         "task": record.func,
         "id": task_id,
         "retries": celery_retries(record),
-        "eta": None,
+        "eta": _eta(record, celery),
         "expires": record.expires_at.isoformat() if record.expires_at else None,
         "timelimit": list(timelimit),
         "root_id": celery.get("root_id") or task_id,
@@ -389,10 +409,12 @@ def _message_from_record(record: JobRecord, accept: Collection[str], lower_prior
     headers.setdefault("argsrepr", repr(tuple(args)))
     headers.setdefault("kwargsrepr", repr(kwargs))
     properties = {
+        **(celery.get("properties") or {}),
         "correlation_id": celery.get("correlation_id") or task_id,
         "reply_to": celery.get("reply_to"),
         "delivery_mode": 2,
-        "delivery_info": {"exchange": "", "routing_key": record.queue},
+        "delivery_info": {"exchange": "", "routing_key": record.queue,
+                          "redelivered": bool(celery.get("redelivered"))},
         "priority": to_celery_priority(record.priority, lower_priority_first),
         "body_encoding": "base64",
         "delivery_tag": delivery_tag(record),
@@ -404,6 +426,14 @@ def _message_from_record(record: JobRecord, accept: Collection[str], lower_prior
         "headers": headers,
         "properties": properties,
     }
+
+
+def _eta(record: JobRecord, celery: Mapping[str, Any]) -> str | None:
+    """Celery's ``eta`` header of a row that was scheduled: its ``scheduled_at`` in UTC,
+    ISO-formatted as Celery sends it. Scheduled means: published with an ``eta`` (a
+    countdown), or pushed by Chancy to run after it was stored."""
+    scheduled = bool(celery.get("eta")) if "digest" in celery else record.scheduled_at > record.created_at
+    return record.scheduled_at.astimezone(timezone.utc).isoformat() if scheduled else None
 
 
 def celery_retries(record: JobRecord) -> int:

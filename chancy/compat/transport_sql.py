@@ -201,11 +201,16 @@ class TransportSQL:
             SELECT CASE WHEN %(finish)s THEN pg_notify(%(done)s, id::text) END FROM acked
             """
         ).format(delivery=delivery, **f))
+        # A requeued delivery (a reject with requeue, a channel closed with it still
+        # unacknowledged) is delivered next as ``redelivered``, as kombu marks a message
+        # it restores.
         self._requeue = ready(sql.SQL(
             """
             WITH requeued AS (
                 UPDATE {jobs} SET state = 'pending', attempts = GREATEST(attempts - 1, 0),
-                    taken_by = NULL, started_at = NULL
+                    taken_by = NULL, started_at = NULL,
+                    meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
+                        || jsonb_build_object('redelivered', true))
                 WHERE {delivery}
                 RETURNING queue
             )
