@@ -171,8 +171,11 @@ class QueuePlugin(abc.ABC):
         return lambda: None
 
     @abc.abstractmethod
-    async def claim(self, worker_id: str, limit: int) -> list[JobRecord]:
-        """Atomically take up to ``limit`` runnable jobs for ``worker_id``, best first."""
+    async def claim(self, worker_id: str, limit: int, start: int | None = None) -> list[JobRecord]:
+        """Atomically take up to ``limit`` runnable jobs for ``worker_id``, best first.
+        A queue that can hand unstarted jobs back (:meth:`release_unknown`) marks only the
+        best ``start`` of them started (None: all); the others are prefetched: their
+        ``started_at`` is None until the worker starts them. Other queues ignore ``start``."""
 
     @abc.abstractmethod
     async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
@@ -201,9 +204,9 @@ class QueuePlugin(abc.ABC):
         return []
 
     async def write_back_and_claim(self, worker_id: str, transitions: Sequence[Transition],
-                                   limit: int) -> list[JobRecord]:
+                                   limit: int, start: int | None = None) -> list[JobRecord]:
         """:meth:`write_back` then :meth:`claim`: a worker whose finished jobs freed the
         slots it claims for. A queue that can do both in one round trip overrides this."""
         if transitions:
             await self.write_back(worker_id, transitions)
-        return await self.claim(worker_id, limit)
+        return await self.claim(worker_id, limit, start)

@@ -104,14 +104,19 @@ class ClusterSQL:
                 FOR UPDATE OF j SKIP LOCKED
             ), recovered AS (
                 UPDATE {jobs} j SET
-                    state = CASE WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'failed' END,
-                    scheduled_at = CASE WHEN j.attempts < j.max_attempts THEN now() ELSE j.scheduled_at END,
-                    completed_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
-                    errors = j.errors || jsonb_build_array(jsonb_build_object(
+                    state = CASE WHEN j.started_at IS NULL THEN 'pending'
+                                 WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'failed' END,
+                    attempts = CASE WHEN j.started_at IS NULL THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+                    taken_by = CASE WHEN j.started_at IS NULL THEN NULL ELSE j.taken_by END,
+                    scheduled_at = CASE WHEN j.started_at IS NULL THEN j.scheduled_at
+                                        WHEN j.attempts < j.max_attempts THEN now() ELSE j.scheduled_at END,
+                    completed_at = CASE WHEN j.started_at IS NULL OR j.attempts < j.max_attempts THEN NULL
+                                        ELSE now() END,
+                    errors = CASE WHEN j.started_at IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(jsonb_build_object(
                         'type', 'chancy.WorkerLost',
                         'message', format('worker %%s stopped heartbeating while running attempt %%s of %%s',
                                           j.taken_by, j.attempts, j.max_attempts),
-                        'traceback', NULL, 'at', now(), 'attempt', j.attempts, 'worker', j.taken_by))
+                        'traceback', NULL, 'at', now(), 'attempt', j.attempts, 'worker', j.taken_by)) END
                 WHERE j.id = ANY(ARRAY(SELECT id FROM lost))
                 RETURNING j.id, j.queue, j.state
             )

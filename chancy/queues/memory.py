@@ -175,7 +175,7 @@ class MemoryQueue(QueuePlugin):
         return self.requeue_sync(job_id)
 
     # --- the worker's side ---------------------------------------------------------------------------
-    async def claim(self, worker_id: str, limit: int) -> list[JobRecord]:
+    async def claim(self, worker_id: str, limit: int, start: int | None = None) -> list[JobRecord]:
         now = _now()
         claimed = []
         with self._lock:

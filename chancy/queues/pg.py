@@ -63,9 +63,9 @@ def push_calls_steps(statements: JobSQL, template: Job, calls: Sequence[Sequence
 
 
 def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int,
-                finished: Sequence[Transition] = ()) -> Steps:
+                finished: Sequence[Transition] = (), start: int | None = None) -> Steps:
     """Claim (writing ``finished`` outcomes without follow-ups in the same statement)."""
-    records: list[JobRecord] = yield statements.claim(queue, worker_id, limit, finished)
+    records: list[JobRecord] = yield statements.claim(queue, worker_id, limit, finished, start)
     expired = [r.id for r in records if r.state is JobState.EXPIRED]
     if expired:
         yield statements.notify_done(expired)
@@ -161,8 +161,9 @@ class Queue(QueuePlugin):
     def requeue_sync(self, job_id: uuid.UUID) -> bool:
         return self._run_sync(single(self._sql.requeue(job_id)))
 
-    async def claim(self, worker_id: str, limit: int) -> list[JobRecord]:
-        return await self._run(claim_steps(self._sql, self.name, worker_id, limit), pool=await self._app.claim_pool())
+    async def claim(self, worker_id: str, limit: int, start: int | None = None) -> list[JobRecord]:
+        return await self._run(claim_steps(self._sql, self.name, worker_id, limit, (), start),
+                               pool=await self._app.claim_pool())
 
     async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
         steps = write_back_steps(self._sql, worker_id, transitions)
@@ -173,12 +174,12 @@ class Queue(QueuePlugin):
             await drive_async(conn, steps)
 
     async def write_back_and_claim(self, worker_id: str, transitions: Sequence[Transition],
-                                   limit: int) -> list[JobRecord]:
+                                   limit: int, start: int | None = None) -> list[JobRecord]:
         """In one statement: one round trip and one commit instead of two, and no
         write-back beside the claim that a draining worker waits for."""
         if any(t.follow_up is not None for t in transitions):
-            return await super().write_back_and_claim(worker_id, transitions, limit)
-        return await self._run(claim_steps(self._sql, self.name, worker_id, limit, transitions),
+            return await super().write_back_and_claim(worker_id, transitions, limit, start)
+        return await self._run(claim_steps(self._sql, self.name, worker_id, limit, transitions, start),
                                pool=await self._app.claim_pool())
 
     async def release_unknown(self, worker_id: str, owned: Collection[uuid.UUID], *,

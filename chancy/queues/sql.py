@@ -309,7 +309,8 @@ class JobSQL:
                     state = CASE WHEN j.expires_at <= now() THEN 'expired' ELSE 'running' END,
                     attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
                     completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
-                    started_at = now(),
+                    started_at = CASE WHEN j.expires_at <= now()
+                                        OR j.id = ANY(ARRAY(SELECT id FROM chosen LIMIT %(start)s)) THEN now() END,
                     taken_by = %(worker)s
                 WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
                 RETURNING {j_cols}
@@ -349,6 +350,7 @@ class JobSQL:
                                         THEN now() + make_interval(secs => i.delay)
                                         ELSE j.scheduled_at END,
                     max_attempts = COALESCE(i.max_attempts, j.max_attempts),
+                    started_at = COALESCE(j.started_at, now()),
                     completed_at = CASE WHEN i.state = 'retrying' THEN NULL ELSE now() END
                 FROM input i
                 WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
@@ -385,7 +387,8 @@ class JobSQL:
         # Rows running under a worker's id that the worker does not know of. Either it
         # lost the answer of the claim that took them, so they never started: back to
         # pending, the attempt refunded. Or (``lost``) they are a previous life's of a
-        # worker that restarted under the same id: that attempt counts, as recovery's.
+        # worker that restarted under the same id: that attempt counts, as recovery's,
+        # unless the job was only prefetched, never started (``started_at`` NULL).
         self._release_unknown = ready(sql.SQL(
             """
             WITH stray AS (
@@ -395,13 +398,13 @@ class JobSQL:
                 FOR UPDATE SKIP LOCKED
             ), released AS (
                 UPDATE {jobs} j SET
-                    state = CASE WHEN NOT %(lost)s THEN 'pending'
+                    state = CASE WHEN NOT (%(lost)s AND j.started_at IS NOT NULL) THEN 'pending'
                                  WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'failed' END,
-                    attempts = CASE WHEN %(lost)s THEN j.attempts ELSE greatest(j.attempts - 1, 0) END,
-                    scheduled_at = CASE WHEN %(lost)s THEN now() ELSE j.scheduled_at END,
-                    completed_at = CASE WHEN %(lost)s AND j.attempts >= j.max_attempts THEN now() END,
+                    attempts = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) THEN j.attempts ELSE greatest(j.attempts - 1, 0) END,
+                    scheduled_at = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) THEN now() ELSE j.scheduled_at END,
+                    completed_at = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) AND j.attempts >= j.max_attempts THEN now() END,
                     taken_by = NULL,
-                    errors = CASE WHEN NOT %(lost)s THEN j.errors ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                    errors = CASE WHEN NOT (%(lost)s AND j.started_at IS NOT NULL) THEN j.errors ELSE j.errors || jsonb_build_array(jsonb_build_object(
                         'type', 'chancy.WorkerLost',
                         'message', format('worker %%s restarted while running attempt %%s of %%s',
                                           j.taken_by, j.attempts, j.max_attempts),
@@ -498,10 +501,13 @@ class JobSQL:
     def states(self, ids: Sequence[uuid.UUID]) -> Statement:
         return Statement(self._states, {"ids": list(ids)}, lambda rows: {r[0]: JobState(r[1]) for r in rows})
 
-    def claim(self, queue: str, worker_id: str, limit: int, finished: Sequence[Transition] = ()) -> Statement:
+    def claim(self, queue: str, worker_id: str, limit: int, finished: Sequence[Transition] = (),
+              start: int | None = None) -> Statement:
         """Claim up to ``limit`` jobs, first writing the ``finished`` outcomes (which must
-        have no follow-ups: this statement does not say which outcomes applied)."""
-        params = {"queue": queue, "worker": worker_id, "limit": limit}
+        have no follow-ups: this statement does not say which outcomes applied). Only the
+        best ``start`` of them (None: all) get ``started_at``; the others are prefetched,
+        not started (``started_at`` NULL) until the worker marks them or writes their outcome."""
+        params = {"queue": queue, "worker": worker_id, "limit": limit, "start": start}
         if not finished:
             return Statement(self._claim, params, _records)
         return Statement(self._write_back_and_claim, self.write_back(worker_id, finished).params | params, _records)
