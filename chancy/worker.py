@@ -5,6 +5,7 @@ graceful shutdown (first SIGTERM/SIGINT drains, a second one stops hard)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 from chancy import migrations, rate_limits, serialization
 from chancy.app import Chancy
 from chancy.errors import ConfigurationError, SchemaOutOfDateError
+from chancy.errors import JobCancelledError
 from chancy.execution import Outcome
 from chancy.executors.base import Executor
 from chancy.faults import backoff_until, is_connection_error, is_unreachable
@@ -33,6 +35,9 @@ from chancy.worker_sql import WorkerSQL
 log = logging.getLogger("chancy.worker")
 
 DEFAULT_BACKOFF = Backoff()
+#: Jobs a worker claims per slot of a queue, running ones included (Celery's
+#: ``worker_prefetch_multiplier``): the next jobs are local when a slot frees.
+DEFAULT_PREFETCH_MULTIPLIER = 4
 #: Tries of an outcome whose follow-up the database refuses, before the job fails instead.
 FOLLOW_UP_TRIES = 5
 
@@ -99,14 +104,40 @@ class _QueueRunner:
     #: queue but the worker does not know of (a claim whose answer was lost).
     reconcile: bool = True
     reconciled_once: bool = False  # the first look finds an earlier process's rows
+    #: Claimed jobs not handed to the executor yet (prefetched), oldest first.
+    prefetched: collections.deque[JobRecord] = dataclasses.field(default_factory=collections.deque)
+    feed_scheduled: bool = False
 
     @property
     def free_slots(self) -> int:
         free = self.executor.free_slots
         if self.concurrency_cap is not None:
-            occupied = self.executor.concurrency - free
-            free = min(free, self.concurrency_cap - occupied)
+            occupied = self.executor.capacity - free
+            free = min(free, self.concurrency_cap * self.executor.depth - occupied)
         return free
+
+    @property
+    def concurrency(self) -> int:
+        """Jobs at a time, under the runtime cap if any."""
+        if self.concurrency_cap is not None:
+            return min(self.executor.concurrency, self.concurrency_cap)
+        return self.executor.concurrency
+
+    def claim_room(self, multiplier: int) -> int:
+        """How many jobs to claim now: up to ``multiplier`` per slot held in all, once
+        fewer than a slot's worth are prefetched (so that a claim takes a batch, not one
+        job per finished one). A queue that cannot hand unstarted jobs back
+        (:meth:`~chancy.queue.QueuePlugin.release_unknown`) claims only for free slots."""
+        if not self.can_release or multiplier <= 1:
+            return self.free_slots - len(self.prefetched)
+        if len(self.prefetched) >= self.concurrency:
+            return 0
+        held = self.executor.capacity - self.executor.free_slots + len(self.prefetched)
+        return max(0, self.concurrency * multiplier - held, self.free_slots - len(self.prefetched))
+
+    @property
+    def can_release(self) -> bool:
+        return type(self.queue).release_unknown is not QueuePlugin.release_unknown
 
     def paused_for(self) -> float:
         """Seconds the queue stays paused (0: not paused), by the local clock: only used to
@@ -134,6 +165,7 @@ class Worker:
         install_signal_handlers: bool = True,
         cluster_plugins: bool = True,
         startup_timeout: float = 60.0,
+        prefetch_multiplier: int = DEFAULT_PREFETCH_MULTIPLIER,
     ) -> None:
         """``liveness_timeout`` (default 3 heartbeats): how long after its last heartbeat
         this worker counts as dead and its jobs are recovered. ``settings_interval``: how
@@ -141,7 +173,10 @@ class Worker:
         ``cluster_plugins``: add :class:`~chancy.plugins.leadership.Leadership` and
         :class:`~chancy.plugins.recovery.Recovery` unless the app already has them.
         ``startup_timeout``: how long :meth:`start` waits for a database that is down or
-        restarting before it gives up (0: not at all).
+        restarting before it gives up (0: not at all). ``prefetch_multiplier``: claim up
+        to this many jobs per slot of a queue (Celery's ``worker_prefetch_multiplier``; 1:
+        only as many as there are free slots); a prefetched job that has not started goes
+        back to its queue, its attempt refunded, when the worker stops.
 
         Without ``queues`` the worker serves every queue of the app *and* every queue
         declared at runtime (:class:`~chancy.plugins.queues.QueueAdmin`), starting and
@@ -158,6 +193,8 @@ class Worker:
                 or startup_timeout < 0):
             raise ConfigurationError("Need shutdown_timeout >= 0, heartbeat_interval > 0, settings_interval > 0, "
                                      "writeback_delay >= 0, startup_timeout >= 0")
+        if not isinstance(prefetch_multiplier, int) or isinstance(prefetch_multiplier, bool) or prefetch_multiplier < 1:
+            raise ConfigurationError(f"prefetch_multiplier must be an integer >= 1, got {prefetch_multiplier!r}")
         liveness_timeout = 3 * heartbeat_interval if liveness_timeout is None else liveness_timeout
         if liveness_timeout <= heartbeat_interval:
             raise ConfigurationError(
@@ -173,6 +210,7 @@ class Worker:
         self.liveness_timeout = liveness_timeout
         self.settings_interval = settings_interval
         self.writeback_delay = writeback_delay
+        self.prefetch_multiplier = prefetch_multiplier
         self.install_signal_handlers = install_signal_handlers
         self.uses_postgres = any(isinstance(q, PgQueue) for q in self.queues)
         self.serves_declared = queues is None and self.uses_postgres
@@ -194,6 +232,9 @@ class Worker:
         #: of, and goes back to its queue.
         self._owned: dict[uuid.UUID, int] = {}
         self._unwritten: list[tuple[QueuePlugin, Transition]] = []
+        #: Prefetched jobs started here whose start is not written yet (by a mark, or by
+        #: their outcome's write-back): recovery would take them for never started.
+        self._unmarked: set[uuid.UUID] = set()
         self._outcome_ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
@@ -326,17 +367,21 @@ class Worker:
         delay = 0.1
         while not self._stopping.is_set() and not runner.retired:
             runner.wake.clear()
-            free = runner.free_slots
             paused_for = runner.paused_for()
             if paused_for > 0:
+                if runner.prefetched:
+                    await self._release_prefetched(runner)
                 await self._wait_for_wake(runner, min(paused_for, runner.queue.polling_interval))
                 continue
+            self._feed(runner)
+            free = runner.claim_room(self.prefetch_multiplier)
             if free > 0:
                 finished = self._take_unwritten(runner.queue)
                 try:
                     if runner.reconcile:
                         await self._reconcile(runner)
-                    records = await runner.queue.write_back_and_claim(self.worker_id, finished, free)
+                    start = runner.free_slots - len(runner.prefetched) if self._prefetches(runner) else None
+                    records = await runner.queue.write_back_and_claim(self.worker_id, finished, free, start)
                 except Exception as exc:  # noqa: BLE001 - the database may come back
                     # The claim may have committed with its answer lost: look before the next.
                     runner.reconcile = True
@@ -353,9 +398,14 @@ class Worker:
                 self._disown(finished)
                 await self._start(runner, records)
                 runner.saturated = len(records) == free
-                if runner.saturated and runner.free_slots > 0:
+                if runner.saturated and runner.claim_room(self.prefetch_multiplier) > 0:
                     continue
             await self._wait_for_wake(runner, runner.queue.polling_interval)
+        if runner.prefetched:
+            await self._release_prefetched(runner)
+
+    def _prefetches(self, runner: _QueueRunner) -> bool:
+        return self.prefetch_multiplier > 1 and runner.can_release
 
     async def _reconcile(self, runner: _QueueRunner) -> None:
         first = not runner.reconciled_once
@@ -381,6 +431,7 @@ class Worker:
         self._submit_all(runner, records)
 
     def _submit_all(self, runner: _QueueRunner, records: list[JobRecord]) -> None:
+        """Prefetch the claimed jobs, then start as many as there are free slots."""
         for record in records:
             if record.id in self._held:
                 self._release_reclaimed(runner, record)
@@ -389,12 +440,52 @@ class Worker:
                 self._fail_undecodable(runner, record)
                 continue
             self._held[record.id] = runner
+            (runner.prefetched.appendleft if record.started_at else runner.prefetched.append)(record)
+        self._feed(runner)
+
+    def _feed(self, runner: _QueueRunner) -> None:
+        """Hand prefetched jobs to the executor while it has free slots; then, if the
+        prefetch ran low and the queue had more, wake the claim loop to take the next batch."""
+        runner.feed_scheduled = False
+        if self._stopping.is_set() or runner.retired or runner.paused_for() > 0:
+            return
+        prefetched, executor = runner.prefetched, runner.executor
+        for _ in range(min(runner.free_slots, len(prefetched))):
+            record = prefetched.popleft()
+            if record.started_at is None:  # prefetched: tell the database it started, soon
+                self._unmarked.add(record.id)
+                self._outcome_ready.set()
             _log_start(record)
             try:
-                runner.executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
+                executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
             except Exception as exc:  # noqa: BLE001 - e.g. arguments the executor cannot hand over
                 log.exception("job %s could not be started", record.id)
                 self._on_outcome(runner, record, Outcome.failure(record.id, exc, final=True))
+        if runner.saturated and len(prefetched) < runner.concurrency:
+            runner.wake.set()
+
+    def _schedule_feed(self, runner: _QueueRunner) -> None:
+        """Feed once the executor has freed the slot of the outcome being reported (an
+        executor reports before it frees), once per turn of the loop however many finish."""
+        if not runner.feed_scheduled:
+            runner.feed_scheduled = True
+            asyncio.get_running_loop().call_soon(self._feed, runner)
+
+    async def _release_prefetched(self, runner: _QueueRunner) -> None:
+        """Hand the prefetched jobs back to their queue unstarted, the attempt their claim
+        counted refunded (a stop, a pause, a deleted queue). If the database cannot be
+        reached, recovery hands them back once this worker's heartbeat has expired."""
+        records, runner.prefetched = list(runner.prefetched), collections.deque()
+        for record in records:
+            self._held.pop(record.id, None)
+            self._owned.pop(record.id, None)
+        try:
+            released = await runner.queue.release_unknown(self.worker_id, self._owned)
+        except Exception as exc:  # noqa: BLE001 - recovery takes them back later
+            log.warning("could not hand %d prefetched job(s) of queue %r back (%s); recovery will",
+                        len(records), runner.queue.name, exc)
+            return
+        log.info("handed %d prefetched job(s) of queue %r back unstarted", len(released), runner.queue.name)
 
     def _fail_undecodable(self, runner: _QueueRunner, record: UndecodableRecord) -> None:
         """Its stored data cannot be read here, so it can never run: fail it for good."""
@@ -445,18 +536,27 @@ class Worker:
 
     def _cancel_running(self, job_id: uuid.UUID) -> None:
         runner = self._held.get(job_id)
-        if runner is not None and runner.executor.cancel(job_id):
+        if runner is None:
+            return
+        if runner.executor.cancel(job_id):
             log.info("cancelling running job %s", job_id)
+            return
+        record = next((r for r in runner.prefetched if r.id == job_id), None)
+        if record is not None:  # cancelled, or taken away, before it started: never run it
+            runner.prefetched.remove(record)
+            log.info("cancelling prefetched job %s before it started", job_id)
+            self._on_outcome(runner, record, Outcome.failure(
+                job_id, JobCancelledError("The job was cancelled before it started"), final=True, cancelled=True))
 
     # --- outcomes -------------------------------------------------------------------------------
     def _on_outcome(self, runner: _QueueRunner, record: JobRecord, outcome: Outcome) -> None:
         self._held.pop(record.id, None)
+        self._unmarked.discard(record.id)  # its write-back marks it started
         transition = with_follow_ups(self.app, record, decide(record, outcome))
         _log_outcome(record, transition)
         self._unwritten.append((runner.queue, transition))
         self._outcome_ready.set()
-        if runner.saturated:
-            runner.wake.set()
+        self._schedule_feed(runner)
 
     def _take_unwritten(self, queue: QueuePlugin) -> list[Transition]:
         """The queue's buffered outcomes, to write with its next claim (in a drain they are
@@ -484,6 +584,10 @@ class Worker:
     async def _flush(self) -> bool:
         """Write buffered outcomes; on failure keep them for the next try. True if empty."""
         self._outcome_ready.clear()
+        if self._unmarked and not await self._mark_started():
+            await asyncio.sleep(0.5)
+            self._outcome_ready.set()
+            return False
         batch, self._unwritten = self._unwritten, []
         if not batch:
             return True
@@ -518,6 +622,19 @@ class Worker:
             return await self._write_refused(queue, transitions[0], exc)
         self._disown(transitions)
         return []
+
+    async def _mark_started(self) -> bool:
+        """Write the start of the prefetched jobs started since the last flush (those
+        that finished meanwhile are marked by their write-back instead)."""
+        started = list(self._unmarked)
+        try:
+            async with self.app.connection() as conn:
+                await drive_async(conn, single(self._worker_sql.mark_started(self.worker_id, started)))
+        except Exception as exc:  # noqa: BLE001 - keep them until the database is back
+            log.warning("marking %d prefetched job(s) started failed (%s); will retry", len(started), exc)
+            return False
+        self._unmarked.difference_update(started)
+        return True
 
     def _disown(self, written: Iterable[Transition]) -> None:
         """Forget jobs whose outcome is written, unless claimed again since (by then the

@@ -1,5 +1,5 @@
-"""Statements about workers: registration, heartbeat (on the database clock) and
-deregistration. The heartbeat also reports which of the worker's running jobs were
+"""Statements about workers: registration, heartbeat (on the database clock),
+the start of prefetched jobs, and deregistration. The heartbeat also reports which of the worker's running jobs were
 cancelled or taken away, so a missed notification cannot leave a job running."""
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ class WorkerSQL:
             """
         ).format(**f)
         self._deregister = sql.SQL("DELETE FROM {workers} WHERE worker_id = %(worker)s").format(**f)
+        self._mark_started = sql.SQL(
+            """
+            UPDATE {jobs} SET started_at = now()
+            WHERE id = ANY(%(ids)s) AND state = 'running' AND taken_by = %(worker)s AND started_at IS NULL
+            """
+        ).format(**f)
 
     def heartbeat(
         self, worker_id: str, hostname: str, pid: int, queues: Sequence[str], tags: Sequence[str],
@@ -42,6 +48,11 @@ class WorkerSQL:
         params = {"worker": worker_id, "hostname": hostname, "pid": pid, "queues": list(queues),
                   "tags": list(tags), "running": list(running), "ttl": float(ttl)}
         return Statement(self._heartbeat, params, lambda rows: {row[0] for row in rows})
+
+    def mark_started(self, worker_id: str, job_ids: Sequence[uuid.UUID]) -> Statement:
+        """Prefetched jobs (claimed with ``started_at`` NULL) have started: from now on
+        recovery counts their attempt."""
+        return Statement(self._mark_started, {"worker": worker_id, "ids": list(job_ids)})
 
     def deregister(self, worker_id: str) -> Statement:
         return Statement(self._deregister, {"worker": worker_id})

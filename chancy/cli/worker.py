@@ -26,7 +26,7 @@ from chancy.queues.admin_sql import AdminSQL
 from chancy.queues.pg import Queue
 from chancy.queues.sql import single
 from chancy.redaction import redact
-from chancy.worker import Worker
+from chancy.worker import DEFAULT_PREFETCH_MULTIPLIER, Worker
 
 if TYPE_CHECKING:
     from chancy.observability.prometheus import WorkerMetrics
@@ -214,13 +214,17 @@ def _exit_now(code: ExitCode) -> NoReturn:
               help="Replace a process-pool child after N jobs (bounds leaks).")
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",
               help="Replace a process-pool child after a job that leaves it above KIB resident memory.")
+@click.option("--prefetch-multiplier", type=click.IntRange(min=1), default=DEFAULT_PREFETCH_MULTIPLIER,
+              show_default=True, metavar="N",
+              help="Claim up to N jobs per slot, so the next ones are at hand when one finishes (1: only "
+                   "for free slots); unstarted ones go back, attempt refunded, when the worker stops.")
+@click.option("--metrics-port", type=click.IntRange(min=1, max=65535), metavar="N",
+              help="Serve this worker's metrics (runs, failures, durations, in flight; per queue and task) "
+                   "for Prometheus on port N, all interfaces (docs/observability.md).")
 @click.option("-B", "--beat", is_flag=True, help="Also fire periodic (cron) schedules; only the leader fires them.")
 @click.option("--allow-import", "allow_import", multiple=True, metavar="PREFIX",
               help="Also run unregistered functions defined under this module prefix, by import path "
                    "(repeatable) [env CHANCY_ALLOWED_IMPORTS, comma-separated]. Without it, only registered tasks run.")
-@click.option("--metrics-port", type=click.IntRange(min=1, max=65535), metavar="N",
-              help="Serve this worker's metrics (runs, failures, durations, in flight; per queue and task) "
-                   "for Prometheus on port N, all interfaces (docs/observability.md).")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds running jobs get to finish on SIGTERM/Ctrl-C (a second one stops at once).")
 @click.option("--startup-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
@@ -234,7 +238,8 @@ def _exit_now(code: ExitCode) -> NoReturn:
 def worker(target: Target, queues: str | None, concurrency: int | None, pool: str | None, loglevel: str,
            log_format: str, name: str | None, max_tasks_per_child: int | None, max_memory_per_child: int | None,
            beat: bool, allow_import: tuple[str, ...], shutdown_timeout: float, startup_timeout: float,
-           heartbeat_interval: float, liveness_timeout: float | None, metrics_port: int | None) -> None:
+           heartbeat_interval: float, liveness_timeout: float | None, metrics_port: int | None,
+           prefetch_multiplier: int) -> None:
     """Run jobs from the queues until SIGTERM or Ctrl-C (drains; a second signal stops hard).
     Exits 0 after SIGTERM, 130 after Ctrl-C (SIGINT). A Celery app's tasks' print() output
     is logged as it happens (worker_redirect_stdouts, at worker_redirect_stdouts_level).
@@ -264,7 +269,8 @@ def worker(target: Target, queues: str | None, concurrency: int | None, pool: st
         with stdio.worker_output(output), _metrics_served(app, metrics_port) as metrics:
             code = asyncio.run(_serve(app, names, dict(
                 worker_id=worker_id, shutdown_timeout=shutdown_timeout, startup_timeout=startup_timeout,
-                heartbeat_interval=heartbeat_interval, liveness_timeout=liveness_timeout), metrics))
+                heartbeat_interval=heartbeat_interval, liveness_timeout=liveness_timeout,
+                prefetch_multiplier=prefetch_multiplier), metrics))
     except KeyboardInterrupt:  # a signal before the worker installed its handlers
         raise CliError("interrupted before the worker started", ExitCode.INTERRUPTED) from None
     click.echo("chancy worker: stopped cleanly" + (" (interrupted)" if code else ""), err=True)

@@ -83,7 +83,7 @@ class SlotExecutor(Executor):
 
     @property
     def free_slots(self) -> int:
-        return self.concurrency - len(self._slots)
+        return self.capacity - len(self._slots)
 
     @property
     def running(self) -> set[uuid.UUID]:
@@ -93,7 +93,7 @@ class SlotExecutor(Executor):
         if self._stopping:
             raise RuntimeError(f"{type(self).__name__} is stopping and takes no more jobs")
         if self.free_slots <= 0:
-            raise RuntimeError(f"{type(self).__name__} has no free slot (concurrency {self.concurrency})")
+            raise RuntimeError(f"{type(self).__name__} has no free slot (capacity {self.capacity})")
         if record.id in self._slots:
             raise RuntimeError(f"job {record.id} is already running here")
         self._warn_unsupported(record)

@@ -28,15 +28,23 @@ class Executor(abc.ABC):
     supports_time_limit: bool = False
     #: Whether this executor can stop a job that exceeds its memory limit.
     supports_memory_limit: bool = False
+    #: Jobs it accepts per slot: more than one lets it queue the next jobs where they run
+    #: (the process executor queues them in its children, to hand them over in batches).
+    depth: int = 1
 
     def __init__(self, queue: "QueuePlugin") -> None:
         self.queue = queue
         self.concurrency = queue.concurrency
 
     @property
+    def capacity(self) -> int:
+        """How many jobs it holds at most, running and queued."""
+        return self.concurrency * self.depth
+
+    @property
     @abc.abstractmethod
     def free_slots(self) -> int:
-        """How many more jobs :meth:`submit` accepts right now."""
+        """How many more jobs :meth:`submit` accepts right now (of :attr:`capacity`)."""
 
     @property
     @abc.abstractmethod
