@@ -1,5 +1,9 @@
 """``python -m benchmarks [--quick | --smoke] [--dsn DSN] [--only PART ...]``
 
+Parts: raw, enqueue, drain, latency, peers (procrastinate, pgqueuer) and celery (Celery
+workers on Redis and on Chancy's broker beside ``chancy worker``'s process and thread
+pools; needs ``redis-server`` for the Redis peers, skipped with a note without it).
+
 Without ``--dsn`` a private, durable Postgres is started (``chancy.embedded``) and
 stopped at the end. ``--dsn`` must be allowed to CREATE DATABASE: every measurement runs
 in a fresh database, created and dropped around it."""
@@ -14,11 +18,11 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from benchmarks import drain, enqueue, environment, latency, peers, raw
+from benchmarks import celery_peers, drain, enqueue, environment, latency, peers, raw
 from benchmarks.harness import SIZES, Run
 
 PARTS = {"raw": raw.measure, "enqueue": enqueue.measure, "drain": drain.measure,
-         "latency": latency.measure, "peers": peers.measure}
+         "latency": latency.measure, "peers": peers.measure, "celery": celery_peers.measure}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -14,7 +14,8 @@ import psycopg
 
 SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers",
             "max_connections")
-PACKAGES = ("chancy", "psycopg", "psycopg-binary", "psycopg-pool", "procrastinate", "pgqueuer")
+PACKAGES = ("chancy", "psycopg", "psycopg-binary", "psycopg-pool", "procrastinate", "pgqueuer", "celery", "kombu",
+            "redis")
 
 
 def _cpu_model() -> str:
@@ -43,6 +44,15 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _redis_server() -> str | None:
+    """The ``redis-server`` version the Celery peers run on, if installed."""
+    try:
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return next((word.split("=", 1)[1] for word in out.split() if word.startswith("v=")), out.strip())
+
+
 def describe(dsn: str, server: str) -> dict[str, Any]:
     with psycopg.connect(dsn) as conn:
         settings = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in SETTINGS}
@@ -54,6 +64,7 @@ def describe(dsn: str, server: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "libpq": psycopg.pq.version(),
         "packages": {name: v for name in PACKAGES if (v := _version(name))},
+        "redis_server": _redis_server(),
         "server": server,
         "postgres": settings,
         "load_average_at_start": os.getloadavg(),

@@ -36,21 +36,25 @@ class Sizes:
     memory_rows: int  # scheduled rows present while the worker's memory is sampled
     memory_settle: float  # seconds an idle worker runs before its memory is sampled
     peer_drain: int  # jobs per peer drain measurement
+    celery_drain: int  # queued sync tasks per Celery-shaped drain (celery_peers.py)
 
 
 SIZES = {
     "full": Sizes("full", repeat=3, insert_loop=3_000, bulk=50_000, claim_one=5_000,
                   drain=(10_000, 100_000), process_drain=(10_000,),
                   latency_seconds=10.0, latency_rate=100.0, finished_rows=1_000_000,
-                  scheduled_rows=100_000, memory_rows=1_000_000, memory_settle=5.0, peer_drain=10_000),
+                  scheduled_rows=100_000, memory_rows=1_000_000, memory_settle=5.0, peer_drain=10_000,
+                  celery_drain=5_000),
     "quick": Sizes("quick", repeat=3, insert_loop=1_000, bulk=10_000, claim_one=2_000,
                    drain=(10_000,), process_drain=(2_000,),
                    latency_seconds=3.0, latency_rate=100.0, finished_rows=100_000,
-                   scheduled_rows=10_000, memory_rows=100_000, memory_settle=3.0, peer_drain=5_000),
+                   scheduled_rows=10_000, memory_rows=100_000, memory_settle=3.0, peer_drain=5_000,
+                   celery_drain=4_000),
     "smoke": Sizes("smoke", repeat=1, insert_loop=50, bulk=200, claim_one=100,
                    drain=(300,), process_drain=(50,),
                    latency_seconds=0.5, latency_rate=50.0, finished_rows=1_000,
-                   scheduled_rows=200, memory_rows=1_000, memory_settle=0.5, peer_drain=100),
+                   scheduled_rows=200, memory_rows=1_000, memory_settle=0.5, peer_drain=100,
+                   celery_drain=50),
 }
 
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Mapping, Sequence
 
 import psutil
 import psycopg
@@ -20,12 +20,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @contextlib.asynccontextmanager
-async def background(argv: Sequence[str], stop_timeout: float = 30.0) -> AsyncIterator[subprocess.Popen]:
-    """Run ``python argv…`` from the repository root; SIGTERM it (then SIGKILL) on exit.
-    Its output goes to a temporary file, shown if it dies early."""
+async def background(argv: Sequence[str], stop_timeout: float = 30.0,
+                     env: Mapping[str, str] | None = None) -> AsyncIterator[subprocess.Popen]:
+    """Run ``python argv…`` from the repository root (with ``env`` added to the
+    environment); SIGTERM it (then SIGKILL) on exit. Its output goes to a temporary file,
+    shown if it dies early."""
     with tempfile.TemporaryFile() as output:
         proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(REPO)})
+                                env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)})
         try:
             yield proc
         finally:
