@@ -20,6 +20,8 @@ from celery.signals import before_task_publish
 from chancy.compat.protocol import job_id_for
 from chancy.testing import eventually
 
+from interop_support import ran
+
 
 def _rows(dsn: str, query: str, *params: object) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
@@ -31,9 +33,10 @@ async def _get(result, timeout: float = 60.0):
 
 
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
-async def test_chords_join_natively_once_under_concurrent_parts(interop_dsn, celery_app, celery_worker, pool):
+async def test_chords_and_ignored_results_on_a_stock_worker(interop_dsn, celery_app, celery_worker, pool):
     """Header parts finishing side by side complete the chord once: the body is one job,
-    sent by the backend's counter (no celery.chord_unlock task polling)."""
+    sent by the backend's counter (no celery.chord_unlock task polling). Then results
+    asked to be ignored, on the same worker."""
     worker = celery_worker(pool=pool, concurrency=4, app="b_chord_app")
     sig = celery_app.signature
 
@@ -71,12 +74,12 @@ async def test_chords_join_natively_once_under_concurrent_parts(interop_dsn, cel
                     sig("interop.add", args=(3, 3))], sig("interop.describe")).apply_async()
     assert (await _get(nested))["args"] == [[[3, 4], 6]], worker.log()
 
+    await _check_ignored_results(interop_dsn, celery_app)
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
-async def test_ignore_result_stores_nothing_and_finishes_the_row(interop_dsn, celery_app, celery_worker, pool):
+
+async def _check_ignored_results(interop_dsn: str, celery_app) -> None:
     """As on Redis: get() of an ignored result is None at once, the stored state stays
-    PENDING; yet the row is finished, so no worker restart runs the task again."""
-    celery_worker(pool=pool, concurrency=2, app="b_chord_app")
+    PENDING; yet the row is finished (a failure as failed), so no restart runs it again."""
     sig = celery_app.signature
     sent = sig("interop.add", args=(1, 2)).apply_async(ignore_result=True)
     started = time.monotonic()
@@ -166,3 +169,79 @@ def test_concurrent_and_repeated_part_returns_send_the_body_once(interop_dsn, ce
     backend.on_chord_part_return(late, states.SUCCESS, 0)
     assert _rows(interop_dsn, "SELECT done, fired_at IS NOT NULL FROM chancy_celery_chords WHERE group_id = %s",
                  group_id) == [(parts, True)]
+
+
+async def test_a_chord_survives_its_worker_killed_mid_header(interop_dsn, celery_app, celery_worker):
+    """kill -9 of the worker while a header part runs: the parts already returned stay
+    counted, a new worker runs the lost part again, and the body is sent once."""
+    victim = celery_worker(pool="prefork", concurrency=2)
+    sig = celery_app.signature
+    header = [sig("interop.record", args=(key,)) for key in (1, 2, 3)] + [sig("interop.record", args=(4, 60))]
+    result = chord(header, sig("interop.total")).apply_async()
+    slow = job_id_for(result.parent.results[3].id)
+    await eventually(lambda: len(ran(interop_dsn)) == 3 and _rows(
+        interop_dsn, "SELECT 1 FROM chancy_jobs WHERE id = %s AND state = 'running'", slow), timeout=30,
+        message="three parts returned and the fourth running")
+    victim.kill()
+    with psycopg.connect(interop_dsn, autocommit=True) as conn:  # let the re-run finish at once
+        conn.execute("UPDATE chancy_jobs SET args = '[4, 0]' WHERE id = %s", (slow,))
+    celery_worker(pool="threads", concurrency=2)
+    assert await _get(AsyncResult(result.id, app=celery_app)) == 1 + 2 + 3 + 4
+    assert sorted(key for key, _ in ran(interop_dsn)) == [1, 2, 3, 4]
+    assert _rows(interop_dsn, "SELECT count(*) FROM chancy_jobs WHERE func = 'interop.total'") == [(1,)]
+
+
+async def test_a_claim_whose_holder_died_is_taken_over_once_it_lapses(interop_dsn, celery_app, monkeypatch):
+    """The part that completed the chord died between claiming the body and sending it:
+    the same part, run again (redelivered), sends the body once the claim has lapsed."""
+    from chancy.compat import backend as backend_module
+
+    backend = celery_app.backend
+    group_id, part_ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(2)]
+    body = celery_app.signature("interop.total", queue="b-bodies")
+    body_id = body.freeze().id
+    backend.apply_chord((group_id, [AsyncResult(i, app=celery_app) for i in part_ids]), body)
+    backend.set_chord_size(group_id, 2)
+    requests = [Context(id=i, group=group_id, group_index=n, chord=dict(body)) for n, i in enumerate(part_ids)]
+    backend.on_chord_part_return(requests[0], states.SUCCESS, 1)
+
+    class Died(BaseException):
+        pass
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise Died
+
+    monkeypatch.setattr(backend_module, "CHORD_CLAIM_SECONDS", 3.0)
+    monkeypatch.setitem(celery_app.conf, "result_chord_join_timeout", 1.0)
+    with monkeypatch.context() as dying:
+        dying.setattr(backend, "_complete_chord", die)
+        with pytest.raises(Died):
+            backend.on_chord_part_return(requests[1], states.SUCCESS, 2)
+    backend.on_chord_part_return(requests[1], states.SUCCESS, 2)  # the claim is still held: nothing sent
+    body_rows = "SELECT args FROM chancy_jobs WHERE id = %s"
+    assert _rows(interop_dsn, body_rows, job_id_for(body_id)) == []
+
+    def redelivered() -> list[tuple]:  # the part run again, until the claim has lapsed
+        backend.on_chord_part_return(requests[1], states.SUCCESS, 2)
+        return _rows(interop_dsn, body_rows, job_id_for(body_id))
+
+    assert await eventually(redelivered, timeout=20, interval=0.5) == [([[1, 2]],)]
+    assert _rows(interop_dsn, "SELECT done, fired_at IS NOT NULL FROM chancy_celery_chords WHERE group_id = %s",
+                 group_id) == [(2, True)]
+
+
+def test_a_part_of_a_chord_this_backend_never_started_completes_it_by_its_own_size(interop_dsn, celery_app):
+    """A chord applied before this backend counted chords (or by a client on another
+    backend version): its parts still complete it, by the chord size their request
+    carries; a part with no size anywhere waits rather than firing early."""
+    backend = celery_app.backend
+    group_id, part_ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(2)]
+    body = celery_app.signature("interop.total", queue="b-bodies")
+    body_id = body.freeze().id
+    unsized = Context(id=part_ids[0], group=group_id, group_index=0, chord=dict(body))
+    backend.on_chord_part_return(unsized, states.SUCCESS, 20)
+    assert _rows(interop_dsn, "SELECT done, size FROM chancy_celery_chords WHERE group_id = %s",
+                 group_id) == [(1, None)]
+    sized = Context(id=part_ids[1], group=group_id, group_index=1, chord={**body, "chord_size": 2})
+    backend.on_chord_part_return(sized, states.SUCCESS, 22)
+    assert _rows(interop_dsn, "SELECT args FROM chancy_jobs WHERE id = %s", job_id_for(body_id)) == [([[20, 22]],)]
