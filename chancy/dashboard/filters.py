@@ -109,9 +109,20 @@ class BulkRequest:
         raw_filter = data.get("filter", {k: data[k] for k in FILTER_FIELDS if k in data})
         if not isinstance(raw_filter, Mapping):
             raise BadRequest("'filter' must be an object of the job list's filters (state, queue, task, q, since, until)")
-        query = JobFilter.from_query({k: v for k, v in raw_filter.items() if k in FILTER_FIELDS})
+        fields = {k: v for k, v in raw_filter.items() if k in FILTER_FIELDS}
+        states = fields.get("state")
+        if isinstance(states, list):  # JSON may list the states
+            if not all(isinstance(state, str) for state in states):
+                raise BadRequest("'state' must be a state name or a list of them")
+            fields["state"] = ",".join(states)
+        elif states is not None and not isinstance(states, str):
+            raise BadRequest("'state' must be a state name or a list of them")
+        query = JobFilter.from_query(fields)
         ids = _ids(data.get("ids"))
-        if data.get("scope", "selected" if ids else "matching") == "selected":
+        scope = data.get("scope", "selected" if ids else "matching")
+        if scope not in ("selected", "matching"):
+            raise BadRequest(f"'scope' must be 'selected' (the ids given) or 'matching' (the filter), got {repr(scope)[:40]}")
+        if scope == "selected":
             if not ids:
                 raise BadRequest("No jobs are selected: tick some, or choose all jobs matching the filter")
             selection = JobSelection(ids=ids)

@@ -50,7 +50,7 @@ async def test_bulk_by_filter_and_by_ids(app, operator):
                           "message": "3 job(s) would be retried"}, dry.text
     assert {(await _states(app))[i] for i in ids["failed_a"]} == {"failed"}
 
-    done = await operator.post("/api/jobs/bulk/retry", json={"filter": {"state": "failed", "task": "add"}})
+    done = await operator.post("/api/jobs/bulk/retry", json={"filter": {"state": ["failed", "expired"], "task": "add"}})
     assert done.json()["changed"] == 3, done.text
     states = await _states(app)
     assert {states[i] for i in ids["failed_a"]} == {"pending"} and states[ids["failed_b"][0]] == "failed"
@@ -86,6 +86,11 @@ async def test_bulk_by_filter_and_by_ids(app, operator):
     ("retry", {"ids": [1, 2]}, "'ids' must be a list of job ids"),
     ("retry", {"scope": "selected"}, "No jobs are selected"),
     ("retry", {"all": True, "dry_run": "perhaps"}, "'dry_run' must be true or false"),
+    ("retry", {"filter": {"state": 3}}, "'state' must be a state name or a list of them"),
+    ("retry", {"filter": {"state": ["failed", None]}}, "'state' must be a state name or a list of them"),
+    ("retry", {"filter": {"queue": ["a"]}}, "'queue' must be text"),
+    ("retry", {"filter": {"q": "x\u0000y"}}, "'q' must not contain NUL characters"),
+    ("retry", {"scope": "everything", "all": True}, "'scope' must be 'selected'"),
 ])
 async def test_bad_bulk_input_is_a_clear_400(app, operator, action, body, message):
     response = await operator.post(f"/api/jobs/bulk/{action}", json=body)
