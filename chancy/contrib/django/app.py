@@ -21,13 +21,14 @@ class DjangoChancy(Chancy):
     """A Chancy app whose database is ``DATABASES[database]`` (default: ``CHANCY['DATABASE']``,
     else ``"default"``), and whose prefix and queues default to ``settings.CHANCY``'s.
 
-    Nothing is read from Django's settings until the app first needs its DSN, so it can be
-    defined at import time in a module Django has not set up yet. A ``--dsn`` given to
-    ``manage.py chancy`` still overrides it."""
+    Made in a process where Django is not set up yet (``chancy worker -A proj.jobs`` with
+    ``DJANGO_SETTINGS_MODULE`` set), it sets Django up first. The DSN is read when first
+    needed; ``--dsn`` (or ``CHANCY_DSN``) given to a command still overrides it."""
 
     def __init__(self, database: str | None = None, plugins: Sequence[Any] = (), **options: Any) -> None:
         from chancy.contrib.django.conf import chancy_settings
 
+        _setup_django()
         configured = chancy_settings()
         self.database = database or configured.database
         options.setdefault("prefix", configured.prefix)
@@ -85,9 +86,10 @@ def same_database(dsn: str, other: str) -> bool:
     return where(dsn) == where(other)
 
 
-def _setup_django_in_child() -> None:
-    """A process-pool child has imported the worker's app: set Django up (its apps'
-    ``ready()`` imports their task modules) before it imports the tasks' own modules."""
+def _setup_django() -> None:
+    """Set Django up unless it is (or is being) set up. In a process-pool child, this runs
+    once the worker's app is imported: the apps' ``ready()`` imports their task modules,
+    before the child imports the tasks' own modules."""
     import django
     from django.apps import apps
 
@@ -95,5 +97,5 @@ def _setup_django_in_child() -> None:
         django.setup()
 
 
-if _setup_django_in_child not in process.app_loaded_hooks:
-    process.app_loaded_hooks.append(_setup_django_in_child)
+if _setup_django not in process.app_loaded_hooks:
+    process.app_loaded_hooks.append(_setup_django)
