@@ -295,7 +295,7 @@ def worker_thread(app: Any, startup_timeout: float = 60.0, **options: Any) -> It
     serve one event loop."""
     core = app_of(app)
     started = threading.Event()
-    stop: list[Callable[[], None]] = []
+    stop: list[Callable[[], object]] = []
     box: dict[str, Any] = {}
 
     async def serve() -> None:

@@ -116,10 +116,10 @@ def create_app(
                 raise BadRequest("The request body must be a JSON object")
             return data
         pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-        data: dict[str, Any] = dict(pairs)
-        if "ids" in data:  # the one repeated field: the jobs ticked for a bulk action
-            data["ids"] = [value for name, value in pairs if name == "ids"]
-        return data
+        form: dict[str, Any] = dict(pairs)
+        if "ids" in form:  # the one repeated field: the jobs ticked for a bulk action
+            form["ids"] = [value for name, value in pairs if name == "ids"]
+        return form
 
     def check_csrf(request: Request, data: dict[str, Any]) -> Session:
         session = session_of(request)
