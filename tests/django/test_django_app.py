@@ -193,6 +193,21 @@ def test_manage_py_chancy_is_the_whole_cli_on_djangos_database(project: dict[str
     for text in (project["log"], status.stdout, status.stderr, project["migrate"]):
         assert PASSWORD not in text
     assert "chancy worker" in project["log"] and "queue    solo" in project["log"]
+    # call_command: a command that fails raises CommandError with chancy's exit code
+    ok, missing = project["seen"]["call_command"]
+    assert ok is None and missing.startswith("CommandError: chancy jobs show") and missing.endswith("exited 6")
+
+
+def test_the_dsn_comes_from_the_databases_entry(project: dict[str, Any]) -> None:
+    seen = project["seen"]["database_settings"]
+    assert seen["params"] == {"dbname": "shop", "user": "web", "password": "p w'secret", "host": "db.internal",
+                              "port": "6543", "sslmode": "require"}
+    assert seen["redacted"] is True
+    assert seen["sqlite"] == ("ImproperlyConfigured: DATABASES['lite'] uses django.db.backends.sqlite3: Chancy needs "
+                              "a PostgreSQL database (django.db.backends.postgresql)")
+    assert seen["typo"] == ("ImproperlyConfigured: DATABASES['typo'] cannot be a Chancy DSN: its OPTIONS hold a key "
+                            "that is not a libpq parameter (invalid connection option \"sslmdoe\")")
+    assert "secret" not in seen["typo"]
 
 
 def test_unreachable_database_and_bad_settings_say_what_to_fix(project: dict[str, Any]) -> None:

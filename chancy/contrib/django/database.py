@@ -9,6 +9,8 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
+from chancy.redaction import redact
+
 #: ``OPTIONS`` of Django's PostgreSQL backend that are Django's own, not libpq parameters.
 _DJANGO_OPTIONS = frozenset({"isolation_level", "server_side_binding", "assume_role", "pool",
                              "cursor_factory", "context", "prepare_threshold"})
@@ -36,8 +38,8 @@ def database_dsn(alias: str) -> str:
     try:
         return psycopg.conninfo.make_conninfo(**params)
     except psycopg.ProgrammingError as exc:
-        raise ImproperlyConfigured(f"DATABASES[{alias!r}] cannot be a Chancy DSN: a parameter of its OPTIONS is "
-                                   f"not a libpq parameter ({str(exc).split(':')[0]})") from None
+        raise ImproperlyConfigured(f"DATABASES[{alias!r}] cannot be a Chancy DSN: its OPTIONS hold a key that is "
+                                   f"not a libpq parameter ({redact(str(exc).strip())})") from None
 
 
 def atomic_connection(alias: str) -> psycopg.Connection | None:

@@ -53,31 +53,42 @@ def find(name: str) -> Task | None:
 
 
 def _runner(task: Task) -> Callable[..., Any]:
-    if inspect.iscoroutinefunction(task.func):
-        async def run(*args: Any, **kwargs: Any) -> Any:
-            result = _started(task)
-            try:
-                value = normalize_json(await task.func(*_context(task, result), *args, **kwargs))
-            except BaseException as exc:
-                _finished(result, exc=exc)
-                raise
-            return _finished(result, value)
-    else:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            from django.db import close_old_connections
-
-            close_old_connections()
-            result = _started(task)
-            try:
-                value = normalize_json(task.func(*_context(task, result), *args, **kwargs))
-            except BaseException as exc:
-                _finished(result, exc=exc)
-                raise
-            finally:
-                close_old_connections()
-            return _finished(result, value)
+    run = _async_runner(task) if inspect.iscoroutinefunction(task.func) else _sync_runner(task)
     # The process pool imports the module defining each registered function in its children.
     run.__module__, run.__name__, run.__qualname__ = task.func.__module__, task.func.__name__, task.func.__qualname__
+    return run
+
+
+def _async_runner(task: Task) -> Callable[..., Any]:
+    """A coroutine function: the asyncio pool awaits it on its loop (others in a loop of
+    their own)."""
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        result = _started(task)
+        try:
+            value = normalize_json(await task.func(*_context(task, result), *args, **kwargs))
+        except BaseException as exc:
+            _finished(result, exc=exc)
+            raise
+        return _finished(result, value)
+
+    return run
+
+
+def _sync_runner(task: Task) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from django.db import close_old_connections
+
+        close_old_connections()
+        result = _started(task)
+        try:
+            value = normalize_json(task.func(*_context(task, result), *args, **kwargs))
+        except BaseException as exc:
+            _finished(result, exc=exc)
+            raise
+        finally:
+            close_old_connections()
+        return _finished(result, value)
+
     return run
 
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import setup_test_environment
@@ -220,6 +221,30 @@ def admin() -> dict[str, Any]:
     return seen
 
 
+def database_settings() -> dict[str, Any]:
+    """The DSN built from a DATABASES entry: its libpq OPTIONS kept, Django's own dropped;
+    a database that is not Postgres, or an OPTIONS key libpq does not know, refused."""
+    from django.db import connections
+    from psycopg.conninfo import conninfo_to_dict
+
+    from chancy.contrib.django.database import database_dsn
+    from chancy.redaction import redact
+
+    base = {"ENGINE": "django.db.backends.postgresql", "NAME": "shop", "USER": "web", "PASSWORD": "p w'secret",
+            "HOST": "db.internal", "PORT": 6543, "OPTIONS": {"sslmode": "require", "isolation_level": 1,
+                                                             "pool": True, "server_side_binding": True}}
+    connections.settings["postgres"] = base
+    connections.settings["lite"] = {**base, "ENGINE": "django.db.backends.sqlite3"}
+    connections.settings["typo"] = {**base, "OPTIONS": {"sslmdoe": "require"}}
+    dsn = database_dsn("postgres")
+    return {
+        "params": conninfo_to_dict(dsn),
+        "redacted": "secret" not in redact(dsn),
+        "sqlite": raises(lambda: database_dsn("lite")),
+        "typo": raises(lambda: database_dsn("typo")),
+    }
+
+
 def run() -> None:
     enqueued: list[str] = []
     task_enqueued.connect(lambda sender, task_result, **_: enqueued.append(task_result.id), weak=False)
@@ -227,4 +252,7 @@ def run() -> None:
     seen.update(validation=validation(), results=results_api(), priorities=priorities_and_defer(),
                 asynchronous=asynchronous(), hostile=hostile(), admin=admin())
     seen["enqueued_signals"] = len(enqueued)
+    seen["database_settings"] = database_settings()
+    seen["call_command"] = [raises(lambda: call_command("chancy", "status", "--json")),
+                            raises(lambda: call_command("chancy", "jobs", "show", str(uuid.uuid4())))]
     print(json.dumps(seen, default=str))
