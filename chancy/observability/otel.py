@@ -51,24 +51,21 @@ SYSTEM = "chancy"
 SCOPE = "chancy"
 
 
+@functools.lru_cache(maxsize=1)
 def _celery_instrumentor() -> Any:
+    """OpenTelemetry's Celery instrumentor (a singleton), or None where it is not installed."""
     try:
         from opentelemetry.instrumentation.celery import CeleryInstrumentor
     except ImportError:
         return None
-    return CeleryInstrumentor()  # a singleton
-
-
-@functools.lru_cache(maxsize=1)
-def _celery_instrumentor_once() -> Any:
-    return _celery_instrumentor()
+    return CeleryInstrumentor()
 
 
 def _left_to_celery(meta: Mapping[str, Any]) -> bool:
     """Whether a job is a Celery-compat one that Celery's own instrumentor spans here."""
     if "celery" not in meta:
         return False
-    instrumentor = _celery_instrumentor_once()
+    instrumentor = _celery_instrumentor()
     return instrumentor is not None and instrumentor.is_instrumented_by_opentelemetry
 
 
