@@ -195,6 +195,11 @@ class AsyncResult:
     wait = get
 
     def _wait(self, timeout: float | None, interval: float) -> JobRecord:
+        # A finished task is one read on the statement pool: no LISTEN session, no
+        # LISTEN/UNLISTEN round trips (the common ``get()`` of a done task, well under 1 ms).
+        record = self._read()
+        if record is not None and record.is_finished:
+            return record
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
