@@ -177,6 +177,8 @@ def test_admin_lists_filters_shows_errors_and_checks_permissions(project: dict[s
     assert seen["clerk"] == [False, "pending"]  # view-only: no action offered, a forged one refused
     assert seen["cancelled"] == ["cancelled", "FAILED"]  # with chancy.cancel_job
     assert seen["retried"] == 2  # the retried job ran (and failed) again
+    assert seen["queue_filter"] == [True] * 4  # the queues the app declares
+    assert seen["page_counts"] == [True, True, True]  # estimated unfiltered, exact filtered
 
 
 def test_manage_py_chancy_is_the_whole_cli_on_djangos_database(project: dict[str, Any]) -> None:
