@@ -55,13 +55,19 @@ def push(chancy: Chancy, jobs: Sequence[Job], *, connection: Any = None, on_comm
         return
     django = django_connection()
     if django is not None:
-        dj_connection, transaction = django
-        if dj_connection.in_atomic_block:
-            raw = getattr(dj_connection, "connection", None)
+        _, transaction = django
+        # Any alias (DATABASES entry) of this thread with an atomic block open, not only
+        # the default one: the block on the broker's database is the one to join.
+        from django.db import connections  # type: ignore[import-not-found]
+
+        blocks = [conn for conn in connections.all(initialized_only=True) if conn.in_atomic_block]
+        for block in blocks:
+            raw = getattr(block, "connection", None)
             if isinstance(raw, psycopg.Connection) and _same_database(raw, chancy):
                 chancy.push_many_sync(jobs, connection=raw)
                 return
+        if blocks:
             # Another database or driver: the next best thing is to push after the commit.
-            transaction.on_commit(lambda: chancy.push_many_sync(jobs))
+            transaction.on_commit(lambda: chancy.push_many_sync(jobs), using=blocks[0].alias)
             return
     chancy.push_many_sync(jobs)
