@@ -130,6 +130,14 @@ def test_pushes_join_djangos_transaction_for_every_api(project: dict[str, Any], 
     assert seen["orders"] == [[f"C-{pool}", 2, ""], [f"N-{pool}", 0, pool]]
 
 
+def test_pushes_join_an_atomic_block_on_another_alias(project: dict[str, Any]) -> None:
+    """Regression: the compat API joined only a block on Django's default alias; inside
+    atomic(using="jobs") it pushed at once, and the job outlived the rolled-back block."""
+    seen = project["seen"]["other_alias"]
+    assert seen["compat"] == [None, "pending"]
+    assert seen["native"] == [None, "pending"]
+
+
 def test_invalid_tasks_are_refused_at_enqueue_and_leave_no_job(project: dict[str, Any]) -> None:
     seen = project["seen"]["validation"]
     refused = seen["invalid_task_class"]
@@ -219,5 +227,5 @@ def test_unreachable_database_and_bad_settings_say_what_to_fix(project: dict[str
     assert "Cannot connect to Postgres" in down.stderr and PASSWORD not in down.stderr + down.stdout
     typo = manage({**env, "PROJ_CHANCY_OVERRIDES": '{"DATABSE": "default"}'}, "chancy", "status", check=False)
     assert typo.returncode != 0 and "settings.CHANCY: unknown key(s) ['DATABSE']" in typo.stderr
-    alias = manage({**env, "PROJ_CHANCY_OVERRIDES": '{"DATABASE": "jobs"}'}, "chancy", "status", check=False)
-    assert alias.returncode != 0 and "CHANCY['DATABASE'] is 'jobs', which is not in DATABASES" in alias.stderr
+    alias = manage({**env, "PROJ_CHANCY_OVERRIDES": '{"DATABASE": "missing"}'}, "chancy", "status", check=False)
+    assert alias.returncode != 0 and "CHANCY['DATABASE'] is 'missing', which is not in DATABASES" in alias.stderr

@@ -72,11 +72,11 @@ def summary(result: Any) -> dict[str, Any]:
     }
 
 
-def in_atomic(commit: bool, push: Callable[[], Any]) -> str:
-    """Push inside transaction.atomic(); the pushed id."""
+def in_atomic(commit: bool, push: Callable[[], Any], using: str = "default") -> str:
+    """Push inside transaction.atomic(using=…); the pushed id."""
     pushed: list[Any] = []
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=using):
             pushed.append(push())
             if not commit:
                 raise Rollback
@@ -114,6 +114,20 @@ def per_pool(pool: str) -> dict[str, Any]:
     seen["compat_committed"] = tasks.multiply.AsyncResult(kept).get(timeout=PATIENCE)
     seen["orders"] = sorted(Order.objects.filter(number__endswith=pool).values_list("number", "total", "note"))
     return seen
+
+
+def other_alias() -> dict[str, Any]:
+    """Inside an atomic block on another alias (of the same database), the compat API and a
+    DjangoChancy on that alias join it too."""
+    from chancy.contrib.django import DjangoChancy
+
+    jobs_app = DjangoChancy(database="jobs")
+    native = tag_order.job("nobody", "x").with_options(queue="idle")
+    compat = [in_atomic(commit, lambda: tasks.multiply.apply_async((1, 2), queue="idle").id, "jobs")
+              for commit in (False, True)]
+    own = [in_atomic(commit, lambda: jobs_app.push_sync(native).id, "jobs") for commit in (False, True)]
+    return {"compat": [job_row(job_id) and job_row(job_id)[0] for job_id in compat],
+            "native": [job_row(job_id) and job_row(job_id)[0] for job_id in own]}
 
 
 def validation() -> dict[str, Any]:
@@ -272,7 +286,7 @@ def run() -> None:
     enqueued: list[str] = []
     task_enqueued.connect(lambda sender, task_result, **_: enqueued.append(task_result.id), weak=False)
     seen: dict[str, Any] = {pool: per_pool(pool) for pool in POOLS}
-    seen.update(validation=validation(), results=results_api(), priorities=priorities_and_defer(),
+    seen.update(other_alias=other_alias(), validation=validation(), results=results_api(), priorities=priorities_and_defer(),
                 asynchronous=asynchronous(), hostile=hostile(), admin=admin())
     seen["enqueued_signals"] = len(enqueued)
     seen["database_settings"] = database_settings()

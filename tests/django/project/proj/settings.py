@@ -50,6 +50,8 @@ DATABASES = {
         "CONN_MAX_AGE": None,
     }
 }
+# A second alias of the same database: a push joins the atomic block open on whichever alias.
+DATABASES["jobs"] = dict(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 #: One queue per executor, so one worker runs every check under each pool.
