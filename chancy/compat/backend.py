@@ -352,11 +352,15 @@ class ChancyBackend(BaseBackend):
         elif status == states.REVOKED:
             result = {"exc_type": "TaskRevokedError", "exc_module": "celery.exceptions",
                       "exc_message": [f"job {record.state.value}"]}
-        return {
+        meta = {
             "status": status, "result": result, "traceback": traceback,
             "children": celery.get("children") or [], "task_id": str(task_id),
             "date_done": record.completed_at.isoformat() if record.completed_at and status in states.READY_STATES else None,
         }
+        # As Celery's stores keep them: the group (a chord's header) and parent it ran in.
+        meta.update({key: celery[field] for key, field in (("group_id", "group"), ("parent_id", "parent_id"))
+                     if celery.get(field)})
+        return meta
 
     def wait_for(self, task_id: Any, timeout: float | None = None, interval: float = 0.5,
                  no_ack: bool = True, on_interval: Any = None) -> dict[str, Any]:

@@ -58,6 +58,9 @@ async def test_chords_and_ignored_results_on_a_stock_worker(interop_dsn, celery_
     with pytest.raises(ChordError, match=r"Dependency .* raised ValueError\('part broke'\)"):
         await _get(body)
     assert body.state == states.FAILURE
+    # Each part's stored meta names its group, as Celery's stores do (to find the chord).
+    failed_part = celery_app.backend.get_task_meta(failing.parent.results[1].id, cache=False)
+    assert failed_part["status"] == states.FAILURE and failed_part["group_id"] == failing.parent.id
 
     # add_to_chord: a header part grows its chord; the body waits for the added task.
     grown = chord([sig("interop.b.grow", args=(5,)), sig("interop.add", args=(2, 2))],
