@@ -114,9 +114,14 @@ def _consumer_accept(callback: Any) -> set[str] | None:
 
 def revoke_steps(statements: JobSQL, job_id: uuid.UUID, terminate: bool) -> Steps:
     """Cancel a job that has not started; a running one only with ``terminate`` (Chancy
-    workers then stop it; a Celery worker running it is not signalled)."""
+    workers then stop it; a Celery worker running it is not signalled). A row the result
+    backend made for a task another broker carries (``meta["celery"]["foreign"]``) counts
+    as started elsewhere, so its state stays the one its worker reported, as on Redis."""
     record = yield statements.get(job_id)
-    if record is None or record.is_finished or (record.state is JobState.RUNNING and not terminate):
+    if record is None or record.is_finished:
+        return False
+    started = record.state is JobState.RUNNING or bool((record.meta.get("celery") or {}).get("foreign"))
+    if started and not terminate:
         return False
     return (yield statements.cancel(job_id))
 

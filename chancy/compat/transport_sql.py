@@ -256,8 +256,9 @@ class TransportSQL:
         # row; others only record the Celery state and its info in meta. A task that never
         # went through the transport (another broker) gets a row here: finished, or for
         # a non-terminal state one scheduled at the last day Python's datetime can load
-        # (not 'infinity', which no reader of the row could load), so no worker claims it.
-        # ``celery.write`` names one store: sent again after a dropped connection, a store
+        # (not 'infinity', which no reader of the row could load), so no worker claims it;
+        # ``celery.foreign`` marks such a row: the task runs wherever its broker sent it
+        # (see :func:`chancy.compat.kombu.revoke_steps`). ``celery.write`` names one store: sent again after a dropped connection, a store
         # that had committed changes nothing and returns no row (so its canvas step and
         # notification are not repeated).
         self._store_state = ready(sql.SQL(
@@ -267,7 +268,8 @@ class TransportSQL:
                                          result, errors, completed_at, started_at, scheduled_at)
                 VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s,
                         COALESCE(%(state)s::text, 'scheduled'), 1,
-                        jsonb_build_object('celery', %(celery)s::jsonb), %(result)s,
+                        jsonb_build_object('celery', %(celery)s::jsonb || jsonb_build_object('foreign', true)),
+                        %(result)s,
                         CASE WHEN %(error)s::jsonb IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(%(error)s::jsonb) END,
                         CASE WHEN %(state)s::text IS NOT NULL THEN now() END, now(),
                         CASE WHEN %(state)s::text IS NULL THEN timestamptz '9999-12-31 00:00:00+00' ELSE now() END)
