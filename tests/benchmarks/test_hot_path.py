@@ -436,15 +436,16 @@ async def _doubles_heard_of(app: Chancy, dsn: str, count: int) -> tuple[list, ps
 
 
 async def test_a_draining_worker_writes_outcomes_in_its_next_claims_transaction(dsn):
-    """Claims take every free slot (10 at a time here), and the outcomes that freed them
-    are written in the same transaction as the next claim: a write-back's completed_at is
-    the started_at of the batch claimed with it (both are that transaction's now()). Only
-    the last batch is left for the flush loop. Waiters still hear of every finished job."""
+    """Claims take every free slot (10 at a time here, without prefetch), and the outcomes
+    that freed them are written in the same transaction as the next claim: a write-back's
+    completed_at is the started_at of the batch claimed with it (both are that
+    transaction's now()). Only the last batch is left for the flush loop. Waiters still
+    hear of every finished job."""
     from chancy.testing import eventually, running_worker
 
     async with Chancy(dsn, plugins=[Queue("default", concurrency=10)]) as app:
         refs, listening = await _doubles_heard_of(app, dsn, 100)
-        async with running_worker(app, writeback_delay=0.5):
+        async with running_worker(app, writeback_delay=0.5, prefetch_multiplier=1):
             async with app.connection() as conn:
                 async def drained() -> bool:
                     cur = await conn.execute("SELECT count(*) FROM chancy_jobs WHERE state <> 'succeeded'")
@@ -472,11 +473,11 @@ async def test_outcomes_of_a_failed_write_back_and_claim_are_written_later():
     class Flaky(MemoryQueue):
         failures = 0
 
-        async def write_back_and_claim(self, worker_id, transitions, limit):
+        async def write_back_and_claim(self, worker_id, transitions, limit, start=None):
             if transitions and not self.failures:
                 self.failures += 1
                 raise ConnectionError("the database went away")
-            return await super().write_back_and_claim(worker_id, transitions, limit)
+            return await super().write_back_and_claim(worker_id, transitions, limit, start)
 
     queue = Flaky("default", concurrency=2)
     app = Chancy(plugins=[queue])
