@@ -49,6 +49,14 @@ def gen_task_name(app: "Celery", name: str, module_name: str | None) -> str:
     return ".".join(p for p in (module_name, name) if p)
 
 
+#: ``meta["celery"]`` keys copied from a signature's options when set (key, option).
+_CELERY_OPTIONS = (
+    ("group", "group_id"), ("group_index", "group_index"), ("shadow", "shadow"), ("headers", "headers"),
+    ("reply_to", "reply_to"), ("replaced_task_nesting", "replaced_task_nesting"),
+    ("stamped_headers", "stamped_headers"), ("stamps", "stamps"),
+)
+
+
 def _seconds_or_time(value: Any, label: str) -> datetime | None:
     if value is None:
         return None
@@ -364,19 +372,26 @@ class Celery:
         return cached[1]
 
     def job_for(self, sig: Any, parked_at: datetime | None = None) -> Job:
-        """The job row one task signature becomes (options, routing, Celery metadata)."""
+        """The job row one task signature becomes (options, routing, Celery metadata).
+        Every ``.delay()`` runs this: each option is read once, from the signature's own
+        options (copied only when a router could see them), then the task, then the route."""
         conf = self.conf.current
-        task = self.tasks.get(sig.task)
-        opts = dict(sig.options)
+        name, args, kwargs = sig.task, sig.args, sig.kwargs
+        task = self.tasks.get(name)
         if task is not None and parked_at is None:
-            task.check_arguments(sig.args, sig.kwargs)
-        route = routes.route_for(self._routers(conf["task_routes"]), sig.task, sig.args, sig.kwargs, opts, task)
+            task.check_arguments(args, kwargs)
+        opts = sig.options
+        routers = self._routers(conf["task_routes"])
+        route: dict[str, Any] = {}
+        if routers:
+            opts = dict(opts)
+            route = routes.route_for(routers, name, args, kwargs, opts, task)
 
         def pick(key: str, default: Any = None) -> Any:
-            found = opts.get(key)
+            found = opts.get(key) if opts else None
             if found is None:
                 found = getattr(task, key, None)
-                if found is None:
+                if found is None and route:
                     found = route.get(key)
             return default if found is None else found
 
@@ -389,18 +404,20 @@ class Celery:
 
             raise QueueNotFound(f"Queue {queue!r} missing from task_queues (task_create_missing_queues is off)")
         serializer = pick("serializer", conf["task_serializer"])
-        args, kwargs, encoded = sig.args, sig.kwargs, None
+        encoded = None
         if serializer != "json":
             encoded = payload.encode(serializer, conf["accept_content"], args, kwargs)
             args, kwargs = (), {}
-        countdown = opts.get("countdown")
-        scheduled_at = parked_at or (_seconds_or_time(countdown, "countdown") if countdown is not None
-                                     else _seconds_or_time(opts.get("eta"), "eta"))
-        expires_at = _seconds_or_time(pick("expires"), "expires")
+        scheduled_at = parked_at
+        if scheduled_at is None and opts:
+            countdown = opts.get("countdown")
+            scheduled_at = (_seconds_or_time(countdown, "countdown") if countdown is not None
+                            else _seconds_or_time(opts.get("eta"), "eta"))
+        expires = pick("expires")
+        expires_at = None if expires is None else _seconds_or_time(expires, "expires")
         hard = pick("time_limit", conf["task_time_limit"])
         soft = pick("soft_time_limit", conf["task_soft_time_limit"])
         max_retries = task.max_retries if task is not None else 3
-        acks_late = pick("acks_late", conf["task_acks_late"])
         task_id = opts.get("task_id")
         if task_id is None:  # ours: time-ordered, and its own row id
             job_id = new_job_id()
@@ -412,36 +429,41 @@ class Celery:
             foreign_id = str(job_id) != task_id
         running = current_task_and_request()
         parent: Context | None = running[1] if running and not running[1].called_directly else None
+        # Only what is set: None means "absent" to every reader of meta["celery"].
         celery: dict[str, Any] = {
-            "root_id": parent.root_id if parent else task_id,
-            "parent_id": parent.id if parent else None,
-            "group": opts.get("group_id"),
-            "group_index": opts.get("group_index"),
-            "shadow": opts.get("shadow"),
-            "headers": opts.get("headers"),
             "ignore_result": bool(pick("ignore_result", conf["task_ignore_result"])),
             "timelimit": [hard, soft],
             "track_started": bool(pick("track_started", conf["task_track_started"])),
             "eta": bool(scheduled_at and not parked_at),
-            "payload": encoded,
             "origin": message_options.origin(),
-            "reply_to": opts.get("reply_to"),
-            "properties": message_options.message_properties(opts) or None,
-            "replaced_task_nesting": opts.get("replaced_task_nesting"),
-            "stamped_headers": opts.get("stamped_headers"),
-            "stamps": opts.get("stamps"),
         }
+        root_id = parent.root_id if parent is not None else task_id
+        if root_id is not None:
+            celery["root_id"] = root_id
+        if parent is not None and parent.id is not None:
+            celery["parent_id"] = parent.id
+        if encoded is not None:
+            celery["payload"] = encoded
+        if opts:
+            for key, option in _CELERY_OPTIONS:
+                value = opts.get(option)
+                if value is not None:
+                    celery[key] = value
+            properties = message_options.message_properties(opts)
+            if properties:
+                celery["properties"] = properties
         if foreign_id:
-            celery["task_id"] = str(task_id)
+            celery["task_id"] = task_id
         priority = pick("priority", conf["task_default_priority"])
         if priority is None and parent is not None and conf["task_inherit_parent_priority"]:
             priority = parent.delivery_info.get("priority")
+        acks_late = pick("acks_late", conf["task_acks_late"])
         return Job(
-            sig.task, args=args, kwargs=kwargs, queue=queue, priority=compat_priority(priority),
+            name, args=args, kwargs=kwargs, queue=queue, priority=compat_priority(priority),
             max_attempts=(max_retries + 1 if max_retries is not None else 2**31 - 1) if acks_late else 1,
             scheduled_at=scheduled_at, expires_at=expires_at,
             limits=[Limit(Limit.Type.TIME, hard)] if hard else [],
-            meta={"celery": {k: v for k, v in celery.items() if v is not None}}, id=job_id,
+            meta={"celery": celery}, id=job_id,
         )
 
     def publish(self, sig: Any, connection: Any = None, on_commit: bool = False) -> Any:
