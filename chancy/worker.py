@@ -106,6 +106,10 @@ class _QueueRunner:
     reconciled_once: bool = False  # the first look finds an earlier process's rows
     #: Claimed jobs not handed to the executor yet (prefetched), oldest first.
     prefetched: collections.deque[JobRecord] = dataclasses.field(default_factory=collections.deque)
+    #: The prefetched jobs whose start is written (by their claim or a mark): only these
+    #: are handed to the executor, so that a job that crashes its worker uses an attempt.
+    marked: set[uuid.UUID] = dataclasses.field(default_factory=set)
+    marking: bool = False  # a mark is being written
     feed_scheduled: bool = False
 
     @property
@@ -124,16 +128,19 @@ class _QueueRunner:
         return self.executor.concurrency
 
     def claim_room(self, multiplier: int) -> int:
-        """How many jobs to claim now: up to ``multiplier`` per slot held in all, once
-        fewer than a slot's worth are prefetched (so that a claim takes a batch, not one
-        job per finished one). A queue that cannot hand unstarted jobs back
+        """How many jobs to claim now: up to ``multiplier`` per slot held in all (running,
+        queued in the executor and prefetched), once half of that has run down or a slot
+        would idle, so that a claim takes a batch rather than one job per finished one.
+        A queue that cannot hand unstarted jobs back
         (:meth:`~chancy.queue.QueuePlugin.release_unknown`) claims only for free slots."""
+        free = self.free_slots - len(self.prefetched)
         if not self.can_release or multiplier <= 1:
-            return self.free_slots - len(self.prefetched)
-        if len(self.prefetched) >= self.concurrency:
-            return 0
+            return free
+        target = self.concurrency * multiplier
         held = self.executor.capacity - self.executor.free_slots + len(self.prefetched)
-        return max(0, self.concurrency * multiplier - held, self.free_slots - len(self.prefetched))
+        if held > target // 2 and held >= self.concurrency:
+            return 0
+        return max(target - held, free, 0)
 
     @property
     def can_release(self) -> bool:
@@ -232,9 +239,7 @@ class Worker:
         #: of, and goes back to its queue.
         self._owned: dict[uuid.UUID, int] = {}
         self._unwritten: list[tuple[QueuePlugin, Transition]] = []
-        #: Prefetched jobs started here whose start is not written yet (by a mark, or by
-        #: their outcome's write-back): recovery would take them for never started.
-        self._unmarked: set[uuid.UUID] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._outcome_ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
@@ -380,7 +385,7 @@ class Worker:
                 try:
                     if runner.reconcile:
                         await self._reconcile(runner)
-                    start = runner.free_slots - len(runner.prefetched) if self._prefetches(runner) else None
+                    start = max(0, runner.free_slots - len(runner.prefetched)) if self._prefetches(runner) else None
                     records = await runner.queue.write_back_and_claim(self.worker_id, finished, free, start)
                 except Exception as exc:  # noqa: BLE001 - the database may come back
                     # The claim may have committed with its answer lost: look before the next.
@@ -440,29 +445,56 @@ class Worker:
                 self._fail_undecodable(runner, record)
                 continue
             self._held[record.id] = runner
-            (runner.prefetched.appendleft if record.started_at else runner.prefetched.append)(record)
+            if record.started_at is not None:  # its claim marked it started
+                runner.marked.add(record.id)
+                runner.prefetched.appendleft(record)
+            else:
+                runner.prefetched.append(record)
         self._feed(runner)
 
     def _feed(self, runner: _QueueRunner) -> None:
-        """Hand prefetched jobs to the executor while it has free slots; then, if the
-        prefetch ran low and the queue had more, wake the claim loop to take the next batch."""
+        """Hand prefetched jobs marked started to the executor while it has free slots;
+        mark the next ones once half its slots are free (one statement for several); then,
+        if the prefetch ran low and the queue had more, wake the claim loop."""
         runner.feed_scheduled = False
         if self._stopping.is_set() or runner.retired or runner.paused_for() > 0:
             return
-        prefetched, executor = runner.prefetched, runner.executor
-        for _ in range(min(runner.free_slots, len(prefetched))):
+        prefetched, executor, marked = runner.prefetched, runner.executor, runner.marked
+        free = runner.free_slots
+        while free > 0 and prefetched and prefetched[0].id in marked:
+            free -= 1
             record = prefetched.popleft()
-            if record.started_at is None:  # prefetched: tell the database it started, soon
-                self._unmarked.add(record.id)
-                self._outcome_ready.set()
+            marked.discard(record.id)
             _log_start(record)
             try:
                 executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
             except Exception as exc:  # noqa: BLE001 - e.g. arguments the executor cannot hand over
                 log.exception("job %s could not be started", record.id)
                 self._on_outcome(runner, record, Outcome.failure(record.id, exc, final=True))
-        if runner.saturated and len(prefetched) < runner.concurrency:
+        if (free > 0 and prefetched and not runner.marking
+                and (free >= (executor.capacity + 1) // 2 or executor.free_slots == executor.capacity)):
+            runner.marking = True
+            batch = [record.id for record, _ in zip(prefetched, range(free))]
+            task = asyncio.get_running_loop().create_task(self._mark_started(runner, batch))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if runner.saturated and runner.claim_room(self.prefetch_multiplier) > 0:
             runner.wake.set()
+
+    async def _mark_started(self, runner: _QueueRunner, job_ids: list[uuid.UUID]) -> None:
+        """Write that these prefetched jobs start, then start them: from then on a crash
+        counts their attempt (recovery refunds it only for a job never marked)."""
+        try:
+            async with self.app.connection() as conn:
+                await drive_async(conn, single(self._worker_sql.mark_started(self.worker_id, job_ids)))
+        except Exception as exc:  # noqa: BLE001 - the next feed tries again
+            log.warning("marking %d prefetched job(s) started failed (%s); will retry", len(job_ids), exc)
+            await self._sleep(0.5)
+        else:
+            runner.marked.update(job_ids)
+        finally:
+            runner.marking = False
+        self._feed(runner)
 
     def _schedule_feed(self, runner: _QueueRunner) -> None:
         """Feed once the executor has freed the slot of the outcome being reported (an
@@ -476,6 +508,7 @@ class Worker:
         counted refunded (a stop, a pause, a deleted queue). If the database cannot be
         reached, recovery hands them back once this worker's heartbeat has expired."""
         records, runner.prefetched = list(runner.prefetched), collections.deque()
+        runner.marked.clear()
         for record in records:
             self._held.pop(record.id, None)
             self._owned.pop(record.id, None)
@@ -544,6 +577,7 @@ class Worker:
         record = next((r for r in runner.prefetched if r.id == job_id), None)
         if record is not None:  # cancelled, or taken away, before it started: never run it
             runner.prefetched.remove(record)
+            runner.marked.discard(job_id)
             log.info("cancelling prefetched job %s before it started", job_id)
             self._on_outcome(runner, record, Outcome.failure(
                 job_id, JobCancelledError("The job was cancelled before it started"), final=True, cancelled=True))
@@ -551,7 +585,6 @@ class Worker:
     # --- outcomes -------------------------------------------------------------------------------
     def _on_outcome(self, runner: _QueueRunner, record: JobRecord, outcome: Outcome) -> None:
         self._held.pop(record.id, None)
-        self._unmarked.discard(record.id)  # its write-back marks it started
         transition = with_follow_ups(self.app, record, decide(record, outcome))
         _log_outcome(record, transition)
         self._unwritten.append((runner.queue, transition))
@@ -584,10 +617,6 @@ class Worker:
     async def _flush(self) -> bool:
         """Write buffered outcomes; on failure keep them for the next try. True if empty."""
         self._outcome_ready.clear()
-        if self._unmarked and not await self._mark_started():
-            await asyncio.sleep(0.5)
-            self._outcome_ready.set()
-            return False
         batch, self._unwritten = self._unwritten, []
         if not batch:
             return True
@@ -622,19 +651,6 @@ class Worker:
             return await self._write_refused(queue, transitions[0], exc)
         self._disown(transitions)
         return []
-
-    async def _mark_started(self) -> bool:
-        """Write the start of the prefetched jobs started since the last flush (those
-        that finished meanwhile are marked by their write-back instead)."""
-        started = list(self._unmarked)
-        try:
-            async with self.app.connection() as conn:
-                await drive_async(conn, single(self._worker_sql.mark_started(self.worker_id, started)))
-        except Exception as exc:  # noqa: BLE001 - keep them until the database is back
-            log.warning("marking %d prefetched job(s) started failed (%s); will retry", len(started), exc)
-            return False
-        self._unmarked.difference_update(started)
-        return True
 
     def _disown(self, written: Iterable[Transition]) -> None:
         """Forget jobs whose outcome is written, unless claimed again since (by then the

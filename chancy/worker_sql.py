@@ -50,7 +50,7 @@ class WorkerSQL:
         return Statement(self._heartbeat, params, lambda rows: {row[0] for row in rows})
 
     def mark_started(self, worker_id: str, job_ids: Sequence[uuid.UUID]) -> Statement:
-        """Prefetched jobs (claimed with ``started_at`` NULL) have started: from now on
+        """Prefetched jobs (claimed with ``started_at`` NULL) start now: from now on
         recovery counts their attempt."""
         return Statement(self._mark_started, {"worker": worker_id, "ids": list(job_ids)})
 

@@ -94,6 +94,8 @@ async def make(kind: str) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     harnesses: list[Harness] = []
 
     async def factory(concurrency: int = 1, **options: Any) -> Harness:
+        if kind == "process":  # a slot per job, as the other executors (batches: see test_c_*)
+            options.setdefault("depth", 1)
         executor = EXECUTORS[kind](MemoryQueue("test", concurrency=concurrency), **options)
         await executor.start()
         harnesses.append(Harness(executor))

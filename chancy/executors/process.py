@@ -1,19 +1,23 @@
-"""Run jobs in long-lived child processes, one job per child at a time, so that a job can
-be killed for its time or memory limit, or on cancel, without harming the worker."""
+"""Run jobs in long-lived child processes, one job per child at a time (the next few
+queued in it), so that a job can be killed for its time or memory limit, or on cancel,
+without harming the worker."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import dataclasses
 import importlib
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import traceback
 import uuid
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, Callable
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 MEMORY_SAMPLE_INTERVAL = 0.1
 #: Seconds :meth:`ProcessExecutor.stop` gives idle children to exit before killing them.
 EXIT_TIMEOUT = 5.0
+#: Jobs a child holds at once (one running, the others next): handed over in one message.
+DEFAULT_DEPTH = 4
 _PR_SET_PDEATHSIG = 1
 
 #: Modules the worker imported to load its app (``chancy worker -A``): every child imports
@@ -114,20 +120,28 @@ def _defining_module(func: Callable[..., Any]) -> str | None:
 class ProcessExecutor(SlotExecutor):
     """Runs each job with :func:`execution.run_sync` in one of ``concurrency`` child processes.
 
-    - Time limit and cancel: the child gets SIGTERM, then SIGKILL ``grace`` seconds later;
-      the job is reported once the child is dead, and a fresh child takes its place. The
-      time limit counts from the moment the job is handed to a ready child.
+    - Batches: each child holds up to ``depth`` jobs, handed over in one message, and runs
+      them one after another, reporting each outcome as it finishes (a child never waits
+      for the worker between two jobs). A job counts as running from the moment it is
+      handed over; it *runs* (its limits count) once the child reported the job before it.
+    - Time limit and cancel: the child running the job gets SIGTERM, then SIGKILL
+      ``grace`` seconds later; the job is reported once the child is dead, and a fresh child
+      takes its place and the jobs queued behind. A queued job that is cancelled or stopped
+      is skipped by its child and reported at once.
     - Memory limit: the child's resident set size is sampled every
       ``MEMORY_SAMPLE_INTERVAL`` seconds while it runs a job with a memory limit; over the
       limit, it is killed the same way and the job fails with JobMemoryError giving the
       size measured. An allocation made and freed between two samples goes unseen.
     - A child that dies by itself (a crash, ``os._exit``, the kernel's OOM killer) fails
-      its job with ChildDiedError naming its exit code or signal, and is replaced.
+      the job it was running with ChildDiedError naming its exit code or signal, and is
+      replaced; the jobs queued behind it go to the other children.
     - After ``maximum_jobs_per_worker`` jobs, or after a job that leaves it holding more
       than ``maximum_memory_per_worker`` bytes, a child exits and is replaced (bounding leaks).
 
-    Children ignore SIGINT (the worker handles Ctrl-C and drains) and, on Linux, are
-    killed when the thread that started them (the worker's event-loop thread) ends.
+    Children start from a fork server (``mp_context="forkserver"``) that has imported the
+    worker's app and task modules once: a replacement is a fork, not a fresh interpreter.
+    They ignore SIGINT (the worker handles Ctrl-C and drains) and, on Linux, are killed
+    when the thread that started them (the worker's event-loop thread) ends.
     Each child loads the worker's app before it takes a job (see :class:`ChildSetup`),
     then runs :data:`child_init_hooks`: it resolves the same task names as the worker,
     custom names included, with the same allowed imports. A child that fails to load
@@ -141,16 +155,22 @@ class ProcessExecutor(SlotExecutor):
         self,
         queue: "QueuePlugin",
         maximum_jobs_per_worker: int | None = None,
-        mp_context: str = "spawn",
+        mp_context: str = "forkserver",
         maximum_memory_per_worker: int | None = None,
+        depth: int = DEFAULT_DEPTH,
     ) -> None:
         super().__init__(queue)
         if maximum_jobs_per_worker is not None and maximum_jobs_per_worker < 1:
             raise ValueError(f"maximum_jobs_per_worker must be None or >= 1, got {maximum_jobs_per_worker!r}")
         if maximum_memory_per_worker is not None and maximum_memory_per_worker < 1:
             raise ValueError(f"maximum_memory_per_worker must be None or >= 1 bytes, got {maximum_memory_per_worker!r}")
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
         self.maximum_jobs_per_worker = maximum_jobs_per_worker
         self.maximum_memory_per_worker = maximum_memory_per_worker
+        # A child over its memory bound is replaced after its current job: jobs queued
+        # behind would run in it meanwhile, so it is given one job at a time.
+        self.depth = 1 if maximum_memory_per_worker else depth
         self._context = multiprocessing.get_context(mp_context)
         #: The children in service: ``concurrency`` of them until stop.
         self._children: list[_Child] = []
@@ -158,23 +178,82 @@ class ProcessExecutor(SlotExecutor):
         self._living: set[_Child] = set()
         self._burials: set[asyncio.Task[None]] = set()
         self._load_failure: str | None = None  # the last child's failure to load the app
+        #: Jobs submitted and not handed to a child yet, oldest first.
+        self._waiting: collections.deque[Slot] = collections.deque()
 
     async def start(self) -> None:
-        """Start every child at once and wait until each is ready (spawning is slow)."""
-        self._children = [self._spawn() for _ in range(self.concurrency)]
+        """Start every child at once and wait until each is ready."""
+        setup = ChildSetup.of_this_process()
+        if self._context.get_start_method() == "forkserver":
+            self._context.set_forkserver_preload(["chancy.executors.process", *setup.app_modules, *setup.task_modules])
+        self._children = [self._spawn(setup) for _ in range(self.concurrency)]
         if not all(await asyncio.gather(*(child.started for child in self._children))):
             await self.stop(0)
             reason = self._load_failure or "it died; its error output says why"
             raise RuntimeError(f"A child process of the process executor could not start: {reason}")
 
     def _run(self, slot: Slot) -> None:
-        child = next(child for child in self._children if child.slot is None)
-        child.slot = slot
-        if child.started.done():
-            self._send(child)
+        self._waiting.append(slot)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand waiting jobs to ready children with room, each child's share in one message."""
+        for child in self._children:
+            if not self._waiting:
+                return
+            room = self._room(child)
+            if room <= 0:
+                continue
+            batch = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+            self._send(child, batch)
+
+    def _room(self, child: _Child) -> int:
+        if not child.started.done() or not child.started.result() or child.retiring:
+            return 0
+        room = self.depth - len(child.queue)
+        if self.maximum_jobs_per_worker:
+            room = min(room, self.maximum_jobs_per_worker - child.jobs_sent)
+        return room
+
+    def _send(self, child: _Child, slots: list[Slot]) -> None:
+        jobs = []
+        for slot in slots:
+            child.seq += 1
+            child.queue.append((child.seq, slot))
+            jobs.append((child.seq, slot.record))
+        child.jobs_sent += len(slots)
+        try:
+            child.conn.send_bytes(pickle.dumps((_JOBS, jobs), pickle.HIGHEST_PROTOCOL))
+        except OSError:  # it died meanwhile; its closed pipe tells us, and the jobs move on
+            return
+        if not child.running:  # it was idle: the first one runs now
+            self._began(child)
+
+    def _began(self, child: _Child) -> None:
+        """The job at the head of ``child``'s queue runs now: its limits start to count."""
+        child.running = True
+        slot = child.queue[0][1]
+        self._arm_time_limit(slot)
+        limit = slot.record.limit(Limit.Type.MEMORY)
+        if limit is not None:
+            child.timer = asyncio.get_running_loop().call_later(MEMORY_SAMPLE_INTERVAL, self._sample, child, limit)
 
     def _interrupt(self, slot: Slot, exc: BaseException) -> None:
-        child = next(child for child in self._living if child.slot is slot)
+        waiting = next((i for i, queued in enumerate(self._waiting) if queued is slot), None)
+        if waiting is not None:  # not handed over yet
+            del self._waiting[waiting]
+            self._finished(slot, None)
+            return
+        child = next(child for child in self._living if any(queued is slot for _, queued in child.queue))
+        seq = next(seq for seq, queued in child.queue if queued is slot)
+        if child.queue[0][1] is not slot:  # queued behind another job: its child skips it
+            child.queue.remove((seq, slot))
+            try:
+                child.conn.send_bytes(pickle.dumps((_SKIP, seq), pickle.HIGHEST_PROTOCOL))
+            except OSError:
+                pass
+            self._finished(slot, None)
+            return
         if child in self._children:
             self._replace(child)
         _stop_timer(child)
@@ -192,10 +271,11 @@ class ProcessExecutor(SlotExecutor):
         await asyncio.gather(*(child.gone for child in self._living))
 
     # --- children ----------------------------------------------------------------------------
-    def _spawn(self) -> _Child:
+    def _spawn(self, setup: ChildSetup | None = None) -> _Child:
         loop = asyncio.get_running_loop()
         ours, theirs = self._context.Pipe()
-        process = self._context.Process(target=_child_main, args=(theirs, os.getpid(), ChildSetup.of_this_process()),
+        process = self._context.Process(target=_child_main,
+                                        args=(theirs, os.getpid(), setup or ChildSetup.of_this_process()),
                                         name=f"chancy-{self.queue.name}", daemon=True)
         process.start()
         theirs.close()  # so that the child's death closes the pipe
@@ -211,46 +291,51 @@ class ProcessExecutor(SlotExecutor):
             self._children.append(self._spawn())
 
     def _retire(self, child: _Child) -> None:
-        """Let an idle child exit cleanly."""
+        """Let a child exit cleanly once its current job is done (it runs no queued one)."""
         self._replace(child)
+        child.retiring = True
         try:
-            child.conn.send(None)
+            child.conn.send_bytes(pickle.dumps(None))
         except OSError:  # it is gone already; its closed pipe tells us
             pass
 
-    def _send(self, child: _Child) -> None:
-        assert child.slot is not None
-        try:
-            child.conn.send(child.slot.record)
-        except OSError:  # it died meanwhile; its closed pipe tells us
-            return
-        self._arm_time_limit(child.slot)
-        limit = child.slot.record.limit(Limit.Type.MEMORY)
-        if limit is not None:
-            child.timer = asyncio.get_running_loop().call_later(MEMORY_SAMPLE_INTERVAL, self._sample, child, limit)
-
     def _on_readable(self, child: _Child) -> None:
+        """Read every message the child has sent (outcomes arrive in bursts)."""
+        conn = child.conn
         try:
-            message = child.conn.recv()  # written in one go; a large one may take a moment
+            while True:
+                self._on_message(child, pickle.loads(conn.recv_bytes()))
+                if conn.closed or not conn.poll():
+                    break
         except (EOFError, OSError):
             self._on_exit(child)
-            return
+        self._dispatch()
+
+    def _on_message(self, child: _Child, message: Any) -> None:
         if message is None:  # ready
             child.started.set_result(True)
-            if child.slot is not None and child in self._children:
-                self._send(child)
+        elif message == _RETIRED:  # it exits without running its queued jobs
+            child.clean_exit = True
         elif isinstance(message, _LoadFailure):  # it exits next
             self._load_failure = message.traceback
             log.error("a child process of queue %r could not load the app: %s", self.queue.name, message.traceback)
             child.started.set_result(False)
-        elif child in self._children:  # an outcome (a child being killed reports its interruption)
-            slot, child.slot = child.slot, None
-            assert slot is not None
+        else:  # an outcome (a child being killed reports its interruption)
+            seq, outcome = message
+            while child.queue and child.queue[0][0] != seq:  # skipped ones left already
+                child.queue.popleft()
+            if not child.queue:
+                return
+            _, slot = child.queue.popleft()
             _stop_timer(child)
+            child.running = False
             child.jobs_done += 1
-            if self._spent(child):
+            in_service = child in self._children
+            if in_service and self._spent(child):
                 self._retire(child)  # before reporting, so that no new job is given to it
-            self._finished(slot, message)
+            self._finished(slot, outcome)
+            if child.queue and in_service and not child.retiring:
+                self._began(child)
 
     def _spent(self, child: _Child) -> bool:
         """Whether a child that just finished a job is due for replacement: it ran
@@ -275,7 +360,8 @@ class ProcessExecutor(SlotExecutor):
         burial.add_done_callback(self._burials.discard)
 
     async def _bury(self, child: _Child, unexpected: bool) -> None:
-        """Reap a child whose pipe closed and report the job it held, if any."""
+        """Reap a child whose pipe closed, report the job it was running, if any, and
+        hand the jobs queued behind it (never started) to the other children."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.grace
         while child.process.exitcode is None:  # it is exiting; SIGKILL if it lingers
@@ -289,8 +375,13 @@ class ProcessExecutor(SlotExecutor):
             child.started.set_result(False)
         if unexpected:
             log.warning("a child process of queue %r %s", self.queue.name, _how_it_died(child.process.exitcode))
-        if child.slot is not None:
-            self._finished(child.slot, _died(child.slot.record.id, child.process.exitcode))
+        queued = [slot for _, slot in child.queue]
+        child.queue.clear()
+        if queued and child.running and not child.clean_exit:
+            running = queued.pop(0)
+            self._finished(running, _died(running.record.id, child.process.exitcode))
+        self._waiting.extendleft(reversed(queued))
+        self._dispatch()
         child.gone.set_result(None)
 
     def _sample(self, child: _Child, limit: float) -> None:
@@ -298,9 +389,9 @@ class ProcessExecutor(SlotExecutor):
             rss = psutil.Process(child.process.pid).memory_info().rss
         except psutil.Error:  # it is exiting; its closed pipe tells us
             return
-        if rss > limit and child.slot is not None:
+        if rss > limit and child.queue:
             child.timer = None
-            self._stop_job(child.slot, JobMemoryError(
+            self._stop_job(child.queue[0][1], JobMemoryError(
                 f"The job used {rss / 2**20:.0f} MiB of memory, over its limit of {limit / 2**20:.0f} MiB"))
         else:
             child.timer = asyncio.get_running_loop().call_later(MEMORY_SAMPLE_INTERVAL, self._sample, child, limit)
@@ -312,8 +403,14 @@ class _Child:
     conn: Connection
     started: asyncio.Future[bool]  # True once ready, False if it died first
     gone: asyncio.Future[None]  # set once it is reaped and its job (if any) reported
-    slot: Slot | None = None  # the job given to it
+    #: The jobs handed to it and not reported yet, by sequence number; the first one runs.
+    queue: collections.deque[tuple[int, Slot]] = dataclasses.field(default_factory=collections.deque)
+    seq: int = 0
+    jobs_sent: int = 0
     jobs_done: int = 0
+    running: bool = False  # the first job of its queue runs (its limits count)
+    retiring: bool = False  # told to exit after its current job
+    clean_exit: bool = False  # it said it exits without running its queued jobs
     timer: asyncio.TimerHandle | None = None  # the next memory sample
 
 
@@ -343,6 +440,12 @@ def _died(job_id: uuid.UUID, code: int | None) -> execution.Outcome:
         "(a crash, os._exit(), or the kernel's out-of-memory killer)"))
 
 
+#: Kinds of message from the worker to a child, beside None (exit).
+_JOBS, _SKIP = 0, 1
+#: A child's last message when told to exit: it ran none of its queued jobs.
+_RETIRED = "retired"
+
+
 @dataclasses.dataclass(frozen=True)
 class _LoadFailure:
     """A child's message instead of "ready": what went wrong loading the app."""
@@ -367,28 +470,60 @@ def _load(setup: ChildSetup) -> _LoadFailure | None:
     return None
 
 
-def _child_main(conn: Connection, parent_pid: int, setup: ChildSetup) -> None:
-    """A child's life: load the app, say it is ready, then run each record it receives
-    and send back the outcome, until it receives None or the worker closes the pipe."""
+def _leave_fork_server() -> None:
+    """A child of the fork server inherits the worker's end of the pipe by which the fork
+    server knows the worker is alive. Close it, so that when the worker dies the fork server
+    exits, and its children with it (parent-death signal); a task that starts processes
+    of its own by forkserver then gets a server of its own. (multiprocessing keeps this
+    state in private attributes; absent ones leave nothing to do.)"""
+    server = getattr(forkserver, "_forkserver", None)
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
+    if alive_fd is None:
+        return
+    os.close(alive_fd)
+    server._forkserver_alive_fd = server._forkserver_address = server._forkserver_pid = None
+
+
+def _child_main(conn: Connection, worker_pid: int, setup: ChildSetup) -> None:
+    """A child's life: load the app, say it is ready, then run the jobs it receives in
+    order, sending each outcome as it finishes, until told to exit (None: it runs no job
+    still queued) or the worker closes the pipe. Between two jobs it reads what arrived:
+    more jobs, or a queued job to skip."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # "fork" children inherit the worker's handler…
     signal.set_wakeup_fd(-1)  # …and its event loop's wake-up pipe
     multiprocessing.current_process().daemon = False  # let tasks start processes of their own
+    _leave_fork_server()
+    # Our parent is the worker, or its fork server (which exits when the worker does).
+    parent = os.getppid()
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the worker died before prctl took effect
+    if os.getppid() != parent or not psutil.pid_exists(worker_pid):  # died before prctl took effect
         return
     if setup.output is not None:
         setup.output.apply()
     failure = _load(setup)
-    conn.send(failure)
+    conn.send_bytes(pickle.dumps(failure))
     if failure is not None:
         return
-    while True:
-        try:
-            record = conn.recv()
-        except EOFError:
-            return
-        if record is None:
-            return
-        conn.send(execution.run_sync(record))
+    queue: collections.deque[tuple[int, Any]] = collections.deque()
+    skipped: set[int] = set()
+    try:
+        while True:
+            while not queue or conn.poll():
+                message = pickle.loads(conn.recv_bytes())
+                if message is None:
+                    conn.send_bytes(pickle.dumps(_RETIRED))
+                    return
+                kind, payload = message
+                if kind == _JOBS:
+                    queue.extend(payload)
+                else:
+                    skipped.add(payload)
+            seq, record = queue.popleft()
+            if seq in skipped:  # already reported as stopped
+                skipped.discard(seq)
+                continue
+            conn.send_bytes(pickle.dumps((seq, execution.run_sync(record)), pickle.HIGHEST_PROTOCOL))
+    except (EOFError, BrokenPipeError):
+        return
