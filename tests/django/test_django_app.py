@@ -10,6 +10,7 @@ as a user would, in the project's folder."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -196,7 +197,7 @@ def test_manage_py_chancy_is_the_whole_cli_on_djangos_database(project: dict[str
     for command in ("worker", "migrate", "status", "jobs", "inspect", "purge", "dashboard"):
         assert f"  {command} " in helped
     assert "Usage: manage.py chancy" in manage(env, "help", "chancy").stdout
-    status = manage(env, "chancy", "status")
+    status = manage(env, "chancy", "status", "--settings=proj.settings")  # manage.py's own option, applied
     assert "process" in status.stdout and "thread" in status.stdout
     listed = manage(env, "chancy", "jobs", "list", "--state", "failed", "--json", check=False)
     assert listed.returncode == 0, listed.stderr
@@ -229,3 +230,15 @@ def test_unreachable_database_and_bad_settings_say_what_to_fix(project: dict[str
     assert typo.returncode != 0 and "settings.CHANCY: unknown key(s) ['DATABSE']" in typo.stderr
     alias = manage({**env, "PROJ_CHANCY_OVERRIDES": '{"DATABASE": "missing"}'}, "chancy", "status", check=False)
     assert alias.returncode != 0 and "CHANCY['DATABASE'] is 'missing', which is not in DATABASES" in alias.stderr
+
+
+def test_manage_py_check_reports_the_backend_without_the_app(project: dict[str, Any]) -> None:
+    assert manage(project["env"], "check").returncode == 0
+    missing = manage({**project["env"], "PROJ_WITHOUT_CHANCY_APP": "1"}, "check", check=False)
+    if importlib.util.find_spec("django.tasks") is not None:
+        # Django 6 registers the framework's checks when django.tasks is first imported:
+        # here nothing imports it before the checks run (docs/django.md says so).
+        assert missing.returncode == 0, missing.stderr
+        return
+    # The backport's app registers them at startup.
+    assert missing.returncode != 0 and "(chancy.E001) TASKS['default'] uses Chancy's backend" in missing.stderr

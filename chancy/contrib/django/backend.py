@@ -14,6 +14,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from chancy.job import Job
@@ -22,7 +24,7 @@ from chancy.queues.sql import drive_sync, single
 from chancy.contrib.django import runner
 from chancy.contrib.django.app import default_app
 from chancy.contrib.django.conf import chancy_settings
-from chancy.contrib.django.database import atomic_connection
+from chancy.contrib.django.database import atomic_connection, database_dsn
 from chancy.contrib.django.framework import BaseTaskBackend, InvalidTask, Task, TaskResult, \
     TaskResultDoesNotExist, TaskResultStatus, normalize_json, task_enqueued
 from chancy.contrib.django.results import MARKER, task_result
@@ -42,6 +44,22 @@ class ChancyBackend(BaseTaskBackend):
             raise InvalidTask(f"Queue name {task.queue_name!r} is not valid for Chancy: use 1 to 200 characters, "
                               "no NUL")
         runner.register(task)
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        """``manage.py check``: without the app, workers would not import the task modules
+        (their jobs would fail as unknown tasks); without Postgres there is no queue."""
+        from django.apps import apps
+
+        problems: list[checks.CheckMessage] = []
+        if not apps.is_installed("chancy.contrib.django"):
+            problems.append(checks.Error(
+                f"TASKS[{self.alias!r}] uses Chancy's backend but chancy.contrib.django is not installed",
+                hint='Add "chancy.contrib.django" to INSTALLED_APPS.', id="chancy.E001"))
+        try:
+            database_dsn(chancy_settings().database)
+        except ImproperlyConfigured as exc:
+            problems.append(checks.Error(str(exc), id="chancy.E002"))
+        return problems
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         self.validate_task(task)

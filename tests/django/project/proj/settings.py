@@ -18,6 +18,8 @@ INSTALLED_APPS = [
     "django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
     "django.contrib.messages", "chancy.contrib.django", "orders",
 ]
+if os.environ.get("PROJ_WITHOUT_CHANCY_APP"):  # a test of `manage.py check`
+    INSTALLED_APPS.remove("chancy.contrib.django")
 if importlib.util.find_spec("django.tasks") is None:  # Django 5.2: the framework's backport
     INSTALLED_APPS.append("django_tasks")
 MIDDLEWARE = [

@@ -1,4 +1,6 @@
 from django.contrib import admin
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from orders.views import add_later
+
+urlpatterns = [path("admin/", admin.site.urls), path("add/", add_later)]

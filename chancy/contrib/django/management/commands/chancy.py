@@ -20,6 +20,24 @@ def app_spec() -> str:
     return chancy_settings().app or "chancy.contrib.django.default:app"
 
 
+#: manage.py's own options, which Django has applied before running any command.
+DJANGO_OPTIONS = ("--settings", "--pythonpath")
+
+
+def without_django_options(argv: list[str]) -> list[str]:
+    """``argv`` less ``--settings`` and ``--pythonpath`` (either form), which Django read."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in DJANGO_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(f"{option}=" for option in DJANGO_OPTIONS)):
+            kept.append(arg)
+    return kept
+
+
 def run_chancy(argv: list[str], prog_name: str) -> int:
     """Run ``chancy ARGV`` with the project's app as the default ``-A``; its exit code."""
     from chancy.cli import cli
@@ -40,8 +58,9 @@ class Command(BaseCommand):
         return parser
 
     def run_from_argv(self, argv: list[str]) -> None:
-        """Skip Django's option parsing: every argument is chancy's."""
-        sys.exit(run_chancy(argv[2:], f"{os.path.basename(argv[0])} {argv[1]}"))
+        """Skip Django's option parsing: every argument is chancy's, but for manage.py's own
+        ``--settings`` and ``--pythonpath`` (applied by Django already)."""
+        sys.exit(run_chancy(without_django_options(argv[2:]), f"{os.path.basename(argv[0])} {argv[1]}"))
 
     def print_help(self, prog_name: str, subcommand: str) -> None:
         run_chancy(["--help"], f"{os.path.basename(prog_name)} {subcommand}")
