@@ -15,10 +15,12 @@ typo never silently falls back to a default."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +58,10 @@ def _queues(value: Any) -> dict[str, dict[str, Any]]:
     return queues
 
 
+@functools.cache
 def chancy_settings() -> ChancySettings:
-    """``settings.CHANCY``, checked."""
+    """``settings.CHANCY``, checked; read once (each enqueue asks), again after a test's
+    ``override_settings`` of CHANCY or DATABASES."""
     raw = getattr(django_settings, "CHANCY", {}) or {}
     if not isinstance(raw, Mapping):
         raise ImproperlyConfigured(f"settings.CHANCY must be a dict, got {type(raw).__name__}")
@@ -79,3 +83,11 @@ def chancy_settings() -> ChancySettings:
         raise ImproperlyConfigured(f"CHANCY['DATABASE'] is {found.database!r}, which is not in DATABASES "
                                    f"({', '.join(django_settings.DATABASES)})")
     return found
+
+
+def _forget(setting: str, **_: Any) -> None:
+    if setting in ("CHANCY", "DATABASES"):
+        chancy_settings.cache_clear()
+
+
+setting_changed.connect(_forget)
