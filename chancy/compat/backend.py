@@ -364,7 +364,10 @@ class ChancyBackend(BaseBackend):
 
     def wait_for(self, task_id: Any, timeout: float | None = None, interval: float = 0.5,
                  no_ack: bool = True, on_interval: Any = None) -> dict[str, Any]:
-        """Block until the task is ready, woken by the row's completion NOTIFY."""
+        """Block until the task is ready, woken by the row's completion NOTIFY.
+        ``on_interval`` runs after every read, the last one too, as Celery's Redis and
+        rpc backends run it after every wait: ``get()`` of a chord body then raises the
+        header part's own error (through its parents) before the body's ChordError."""
         self._ensure_not_eager()
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = str(job_id_for(task_id))
@@ -372,10 +375,10 @@ class ChancyBackend(BaseBackend):
             while True:
                 listener = self._done_listener()  # before the read: no completion falls between
                 meta = self.get_task_meta(task_id, cache=False)
-                if meta["status"] in states.READY_STATES:
-                    return meta
                 if on_interval:
                     on_interval()
+                if meta["status"] in states.READY_STATES:
+                    return meta
                 wait = WAIT_RECHECK_INTERVAL if deadline is None else deadline - time.monotonic()
                 if wait <= 0:
                     raise CeleryTimeoutError("The operation timed out.")

@@ -54,7 +54,9 @@ async def test_chords_and_ignored_results_on_a_stock_worker(interop_dsn, celery_
     # A part that fails fails the body with Celery's ChordError, once every part returned.
     failing = chord([sig("interop.add", args=(1, 1)), sig("interop.fail", args=("part broke",)),
                      sig("interop.add", args=(2, 2))], sig("interop.total")).apply_async()
-    body = AsyncResult(failing.id, app=celery_app)  # failing.get() raises the header's error first
+    with pytest.raises(ValueError, match="part broke"):  # the part's own error first, as on Redis
+        await _get(failing)
+    body = AsyncResult(failing.id, app=celery_app)
     with pytest.raises(ChordError, match=r"Dependency .* raised ValueError\('part broke'\)"):
         await _get(body)
     assert body.state == states.FAILURE
