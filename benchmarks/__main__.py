@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> Run:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_const", const="quick", dest="size", help="smaller sizes (~3 min)")
+    size.add_argument("--quick", action="store_const", const="quick", dest="size", help="smaller sizes (~6 min)")
     size.add_argument("--smoke", action="store_const", const="smoke", dest="size",
                       help="tiny sizes that only prove the suite runs")
     parser.add_argument("--dsn", help="a Postgres DSN allowed to CREATE DATABASE (default: embedded server)")
