@@ -242,3 +242,16 @@ def test_manage_py_check_reports_the_backend_without_the_app(project: dict[str, 
         return
     # The backport's app registers them at startup.
     assert missing.returncode != 0 and "(chancy.E001) TASKS['default'] uses Chancy's backend" in missing.stderr
+
+
+def test_chancy_app_may_be_the_compat_app_on_the_same_database_only(project: dict[str, Any]) -> None:
+    """CHANCY['APP'] naming the chancy.compat Celery app: the backend pushes through it when
+    its broker is Django's database, and refuses, saying what to change, when it is not."""
+    env = {**project["env"], "PROJ_CHANCY_OVERRIDES": '{"APP": "proj.celery:app"}'}
+    enqueue = "from orders.tasks import add; print(add.using(queue_name='idle').enqueue(1, 2).status)"
+    assert manage(env, "shell", "-c", enqueue).stdout.strip().endswith("READY")
+    elsewhere = project["env"]["PROJ_DATABASE_DSN"].replace("chancy_django_", "elsewhere_")
+    refused = manage({**env, "PROJ_BROKER_DSN": elsewhere}, "shell", "-c", enqueue, check=False)
+    assert refused.returncode != 0
+    assert "CHANCY['APP'] 'proj.celery:app' stores its jobs in another database than DATABASES['default']" \
+        in refused.stderr

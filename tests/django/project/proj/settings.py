@@ -75,5 +75,5 @@ TASKS = {
         "QUEUES": ["default", "idle", *POOLS],
     }
 }
-CELERY_BROKER_URL = "chancy+" + DSN
-CELERY_RESULT_BACKEND = "chancy+" + DSN
+CELERY_BROKER_URL = "chancy+" + os.environ.get("PROJ_BROKER_DSN", DSN)  # the tests' other database
+CELERY_RESULT_BACKEND = CELERY_BROKER_URL
