@@ -255,3 +255,20 @@ def test_chancy_app_may_be_the_compat_app_on_the_same_database_only(project: dic
     assert refused.returncode != 0
     assert "CHANCY['APP'] 'proj.celery:app' stores its jobs in another database than DATABASES['default']" \
         in refused.stderr
+
+
+def test_without_chancy_app_the_project_gets_a_djangochancy(project: dict[str, Any], tmp_path: Path) -> None:
+    """No CHANCY['APP']: manage.py chancy and the backend use a DjangoChancy made from
+    settings.CHANCY; its worker runs the framework's tasks, in process-pool children too."""
+    env = {**project["env"], "PROJ_DEFAULT_APP": "1"}
+    wait = ("import time; from orders.tasks import add_async, whoami\n"
+            "results = [add_async.using(queue_name='process').enqueue(1, 2), whoami.using(queue_name='solo').enqueue('d')]\n"
+            "deadline = time.monotonic() + 60\n"
+            "while not all(r.is_finished for r in results) and time.monotonic() < deadline:\n"
+            "    time.sleep(0.05); [r.refresh() for r in results]\n"
+            "print([str(r.status) for r in results], results[0].return_value['sum'], results[1].return_value['label'])")
+    log = tmp_path / "worker.log"
+    with worker(env, log) as process:
+        done = manage(env, "shell", "-c", wait)
+        assert process.poll() is None, log.read_text()
+    assert done.stdout.strip().endswith("['SUCCESSFUL', 'SUCCESSFUL'] 3 d"), log.read_text()

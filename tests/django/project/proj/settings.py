@@ -69,6 +69,8 @@ CHANCY = {
     },
 }
 CHANCY.update(json.loads(os.environ.get("PROJ_CHANCY_OVERRIDES", "{}")))  # the tests' bad settings
+if os.environ.get("PROJ_DEFAULT_APP"):  # the app chancy.contrib.django makes when none is named
+    del CHANCY["APP"]
 TASKS = {
     "default": {
         "BACKEND": "chancy.contrib.django.backend.ChancyBackend",
