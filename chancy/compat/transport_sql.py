@@ -91,6 +91,22 @@ def _store_outcome(rows: list[tuple]) -> StoreOutcome:
     return StoreOutcome(stored=stored_state is not None, repeated=bool(repeated), existing_state=existing_state)
 
 
+#: ``scheduled_at`` of a row no worker may claim: the last day Python's datetime can
+#: load (not 'infinity', which no reader of the row could load).
+PARKED_AT = "timestamptz '9999-12-31 00:00:00+00'"
+
+
+def _names_next_step(celery: sql.Composable, task_id: sql.Composable) -> sql.Composable:
+    """Whether a message's ``celery`` meta names ``task_id`` as a later step: in its
+    chain, as its chord's body, or as the first step of that body (a chord chained on)."""
+    return sql.SQL(
+        """({celery}->'chain' @> jsonb_build_array(jsonb_build_object('options',
+                jsonb_build_object('task_id', {task_id}::text)))
+            OR {celery}->'chord'->'options'->>'task_id' = {task_id}
+            OR {celery}->'chord'->'kwargs'->'tasks'->0->'options'->>'task_id' = {task_id})"""
+    ).format(celery=celery, task_id=task_id)
+
+
 def _nesting(value: Any) -> int:
     """A message's ``replaced_task_nesting`` (0 when absent or not a number)."""
     try:
@@ -126,20 +142,27 @@ class TransportSQL:
         # Task.replace() publishes the replacing signature under the replaced task's id:
         # a single task straight from the replaced task (its parent is the task itself);
         # the last task of a chain, or the body of the chord a group is made into, later
-        # from the task before it, whose own message named this id as a next step of its
-        # chain, or as its chord's body (or that body's first step, when the chord was
-        # chained on). Either way it carries Celery's replace marks: a deeper
+        # from the task before it, whose own message named this id as a next step (see
+        # ``_names_next_step``). Either way it carries Celery's replace marks: a deeper
         # replaced_task_nesting and the replaced task's root.
+        def marked_by(row: str) -> sql.Composable:
+            """The message's replace marks, deeper than those of the row ``row``."""
+            return sql.SQL(
+                "%(nesting)s > COALESCE(({row}.meta->'celery'->>'replaced_task_nesting')::int, 0) "
+                "AND COALESCE({row}.meta->'celery'->>'root_id', {row}.meta->'celery'->>'task_id', {row}.id::text) "
+                "= %(root_id)s").format(row=sql.Identifier(row))
+
         replacing = sql.SQL(
-            """(%(nesting)s > COALESCE((j.meta->'celery'->>'replaced_task_nesting')::int, 0)
-                AND COALESCE(j.meta->'celery'->>'root_id', {task_id}) = %(root_id)s
-                AND (%(parent_id)s = {task_id}
+            """({marked} AND (%(parent_id)s = {task_id}
                      OR EXISTS (SELECT 1 FROM {jobs} p WHERE p.id = %(parent_job)s
-                                AND (p.meta->'celery'->'chain' @> %(as_chain_step)s::jsonb
-                                     OR p.meta->'celery'->'chord'->'options'->>'task_id' = %(task_id)s
-                                     OR p.meta->'celery'->'chord'->'kwargs'->'tasks'->0->'options'->>'task_id'
-                                        = %(task_id)s))))"""
-        ).format(task_id=task_id, **f)
+                                AND {parent_names_it})))"""
+        ).format(marked=marked_by("j"), task_id=task_id,
+                 parent_names_it=_names_next_step(sql.SQL("p.meta->'celery'"), sql.SQL("%(task_id)s")), **f)
+        # The replaced task waits for a replacement published later (a chain's last task,
+        # a chord's body) parked, no longer running under its consumer: the first message
+        # of the replacement, sent by the task itself, parks it, so a consumer stopping
+        # meanwhile does not get it run again; the replacement takes the row over.
+        awaiting = sql.SQL("(j.state = 'scheduled' AND j.meta->'celery'->>'awaiting_replacement' = 'true')")
         self._store = ready(sql.SQL(
             """
             WITH stored AS (
@@ -167,7 +190,18 @@ class TransportSQL:
                     AND ((j.state = 'running' AND j.taken_by LIKE 'celery:%%')
                          OR (j.state = 'succeeded' AND j.result IS NULL
                              AND j.meta->'celery'->>'finished_by_ack' = 'true'))
-                RETURNING id, queue, state
+                   OR ({replacing} AND {awaiting})
+                RETURNING id, queue, state, meta->'celery' AS celery
+            ),
+            parked AS (
+                UPDATE {jobs} r SET state = 'scheduled', scheduled_at = {parked_at}, taken_by = NULL,
+                    meta = r.meta || jsonb_build_object('celery', COALESCE(r.meta->'celery', '{{}}')
+                        || jsonb_build_object('awaiting_replacement', true))
+                FROM stored s
+                WHERE r.id = %(parent_job)s AND %(parent_id)s <> %(task_id)s
+                    AND r.state = 'running' AND r.taken_by LIKE 'celery:%%'
+                    AND {marked_by_parent} AND {names_parent}
+                RETURNING r.id
             ),
             existing AS (
                 SELECT state, meta->'celery'->>'digest' = %(digest)s AS repeated FROM {jobs} WHERE id = %(id)s
@@ -176,8 +210,11 @@ class TransportSQL:
                    CASE WHEN s.state = 'pending' THEN pg_notify(%(pushed)s, s.queue) END,
                    CASE WHEN s.state = 'failed' THEN pg_notify(%(done)s, s.id::text) END
             FROM (VALUES (1)) AS one LEFT JOIN stored s ON TRUE LEFT JOIN existing e ON TRUE
+                LEFT JOIN (SELECT count(*) FROM parked) AS parked_count ON TRUE
             """
-        ).format(retrying=retrying, replacing=replacing,
+        ).format(retrying=retrying, replacing=replacing, awaiting=awaiting, parked_at=sql.SQL(PARKED_AT),
+                 marked_by_parent=marked_by("r"),
+                 names_parent=_names_next_step(sql.SQL("s.celery"), sql.SQL("%(parent_id)s")),
                  new_base=sql.SQL("(CASE WHEN {retrying} THEN {base} ELSE j.attempts END)").format(
                      retrying=retrying, base=base),
                  **f))
@@ -255,8 +292,7 @@ class TransportSQL:
         # Result backend: a Celery state written onto the row. Terminal states finish the
         # row; others only record the Celery state and its info in meta. A task that never
         # went through the transport (another broker) gets a row here: finished, or for
-        # a non-terminal state one scheduled at the last day Python's datetime can load
-        # (not 'infinity', which no reader of the row could load), so no worker claims it;
+        # a non-terminal state one parked (PARKED_AT), so no worker claims it;
         # ``celery.foreign`` marks such a row: the task runs wherever its broker sent it
         # (see :func:`chancy.compat.kombu.revoke_steps`). ``celery.write`` names one store: sent again after a dropped connection, a store
         # that had committed changes nothing and returns no row (so its canvas step and
@@ -272,7 +308,7 @@ class TransportSQL:
                         %(result)s,
                         CASE WHEN %(error)s::jsonb IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(%(error)s::jsonb) END,
                         CASE WHEN %(state)s::text IS NOT NULL THEN now() END, now(),
-                        CASE WHEN %(state)s::text IS NULL THEN timestamptz '9999-12-31 00:00:00+00' ELSE now() END)
+                        CASE WHEN %(state)s::text IS NULL THEN {parked_at} ELSE now() END)
                 ON CONFLICT (id) DO UPDATE SET
                     state = COALESCE(%(state)s::text, j.state),
                     result = CASE WHEN %(state)s::text IS NULL THEN j.result ELSE %(result)s END,
@@ -289,7 +325,7 @@ class TransportSQL:
                             THEN pg_notify(%(done)s, id::text) END, canvas::text
             FROM stored
             """
-        ).format(**f))
+        ).format(parked_at=sql.SQL(PARKED_AT), **f))
         self._forget = ready(sql.SQL(
             "DELETE FROM {jobs} WHERE id = %(id)s AND state IN ('succeeded', 'failed', 'cancelled', 'expired')"
         ).format(**f))
@@ -307,7 +343,6 @@ class TransportSQL:
             "parent_job": job_id_for(parent_id) if parent_id else None,
             "root_id": str(celery.get("root_id") or task_id),
             "nesting": _nesting(celery.get("replaced_task_nesting")),
-            "as_chain_step": serialization.dumps([{"options": {"task_id": task_id}}]),
             "queue": job.queue, "func": job.func, "args": args_json, "kwargs": kwargs_json,
             "priority": job.priority, "attempts": attempts, "max_attempts": job.max_attempts,
             "scheduled_at": job.scheduled_at, "expires_at": job.expires_at,

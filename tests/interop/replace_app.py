@@ -4,14 +4,16 @@ a group, and again and again (``-A replace_app``)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from celery import chain, group
 
-from celery_app import DSN, make_app
+from celery_app import DSN, make_app, record_run
 
 app = make_app(DSN)
 add = app.tasks["interop.add"]
+record = app.tasks["interop.record"]
 
 
 @app.task(name="replace.identity")
@@ -54,3 +56,11 @@ def sleep_then_add(self, seconds, x, y):
 @app.task(name="replace.total")
 def total(numbers):
     return sum(numbers)
+
+
+@app.task(name="replace.with_slow_chain", bind=True)
+def with_slow_chain(self, key):
+    """Notes its run as ``key``, then is replaced by a chain whose first step (``key + 1``)
+    takes a while: the replaced task waits for the chain's last step meanwhile."""
+    record_run(key, f"celery:{os.getpid()}")
+    return self.replace(chain(record.si(key + 1, 3.0), add.s(1)))

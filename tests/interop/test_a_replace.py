@@ -17,6 +17,8 @@ from celery.result import AsyncResult
 from chancy.compat.protocol import job_id_for
 from chancy.testing import eventually
 
+from interop_support import ran
+
 
 async def _get(celery_app, task_id: str, timeout: float = 30.0):
     return await asyncio.to_thread(AsyncResult(task_id, app=celery_app).get, timeout=timeout)
@@ -84,3 +86,24 @@ async def test_reusing_a_task_id_without_replacing_it_is_still_refused(interop_d
         add.apply_async((50, 50), task_id=task_id, parent_id=task_id, **{**marks, "replaced_task_nesting": 2})
     assert _row(interop_dsn, task_id) == finished
     assert await _get(celery_app, task_id) == 5
+
+
+async def test_a_task_waiting_for_its_replacement_is_not_run_again_after_its_worker_dies(
+        interop_dsn, celery_app, celery_worker):
+    """Replaced by a chain, the task waits parked for the chain's last step (its id),
+    no longer running under its worker: killed meanwhile, the worker's rows are
+    recovered, and only the chain step it was running runs again, not the replaced task."""
+    first = celery_worker(pool="prefork", app="replace_app")
+    sent = celery_app.signature("replace.with_slow_chain", (100,)).delay()
+
+    def slow_step_running() -> bool:
+        with psycopg.connect(interop_dsn) as conn:
+            return bool(conn.execute("SELECT 1 FROM chancy_jobs WHERE func = 'interop.record' "
+                                     "AND state = 'running'").fetchone())
+
+    await eventually(slow_step_running, timeout=20, message="the chain's first step running")
+    assert _row(interop_dsn, sent.id)[:2] == ("scheduled", "replace.with_slow_chain")
+    first.kill()
+    second = celery_worker(pool="prefork", app="replace_app")
+    assert await _get(celery_app, sent.id, timeout=60) == 102, second.log()
+    assert [key for key, _ in ran(interop_dsn)].count(100) == 1
