@@ -232,6 +232,15 @@ def test_unreachable_database_and_bad_settings_say_what_to_fix(project: dict[str
     assert alias.returncode != 0 and "CHANCY['DATABASE'] is 'missing', which is not in DATABASES" in alias.stderr
 
 
+def test_makemigrations_finds_nothing_to_write_in_the_installed_package(project: dict[str, Any]) -> None:
+    """The job model's migration ships with the app, whatever the table prefix: Django never
+    wants to write one into site-packages."""
+    for overrides in ("{}", '{"PREFIX": "jobs_"}'):
+        env = {**project["env"], "PROJ_CHANCY_OVERRIDES": overrides}
+        done = manage(env, "makemigrations", "--check", "--dry-run", "chancy", check=False)
+        assert done.returncode == 0 and "No changes detected" in done.stdout, done.stdout + done.stderr
+
+
 def test_manage_py_check_reports_the_backend_without_the_app(project: dict[str, Any]) -> None:
     assert manage(project["env"], "check").returncode == 0
     missing = manage({**project["env"], "PROJ_WITHOUT_CHANCY_APP": "1"}, "check", check=False)
