@@ -240,6 +240,11 @@ class Worker:
         self._owned: dict[uuid.UUID, int] = {}
         self._unwritten: list[tuple[QueuePlugin, Transition]] = []
         self._background: set[asyncio.Task[None]] = set()
+        #: Prefetched jobs handed to an executor that isolates jobs before their start was
+        #: written; once it says one started, it moves to ``_unmarked``, whose start the
+        #: next flush writes (or its outcome's write-back does).
+        self._handed_unmarked: set[uuid.UUID] = set()
+        self._unmarked: set[uuid.UUID] = set()
         self._outcome_ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
@@ -290,6 +295,7 @@ class Worker:
             ]
         for queue in self.queues:
             executor = queue.make_executor()
+            executor.on_start = self._on_start
             await executor.start()
             runner = _QueueRunner(queue, executor, asyncio.Event())
             self._runners[queue.name] = runner
@@ -385,7 +391,7 @@ class Worker:
                 try:
                     if runner.reconcile:
                         await self._reconcile(runner)
-                    start = max(0, runner.free_slots - len(runner.prefetched)) if self._prefetches(runner) else None
+                    start = self._start_count(runner)
                     records = await runner.queue.write_back_and_claim(self.worker_id, finished, free, start)
                 except Exception as exc:  # noqa: BLE001 - the database may come back
                     # The claim may have committed with its answer lost: look before the next.
@@ -406,11 +412,23 @@ class Worker:
                 if runner.saturated and runner.claim_room(self.prefetch_multiplier) > 0:
                     continue
             await self._wait_for_wake(runner, runner.queue.polling_interval)
+        withdrawn = runner.executor.withdraw()
+        for record in withdrawn:
+            self._handed_unmarked.discard(record.id)
+            self._unmarked.discard(record.id)
+        runner.prefetched.extend(withdrawn)
         if runner.prefetched:
             await self._release_prefetched(runner)
 
-    def _prefetches(self, runner: _QueueRunner) -> bool:
-        return self.prefetch_multiplier > 1 and runner.can_release
+    def _start_count(self, runner: _QueueRunner) -> int | None:
+        """How many of the jobs claimed next start at once (None: all, no prefetch): as
+        many as there are free slots; none for an executor that isolates jobs (it says
+        when each starts)."""
+        if self.prefetch_multiplier <= 1 or not runner.can_release:
+            return None
+        if runner.executor.isolates_jobs:
+            return 0
+        return max(0, runner.free_slots - len(runner.prefetched))
 
     async def _reconcile(self, runner: _QueueRunner) -> None:
         first = not runner.reconciled_once
@@ -436,8 +454,10 @@ class Worker:
         self._submit_all(runner, records)
 
     def _submit_all(self, runner: _QueueRunner, records: list[JobRecord]) -> None:
-        """Prefetch the claimed jobs, then start as many as there are free slots."""
-        for record in records:
+        """Prefetch the claimed jobs, best first (as claimed), then start as many as
+        there are free slots."""
+        starting: list[JobRecord] = []
+        for record in sorted(records, key=_claim_order):
             if record.id in self._held:
                 self._release_reclaimed(runner, record)
                 continue
@@ -447,9 +467,10 @@ class Worker:
             self._held[record.id] = runner
             if record.started_at is not None:  # its claim marked it started
                 runner.marked.add(record.id)
-                runner.prefetched.appendleft(record)
+                starting.append(record)
             else:
                 runner.prefetched.append(record)
+        runner.prefetched.extendleft(reversed(starting))  # the best ones, which start now
         self._feed(runner)
 
     def _feed(self, runner: _QueueRunner) -> None:
@@ -461,10 +482,14 @@ class Worker:
             return
         prefetched, executor, marked = runner.prefetched, runner.executor, runner.marked
         free = runner.free_slots
-        while free > 0 and prefetched and prefetched[0].id in marked:
+        isolated = executor.isolates_jobs
+        while free > 0 and prefetched and (isolated or prefetched[0].id in marked):
             free -= 1
             record = prefetched.popleft()
-            marked.discard(record.id)
+            if record.id in marked:
+                marked.discard(record.id)
+            elif isolated and record.started_at is None:
+                self._handed_unmarked.add(record.id)
             _log_start(record)
             try:
                 executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
@@ -480,6 +505,25 @@ class Worker:
             task.add_done_callback(self._background.discard)
         if runner.saturated and runner.claim_room(self.prefetch_multiplier) > 0:
             runner.wake.set()
+
+    def _on_start(self, job_id: uuid.UUID) -> None:
+        """An isolating executor started a job: write its start with the next flush."""
+        if job_id in self._handed_unmarked:
+            self._unmarked.add(job_id)
+            self._outcome_ready.set()
+
+    async def _write_starts(self) -> bool:
+        """Write the start of the jobs isolating executors started since the last flush."""
+        started = list(self._unmarked)
+        try:
+            async with self.app.connection() as conn:
+                await drive_async(conn, single(self._worker_sql.mark_started(self.worker_id, started)))
+        except Exception as exc:  # noqa: BLE001 - keep them until the database is back
+            log.warning("writing the start of %d job(s) failed (%s); will retry", len(started), exc)
+            return False
+        self._unmarked.difference_update(started)
+        self._handed_unmarked.difference_update(started)
+        return True
 
     async def _mark_started(self, runner: _QueueRunner, job_ids: list[uuid.UUID]) -> None:
         """Write that these prefetched jobs start, then start them: from then on a crash
@@ -585,6 +629,9 @@ class Worker:
     # --- outcomes -------------------------------------------------------------------------------
     def _on_outcome(self, runner: _QueueRunner, record: JobRecord, outcome: Outcome) -> None:
         self._held.pop(record.id, None)
+        if self._handed_unmarked:
+            self._handed_unmarked.discard(record.id)
+            self._unmarked.discard(record.id)  # its write-back marks it started
         transition = with_follow_ups(self.app, record, decide(record, outcome))
         _log_outcome(record, transition)
         self._unwritten.append((runner.queue, transition))
@@ -617,6 +664,10 @@ class Worker:
     async def _flush(self) -> bool:
         """Write buffered outcomes; on failure keep them for the next try. True if empty."""
         self._outcome_ready.clear()
+        if self._unmarked and not await self._write_starts():
+            await asyncio.sleep(0.5)
+            self._outcome_ready.set()
+            return False
         batch, self._unwritten = self._unwritten, []
         if not batch:
             return True
@@ -735,6 +786,7 @@ class Worker:
         queue = PgQueue(name, concurrency=1, executor="asyncio")
         queue.bind(self.app)
         executor = queue.make_executor()
+        executor.on_start = self._on_start
         await executor.start()
         runner = _QueueRunner(queue, executor, asyncio.Event(), declared=True)
         self._runners[name] = runner
@@ -813,6 +865,11 @@ class Worker:
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not deregister worker (%s)", exc)
         log.info("worker %s stopped after %.1fs of shutdown", self.worker_id, time.monotonic() - started)
+
+
+def _claim_order(record: JobRecord) -> tuple[int, uuid.UUID]:
+    """The claim's order (priority, then age: job ids grow with time); its answer has none."""
+    return -record.priority, record.id
 
 
 def _job_fields(record: JobRecord) -> dict[str, Any]:

@@ -144,6 +144,13 @@ class SlotExecutor(Executor):
         slot.report(outcome)
         self._slots.pop(slot.record.id, None)
 
+    def _forget(self, slot: Slot) -> None:
+        """Drop a withdrawn job that never started: no outcome, its slot freed."""
+        if slot.timer is not None:
+            slot.timer.cancel()
+            slot.timer = None
+        self._slots.pop(slot.record.id, None)
+
     def _stop_job(self, slot: Slot, exc: BaseException, *, final: bool = False, cancelled: bool = False) -> None:
         if slot.interrupted is not None or slot.reported:
             return

@@ -31,10 +31,17 @@ class Executor(abc.ABC):
     #: Jobs it accepts per slot: more than one lets it queue the next jobs where they run
     #: (the process executor queues them in its children, to hand them over in batches).
     depth: int = 1
+    #: Whether a job runs apart from the worker (a child process), so that no job can
+    #: crash the worker: then a job may be handed over before its start is written, and
+    #: the executor says when it really starts through :attr:`on_start`.
+    isolates_jobs: bool = False
 
     def __init__(self, queue: "QueuePlugin") -> None:
         self.queue = queue
         self.concurrency = queue.concurrency
+        #: Set by the worker: called with a job's id when a job queued here starts to run
+        #: (only by executors that :attr:`isolates_jobs`).
+        self.on_start: Callable[[uuid.UUID], None] | None = None
 
     @property
     def capacity(self) -> int:
@@ -57,6 +64,12 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def submit(self, record: JobRecord, on_outcome: OutcomeCallback) -> None:
         """Start running ``record``; never blocks. Requires a free slot."""
+
+    def withdraw(self) -> list[JobRecord]:
+        """Take back the submitted jobs that have not started (queued here), for the
+        worker to hand back to their queue when it stops; they get no outcome. None by
+        default: a job submitted to an executor of depth 1 starts at once."""
+        return []
 
     @abc.abstractmethod
     def cancel(self, job_id: uuid.UUID) -> bool:

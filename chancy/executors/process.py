@@ -27,7 +27,7 @@ import psutil
 from chancy import execution, stdio
 from chancy.errors import ChancyError, JobMemoryError
 from chancy.executors._slots import Slot, SlotExecutor
-from chancy.job import Limit
+from chancy.job import JobRecord, Limit
 
 if TYPE_CHECKING:
     from chancy.queue import QueuePlugin
@@ -150,6 +150,7 @@ class ProcessExecutor(SlotExecutor):
 
     supports_time_limit = True
     supports_memory_limit = True
+    isolates_jobs = True
 
     def __init__(
         self,
@@ -233,10 +234,27 @@ class ProcessExecutor(SlotExecutor):
         """The job at the head of ``child``'s queue runs now: its limits start to count."""
         child.running = True
         slot = child.queue[0][1]
+        if self.on_start is not None:
+            self.on_start(slot.record.id)
         self._arm_time_limit(slot)
         limit = slot.record.limit(Limit.Type.MEMORY)
         if limit is not None:
             child.timer = asyncio.get_running_loop().call_later(MEMORY_SAMPLE_INTERVAL, self._sample, child, limit)
+
+    def withdraw(self) -> list[JobRecord]:
+        """The jobs not handed over yet, and those queued in children that have not
+        started; each child is told atomically to start none after the one it runs."""
+        slots = list(self._waiting)
+        self._waiting.clear()
+        for child in self._living:
+            with child.gate.get_lock():
+                gate = child.gate.get_obj()
+                started = gate[_LIMIT] = gate[_STARTED]
+            slots += [slot for seq, slot in child.queue if seq > started]
+            child.queue = collections.deque((seq, slot) for seq, slot in child.queue if seq <= started)
+        for slot in slots:
+            self._forget(slot)
+        return [slot.record for slot in slots]
 
     def _interrupt(self, slot: Slot, exc: BaseException) -> None:
         waiting = next((i for i, queued in enumerate(self._waiting) if queued is slot), None)
@@ -274,12 +292,13 @@ class ProcessExecutor(SlotExecutor):
     def _spawn(self, setup: ChildSetup | None = None) -> _Child:
         loop = asyncio.get_running_loop()
         ours, theirs = self._context.Pipe()
+        gate = self._context.Array("q", [0, _NO_LIMIT])
         process = self._context.Process(target=_child_main,
-                                        args=(theirs, os.getpid(), setup or ChildSetup.of_this_process()),
+                                        args=(theirs, gate, os.getpid(), setup or ChildSetup.of_this_process()),
                                         name=f"chancy-{self.queue.name}", daemon=True)
         process.start()
         theirs.close()  # so that the child's death closes the pipe
-        child = _Child(process, ours, loop.create_future(), loop.create_future())
+        child = _Child(process, ours, gate, loop.create_future(), loop.create_future())
         self._living.add(child)
         loop.add_reader(ours.fileno(), self._on_readable, child)
         return child
@@ -401,6 +420,8 @@ class ProcessExecutor(SlotExecutor):
 class _Child:
     process: BaseProcess
     conn: Connection
+    #: Shared with the child, under its lock: [the last job it started, the last it may start].
+    gate: Any
     started: asyncio.Future[bool]  # True once ready, False if it died first
     gone: asyncio.Future[None]  # set once it is reaped and its job (if any) reported
     #: The jobs handed to it and not reported yet, by sequence number; the first one runs.
@@ -442,6 +463,8 @@ def _died(job_id: uuid.UUID, code: int | None) -> execution.Outcome:
 
 #: Kinds of message from the worker to a child, beside None (exit).
 _JOBS, _SKIP = 0, 1
+#: The places in a child's gate, and the limit of a child that may start every job.
+_STARTED, _LIMIT, _NO_LIMIT = 0, 1, 2**62
 #: A child's last message when told to exit: it ran none of its queued jobs.
 _RETIRED = "retired"
 
@@ -484,7 +507,7 @@ def _leave_fork_server() -> None:
     server._forkserver_alive_fd = server._forkserver_address = server._forkserver_pid = None
 
 
-def _child_main(conn: Connection, worker_pid: int, setup: ChildSetup) -> None:
+def _child_main(conn: Connection, gate: Any, worker_pid: int, setup: ChildSetup) -> None:
     """A child's life: load the app, say it is ready, then run the jobs it receives in
     order, sending each outcome as it finishes, until told to exit (None: it runs no job
     still queued) or the worker closes the pipe. Between two jobs it reads what arrived:
@@ -508,6 +531,7 @@ def _child_main(conn: Connection, worker_pid: int, setup: ChildSetup) -> None:
         return
     queue: collections.deque[tuple[int, Any]] = collections.deque()
     skipped: set[int] = set()
+    lock, shared = gate.get_lock(), gate.get_obj()
     try:
         while True:
             while not queue or conn.poll():
@@ -523,6 +547,12 @@ def _child_main(conn: Connection, worker_pid: int, setup: ChildSetup) -> None:
             seq, record = queue.popleft()
             if seq in skipped:  # already reported as stopped
                 skipped.discard(seq)
+                continue
+            with lock:
+                withdrawn = seq > shared[_LIMIT]
+                if not withdrawn:
+                    shared[_STARTED] = seq
+            if withdrawn:  # the worker took it back
                 continue
             conn.send_bytes(pickle.dumps((seq, execution.run_sync(record)), pickle.HIGHEST_PROTOCOL))
     except (EOFError, BrokenPipeError):
