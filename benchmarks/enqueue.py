@@ -15,8 +15,11 @@ CLIENTS = 8
 
 SPECS = {
     **{key: spec for key, spec in raw.SPECS.items()
-       if key in ("raw.insert_loop", "raw.job_insert_loop", "raw.insert_multirow", "raw.copy", "raw.copy_job_shaped")},
+       if key in ("raw.insert_loop", "raw.job_insert_loop", "raw.compat_insert_loop", "raw.insert_multirow", "raw.copy",
+                  "raw.copy_job_shaped")},
     "chancy.delay": FigureSpec("chancy.compat: Celery task .delay() loop", "jobs/s"),
+    "chancy.delay_cpu": FigureSpec("chancy.compat: Celery task .delay(): client CPU", "us/call",
+                                   higher_is_better=False),
     "chancy.push_sync": FigureSpec("chancy: task.push_sync() loop", "jobs/s"),
     "chancy.push_async": FigureSpec("chancy: await task.push() loop", "jobs/s"),
     "raw.insert_loop_concurrent": FigureSpec(f"raw: single-row INSERT loops, {CLIENTS} processes", "jobs/s"),
@@ -35,7 +38,7 @@ async def one_at_a_time(run: Run) -> dict[str, float]:
     async with run.fresh_database() as dsn:
         await raw.create(dsn)
         raw_before = raw.insert_loop(dsn, n)
-        delay_rate = await celery_delay(dsn, n)
+        delay_rate, delay_cpu, compat_insert_rate = await celery_delay(dsn, n)
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
             job_insert_before = raw.job_insert_loop(dsn, app.job_sql, n)
             task = app.task(tasks.noop)
@@ -53,6 +56,7 @@ async def one_at_a_time(run: Run) -> dict[str, float]:
             job_insert_rate = (job_insert_before + raw.job_insert_loop(dsn, app.job_sql, n)) / 2
         raw_rate = (raw_before + raw.insert_loop(dsn, n)) / 2
     return {"raw.insert_loop": raw_rate, "raw.job_insert_loop": job_insert_rate, "chancy.delay": delay_rate,
+            "raw.compat_insert_loop": compat_insert_rate, "chancy.delay_cpu": delay_cpu,
             "chancy.push_sync": sync_rate, "chancy.push_async": async_rate}
 
 
@@ -72,18 +76,26 @@ async def concurrent(run: Run) -> dict[str, float]:
     return {"raw.insert_loop_concurrent": raw_rate, "chancy.push_sync_concurrent": chancy_rate}
 
 
-async def celery_delay(dsn: str, n: int) -> float:
+async def celery_delay(dsn: str, n: int) -> tuple[float, float, float]:
     """``.delay()`` through the Celery-compatible layer, as a migrated Celery app calls it
-    (this also creates Chancy's tables)."""
+    (this also creates Chancy's tables): calls per second and the client's CPU µs per call
+    (what removing Python per call shows, whatever the shared disk's commits do to the
+    wall clock); bracketed by the row it writes (Celery metadata included) sent by plain
+    psycopg: the statement's share of the gap to the raw loop, the rest being the client's."""
     celery = Celery("benchmarks", broker=dsn, set_as_current=False)
     task = celery.task(name="benchmarks.tasks.noop_sync")(tasks.noop_sync)
     await celery.chancy.migrate()
     try:
         task.delay(-1)
-        started = time.perf_counter()
+        row = celery.job_for(task.signature((0,), {}))
+        statement_before = raw.job_insert_loop(dsn, celery.chancy.job_sql, n, row)
+        started, cpu_started = time.perf_counter(), time.process_time()
         for i in range(n):
             task.delay(i)
-        return rate(n, time.perf_counter() - started)
+        delay_rate = rate(n, time.perf_counter() - started)
+        cpu_per_call = (time.process_time() - cpu_started) / n * 1e6
+        statement_rate = (statement_before + raw.job_insert_loop(dsn, celery.chancy.job_sql, n, row)) / 2
+        return delay_rate, cpu_per_call, statement_rate
     finally:
         await celery.chancy.close()
 
@@ -122,6 +134,8 @@ async def measure(run: Run) -> None:
     run.ratio("Chancy's own INSERT statement loop / raw INSERT loop", "raw.job_insert_loop", "raw.insert_loop")
     run.ratio(".delay() (compat) / Chancy's own INSERT statement loop", "chancy.delay", "raw.job_insert_loop")
     run.ratio("push_sync / Chancy's own INSERT statement loop", "chancy.push_sync", "raw.job_insert_loop")
+    run.ratio(".delay()'s own INSERT statement loop / raw INSERT loop", "raw.compat_insert_loop", "raw.insert_loop")
+    run.ratio(".delay() (compat) / its own INSERT statement loop", "chancy.delay", "raw.compat_insert_loop")
     run.ratio(f"push_sync / raw INSERT loop, {CLIENTS} processes each", "chancy.push_sync_concurrent",
               "raw.insert_loop_concurrent")
     run.ratio("push_many / raw COPY", "chancy.push_many", "raw.copy", at_least=0.8)

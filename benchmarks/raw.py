@@ -70,6 +70,7 @@ SPECS = {
     "raw.claim1_1conn": FigureSpec("raw: claim-1 + complete-1, 1 connection", "jobs/s"),
     "raw.claim1_10conn": FigureSpec("raw: claim-1 + complete-1, 10 connections", "jobs/s"),
     "raw.job_insert_loop": FigureSpec("raw: Chancy's own job INSERT statement, loop", "jobs/s"),
+    "raw.compat_insert_loop": FigureSpec("raw: the INSERT statement of a .delay(), loop", "jobs/s"),
 }
 
 
@@ -128,14 +129,15 @@ def insert_loop(dsn: str, n: int) -> float:
         return rate(n, time.perf_counter() - started)
 
 
-def job_insert_loop(dsn: str, jobs: JobSQL, n: int) -> float:
+def job_insert_loop(dsn: str, jobs: JobSQL, n: int, job: Job | None = None) -> float:
     """Chancy's own statement for a plain push (id, queue, task, arguments, and the
     notification that wakes workers), sent by plain psycopg in the INSERT loop's shape,
     its parameters and ids made before the clock: what one job row costs the server with
     none of Chancy's client code. The gap between this and the raw INSERT loop is the job
     row's; the gap between this and ``push_sync`` is Chancy's Python. Needs a migrated
-    database."""
-    statement = next(push_steps(jobs, [Job(FUNC, args=(0,))]))
+    database. ``job``: the row to write instead of a plain push's (e.g. a ``.delay()``'s,
+    with its Celery metadata)."""
+    statement = next(push_steps(jobs, [job or Job(FUNC, args=(0,))]))
     params = [{**statement.params, "id": job_id, "args": f"[{i}]"} for i, job_id in enumerate(new_job_ids(n))]
     with psycopg.connect(dsn, autocommit=True) as conn:
         cur = conn.cursor()
