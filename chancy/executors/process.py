@@ -198,12 +198,14 @@ class ProcessExecutor(SlotExecutor):
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Hand waiting jobs to ready children with room, each child's share in one message."""
+        """Hand waiting jobs to ready children, each child's share in one message: to an
+        idle child at once, to a busy one once half its queue has room (one message per
+        few jobs, not one per job)."""
         for child in self._children:
             if not self._waiting:
                 return
             room = self._room(child)
-            if room <= 0:
+            if room <= 0 or (child.queue and room < (self.depth + 1) // 2):
                 continue
             batch = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
             self._send(child, batch)
