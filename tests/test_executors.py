@@ -94,7 +94,7 @@ async def make(kind: str) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     harnesses: list[Harness] = []
 
     async def factory(concurrency: int = 1, **options: Any) -> Harness:
-        if kind == "process":  # a slot per job, as the other executors (batches: see test_c_*)
+        if kind == "process":  # a slot per job, as the other executors (batches: test_process_batch_*)
             options.setdefault("depth", 1)
         executor = EXECUTORS[kind](MemoryQueue("test", concurrency=concurrency), **options)
         await executor.start()
@@ -334,3 +334,71 @@ async def test_process_children_die_with_the_worker():
             return True
 
     await eventually(gone, timeout=5)
+
+
+# --- process, several jobs per child (depth) ----------------------------------------------------
+@pytest.mark.parametrize("kind", ["process"])
+async def test_process_batch_queued_jobs_run_in_order_and_a_cancelled_one_never_runs(make, tmp_path):
+    harness = await make(depth=4)
+    gate = tmp_path / "gate"
+    held = harness.submit(make_record(executor_tasks.wait_for_file, str(gate)))
+    queued = [make_record(executor_tasks.write_later, str(tmp_path / f"w{i}"), 0) for i in range(3)]
+    futures = [harness.submit(record) for record in queued]
+    assert harness.executor.free_slots == 0  # one child, four jobs: one runs, three wait in it
+    assert harness.executor.cancel(queued[1].id)
+    assert_failure(await asyncio.wait_for(futures[1], 3), "chancy.errors.JobCancelledError", final=True, cancelled=True)
+    gate.touch()
+    assert (await asyncio.wait_for(held, 10)).result_json == '"released"'
+    for future in (futures[0], futures[2]):
+        assert (await asyncio.wait_for(future, 10)).result_json == '"written"'
+    assert [(tmp_path / f"w{i}").exists() for i in range(3)] == [True, False, True]
+    await eventually(lambda: harness.executor.free_slots == 4, timeout=3)
+
+
+@pytest.mark.parametrize("kind", ["process"])
+async def test_process_batch_time_limit_counts_from_the_start_not_the_hand_over(make, tmp_path):
+    harness = await make(depth=4)
+    gate = tmp_path / "gate"
+    held = harness.submit(make_record(executor_tasks.wait_for_file, str(gate)))
+    quick = harness.submit(make_record(executor_tasks.add, 1, 2, limits=time_limit(0.5)))
+    slow = harness.submit(make_record(executor_tasks.write_later, str(tmp_path / "slow"), 5, limits=time_limit(0.5)))
+    await asyncio.sleep(1.0)  # queued twice as long as their limit: it has not started to count
+    assert not quick.done() and not slow.done()
+    gate.touch()
+    assert (await asyncio.wait_for(held, 10)).succeeded
+    assert (await asyncio.wait_for(quick, 10)).result_json == "3"
+    began = time.monotonic()
+    assert_failure(await asyncio.wait_for(slow, 10), "chancy.errors.JobTimeoutError")
+    assert time.monotonic() - began < 3
+    assert not (tmp_path / "slow").exists()
+
+
+@pytest.mark.parametrize("kind", ["process"])
+async def test_process_batch_jobs_queued_behind_a_crash_run_in_the_replacement(make, tmp_path):
+    harness = await make(depth=4)
+    crash = harness.submit(make_record(executor_tasks.exit_now, 3))
+    behind = [harness.submit(make_record(executor_tasks.add, i, 1)) for i in range(3)]
+    assert_failure(await asyncio.wait_for(crash, 10), "chancy.executors.process.ChildDiedError")
+    assert [(await asyncio.wait_for(f, 10)).result_json for f in behind] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("kind", ["process"])
+async def test_process_batch_withdraw_takes_back_the_unstarted_jobs(make, tmp_path):
+    harness = await make(depth=4)
+    gate = tmp_path / "gate"
+    held = harness.submit(make_record(executor_tasks.wait_for_file, str(gate)))
+    await eventually(lambda: harness.executor.running, timeout=10)
+    queued = [make_record(executor_tasks.write_later, str(tmp_path / f"w{i}"), 0) for i in range(3)]
+    for record in queued:
+        harness.submit(record)
+    withdrawn = harness.executor.withdraw()
+    assert {r.id for r in withdrawn} == {r.id for r in queued}
+    for record in queued:  # they get no outcome: the worker hands them back to their queue
+        del harness.reports[record.id]
+    assert harness.executor.free_slots == 3
+    with pytest.raises(RuntimeError, match="is stopping"):
+        harness.submit(make_record(executor_tasks.add, 1, 1))
+    gate.touch()
+    assert (await asyncio.wait_for(held, 10)).succeeded
+    await asyncio.sleep(0.3)
+    assert not any((tmp_path / f"w{i}.started").exists() for i in range(3))

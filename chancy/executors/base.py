@@ -67,8 +67,9 @@ class Executor(abc.ABC):
 
     def withdraw(self) -> list[JobRecord]:
         """Take back the submitted jobs that have not started (queued here), for the
-        worker to hand back to their queue when it stops; they get no outcome. None by
-        default: a job submitted to an executor of depth 1 starts at once."""
+        worker to hand back to their queue when it stops; they get no outcome, and the
+        executor takes no more jobs. None by default: a job submitted to an executor of
+        depth 1 starts at once."""
         return []
 
     @abc.abstractmethod

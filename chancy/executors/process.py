@@ -245,7 +245,9 @@ class ProcessExecutor(SlotExecutor):
 
     def withdraw(self) -> list[JobRecord]:
         """The jobs not handed over yet, and those queued in children that have not
-        started; each child is told atomically to start none after the one it runs."""
+        started; each child is told atomically to start none after the one it runs. The
+        executor then takes no more jobs (the worker is stopping it)."""
+        self._stopping = True
         slots = list(self._waiting)
         self._waiting.clear()
         for child in self._living:
