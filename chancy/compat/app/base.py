@@ -15,12 +15,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Concatenate, Literal, Mapping, ParamSpec, Sequence, TypeVar, overload
 
 from chancy.app import Chancy
-from chancy.compat import continuations, django_fixup, message_options, payload, rate_limits, routes, signals
+from chancy.compat import (continuations, django_fixup, message_options, payload, rate_limits, routes, signals,
+                           transactions)
 from chancy.compat.app.task import Context, Task, current_task_and_request
+from chancy.compat.canvas import Planner, Signature, signature
 from chancy.compat.config import Settings
 from chancy.compat.exceptions import ImproperlyConfigured
 from chancy.compat.local import set_current_app
 from chancy.compat.protocol import compat_priority, job_id_for
+from chancy.compat.result import AsyncResult, GroupResult
 from chancy.errors import ConfigurationError
 from chancy.execution import registry
 from chancy.job import Job, Limit, new_job_id
@@ -347,16 +350,12 @@ class Celery:
 
     # --- calling ---------------------------------------------------------------------------------
     def signature(self, *args: Any, **kwargs: Any) -> Any:
-        from chancy.compat.canvas import signature
-
         return signature(*args, app=self, **kwargs)
 
     def send_task(self, name: str, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
                   countdown: float | None = None, eta: datetime | None = None, task_id: str | None = None,
                   **options: Any) -> Any:
         """Enqueue a task by name (it need not be importable here); never eager."""
-        from chancy.compat.canvas import Signature
-
         for key, value in (("countdown", countdown), ("eta", eta), ("task_id", task_id)):
             if value is not None:
                 options[key] = value
@@ -469,10 +468,6 @@ class Celery:
     def publish(self, sig: Any, connection: Any = None, on_commit: bool = False) -> Any:
         """Insert the jobs of a signature or canvas (in the caller's transaction, see
         :mod:`chancy.compat.transactions`); returns its result handle."""
-        from chancy.compat import transactions
-        from chancy.compat.canvas import Planner, Signature
-        from chancy.compat.result import AsyncResult
-
         if type(sig) is Signature and not sig.options.get("link") and not sig.options.get("link_error"):
             # One task, nothing wired to it: the planner would return this same job.
             job = self.job_for(sig)
@@ -490,21 +485,15 @@ class Celery:
 
     # --- results --------------------------------------------------------------------------------
     def AsyncResult(self, id: str, **kwargs: Any) -> Any:  # noqa: N802 - Celery's name
-        from chancy.compat.result import AsyncResult
-
         return AsyncResult(id, app=self, **kwargs)
 
     def GroupResult(self, id: str | None = None, results: Sequence[Any] | None = None, **kwargs: Any) -> Any:  # noqa: N802
-        from chancy.compat.result import GroupResult
-
         return GroupResult(id, results, app=self, **kwargs)
 
     # --- beat -----------------------------------------------------------------------------------
     def add_periodic_task(self, schedule: Any, sig: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] = (),
                           name: str | None = None, **opts: Any) -> str:
         """Add a ``beat_schedule`` entry; the cluster's cron runs it (no beat process)."""
-        from chancy.compat.canvas import Signature
-
         if not isinstance(sig, Signature):
             sig = Signature(sig, args, dict(kwargs or {}), app=self)
         key = name or repr(sig)
