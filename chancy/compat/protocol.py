@@ -413,8 +413,7 @@ def _message_from_record(record: JobRecord, accept: Collection[str], lower_prior
         "correlation_id": celery.get("correlation_id") or task_id,
         "reply_to": celery.get("reply_to"),
         "delivery_mode": 2,
-        "delivery_info": {"exchange": "", "routing_key": record.queue,
-                          "redelivered": bool(celery.get("redelivered"))},
+        "delivery_info": {"exchange": "", "routing_key": record.queue, "redelivered": _redelivered(record, celery)},
         "priority": to_celery_priority(record.priority, lower_priority_first),
         "body_encoding": "base64",
         "delivery_tag": delivery_tag(record),
@@ -434,6 +433,16 @@ def _eta(record: JobRecord, celery: Mapping[str, Any]) -> str | None:
     countdown), or pushed by Chancy to run after it was stored."""
     scheduled = bool(celery.get("eta")) if "digest" in celery else record.scheduled_at > record.created_at
     return record.scheduled_at.astimezone(timezone.utc).isoformat() if scheduled else None
+
+
+def _redelivered(record: JobRecord, celery: Mapping[str, Any]) -> bool:
+    """Whether this delivery repeats one that was not acknowledged, as kombu marks a
+    restored message: it was requeued, or its previous delivery's worker was lost."""
+    if celery.get("redelivered"):
+        return True
+    last = record.errors[-1] if record.errors else None
+    return (isinstance(last, Mapping) and last.get("type") == "chancy.WorkerLost"
+            and last.get("attempt") == record.attempts - 1)
 
 
 def celery_retries(record: JobRecord) -> int:

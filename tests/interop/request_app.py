@@ -3,6 +3,8 @@ request holds: ``eta``, message ``properties``, ``delivery_info`` (``-A request_
 
 from __future__ import annotations
 
+import time
+
 from celery.exceptions import Reject
 
 from celery_app import DSN, make_app
@@ -31,3 +33,12 @@ def requeued_once(self):
 @app.task(name="request.redelivered", bind=True)
 def redelivered(self):
     return self.request.delivery_info.get("redelivered")
+
+
+@app.task(name="request.slow_unless_redelivered", bind=True)
+def slow_unless_redelivered(self, seconds):
+    """Takes ``seconds`` on a first delivery (time to kill its worker); returns
+    ``redelivered`` at once on a later one."""
+    if not self.request.delivery_info.get("redelivered"):
+        time.sleep(seconds)
+    return self.request.delivery_info["redelivered"]
