@@ -13,7 +13,7 @@ from chancy.app import Chancy
 from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_version, target_options
 from chancy.cli.output import age, emit_json, safe_dsn, span, table, when
 from chancy.job import FINISHED_STATES, JobState
-from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL
+from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL, TableHealth
 from chancy.queues.sql import single
 
 STATE_COLUMNS = [s.value for s in JobState]
@@ -160,12 +160,13 @@ def status(target: Target, window: float, count_all: bool, as_json: bool) -> Non
     declared = QueueAdmin(target.app).list_sync()
     paused = {s.name for s in declared if s.paused}
     workers = target.run(single(admin.workers()))
+    health = target.run(single(admin.table_health()))
     leader = asyncio.run(_leader(target.app))
     queues = [{"queue": name, "paused": name in paused, **{s: counts.get(name, {}).get(s, 0) for s in STATE_COLUMNS}}
               for name in sorted(set(counts) | {s.name for s in declared})]
     if as_json:
         emit_json({"queues": queues, "workers": workers, "leader": leader,
-                   "finished_window_seconds": None if count_all else window})
+                   "finished_window_seconds": None if count_all else window, "table": health.as_dict()})
         return
     if queues:
         finished = {s.value for s in FINISHED_STATES}
@@ -185,6 +186,18 @@ def status(target: Target, window: float, count_all: bool, as_json: bool) -> Non
     else:
         click.echo("no workers running")
     click.echo(f"leader: {leader or 'none'}")
+    click.echo(_health_line(health))
+
+
+def _health_line(health: TableHealth) -> str:
+    """The jobs table's dead rows and what may be holding them there."""
+    total = health.live_rows + health.dead_rows
+    share = f" ({100 * health.dead_rows / total:.0f}%)" if total else ""
+    vacuumed = "never vacuumed" if health.since_vacuum_seconds is None else f"vacuumed {age(health.since_vacuum_seconds)} ago"
+    oldest = ("none" if health.oldest_transaction_seconds is None
+              else age(health.oldest_transaction_seconds))
+    return (f"jobs table: {health.live_rows:,} live rows, {health.dead_rows:,} dead{share}, {vacuumed}; "
+            f"oldest open transaction: {oldest}")
 
 
 # --- purge -------------------------------------------------------------------------------

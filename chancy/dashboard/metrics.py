@@ -2,7 +2,8 @@
 exposition format (version 0.0.4), from a registry of this dashboard's own (never the
 process-global one).
 
-Gauges (live jobs, oldest waiting job, workers, paused queues) are read fresh on each
+Gauges (live jobs, oldest waiting job, workers, paused queues, the jobs table's live and dead
+rows, the oldest open transaction) are read fresh on each
 scrape. Counters and histograms of finished jobs must never go down, yet rows are pruned,
 so they are accumulated in this process: each scrape adds the jobs that finished since the
 previous one, up to ``lag`` seconds ago (a write-back's ``completed_at`` is its
@@ -23,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from chancy.dashboard.queries import DashboardSQL
+from chancy.queues.admin_sql import TableHealth
 from chancy.job import LIVE_STATES
 from chancy.observability.attempts import BUCKETS
 from chancy.queues.sql import drive_async, single
@@ -62,6 +64,20 @@ class _Scrape(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return self.families
+
+
+def _health_families(health: TableHealth) -> list[Metric]:
+    """Gauges to alert on before the jobs table slows down: dead rows piling up, and an
+    old open transaction (which keeps vacuum from removing them)."""
+    return [
+        GaugeMetricFamily("chancy_jobs_table_live_rows", "Live row versions of the jobs table (statistics).",
+                          value=health.live_rows),
+        GaugeMetricFamily("chancy_jobs_table_dead_rows",
+                          "Dead row versions of the jobs table awaiting vacuum (statistics).", value=health.dead_rows),
+        GaugeMetricFamily("chancy_oldest_transaction_seconds",
+                          "Age of the oldest open transaction holding a snapshot (0 when none); it holds back vacuum.",
+                          value=health.oldest_transaction_seconds or 0),
+    ]
 
 
 class Metrics:
@@ -106,7 +122,8 @@ class Metrics:
         queues = await self.console.queues()
         async with self.app.connection() as conn:
             workers = await drive_async(conn, single(self.sql.workers_alive()))
-        self._scrape.families = self._families(queues, workers)
+            health = await drive_async(conn, single(self.sql.table_health()))
+        self._scrape.families = self._families(queues, workers) + _health_families(health)
         return generate_latest(self._registry).decode()
 
     def _families(self, queues: list[dict[str, Any]], workers: int) -> list[Metric]:

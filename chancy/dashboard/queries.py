@@ -207,6 +207,9 @@ class DashboardSQL:
     def workers(self) -> Statement:
         return self._admin.workers()
 
+    def table_health(self) -> Statement:
+        return self._admin.table_health()
+
     # --- metrics -------------------------------------------------------------------------------
     def metric_window_end(self, lag: float) -> Statement:
         return Statement(self._metric_window, {"lag": float(lag)}, lambda rows: rows[0][0])

@@ -149,6 +149,33 @@ def _worker_row(worker_id: str, hostname: str, pid: int, queues: list[str], tags
                      running=len(running_jobs), running_jobs=running_jobs, uptime=uptime)
 
 
+@dataclasses.dataclass(frozen=True)
+class TableHealth:
+    live_rows: int
+    dead_rows: int
+    since_vacuum_seconds: float | None  # None: never vacuumed since the statistics began
+    oldest_transaction_seconds: float | None  # None: no open transaction holds back vacuum
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# One row whatever happens: the table's statistics (zeros before its first count), and the
+# oldest transaction of any visible session that holds a snapshot or a transaction id
+# (backend_xmin, backend_xid), which is what stops vacuum from removing dead rows. Other roles' sessions show only with
+# pg_read_all_stats.
+_TABLE_HEALTH = sql.SQL(
+    """
+    SELECT coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
+           extract(epoch FROM now() - greatest(s.last_vacuum, s.last_autovacuum))::float8,
+           (SELECT extract(epoch FROM now() - min(a.xact_start))::float8 FROM pg_stat_activity a
+            WHERE (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL) AND a.xact_start IS NOT NULL
+              AND a.pid <> pg_backend_pid())
+    FROM (VALUES (1)) AS one LEFT JOIN pg_stat_user_tables s ON s.relid = to_regclass(%(jobs)s)
+    """
+)
+
+
 class AdminSQL:
     """The operator statements for one table prefix, composed once."""
 
@@ -270,6 +297,14 @@ class AdminSQL:
 
     def workers(self) -> Statement:
         return Statement(self._workers, {}, lambda rows: [_worker_row(*row) for row in rows])
+
+    def table_health(self) -> Statement:
+        """What decides whether the jobs table stays fast: its live and dead row versions
+        (from the server's statistics, so free to read), seconds since it was last
+        vacuumed, and the age of the oldest open transaction the server shows us — which
+        holds back every vacuum, so dead rows pile up behind it. ``TableHealth``."""
+        return Statement(_TABLE_HEALTH, {"jobs": self.names.prefix + "jobs"},
+                         lambda rows: TableHealth(*rows[0]))
 
     def list_jobs(
         self, *, queues: Sequence[str] | None = None, states: Sequence[JobState] | None = None,

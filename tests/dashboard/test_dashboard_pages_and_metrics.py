@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -127,6 +129,20 @@ async def test_prometheus_metrics(app, viewer):
     assert _sample(text, "chancy_queue_paused", queue="default") == 0
     again = (await viewer.get("/metrics")).text  # counted once, not again on the next scrape
     assert _sample(again, "chancy_jobs_finished_total", queue="default", state="succeeded") == 2
+
+
+async def test_prometheus_metrics_show_the_jobs_tables_health(app, viewer, dsn):
+    """Dead rows and the oldest open transaction (what keeps vacuum from removing them),
+    to alert on before the jobs table slows down (issue 24)."""
+    import psycopg
+
+    assert _sample((await viewer.get("/metrics")).text, "chancy_oldest_transaction_seconds") == 0
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT txid_current()")
+        await asyncio.sleep(1.1)
+        text = (await viewer.get("/metrics")).text
+    assert _sample(text, "chancy_oldest_transaction_seconds") >= 1.0
+    assert _sample(text, "chancy_jobs_table_dead_rows") >= 0 and _sample(text, "chancy_jobs_table_live_rows") >= 0
 
 
 async def test_prometheus_metrics_escape_hostile_queue_names(app, viewer):
