@@ -12,12 +12,13 @@ import uuid
 from typing import Any, Collection, Mapping, Sequence
 
 import psycopg
+from psycopg import errors, pq
 from psycopg_pool import AsyncConnectionPool
 
-from chancy.job import Job, JobRecord, JobState, new_job_ids
+from chancy.job import Job, JobRecord, JobState, new_job_id, new_job_ids
 from chancy.queue import QueuePlugin, Transition, Verdict
 from chancy.queues.rate_sql import RateSQL, gate_steps
-from chancy.queues.sql import JobSQL, Steps, drive_async, drive_sync, finished_ids, single
+from chancy.queues.sql import JobSQL, OneInsert, Steps, drive_async, drive_sync, finished_ids, single
 from chancy.rate_limits import RateLimit
 
 #: A waiter re-reads the row this often even without a notification, in case one was
@@ -81,6 +82,54 @@ def write_back_steps(statements: JobSQL, worker_id: str, transitions: Sequence[T
             yield from transition.follow_up()
 
 
+#: SQLSTATE of "prepared statement does not exist": someone ran ``DEALLOCATE ALL`` or
+#: ``DISCARD ALL`` on the pooled connection (psycopg does on some rollbacks).
+_NO_SUCH_STATEMENT = b"26000"
+
+
+def insert_one_sync(conn: psycopg.Connection, insert: OneInsert, params: list[bytes], prepare: bool) -> None:
+    """Run one job's INSERT on a pooled connection straight through libpq: one round trip,
+    no cursor, no adaptation and no rows read (psycopg's execute machinery was half a
+    single push's client CPU). ``prepare``: as a named prepared statement, prepared on
+    this connection the first time (not behind a transaction pooler). libpq waits with
+    the GIL released, as psycopg's own wait does."""
+    pgconn = conn.pgconn
+    with conn.lock:
+        if not prepare:
+            result = pgconn.exec_params(insert.query, params)
+        else:
+            prepared = _prepared_names(conn)
+            for _ in range(2):
+                if insert.name not in prepared:
+                    _check(conn, pgconn.prepare(insert.name, insert.query), pq.ExecStatus.COMMAND_OK)
+                    prepared.add(insert.name)
+                result = pgconn.exec_prepared(insert.name, params)
+                if result.status != pq.ExecStatus.FATAL_ERROR \
+                        or result.error_field(pq.DiagnosticField.SQLSTATE) != _NO_SUCH_STATEMENT:
+                    break
+                prepared.discard(insert.name)  # gone from the session: prepare it again
+    _check(conn, result, pq.ExecStatus.TUPLES_OK)
+
+
+def _prepared_names(conn: psycopg.Connection) -> set[bytes]:
+    """The statements :func:`insert_one_sync` prepared on this connection (kept on it, so
+    they go with it when the pool replaces it)."""
+    names: set[bytes] | None = getattr(conn, "_chancy_prepared", None)
+    if names is None:
+        names = conn._chancy_prepared = set()  # type: ignore[attr-defined]
+    return names
+
+
+def _check(conn: psycopg.Connection, result: pq.abc.PGresult, expected: pq.ExecStatus) -> None:
+    """Raise the error psycopg would raise for ``result``, unless it has the ``expected`` status."""
+    if result.status != expected:
+        if conn.pgconn.status != pq.ConnStatus.OK:  # a lost connection, as psycopg reports one
+            raise psycopg.OperationalError(result.get_error_message(conn.info.encoding))
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise errors.error_from_result(result, encoding=conn.info.encoding)
+        raise psycopg.InterfaceError(f"unexpected result {pq.ExecStatus(result.status).name} from a job INSERT")
+
+
 class Queue(QueuePlugin):
     """A queue whose jobs are rows in the app's Postgres jobs table."""
 
@@ -131,7 +180,24 @@ class Queue(QueuePlugin):
         return await self._run(push_steps(self._sql, jobs), connection, atomic=self._sql.copyable(jobs))
 
     def push_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
+        if connection is None and len(jobs) == 1 and jobs[0].unique_key is None:
+            return [self.push_one_sync(jobs[0])]
         return self._run_sync(push_steps(self._sql, jobs), connection, atomic=self._sql.copyable(jobs))
+
+    def push_one_sync(self, job: Job) -> uuid.UUID:
+        """One job without a unique key, on a connection of the app's sync pool: the lean
+        path of ``.delay()`` and ``task.push_sync()`` (no steps to drive, nothing read back:
+        without a unique key the row is inserted or the statement fails)."""
+        app = self._app
+        job_id = job.id or new_job_id()
+        pool = app.open_sync()
+        conn = pool.getconn()
+        try:
+            encoding = "utf-8" if conn.pgconn.parameter_status(b"client_encoding") == b"UTF8" else conn.info.encoding
+            insert_one_sync(conn, *self._sql.insert_one(job_id, job, encoding), prepare=not app.behind_pooler)
+        finally:
+            pool.putconn(conn)
+        return job_id
 
     async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
         if not self._sql.copyable_calls(template, len(calls)):

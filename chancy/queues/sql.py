@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import uuid
 from typing import Any, Callable, Generator, Iterable, Iterator, Sequence
 
@@ -201,10 +202,13 @@ def _sent(rows: Sequence[tuple]) -> tuple[int, ...]:
     return tuple(range(_ALWAYS)) + tuple(i for i in _OPTIONAL if columns[i].count(PUSHED[i][2]) != len(rows))
 
 
-def _insert_query(jobs: sql.Identifier, channel: str, sent: tuple[int, ...], many: bool) -> bytes:
+def _insert_query(jobs: sql.Identifier, channel: str, sent: tuple[int, ...], many: bool,
+                  positional: bool = False) -> bytes:
     """``INSERT … VALUES`` of one job's parameters, or ``INSERT … SELECT … FROM unnest``
     of one array per column for many, written from one column list. The notification is
-    part of ``RETURNING``: one statement, one round trip, no CTE to plan."""
+    part of ``RETURNING``: one statement, one round trip, no CTE to plan. ``positional``:
+    one job's, with libpq's ``$1, $2…`` in ``sent`` order instead of psycopg's named
+    placeholders (for :meth:`JobSQL.insert_one`)."""
     columns = [PUSHED[i][0] for i in sent]
     if many:
         value = {c: sql.Identifier(c) for c in columns}
@@ -213,8 +217,9 @@ def _insert_query(jobs: sql.Identifier, channel: str, sent: tuple[int, ...], man
                                for i in sent),
             sql.SQL(", ").join(map(sql.Identifier, columns)))
     else:
-        value = {PUSHED[i][0]: sql.SQL("{}::{}").format(sql.Placeholder(PUSHED[i][0]), sql.SQL(PUSHED[i][1]))
-                 for i in sent}
+        value = {PUSHED[i][0]: sql.SQL("{}::{}").format(
+                     sql.SQL(f"${position}") if positional else sql.Placeholder(PUSHED[i][0]), sql.SQL(PUSHED[i][1]))
+                 for position, i in enumerate(sent, 1)}
         source = sql.SQL("")
     targets, values = list(columns), [value[c] for c in columns]
     if "scheduled_at" in value:
@@ -231,6 +236,43 @@ def _insert_query(jobs: sql.Identifier, channel: str, sent: tuple[int, ...], man
     query += sql.SQL(" RETURNING id, CASE WHEN state = 'pending' THEN pg_notify({}, queue) END").format(
         sql.Literal(channel))
     return ready(query)
+
+
+@dataclasses.dataclass(frozen=True)
+class OneInsert:
+    """One job's INSERT for libpq itself: positional parameters sent as text, and the
+    name it is prepared under on a connection (a digest of the statement, so a name never
+    stands for two statements)."""
+
+    name: bytes
+    query: bytes
+
+    @classmethod
+    def of(cls, query: bytes) -> "OneInsert":
+        return cls(b"chancy_insert_" + hashlib.sha1(query).hexdigest()[:20].encode(), query)
+
+
+def _text_uuid(value: uuid.UUID, encoding: str) -> bytes:
+    return b"%032x" % value.int
+
+
+def _text_str(value: str, encoding: str) -> bytes:
+    return value.encode(encoding)
+
+
+def _text_int(value: int, encoding: str) -> bytes:
+    return b"%d" % value  # a bool as 1 or 0, as psycopg's bool cast to int gives
+
+
+def _text_datetime(value: datetime.datetime, encoding: str) -> bytes:
+    return value.isoformat().encode()
+
+
+#: Each pushed column's value in Postgres' text input format (a value is sent only when it
+#: differs from its column's default, so never None).
+_TEXT_PARAM = {"uuid": _text_uuid, "text": _text_str, "jsonb": _text_str, "int": _text_int,
+               "timestamptz": _text_datetime}
+_AS_TEXT = tuple(_TEXT_PARAM[kind] for _, kind, _ in PUSHED)
 
 
 class JobSQL:
@@ -252,6 +294,7 @@ class JobSQL:
         j_cols = sql.SQL(", ".join(_qualify(c) for c in RECORD_COLUMNS.split(", ")))
         self._jobs = f["jobs"]
         self._inserts: dict[tuple[tuple[int, ...], bool], bytes] = {}  # composed on first use
+        self._one_inserts: dict[tuple[int, ...], OneInsert] = {}
         self._copies: dict[tuple[int, ...], sql.Composed] = {}
         self._notify_pushed = b"SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS t(queue)"
         self._live_by_unique_key = ready(sql.SQL(
@@ -441,6 +484,17 @@ class JobSQL:
         else:
             params = {PUSHED[i][0]: rows[0][i] for i in sent}
         return Statement(query, params, _inserted_ids)
+
+    def insert_one(self, job_id: uuid.UUID, job: Job, encoding: str = "utf-8") -> tuple[OneInsert, list[bytes]]:
+        """The INSERT of one job without a unique key, and its parameters ready for libpq:
+        what a single push sends, with none of psycopg's per-statement adaptation."""
+        row = _pushed_values(job_id, job)
+        sent = _sent((row,))
+        insert = self._one_inserts.get(sent)
+        if insert is None:
+            insert = self._one_inserts[sent] = OneInsert.of(
+                _insert_query(self._jobs, self.pushed_channel, sent, False, positional=True))
+        return insert, [_AS_TEXT[i](row[i], encoding) for i in sent]
 
     @staticmethod
     def copyable(jobs: Sequence[Job]) -> bool:
