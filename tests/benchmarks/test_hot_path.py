@@ -239,7 +239,8 @@ def _cursors_made(patch: pytest.MonkeyPatch, connection_class: type) -> list:
 def test_pushes_through_the_pool_reuse_one_cursor_per_connection(dsn):
     """A fresh cursor per statement looked up its dumpers and loaders again (~12 µs of a
     single push's client CPU); a pooled connection keeps one. A caller's own connection
-    gets a fresh cursor each time and nothing is kept on it."""
+    gets a fresh cursor each time and nothing is kept on it. (Pushes with a unique key: a
+    plain single push takes no cursor at all, see tests/core/test_h_lean_push.py.)"""
     from chancy.queues.cursors import PooledConnection
 
     app = Chancy(dsn, plugins=[Queue("default")], max_connections=1)
@@ -247,13 +248,13 @@ def test_pushes_through_the_pool_reuse_one_cursor_per_connection(dsn):
     task = app.task(_double)
     with app, pytest.MonkeyPatch.context() as patch:
         made = _cursors_made(patch, PooledConnection)
-        refs = [task.push_sync(i) for i in range(5)]
+        refs = [app.push_sync(task.job(i).with_options(unique_key=f"k{i}")) for i in range(5)]
         assert len(made) == 1
         with psycopg.connect(dsn, autocommit=True) as own:
             app.push_many_sync([task.job(9)], connection=own)
             assert not isinstance(own, PooledConnection) and len(made) == 1
         made[0].close()  # a closed kept cursor is replaced, not used
-        refs.append(task.push_sync(5))
+        refs.append(app.push_sync(task.job(5).with_options(unique_key="k5")))
         assert len(made) == 2
         assert [app.get_job_sync(ref).args for ref in refs] == [(i,) for i in range(6)]
 
