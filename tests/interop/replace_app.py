@@ -1,6 +1,7 @@
 """The stock Celery app of ``celery_app.py`` plus tasks that replace themselves
 (``Task.replace()``), as Celery's own integration suite has them: with a task, a chain,
-a group, and again and again (``-A replace_app``)."""
+a group, and again and again (``-A replace_app``; ``INTEROP_BACKEND`` another result
+backend than Chancy's)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from celery import chain, group
 
 from celery_app import DSN, make_app, record_run
 
-app = make_app(DSN)
+#: INTEROP_BACKEND: another result backend beside Chancy's broker (a Redis URL …).
+app = make_app(DSN, **({"result_backend": os.environ["INTEROP_BACKEND"]} if os.environ.get("INTEROP_BACKEND") else {}))
 add = app.tasks["interop.add"]
 record = app.tasks["interop.record"]
 

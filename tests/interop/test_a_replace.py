@@ -17,6 +17,7 @@ from celery.result import AsyncResult
 from chancy.compat.protocol import job_id_for
 from chancy.testing import eventually
 
+from broker_support import redis_url  # noqa: F401 - a fixture
 from interop_support import ran
 
 
@@ -107,3 +108,21 @@ async def test_a_task_waiting_for_its_replacement_is_not_run_again_after_its_wor
     second = celery_worker(pool="prefork", app="replace_app")
     assert await _get(celery_app, sent.id, timeout=60) == 102, second.log()
     assert [key for key, _ in ran(interop_dsn)].count(100) == 1
+
+
+async def test_replacing_works_with_another_result_backend(interop_dsn, celery_worker, redis_url):
+    """With a backend other than Chancy's, the ack finishes the replaced task's row before
+    it runs (early ack); its replacement still takes the row over, as the task's own
+    retry does."""
+    from celery_app import make_app
+
+    client = make_app(interop_dsn, result_backend=redis_url)
+    worker = celery_worker(pool="prefork", concurrency=2, app="replace_app", INTEROP_BACKEND=redis_url)
+    single = client.signature("replace.with_add", (2, 3)).delay()
+    chained = client.signature("replace.with_chain", (4, 5)).delay()
+    try:
+        assert await _get(client, single.id) == 5, worker.log()
+        assert await _get(client, chained.id) == 9, worker.log()
+    finally:
+        client.close()
+    assert _row(interop_dsn, chained.id)[:2] == ("succeeded", "replace.identity")
