@@ -138,8 +138,8 @@ class ProcessExecutor(SlotExecutor):
     - After ``maximum_jobs_per_worker`` jobs, or after a job that leaves it holding more
       than ``maximum_memory_per_worker`` bytes, a child exits and is replaced (bounding leaks).
 
-    Children start from a fork server (``mp_context="forkserver"``) that has imported the
-    worker's app and task modules once: a replacement is a fork, not a fresh interpreter.
+    Children start from a fork server (``mp_context="forkserver"``) that has imported
+    Chancy once: a replacement is a fork, not a fresh interpreter; it imports the app.
     They ignore SIGINT (the worker handles Ctrl-C and drains) and, on Linux, are killed
     when the thread that started them (the worker's event-loop thread) ends.
     Each child loads the worker's app before it takes a job (see :class:`ChildSetup`),
@@ -186,7 +186,9 @@ class ProcessExecutor(SlotExecutor):
         """Start every child at once and wait until each is ready."""
         setup = ChildSetup.of_this_process()
         if self._context.get_start_method() == "forkserver":
-            self._context.set_forkserver_preload(["chancy.executors.process", *setup.app_modules, *setup.task_modules])
+            # Chancy and what it imports, once; not the app, whose import-time code must run
+            # in each child, as a child (it may set itself up differently there).
+            self._context.set_forkserver_preload([__name__])
         self._children = [self._spawn(setup) for _ in range(self.concurrency)]
         if not all(await asyncio.gather(*(child.started for child in self._children))):
             await self.stop(0)

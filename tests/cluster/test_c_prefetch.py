@@ -88,6 +88,8 @@ async def test_prefetched_jobs_go_back_unstarted_on_stop_and_on_kill_9(dsn, tmp_
             waiting = await held_with_prefetch(dsn, blocker)
             before = rows(dsn)
             worker.send_signal(signal.SIGTERM)
+            # They go back while the held job still runs (it could not run them meanwhile).
+            await eventually(lambda: all(rows(dsn)[i][0] == "pending" for i in waiting), timeout=30)
             gate.touch()
             out = worker.communicate(timeout=60)[0]
         finally:
