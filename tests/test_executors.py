@@ -385,9 +385,9 @@ async def test_process_batch_jobs_queued_behind_a_crash_run_in_the_replacement(m
 @pytest.mark.parametrize("kind", ["process"])
 async def test_process_batch_withdraw_takes_back_the_unstarted_jobs(make, tmp_path):
     harness = await make(depth=4)
-    gate = tmp_path / "gate"
-    held = harness.submit(make_record(executor_tasks.wait_for_file, str(gate)))
-    await eventually(lambda: harness.executor.running, timeout=10)
+    held_path = tmp_path / "held"
+    held = harness.submit(make_record(executor_tasks.write_later, str(held_path), 1.0))
+    await eventually(started(held_path), timeout=10)
     queued = [make_record(executor_tasks.write_later, str(tmp_path / f"w{i}"), 0) for i in range(3)]
     for record in queued:
         harness.submit(record)
@@ -398,7 +398,6 @@ async def test_process_batch_withdraw_takes_back_the_unstarted_jobs(make, tmp_pa
     assert harness.executor.free_slots == 3
     with pytest.raises(RuntimeError, match="is stopping"):
         harness.submit(make_record(executor_tasks.add, 1, 1))
-    gate.touch()
-    assert (await asyncio.wait_for(held, 10)).succeeded
+    assert (await asyncio.wait_for(held, 10)).result_json == '"written"'
     await asyncio.sleep(0.3)
     assert not any((tmp_path / f"w{i}.started").exists() for i in range(3))
