@@ -1,7 +1,8 @@
-"""The stock Celery app of ``celery_app.py`` plus tasks that replace themselves
-(``Task.replace()``), as Celery's own integration suite has them: with a task, a chain,
-a group, and again and again (``-A replace_app``; ``INTEROP_BACKEND`` another result
-backend than Chancy's)."""
+"""The stock Celery app of ``celery_app.py`` plus what the transport's fidelity tests
+run (``-A fidelity_app``; ``INTEROP_BACKEND``: another result backend than Chancy's):
+tasks that replace themselves (``Task.replace()``) as Celery's own integration suite has
+them — with a task, a chain, a group, again and again — and tasks that report what the
+worker's request holds (``eta``, message ``properties``, ``delivery_info``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import time
 
 from celery import chain, group
+from celery.exceptions import Reject
 
 from celery_app import DSN, make_app, record_run
 
@@ -66,3 +68,35 @@ def with_slow_chain(self, key):
     takes a while: the replaced task waits for the chain's last step meanwhile."""
     record_run(key, f"celery:{os.getpid()}")
     return self.replace(chain(record.si(key + 1, 3.0), add.s(1)))
+
+
+@app.task(name="request.eta", bind=True)
+def eta(self):
+    return self.request.eta
+
+
+@app.task(name="request.properties", bind=True)
+def properties(self):
+    return self.request.properties
+
+
+@app.task(name="request.requeued_once", bind=True, acks_late=True)
+def requeued_once(self):
+    """Rejected with requeue on its first delivery; returns ``redelivered`` of each."""
+    if not self.request.delivery_info.get("redelivered"):
+        raise Reject("once more", requeue=True)
+    return self.request.delivery_info["redelivered"]
+
+
+@app.task(name="request.redelivered", bind=True)
+def redelivered(self):
+    return self.request.delivery_info.get("redelivered")
+
+
+@app.task(name="request.slow_unless_redelivered", bind=True)
+def slow_unless_redelivered(self, seconds):
+    """Takes ``seconds`` on a first delivery (time to kill its worker); returns
+    ``redelivered`` at once on a later one."""
+    if not self.request.delivery_info.get("redelivered"):
+        time.sleep(seconds)
+    return self.request.delivery_info["redelivered"]
