@@ -9,7 +9,15 @@ State mapping (row → Celery): pending/scheduled → PENDING, running → START
 RETRY, succeeded → SUCCESS, failed → FAILURE, cancelled/expired → REVOKED; a state a
 Celery task set itself (``update_state``, RETRY, STARTED) is kept in
 ``meta["celery"]["state"]`` with its info in ``["info"]``. A row a Celery worker has
-acknowledged stays running until this backend stores its outcome (see the transport).
+acknowledged stays running until this backend stores its outcome (see the transport);
+while a stock Celery worker runs it without having stored a state, it reads PENDING, as
+Celery's stores say unless ``task_track_started``. A task whose result is ignored reads
+PENDING too (nothing stored), though its row is finished.
+
+Chords are counted natively (:mod:`chancy.compat.chord_sql`): the header part that
+completes a chord sends its body, as Celery's Redis backend does, with no
+``celery.chord_unlock`` task polling; ``GroupResult.save()``/``restore()`` keep the
+group in a table of their own.
 
 A dropped connection (a Postgres restart, a failover) does not turn a task's outcome
 into an error: storing it and reading states are sent again, with a log line, for up to
@@ -90,6 +98,11 @@ def _arguments_json(request: Any) -> tuple[str, str]:
                                              getattr(request, "kwargs", None) or {})
     except SerializationError:
         return "[]", "{}"
+
+
+def _held_by_celery(record: JobRecord) -> bool:
+    """Whether a stock Celery worker's consumer (the ``chancy`` transport) holds the row."""
+    return (record.taken_by or "").startswith("celery:")
 
 
 def _in_turn(statements: list[Statement]) -> Steps:
@@ -340,7 +353,11 @@ class ChancyBackend(BaseBackend):
         if (celery.get("ignore_result") or celery.get("result_ignored")) and not celery.get("write"):
             # Nothing was stored for it, as in Celery's stores: PENDING, no result.
             return {"status": states.PENDING, "result": None, "task_id": str(task_id)}
-        if not record.is_finished and celery.get("state"):
+        if record.state is JobState.RUNNING and not celery.get("state") and _held_by_celery(record):
+            # A stock Celery worker stores STARTED itself when task_track_started asks for
+            # it; until then Celery's stores say PENDING, and so does this one.
+            status = states.PENDING
+        elif not record.is_finished and celery.get("state"):
             status, result = celery["state"], celery.get("info")
         elif record.state is JobState.SUCCEEDED:
             result = record.result

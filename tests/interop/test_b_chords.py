@@ -80,6 +80,7 @@ async def test_chords_and_ignored_results_on_a_stock_worker(interop_dsn, celery_
     assert (await _get(nested))["args"] == [[[3, 4], 6]], worker.log()
 
     await _check_ignored_results(interop_dsn, celery_app)
+    await _check_a_running_task_reads_pending(interop_dsn, celery_app)
 
 
 async def _check_ignored_results(interop_dsn: str, celery_app) -> None:
@@ -109,6 +110,16 @@ async def _check_ignored_results(interop_dsn: str, celery_app) -> None:
     await eventually(lambda: _rows(interop_dsn, "SELECT state, attempts FROM chancy_jobs WHERE id = %s",
                                    job_id_for(retried.id)) == [("succeeded", 3)], timeout=30)
     assert celery_app.backend.get_task_meta(retried.id, cache=False)["status"] == states.PENDING
+
+
+async def _check_a_running_task_reads_pending(interop_dsn: str, celery_app) -> None:
+    """While a stock Celery worker runs a task that stored no state (no
+    task_track_started), it reads PENDING as in Celery's stores, not STARTED."""
+    running = celery_app.signature("interop.record", args=(41, 1.5)).apply_async()
+    await eventually(lambda: _rows(interop_dsn, "SELECT 1 FROM chancy_jobs WHERE id = %s AND state = 'running'",
+                                   job_id_for(running.id)), timeout=30, interval=0.05)
+    assert celery_app.backend.get_task_meta(running.id, cache=False)["status"] == states.PENDING
+    assert await _get(running) == 41
 
 
 def test_group_results_are_saved_restored_and_deleted(celery_app):
