@@ -252,6 +252,10 @@ class Channel(virtual.Channel):
             transport.database,
             lambda: single(transport.transport_sql.store(job, translation.attempts, translation.error)),
             f"publish task {job.id}")
+        if outcome.discarded:
+            log.info("task %s of queue %r was revoked while it waited for its replacement; the replacement "
+                     "(%s) is dropped", job.id, queue, job.func)
+            return
         if outcome.refused:
             task_id = (message.get("headers") or {}).get("id") or job.id
             raise TaskIdInUse(

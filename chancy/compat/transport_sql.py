@@ -73,22 +73,26 @@ def first_line(exc: BaseException) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class StoreOutcome:
-    """What storing a message did: ``stored`` (a new row, or a retry replacing its row),
-    ``repeated`` (the row already holds this very message), else refused, with the state
-    of the row that keeps the id (``None`` when another writer is storing it right now)."""
+    """What storing a message did: ``stored`` (a new row, or a retry or replacement taking
+    its row over), ``repeated`` (the row already holds this very message), ``discarded``
+    (the replacement of a task revoked while it waited for it: dropped, as a Celery worker
+    drops a revoked task's message), else refused, with the state of the row that keeps
+    the id (``None`` when another writer is storing it right now)."""
 
     stored: bool
     repeated: bool
+    discarded: bool
     existing_state: str | None
 
     @property
     def refused(self) -> bool:
-        return not (self.stored or self.repeated)
+        return not (self.stored or self.repeated or self.discarded)
 
 
 def _store_outcome(rows: list[tuple]) -> StoreOutcome:
-    stored_state, existing_state, repeated = rows[0][:3]
-    return StoreOutcome(stored=stored_state is not None, repeated=bool(repeated), existing_state=existing_state)
+    stored_state, existing_state, repeated, discarded = rows[0][:4]
+    return StoreOutcome(stored=stored_state is not None, repeated=bool(repeated), discarded=bool(discarded),
+                        existing_state=existing_state)
 
 
 #: ``scheduled_at`` of a row no worker may claim: the last day Python's datetime can
@@ -204,9 +208,12 @@ class TransportSQL:
                 RETURNING r.id
             ),
             existing AS (
-                SELECT state, meta->'celery'->>'digest' = %(digest)s AS repeated FROM {jobs} WHERE id = %(id)s
+                SELECT state, meta->'celery'->>'digest' = %(digest)s AS repeated,
+                    (state = 'cancelled' AND meta->'celery'->>'awaiting_replacement' = 'true' AND {replacing})
+                        AS discarded
+                FROM {jobs} j WHERE id = %(id)s
             )
-            SELECT s.state, e.state, COALESCE(e.repeated, FALSE),
+            SELECT s.state, e.state, COALESCE(e.repeated, FALSE), s.state IS NULL AND COALESCE(e.discarded, FALSE),
                    CASE WHEN s.state = 'pending' THEN pg_notify(%(pushed)s, s.queue) END,
                    CASE WHEN s.state = 'failed' THEN pg_notify(%(done)s, s.id::text) END
             FROM (VALUES (1)) AS one LEFT JOIN stored s ON TRUE LEFT JOIN existing e ON TRUE

@@ -63,11 +63,11 @@ def total(numbers):
 
 
 @app.task(name="replace.with_slow_chain", bind=True)
-def with_slow_chain(self, key):
+def with_slow_chain(self, key, seconds=3.0):
     """Notes its run as ``key``, then is replaced by a chain whose first step (``key + 1``)
-    takes a while: the replaced task waits for the chain's last step meanwhile."""
+    takes ``seconds``: the replaced task waits for the chain's last step meanwhile."""
     record_run(key, f"celery:{os.getpid()}")
-    return self.replace(chain(record.si(key + 1, 3.0), add.s(1)))
+    return self.replace(chain(record.si(key + 1, seconds), add.s(1)))
 
 
 @app.task(name="request.eta", bind=True)

@@ -6,7 +6,8 @@ own integration suite found they did not (issue 25), under every pool:
   returns the replacement's result (a task, a chain, a group, nested replacements, a
   replaced chain step or chord body); reusing the id without coming from the replaced
   run is still refused; a task waiting for its replacement's last step is parked, so a
-  worker dying meanwhile does not get it run again.
+  worker dying meanwhile does not get it run again, and revoked meanwhile, its
+  replacement's last step is dropped (as a worker drops a revoked task's message).
 - ``self.request``: the ``eta`` of a task sent with a countdown or eta (delivered once
   due), message properties the producer set (``app_id``), and
   ``delivery_info["redelivered"]`` (False on a first delivery, True after a requeue or
@@ -23,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 from celery import chain, chord
+from celery.exceptions import TaskRevokedError
 from celery.result import AsyncResult
 
 from chancy.compat.protocol import job_id_for
@@ -41,6 +43,11 @@ def _row(dsn: str, task_id: str) -> tuple:
         return conn.execute(
             "SELECT state, func, attempts, result, meta->'celery'->'replaced_task_nesting', "
             "meta->'celery'->'retries_base' FROM chancy_jobs WHERE id = %s", (job_id_for(task_id),)).fetchone()
+
+
+def _states(dsn: str, where: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [row[0] for row in conn.execute(f"SELECT state FROM chancy_jobs WHERE {where}")]
 
 
 def _running(dsn: str, where: str, *params) -> bool:
@@ -68,6 +75,10 @@ async def test_replace_and_request_fields_as_on_redis(interop_dsn, celery_app, c
         add.apply_async((50, 50), task_id=sleeper.id, parent_id=sleeper.id, root_id=str(uuid.uuid4()),
                         replaced_task_nesting=1)
 
+    revoked = sig("replace.with_slow_chain", (200, 1.0)).delay()
+    await eventually(lambda: _row(interop_dsn, revoked.id)[0] == "scheduled", timeout=20,
+                     message="the replaced task parked, waiting for its chain")
+    await asyncio.to_thread(AsyncResult(revoked.id, app=celery_app).revoke)
     single = sig("replace.with_add", (2, 3)).delay()
     nested = sig("replace.nesting", (3,)).delay()
     chained = sig("replace.with_chain", (4, 5)).delay()
@@ -90,6 +101,11 @@ async def test_replace_and_request_fields_as_on_redis(interop_dsn, celery_app, c
     with pytest.raises(TaskIdInUse, match="succeeded"):  # every mark, but the row is finished
         add.apply_async((50, 50), task_id=sleeper.id, parent_id=sleeper.id, **{**marks, "replaced_task_nesting": 2})
     assert _row(interop_dsn, sleeper.id) == finished
+    with pytest.raises(TaskRevokedError):
+        await _get(celery_app, revoked.id)
+    # the chain step that would have sent the replacement's last step (the revoked id) succeeded
+    await eventually(lambda: _states(interop_dsn, "func = 'interop.record' AND args->>0 = '201'") == ["succeeded"],
+                     timeout=20, message="the chain's first step succeeded")
     assert await _get(celery_app, single.id) == 5, worker.log()
     # each run one level deeper, and a replacement's retries start again at 0
     assert await _get(celery_app, nested.id) == [[0, 0], [1, 0], [2, 0], [3, 0]], worker.log()
