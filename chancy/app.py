@@ -481,6 +481,9 @@ class Chancy:
         return refs  # type: ignore[return-value]
 
     def push_many_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[Reference]:
+        if connection is None and len(jobs) == 1:  # every push_sync and .delay(): no grouping
+            queue = jobs[0].queue
+            return [Reference(self, self.queue(queue).push_sync(jobs)[0], queue)]
         refs: list[Reference | None] = [None] * len(jobs)
         for name, indexes in self._group_by_queue(jobs).items():
             ids = self.queue(name).push_sync([jobs[i] for i in indexes], connection)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import random
 import socket
 import threading
@@ -153,6 +154,20 @@ class _RequestStack(threading.local):
 
 
 _requests = _RequestStack()
+
+
+def _positional_range(signature: inspect.Signature | None) -> tuple[float, float]:
+    """The fewest and most positional arguments that bind to ``signature`` without keyword
+    arguments; an empty range when a keyword-only parameter has no default."""
+    if signature is None:
+        return (1, 0)
+    params = signature.parameters.values()
+    kind = inspect.Parameter
+    if any(p.kind is kind.KEYWORD_ONLY and p.default is kind.empty for p in params):
+        return (1, 0)
+    positional = [p for p in params if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)]
+    most = math.inf if any(p.kind is kind.VAR_POSITIONAL for p in params) else len(positional)
+    return (sum(p.default is kind.empty for p in positional), most)
 
 
 def current_task_and_request() -> tuple["Task", Context] | None:
@@ -345,17 +360,20 @@ class Task(Generic[P, R]):
         """Fail at call time, as Celery does, when the arguments cannot bind to ``run``."""
         if not self.typing:
             return
-        signature = self._run_signature()
+        signature, positional = self._run_signature()
         if signature is None:  # no introspectable signature (a builtin): nothing to check
             return
+        if not kwargs and positional[0] <= len(args) <= positional[1]:
+            return  # what binding would accept, without binding (a third of job_for's cost)
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}() called with wrong arguments: {exc}") from None
 
-    def _run_signature(self) -> inspect.Signature | None:
+    def _run_signature(self) -> tuple[inspect.Signature | None, tuple[float, float]]:
         """``run``'s signature, inspected once per ``run`` (inspecting costs more than
-        the rest of a ``.delay()``'s Python work)."""
+        the rest of a ``.delay()``'s Python work), and how many positional arguments alone
+        bind to it (none at all when a keyword-only parameter is required)."""
         run = self.run
         key = getattr(run, "__func__", run)
         cached = self.__dict__.get("_signature_of_run")
@@ -364,8 +382,8 @@ class Task(Generic[P, R]):
                 signature = inspect.signature(run)
             except ValueError:
                 signature = None
-            cached = self.__dict__["_signature_of_run"] = (key, signature)
-        return cached[1]
+            cached = self.__dict__["_signature_of_run"] = (key, signature, _positional_range(signature))
+        return cached[1], cached[2]
 
     # --- retrying ------------------------------------------------------------------------------
     def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None,
