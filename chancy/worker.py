@@ -530,12 +530,12 @@ class Worker:
         counts their attempt (recovery refunds it only for a job never marked)."""
         try:
             async with self.app.connection() as conn:
-                await drive_async(conn, single(self._worker_sql.mark_started(self.worker_id, job_ids)))
+                marked = await drive_async(conn, single(self._worker_sql.mark_started(self.worker_id, job_ids)))
         except Exception as exc:  # noqa: BLE001 - the next feed tries again
             log.warning("marking %d prefetched job(s) started failed (%s); will retry", len(job_ids), exc)
             await self._sleep(0.5)
         else:
-            runner.marked.update(job_ids)
+            runner.marked.update(marked)  # a row locked meanwhile (a cancel) is tried again
         finally:
             runner.marking = False
         self._feed(runner)
