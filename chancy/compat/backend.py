@@ -124,6 +124,9 @@ class ChancyBackend(BaseBackend):
 
     persistent = True
     supports_autoexpire = False
+    #: GroupResult.get() reads its members together (get_many), as on Redis: one query
+    #: per wake-up, not one wait per member, and no member's parents consulted.
+    supports_native_join = True
 
     def __init__(self, app: Any, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -382,24 +385,77 @@ class ChancyBackend(BaseBackend):
     def wait_for(self, task_id: Any, timeout: float | None = None, interval: float = 0.5,
                  no_ack: bool = True, on_interval: Any = None) -> dict[str, Any]:
         """Block until the task is ready, woken by the row's completion NOTIFY.
-        ``on_interval`` runs after every read, the last one too, as Celery's Redis and
-        rpc backends run it after every wait: ``get()`` of a chord body then raises the
-        header part's own error (through its parents) before the body's ChordError."""
+        ``on_interval`` (``get()`` checking the parents for an error) runs as Celery's
+        Redis backend runs it: after each wait (at most ``interval``) and once the task
+        is ready, not before the first wait. So a chord body whose header failed raises
+        the part's own error before the body's ChordError, and by then the failure has
+        reached the rest of its chain, as on Redis."""
         self._ensure_not_eager()
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = str(job_id_for(task_id))
+        pause = min(interval or WAIT_RECHECK_INTERVAL, WAIT_RECHECK_INTERVAL) if on_interval else WAIT_RECHECK_INTERVAL
+        waited = False
         with self._listen.lock:
             while True:
                 listener = self._done_listener()  # before the read: no completion falls between
                 meta = self.get_task_meta(task_id, cache=False)
-                if on_interval:
+                ready = meta["status"] in states.READY_STATES
+                if on_interval and (ready or waited):
                     on_interval()
-                if meta["status"] in states.READY_STATES:
+                if ready:
                     return meta
-                wait = WAIT_RECHECK_INTERVAL if deadline is None else deadline - time.monotonic()
+                wait = pause if deadline is None else deadline - time.monotonic()
                 if wait <= 0:
                     raise CeleryTimeoutError("The operation timed out.")
-                self._wait_for_done(listener, wanted, min(wait, WAIT_RECHECK_INTERVAL))
+                self._wait_for_done(listener, {wanted}, min(wait, pause))
+                waited = True
+
+    def get_many(self, task_ids: Any, timeout: float | None = None, interval: float = 0.5, no_ack: bool = True,
+                 on_message: Any = None, on_interval: Any = None, max_iterations: int | None = None,
+                 READY_STATES: frozenset[str] = states.READY_STATES) -> Any:  # noqa: N803 - Celery's name
+        """Yield ``(task_id, meta)`` for each task as it becomes ready (the order they
+        finish in): every row still waited for is read in one query, then the waiter
+        sleeps until one of them announces its completion."""
+        self._ensure_not_eager()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = {str(task_id) for task_id in task_ids}
+        for task_id in list(pending):
+            cached = self._cache.get(task_id)
+            if cached and cached["status"] in READY_STATES:
+                pending.discard(task_id)
+                yield task_id, cached
+        iterations = 0
+        while pending:
+            with self._listen.lock:
+                listener = self._done_listener()  # before the read: no completion falls between
+                ready = [(task_id, meta) for task_id, meta in self._read_many(pending) if meta["status"] in READY_STATES]
+                if not ready:
+                    if on_interval:
+                        on_interval()
+                    wait = WAIT_RECHECK_INTERVAL if deadline is None else deadline - time.monotonic()
+                    if wait <= 0:
+                        raise CeleryTimeoutError(f"Operation timed out ({timeout})")
+                    self._wait_for_done(listener, {str(job_id_for(t)) for t in pending},
+                                        min(wait, WAIT_RECHECK_INTERVAL))
+                    iterations += 1
+                    if max_iterations and iterations >= max_iterations:
+                        return
+                    continue
+            for task_id, meta in ready:  # yielded outside the lock: the caller may wait on others
+                pending.discard(task_id)
+                if meta["status"] == states.SUCCESS:
+                    self._cache[task_id] = meta
+                if on_message is not None:
+                    on_message(meta)
+                yield task_id, meta
+
+    def _read_many(self, task_ids: set[str]) -> list[tuple[str, dict[str, Any]]]:
+        by_job = {job_id_for(task_id): task_id for task_id in task_ids}
+        records = run_reconnecting(self.database, lambda: single(self.job_sql.get_many(list(by_job))),
+                                   f"read {len(by_job)} tasks")
+        found = {record.id: record for record in records}
+        return [(task_id, self.meta_from_decoded(self._meta_of(found.get(job_id), task_id)))
+                for job_id, task_id in by_job.items()]
 
     def _done_listener(self) -> psycopg.Connection | None:
         """The connection LISTENing for completions; ``None`` while it cannot be opened (a
@@ -411,18 +467,18 @@ class ChancyBackend(BaseBackend):
             self._listen.close()
             return None
 
-    def _wait_for_done(self, listener: psycopg.Connection | None, job_id: str, seconds: float) -> None:
-        """Until the row's completion NOTIFY, or ``seconds``; a dropped LISTEN connection
-        only shortens the wait (the next one listens on a new connection)."""
+    def _wait_for_done(self, listener: psycopg.Connection | None, job_ids: set[str], seconds: float) -> None:
+        """Until a completion NOTIFY of one of the rows, or ``seconds``; a dropped LISTEN
+        connection only shortens the wait (the next one listens on a new connection)."""
         if listener is None:
             time.sleep(min(seconds, LISTEN_RETRY_PAUSE))
             return
         try:
             for notify in listener.notifies(timeout=seconds):
-                if job_id in finished_ids(notify.payload):
+                if not job_ids.isdisjoint(finished_ids(notify.payload)):
                     return
         except psycopg.OperationalError as exc:
-            log.warning("waiting for task %s: the LISTEN connection failed (%s)", job_id, first_line(exc))
+            log.warning("waiting for %d task(s): the LISTEN connection failed (%s)", len(job_ids), first_line(exc))
             self._listen.close()
 
     def as_uri(self, include_password: bool = False) -> str:

@@ -81,6 +81,8 @@ async def test_chords_and_ignored_results_on_a_stock_worker(interop_dsn, celery_
 
     await _check_ignored_results(interop_dsn, celery_app)
     await _check_a_running_task_reads_pending(interop_dsn, celery_app)
+    await _check_a_failed_header_fails_the_chords_after_it(celery_app)
+    await _check_group_joins(celery_app)
 
 
 async def _check_ignored_results(interop_dsn: str, celery_app) -> None:
@@ -120,6 +122,31 @@ async def _check_a_running_task_reads_pending(interop_dsn: str, celery_app) -> N
                                    job_id_for(running.id)), timeout=30, interval=0.05)
     assert celery_app.backend.get_task_meta(running.id, cache=False)["status"] == states.PENDING
     assert await _get(running) == 41
+
+
+async def _check_a_failed_header_fails_the_chords_after_it(celery_app) -> None:
+    """get() raises the failed part's error once the failure has reached the end of the
+    chain (the next chord's body), as on Redis: its state reads FAILURE right away."""
+    sig = celery_app.signature
+    inner = chain(chord([sig("interop.add", args=(1, 1)), sig("interop.fail", args=("header broke",))],
+                        sig("interop.total")),
+                  chord([sig("interop.add", args=(1,)), sig("interop.add", args=(2,))], sig("interop.total")))
+    result = group(inner, sig("interop.add", args=(1, 1))).apply_async()
+    with pytest.raises((ValueError, ChordError)):
+        await _get(result)
+    assert result.results[0].state == states.FAILURE
+
+
+async def _check_group_joins(celery_app) -> None:
+    """GroupResult.get() reads its members together (a native join): results in the
+    group's order, a failed member's error raised."""
+    sig = celery_app.signature
+    joined = group(sig("interop.add", args=(i, i)) for i in range(20)).apply_async()
+    assert joined.supports_native_join
+    assert await _get(joined) == [2 * i for i in range(20)]
+    broken = group(sig("interop.add", args=(1, 1)), sig("interop.fail", args=("member broke",))).apply_async()
+    with pytest.raises(ValueError, match="member broke"):
+        await _get(broken)
 
 
 def test_group_results_are_saved_restored_and_deleted(celery_app):
