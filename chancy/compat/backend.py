@@ -221,9 +221,13 @@ class ChancyBackend(BaseBackend):
                          f"forget task {task_id}")
 
     # --- saved groups (GroupResult.save / restore / delete) -----------------------------
+    def _encoded(self, value: Any) -> bytes:
+        """``value`` in the result serializer, as bytes (text serializers give str)."""
+        encoded = self.encode(value)
+        return encoded.encode() if isinstance(encoded, str) else encoded
+
     def _save_group(self, group_id: str, result: GroupResult) -> GroupResult:
-        encoded = self.encode({"result": result.as_tuple()})
-        data = encoded.encode() if isinstance(encoded, str) else encoded
+        data = self._encoded({"result": result.as_tuple()})
         statements = self.chord_sql.save_group(group_id, data, float(self.expires) if self.expires else None)
         run_reconnecting(self.database, lambda: _in_turn(statements), f"save group {group_id}", transaction=True)
         return result
@@ -251,8 +255,7 @@ class ChancyBackend(BaseBackend):
         if not isinstance(results, _regen):
             header = self.app.GroupResult(*header_result_args)
             if any(isinstance(part, GroupResult) for part in header.results):
-                encoded = self.encode({"result": header.as_tuple()})
-                data = encoded.encode() if isinstance(encoded, str) else encoded
+                data = self._encoded({"result": header.as_tuple()})
                 statements += self.chord_sql.save_group(group_id, data, self._chord_keep_seconds())
         run_reconnecting(self.database, lambda: _in_turn(statements), f"start chord {group_id}",
                          transaction=True)
@@ -273,8 +276,7 @@ class ChancyBackend(BaseBackend):
         if not group_id or not task_id or not request.chord:
             return
         position = UNINDEXED_POSITION if request.group_index is None else int(request.group_index)
-        encoded = self.encode([1, task_id, state, self.encode_result(result, state)])
-        data = encoded.encode() if isinstance(encoded, str) else encoded
+        data = self._encoded([1, task_id, state, self.encode_result(result, state)])
         statement = self.chord_sql.part_return(
             group_id, task_id, position, data, fallback_size=request.chord.get("chord_size"),
             token=uuid.uuid4().hex, lease=max(CHORD_CLAIM_SECONDS, 2 * (self.app.conf.result_chord_join_timeout or 0)),
@@ -321,7 +323,7 @@ class ChancyBackend(BaseBackend):
         saved = self._restore_group(group_id)
         if saved is not None:
             with allow_join_result():
-                return saved["result"].join(timeout=self.app.conf.result_chord_join_timeout, propagate=True)
+                return saved["result"].join_native(timeout=self.app.conf.result_chord_join_timeout, propagate=True)
         stored = run_reconnecting(self.database, lambda: single(self.chord_sql.parts(group_id)),
                                   f"read the parts of chord {group_id}")
         return [self._part_result(data) for data in stored]
