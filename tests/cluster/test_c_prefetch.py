@@ -24,6 +24,9 @@ NOTES = 8
 #: With one slot, the multiplier that leaves jobs prefetched in the worker, not in the
 #: executor: a process child holds 4 jobs itself (they count as started).
 MULTIPLIER = {"thread": "4", "process": "8"}
+#: Seconds after its last heartbeat a worker counts as dead: short, for the kill -9 step,
+#: yet long enough that a live worker on a loaded machine is not taken for dead.
+LIVENESS = 3.0
 
 
 def start_worker(dsn: str, pool: str) -> subprocess.Popen:
@@ -32,7 +35,7 @@ def start_worker(dsn: str, pool: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "chancy.cli", "worker", "--dsn", dsn, "-A", "c_prefetch_tasks", "-P", pool,
          "-c", "1", "--prefetch-multiplier", MULTIPLIER[pool], "--heartbeat-interval", "0.2",
-         "--liveness-timeout", "1", "-l", "WARNING"],
+         "--liveness-timeout", str(LIVENESS), "-l", "WARNING"],
         cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -75,7 +78,7 @@ async def test_prefetched_jobs_go_back_unstarted_on_stop_and_on_kill_9(dsn, tmp_
             worker.kill()
             out = worker.communicate()[0]
         assert waiting <= set(notes), out
-        await asyncio.sleep(1.5)  # past its liveness timeout
+        await asyncio.sleep(LIVENESS + 0.5)  # past its liveness timeout
         await eventually(recovered, timeout=20)
         after_kill = rows(dsn)
         for job_id in waiting:
