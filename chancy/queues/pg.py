@@ -163,12 +163,11 @@ class Queue(QueuePlugin):
 
     def _run_sync(self, steps: Steps, connection: Any = None, *, atomic: bool = False) -> Any:
         if connection is None:
-            pool = self._app.open_sync()
-            conn = pool.getconn()
+            conn = self._app.lease_sync()
             try:
                 return self._run_sync(steps, conn, atomic=atomic)
             finally:
-                pool.putconn(conn)
+                self._app.release_sync(conn)
         if not isinstance(connection, psycopg.Connection):
             raise TypeError("pass a psycopg.Connection to the sync API (or await push)")
         if not atomic:
@@ -190,13 +189,12 @@ class Queue(QueuePlugin):
         without a unique key the row is inserted or the statement fails)."""
         app = self._app
         job_id = job.id or new_job_id()
-        pool = app.open_sync()
-        conn = pool.getconn()
+        conn = app.lease_sync()
         try:
             encoding = "utf-8" if conn.pgconn.parameter_status(b"client_encoding") == b"UTF8" else conn.info.encoding
             insert_one_sync(conn, *self._sql.insert_one(job_id, job, encoding), prepare=not app.behind_pooler)
         finally:
-            pool.putconn(conn)
+            app.release_sync(conn)
         return job_id
 
     async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:

@@ -163,3 +163,61 @@ def test_behind_a_transaction_pooler_lean_pushes_prepare_nothing(pooled_dsn: str
     finally:
         for conn in conns:
             conn.close()
+
+
+# --- the connection kept aside between sync uses (Chancy.lease_sync / release_sync) ---------
+
+def _backends(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                             "AND pid <> pg_backend_pid()").fetchone()[0]
+
+
+def test_the_kept_connection_serves_every_sync_use_of_a_one_connection_pool(dsn: str):
+    """With ``max_connections=1`` the connection kept aside after a push is the only one:
+    reads, waits, cancels and ``connection_sync`` must get it, not wait on the pool."""
+    app = Chancy(dsn, plugins=[Queue("default")], max_connections=1, connect_timeout=5)
+    asyncio.run(app.migrate())
+    with app:
+        ref = app.push_sync(Job("h.one"))
+        assert app.get_job_sync(ref).func == "h.one"
+        with app.connection_sync() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert app.cancel_sync(ref)
+        assert app.wait_sync(ref, timeout=5).state is JobState.CANCELLED
+        assert app.push_sync(Job("h.two", unique_key="u")).id
+    assert _backends(dsn) == 0  # closing the app closed the kept connection too
+
+
+def test_concurrent_sync_pushes_from_threads_all_land_and_nothing_leaks(dsn: str):
+    import concurrent.futures
+
+    app = Chancy(dsn, plugins=[Queue("default")], max_connections=3, connect_timeout=10)
+    asyncio.run(app.migrate())
+    with app, concurrent.futures.ThreadPoolExecutor(8) as threads:
+        refs = list(threads.map(lambda i: app.push_sync(Job("h.threaded", args=(i,))), range(400)))
+        assert sorted(app.get_job_sync(ref).args[0] for ref in refs) == list(range(400))
+        assert app._sync_pool.get_stats()["connections_num"] <= 3
+    assert _backends(dsn) == 0
+
+
+def test_a_connection_left_in_a_transaction_is_not_kept_aside(sync_app: Chancy):
+    with sync_app.connection_sync() as conn:
+        conn.execute("BEGIN")
+        conn.execute(f"INSERT INTO {sync_app.names.prefix}jobs (id, queue, func) VALUES (gen_random_uuid(), 'q', 'h.x')")
+    assert sync_app._parked is None  # back to the pool, which rolled the transaction back
+    ref = sync_app.push_sync(Job("h.after"))
+    with sync_app.connection_sync() as conn:
+        funcs = [r[0] for r in conn.execute(f"SELECT func FROM {sync_app.names.prefix}jobs")]
+    assert funcs == ["h.after"] and sync_app.get_job_sync(ref).func == "h.after"
+
+
+def test_a_kept_connection_goes_back_to_its_pool_once_it_has_been_out_long_enough(
+        sync_app: Chancy, monkeypatch: pytest.MonkeyPatch):
+    from chancy import app as app_module
+
+    sync_app.push_sync(Job("h.first"))
+    assert sync_app._parked is not None
+    monkeypatch.setattr(app_module, "PARKED_SECONDS", 0.0)
+    sync_app.push_sync(Job("h.second"))
+    assert sync_app._parked is None and sync_app._sync_pool.get_stats()["pool_available"] >= 1
