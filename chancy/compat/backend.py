@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import psycopg
 
-from celery import states
+from celery import signals, states
 from celery.backends.base import BaseBackend
 from celery.canvas import maybe_signature
 from celery.exceptions import ChordError, TimeoutError as CeleryTimeoutError
@@ -48,7 +48,7 @@ from chancy.compat import continuations, payload
 from chancy.compat.chord_sql import UNINDEXED_POSITION, ChordSQL, PartReturn
 from chancy.compat.ignored_sql import IgnoredResultSQL
 from chancy.compat.process_connection import statement_and_listen_connections
-from chancy.compat.protocol import job_id_for
+from chancy.compat.protocol import InvalidMessage, job_id_for, parse_delivery_tag
 from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecting
 from chancy.job import JobRecord, JobState
 from chancy.migrations import Names
@@ -103,6 +103,13 @@ def _arguments_json(request: Any) -> tuple[str, str]:
 def _held_by_celery(record: JobRecord) -> bool:
     """Whether a stock Celery worker's consumer (the ``chancy`` transport) holds the row."""
     return (record.taken_by or "").startswith("celery:")
+
+
+def _ended_after_unready_state(celery: Mapping[str, Any]) -> bool:
+    """Whether a row finished with no result (its task raised ``Ignore``) after its task
+    stored a state that is not final (STARTED, ``update_state``): Celery's stores keep
+    showing that state, as they were never told more."""
+    return bool(celery.get("result_ignored")) and celery.get("state") not in states.READY_STATES
 
 
 def _in_turn(statements: list[Statement]) -> Steps:
@@ -201,6 +208,20 @@ class ChancyBackend(BaseBackend):
         all the same (so no restart runs it again) and read as PENDING (see ``_meta_of``)."""
         run_reconnecting(self.database, lambda: single(self.ignored_sql.finish(job_id_for(task_id), error)),
                          f"finish task {task_id} (result ignored)")
+
+    # --- Ignore / Reject: the task ended, nothing stored --------------------------------
+    def end_unrecorded(self, request: Any) -> None:
+        """Note that the task of ``request`` ended storing no state (it raised ``Ignore``
+        or ``Reject``): its row is finished once its delivery is acknowledged too, so no
+        restart runs it again (see :meth:`TransportSQL.end_unrecorded`). A message of
+        another broker has no row to finish."""
+        tag = (getattr(request, "properties", None) or {}).get("delivery_tag")
+        try:
+            job_id, attempt = parse_delivery_tag(tag)
+        except InvalidMessage:
+            return
+        run_reconnecting(self.database, lambda: single(self.transport_sql.end_unrecorded(job_id, attempt)),
+                         f"end task {getattr(request, 'id', job_id)} (no state stored)")
 
     def _store_steps(self, statement: Statement, row_state: str | None, task_id: str,
                      error: dict[str, Any] | None) -> Steps:
@@ -362,7 +383,7 @@ class ChancyBackend(BaseBackend):
             # A stock Celery worker stores STARTED itself when task_track_started asks for
             # it; until then Celery's stores say PENDING, and so does this one.
             status = states.PENDING
-        elif not record.is_finished and celery.get("state"):
+        elif celery.get("state") and (not record.is_finished or _ended_after_unready_state(celery)):
             status, result = celery["state"], celery.get("info")
         elif record.state is JobState.SUCCEEDED:
             result = record.result
@@ -489,3 +510,15 @@ class ChancyBackend(BaseBackend):
         scheme, _, rest = self.url.partition("://")
         credentials, _, host = rest.rpartition("@")
         return f"{scheme}://{credentials.split(':', 1)[0]}:**@{host}"
+
+
+@signals.task_postrun.connect(weak=False, dispatch_uid="chancy.compat.backend.task_ended_unrecorded")
+def _task_ended_unrecorded(task: Any = None, state: str | None = None, **kwargs: Any) -> None:
+    """Celery's trace stores nothing for a task that raised ``Ignore`` (also how
+    ``Task.replace()`` ends) or ``Reject``; it only says so through ``task_postrun``, in
+    the process that ran the task, which is where its row is finished from."""
+    if state not in (states.IGNORED, states.REJECTED) or not isinstance(getattr(task, "backend", None), ChancyBackend):
+        return
+    request = task.request
+    if not getattr(request, "is_eager", False):
+        task.backend.end_unrecorded(request)

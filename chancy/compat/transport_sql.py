@@ -227,24 +227,51 @@ class TransportSQL:
                  **f))
         # A delivery is one claim of a row: (id, attempts) under the consumer's id.
         delivery = sql.SQL("id = %(id)s AND attempts = %(attempt)s AND state = 'running' AND taken_by = %(consumer)s")
+        # This delivery's task ended with no outcome for the backend to store (it raised
+        # Ignore or Reject, see end_unrecorded).
+        unrecorded = sql.SQL("meta->'celery'->'unrecorded_attempt' = to_jsonb(attempts)")
         # An ack finishes the row, unless its result is still to come through the Chancy
         # result backend (``finish`` false): then the row stays running under the
         # consumer, so a consumer dying mid-task gets it recovered, until the backend
-        # writes the outcome.
+        # writes the outcome — or the task is known to have ended without one.
         self._ack = ready(sql.SQL(
             """
             WITH acked AS (
                 UPDATE {jobs} SET
-                    state = CASE WHEN %(finish)s THEN 'succeeded' ELSE state END,
-                    completed_at = CASE WHEN %(finish)s THEN now() END,
+                    state = CASE WHEN %(finish)s OR {unrecorded} THEN 'succeeded' ELSE state END,
+                    completed_at = CASE WHEN %(finish)s OR {unrecorded} THEN now() END,
                     meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
-                        || jsonb_build_object('acked_by', %(consumer)s::text, 'finished_by_ack', %(finish)s::boolean))
+                        || jsonb_build_object('acked_by', %(consumer)s::text, 'finished_by_ack', %(finish)s::boolean)
+                        || CASE WHEN {unrecorded} THEN '{{"result_ignored": true}}'::jsonb ELSE '{{}}'::jsonb END)
                 WHERE {delivery}
-                RETURNING id
+                RETURNING id, state
             )
-            SELECT CASE WHEN %(finish)s THEN pg_notify(%(done)s, id::text) END FROM acked
+            SELECT CASE WHEN state = 'succeeded' THEN pg_notify(%(done)s, id::text) END FROM acked
             """
-        ).format(delivery=delivery, **f))
+        ).format(delivery=delivery, unrecorded=unrecorded, **f))
+        # The other half: a task that raised Ignore or Reject stores no state (Celery's
+        # trace only logs it), so the row is noted as ended without an outcome and, once
+        # its delivery is acknowledged too (an early ack already was; an acks_late one
+        # follows), finished with no result, read as PENDING as on Redis (the message
+        # acked and gone). Never before the task ended, so a consumer dying mid-task still
+        # gets its row recovered. A task that stored a state meanwhile
+        # (``Task.replace()`` stored its replacement) no longer matches the delivery.
+        acked = sql.SQL("meta->'celery'->>'acked_by' = taken_by")
+        self._end_unrecorded = ready(sql.SQL(
+            """
+            WITH ended AS (
+                UPDATE {jobs} SET
+                    state = CASE WHEN {acked} THEN 'succeeded' ELSE state END,
+                    completed_at = CASE WHEN {acked} THEN now() ELSE completed_at END,
+                    meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
+                        || jsonb_build_object('unrecorded_attempt', attempts)
+                        || CASE WHEN {acked} THEN '{{"result_ignored": true}}'::jsonb ELSE '{{}}'::jsonb END)
+                WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'running' AND taken_by LIKE 'celery:%%'
+                RETURNING id, state
+            )
+            SELECT CASE WHEN state = 'succeeded' THEN pg_notify(%(done)s, id::text) END FROM ended
+            """
+        ).format(acked=acked, **f))
         # A requeued delivery (a reject with requeue, a channel closed with it still
         # unacknowledged) is delivered next as ``redelivered``, as kombu marks a message
         # it restores.
@@ -369,6 +396,13 @@ class TransportSQL:
 
     def ack(self, job_id: uuid.UUID, attempt: int, consumer: str, finish: bool) -> Statement:
         return self._delivery(self._ack, job_id, attempt, consumer, finish=finish)
+
+    def end_unrecorded(self, job_id: uuid.UUID, attempt: int) -> Statement:
+        """Note that a delivery's task ended with no state to store (Ignore, Reject), run
+        from wherever the task ran (a pool child does not know its consumer's id);
+        ``True`` when the row matched the delivery."""
+        params = {"id": job_id, "attempt": attempt, "done": self.done_channel}
+        return Statement(self._end_unrecorded, params, lambda rows: bool(rows))
 
     def requeue(self, job_id: uuid.UUID, attempt: int, consumer: str) -> Statement:
         return self._delivery(self._requeue, job_id, attempt, consumer)
