@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from chancy.compat import states
 from chancy.compat.exceptions import TaskRevokedError, TimeoutError
-from chancy.compat.protocol import job_id_for
+from chancy.compat.protocol import celery_retries, job_id_for
 from chancy.job import Job, JobRecord, JobState
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class AsyncResult:
     @property
     def retries(self) -> int:
         record = self._read()
-        return max(0, record.attempts - 1) if record else 0
+        return celery_retries(record) if record else 0
 
     args = property(lambda self: _column(self._read(), "args"), doc="The task's positional arguments.")
     kwargs = property(lambda self: _column(self._read(), "kwargs"), doc="The task's keyword arguments.")

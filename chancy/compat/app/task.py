@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, ParamSpec, Se
 
 from chancy.compat import signals, states
 from chancy.compat.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry, exception_info
+from chancy.compat.protocol import celery_retries
 from chancy.compat.soft_limit import soft_time_limit
 from chancy.errors import Fail, JobCancelledError, JobTimeoutError
 from chancy.execution import current_job
@@ -122,7 +123,7 @@ class Context:
         request = cls(**{k: v for k, v in custom.items() if k.isidentifier() and k not in _CONTEXT_FIELDS})
         request.update(
             id=task_id, task=record.func, args=list(record.args), kwargs=dict(record.kwargs), lang="py",
-            retries=record.attempts - 1, is_eager=False, called_directly=False, hostname=record.taken_by,
+            retries=celery_retries(record), is_eager=False, called_directly=False, hostname=record.taken_by,
             delivery_info={"exchange": "", "routing_key": record.queue, "priority": priority,
                            "redelivered": record.attempts > 1},
             properties=properties, headers=custom or None,

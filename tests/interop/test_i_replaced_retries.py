@@ -1,0 +1,38 @@
+"""A row a ``Task.replace()`` replacement took over keeps counting its deliveries and
+notes how many came before it (``meta["celery"]["retries_base"]``, see
+:mod:`chancy.compat.transport_sql`); a Chancy-native worker running it must report
+Celery's ``request.retries`` from the replacement's own deliveries, as a stock Celery
+worker is told through the message (:func:`chancy.compat.protocol.celery_retries`)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from chancy.compat.app.task import Context
+from chancy.compat.protocol import message_from_record
+from chancy.job import JobRecord, JobState
+
+
+def _claimed_row(attempts: int, retries_base: int | None) -> JobRecord:
+    now = datetime.now(timezone.utc)
+    celery = {"task_id": str(uuid.uuid4())} | ({"retries_base": retries_base} if retries_base is not None else {})
+    return JobRecord(
+        id=uuid.uuid4(), queue="celery", func="interop.add", args=(1, 2), kwargs={}, priority=0,
+        state=JobState.RUNNING, attempts=attempts, max_attempts=10, scheduled_at=now, expires_at=None,
+        created_at=now, started_at=now, completed_at=None, taken_by="worker-1", unique_key=None, limits=(),
+        backoff=None, meta={"celery": celery}, result=None, errors=[])
+
+
+@pytest.mark.parametrize(("attempts", "retries_base", "retries"), [
+    (3, 2, 0),     # the replacement's first delivery, after two of the replaced task
+    (5, 2, 2),     # the replacement retried twice
+    (3, None, 2),  # never replaced: every earlier delivery is a retry
+])
+def test_a_chancy_worker_counts_retries_from_the_replacement(attempts, retries_base, retries):
+    record = _claimed_row(attempts, retries_base)
+    assert Context.from_record(record).retries == retries
+    # what a stock Celery worker is told for the same row
+    assert message_from_record(record, accept=["json"])["headers"]["retries"] == retries
