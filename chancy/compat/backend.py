@@ -12,7 +12,9 @@ Celery task set itself (``update_state``, RETRY, STARTED) is kept in
 acknowledged stays running until this backend stores its outcome (see the transport);
 while a stock Celery worker runs it without having stored a state, it reads PENDING, as
 Celery's stores say unless ``task_track_started``. A task whose result is ignored reads
-PENDING too (nothing stored), though its row is finished.
+PENDING too (nothing stored), though its row is finished; so does a task that raised
+``Ignore`` or ``Reject`` (Celery stores nothing for it; its row is finished once it ended
+and its delivery was acknowledged), unless it stored a state of its own before.
 
 Chords are counted natively (:mod:`chancy.compat.chord_sql`): the header part that
 completes a chord sends its body, as Celery's Redis backend does, with no

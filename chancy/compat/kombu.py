@@ -9,8 +9,9 @@ consumer's id, which heartbeats into the workers table from a background thread 
 consumer killed with unacknowledged messages loses nothing: its rows are recovered once
 its heartbeat is stale. An ack finishes the row — unless the task's outcome is still to
 come through the Chancy result backend: then the row stays running under the consumer
-until the backend writes SUCCESS or FAILURE, so even with Celery's default early acks a
-consumer killed mid-task gets its row recovered. A reject fails the row or, with
+until the backend writes SUCCESS or FAILURE (or the task ends storing nothing: ``Ignore``,
+``Reject``; see :meth:`chancy.compat.backend.ChancyBackend.end_unrecorded`), so even with
+Celery's default early acks a consumer killed mid-task gets its row recovered. A reject fails the row or, with
 ``requeue``, puts it back.
 
 Options (``broker_transport_options``): ``prefix`` (table prefix, default ``chancy_``),
