@@ -63,3 +63,10 @@ def reject_drop_early(key):
 def reject_drop_late(key):
     _ran(key)
     raise Reject("no", requeue=False)
+
+
+@app.task(name="replace.elsewhere", bind=True)
+def replace_elsewhere(self, queue):
+    """Replaced (which ends the task with ``Ignore``) by ``retries.report`` on ``queue``,
+    where a Chancy worker runs it."""
+    return self.replace(self.app.signature("retries.report", queue=queue))
