@@ -121,7 +121,7 @@ def inspect() -> None:
     chancy inspect registered -A proj      the app's task names
     chancy inspect ping -d worker-1        exit 0 if that worker's heartbeat is current
     chancy inspect stats                   each worker's pid, queues, uptime, heartbeat
-    chancy inspect reserved                always empty: workers reserve nothing
+    chancy inspect reserved                jobs claimed ahead (prefetched), not started yet
     """
 
 
@@ -134,20 +134,27 @@ def active(target: Target, workers: list[str] | None, queues: list[str] | None, 
     """Running jobs, grouped by the worker that holds them (id, task, arguments, start,
     attempt). Jobs still held by a worker whose heartbeat stopped are listed under it,
     marked as such, until the leader recovers them."""
-    filters = Filters(workers, queues)
+    _held(target, Filters(workers, queues), started=True, as_json=as_json)
+
+
+def _held(target: Target, filters: Filters, *, started: bool, as_json: bool) -> None:
+    """The jobs workers hold, by worker: those they started (``active``), or those they
+    claimed ahead and have not started yet (``reserved``: their prefetch)."""
     live = _live_workers(target, filters)
-    records = target.run(single(AdminSQL(target.app.names).running(queues=queues, workers=workers)))
+    records = target.run(single(AdminSQL(target.app.names).running(queues=filters.queues, workers=filters.workers)))
     by_worker: dict[str, list[JobRecord]] = {w["worker_id"]: [] for w in live}
     for record in records:
-        by_worker.setdefault(record.taken_by or "?", []).append(record)
+        if (record.started_at is not None) == started:
+            by_worker.setdefault(record.taken_by or "?", []).append(record)
     if as_json:
         emit_json({worker: [_request(r) for r in held] for worker, held in by_worker.items()})
         return
     alive = {w["worker_id"] for w in live}
     _print_groups(
         (f"{worker}: OK" if worker in alive else f"{worker}: NO HEARTBEAT (presumed dead; the leader recovers its jobs)",
-         [f"* {r.id} {_call(r)} queue {r.queue}, started {when(r.started_at)}, "
-          f"attempt {r.attempts}/{r.max_attempts}" for r in held])
+         [f"* {r.id} {_call(r)} queue {r.queue}, "
+          + (f"started {when(r.started_at)}, " if started else "")
+          + f"attempt {r.attempts}/{r.max_attempts}" for r in held])
         for worker, held in by_worker.items())
     _nodes_online(len(live))
 
@@ -188,15 +195,10 @@ def scheduled(target: Target, queues: list[str] | None, limit: int, as_json: boo
 @_timeout_option
 @json_option
 def reserved(target: Target, workers: list[str] | None, queues: list[str] | None, as_json: bool) -> None:
-    """Jobs a worker has taken but not started: always none. A Chancy worker claims only
-    as many jobs as it has free slots and starts each at once (Celery's prefetch does
-    not exist); waiting jobs stay in the table, see `inspect scheduled` and `status`."""
-    live = _live_workers(target, Filters(workers, queues))
-    if as_json:
-        emit_json({w["worker_id"]: [] for w in live})
-        return
-    _print_groups((f"{w['worker_id']}: OK", []) for w in live)
-    _nodes_online(len(live))
+    """Jobs a worker has claimed ahead and not started yet (its prefetch, up to
+    --prefetch-multiplier x concurrency per queue), by worker. They go back to the queue,
+    their attempt unused, if the worker stops or dies before starting them."""
+    _held(target, Filters(workers, queues), started=False, as_json=as_json)
 
 
 @inspect.command()

@@ -67,8 +67,8 @@ IGNORED_BECAUSE: dict[str, str] = {
     "database_": "SQLAlchemy result backend settings; results live in the job row",
     "cache_": "cache backend settings", "control_": "AMQP control-queue settings",
     "event_": "AMQP event-queue settings", "security_": "message signing (rows are not messages)",
-    "worker_": "worker tuning that the Chancy worker does not need (it has no prefetch, "
-               "no timer, no broker connection)",
+    "worker_": "worker tuning that the Chancy worker does not need (no timer, no broker connection; "
+               "its prefetch is `chancy worker --prefetch-multiplier`)",
     "beat_": "beat is the cluster's cron plugin: no schedule file, no separate process needed",
     "task_default_exchange": "exchanges do not exist: queues are names on job rows",
     "task_default_routing_key": "exchanges do not exist: queues are names on job rows",

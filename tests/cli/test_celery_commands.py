@@ -146,3 +146,26 @@ def test_beat_syncs_the_schedule_and_fires_it_once_per_tick_beside_a_worker(migr
     keys = _answers(cli_run)
     assert len(keys) == len(set(keys)), "a tick was pushed twice"
     assert migrated("beat", "--once").code == 0  # without -A: the stored schedules, nothing to sync
+
+
+def test_inspect_reserved_lists_the_jobs_a_worker_claimed_ahead(migrated, cli_run, dsn, tmp_path):
+    """With one slot busy, the worker's prefetch holds the next jobs without starting them:
+    `inspect reserved` lists those, `inspect active` only the started one (as Celery's)."""
+    release = tmp_path / "release"
+    node = f"reserve@{socket.gethostname()}"
+    with background(["worker", "-A", "cli_tasks", "-Q", "default", "-c", "1", "-P", "thread", "-n", "reserve@%h",
+                     "--prefetch-multiplier", "4", "--dsn", dsn]):
+        held = cli_run("call", "cli_tasks.hold", "-a", json.dumps([str(release)])).out.strip()
+        deadline = time.monotonic() + 30
+        while (active := cli_run("inspect", "active", "-j")).code != 0 or not active.json().get(node):
+            assert time.monotonic() < deadline, "the held job never started"
+        waiting = {cli_run("call", "cli_tasks.add", "-a", f"[{n}, 1]").out.strip() for n in range(2)}
+        while {job["id"] for job in cli_run("inspect", "reserved", "-j").json().get(node, [])} != waiting:
+            assert time.monotonic() < deadline, cli_run("inspect", "reserved", "-j").out
+        assert [job["id"] for job in cli_run("inspect", "active", "-j").json()[node]] == [held]
+        human = cli_run("inspect", "reserved").out
+        assert human.startswith(f"-> {node}: OK\n") and "cli_tasks.add(" in human and "started" not in human
+        release.touch()
+        for job_id in waiting:
+            assert cli_run("result", job_id, "--timeout", "30").code == 0
+        assert cli_run("inspect", "reserved", "-j").json() == {node: []}
