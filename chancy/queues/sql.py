@@ -489,12 +489,17 @@ class JobSQL:
         """The INSERT of one job without a unique key, and its parameters ready for libpq:
         what a single push sends, with none of psycopg's per-statement adaptation."""
         row = _pushed_values(job_id, job)
-        sent = _sent((row,))
-        insert = self._one_inserts.get(sent)
+        sent = [0, 1, 2]  # the _ALWAYS columns: id, queue, func
+        params = [b"%032x" % job_id.int, job.queue.encode(encoding), job.func.encode(encoding)]
+        for i in _OPTIONAL:  # as _sent and _AS_TEXT, in one pass: this runs on every push
+            if row[i] != PUSHED[i][2]:
+                sent.append(i)
+                params.append(_AS_TEXT[i](row[i], encoding))
+        insert = self._one_inserts.get(key := tuple(sent))
         if insert is None:
-            insert = self._one_inserts[sent] = OneInsert.of(
-                _insert_query(self._jobs, self.pushed_channel, sent, False, positional=True))
-        return insert, [_AS_TEXT[i](row[i], encoding) for i in sent]
+            insert = self._one_inserts[key] = OneInsert.of(
+                _insert_query(self._jobs, self.pushed_channel, key, False, positional=True))
+        return insert, params
 
     @staticmethod
     def copyable(jobs: Sequence[Job]) -> bool:

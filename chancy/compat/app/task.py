@@ -24,9 +24,10 @@ from chancy.execution import current_job
 from chancy.executors.process import child_init_hooks
 from chancy.job import JobRecord
 
+from chancy.compat.canvas import Signature  # every .delay() builds one (canvas imports no task module)
+
 if TYPE_CHECKING:
     from chancy.compat.app.base import Celery
-    from chancy.compat.canvas import Signature
     from chancy.compat.result import AsyncResult, EagerResult
 
 log = logging.getLogger("chancy.compat.task")
@@ -323,8 +324,6 @@ class Task(Generic[P, R]):
     # --- signatures ----------------------------------------------------------------------
     def signature(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
                   **options: Any) -> "Signature":
-        from chancy.compat.canvas import Signature
-
         return Signature(self.name, args, kwargs, options, app=self.app)
 
     subtask = signature
