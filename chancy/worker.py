@@ -245,6 +245,9 @@ class Worker:
         #: next flush writes (or its outcome's write-back does).
         self._handed_unmarked: set[uuid.UUID] = set()
         self._unmarked: set[uuid.UUID] = set()
+        #: When isolating executors really started the jobs they were handed (prefetched
+        #: jobs are claimed with no start): for their log line's and hooks' duration.
+        self._child_starts: dict[uuid.UUID, datetime] = {}
         self._outcome_ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
@@ -490,6 +493,8 @@ class Worker:
                 marked.discard(record.id)
             elif isolated and record.started_at is None:
                 self._handed_unmarked.add(record.id)
+            if record.started_at is None and not isolated:  # prefetched: it starts now
+                record = dataclasses.replace(record, started_at=datetime.now(timezone.utc))
             _log_start(record)
             try:
                 executor.submit(record, lambda outcome, r=record: self._on_outcome(runner, r, outcome))
@@ -508,6 +513,7 @@ class Worker:
 
     def _on_start(self, job_id: uuid.UUID) -> None:
         """An isolating executor started a job: write its start with the next flush."""
+        self._child_starts[job_id] = datetime.now(timezone.utc)
         if job_id in self._handed_unmarked:
             self._unmarked.add(job_id)
             self._outcome_ready.set()
@@ -629,6 +635,9 @@ class Worker:
     # --- outcomes -------------------------------------------------------------------------------
     def _on_outcome(self, runner: _QueueRunner, record: JobRecord, outcome: Outcome) -> None:
         self._held.pop(record.id, None)
+        started = self._child_starts.pop(record.id, None)
+        if record.started_at is None:  # a prefetched job a child started: when it did
+            record = dataclasses.replace(record, started_at=started)
         if self._handed_unmarked:
             self._handed_unmarked.discard(record.id)
             self._unmarked.discard(record.id)  # its write-back marks it started

@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("chancy.observability")
 
 #: The running jobs of one worker, counted per queue and task (served by the index of
-#: running jobs by ``taken_by``).
-IN_FLIGHT = "SELECT queue, func, count(*) FROM {jobs} WHERE state = 'running' AND taken_by = %s GROUP BY queue, func"
+#: running jobs by ``taken_by``); jobs it prefetched and has not started are not in flight.
+IN_FLIGHT = ("SELECT queue, func, count(*) FROM {jobs} WHERE state = 'running' AND taken_by = %s "
+             "AND started_at IS NOT NULL GROUP BY queue, func")
 
 
 class WorkerMetrics:

@@ -38,9 +38,7 @@ async def test_push_and_run_spans_are_linked_under_every_pool(app, otel, instrum
         jobs[pool, "ok"] = await app.push(Job(obs_tasks.current_span, queue=queue))
         jobs[pool, "bad"] = await app.push(Job(obs_tasks.fail, args=["boom on " + pool], queue=queue))
     jobs["asyncio", "coroutine"] = await app.push(Job(obs_tasks.async_current_span, queue=QUEUES["asyncio"]))
-    # prefetch_multiplier=1: a prefetched job's record reaches the completion hooks without
-    # started_at, so its duration and lag go uncounted (see the xfail test below).
-    async with running_worker(app, prefetch_multiplier=1):
+    async with running_worker(app):
         records = {key: await ref.wait(timeout=60) for key, ref in jobs.items()}
         child = await app.push(Job(obs_tasks.child_spans, queue=QUEUES["process"]))
         child_spans = (await child.wait(timeout=60)).result
@@ -88,15 +86,17 @@ async def test_push_and_run_spans_are_linked_under_every_pool(app, otel, instrum
     assert all(p.min >= 0 for p in points["chancy.job.queue_lag"])
 
 
-@pytest.mark.xfail(strict=True, reason="the worker hands completion hooks a prefetched job's record without "
-                                       "started_at (brief C's prefetch), so no duration or lag is counted for it")
-async def test_prefetched_jobs_durations_are_counted(app, otel, instrumented):
-    refs = [await app.push(Job(obs_tasks.log_marker, args=[str(i)], queue=QUEUES["thread"])) for i in range(6)]
-    async with running_worker(app, queues=[QUEUES["thread"]]):  # the default prefetch
+@pytest.mark.parametrize("pool", ["thread", "process"])
+async def test_prefetched_jobs_durations_are_counted(app, otel, instrumented, pool):
+    """Prefetched jobs are claimed without a start: the worker gives the hooks when they
+    really started (handed to a thread; reported by the process child)."""
+    refs = [await app.push(Job(obs_tasks.log_marker, args=[str(i)], queue=QUEUES[pool])) for i in range(6)]
+    async with running_worker(app, queues=[QUEUES[pool]]):  # the default prefetch
         for ref in refs:
             await ref.wait(timeout=30)
     points = _metric_points(otel.reader)
     assert sum(p.count for p in points["chancy.job.duration"]) == sum(p.value for p in points["chancy.job.runs"]) == 6
+    assert all(p.min >= 0 for p in points["chancy.job.duration"])
 
 
 @pytest.mark.parametrize("carrier", ["garbage", ["00-x"], {"traceparent": "00-zz-yy-01"}, {"traceparent": 5},

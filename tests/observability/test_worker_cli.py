@@ -59,8 +59,7 @@ def _value(samples: dict, name: str, **labels: str) -> float:
 
 async def test_worker_metrics_port_and_job_context_in_json_logs_under_every_pool(app, tmp_path):
     port = _free_port()
-    # --prefetch-multiplier 1: see test_otel.py's xfail test on prefetched jobs' durations.
-    worker = _worker(app.dsn, "--log-format", "json", "--metrics-port", str(port), "--prefetch-multiplier", "1")
+    worker = _worker(app.dsn, "--log-format", "json", "--metrics-port", str(port))
     try:
         await asyncio.to_thread(_samples, port, worker)  # it listens, so it started
         markers = {pool: f"m-{pool}-{uuid.uuid4().hex[:6]}" for pool in QUEUES}
