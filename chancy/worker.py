@@ -249,6 +249,9 @@ class Worker:
         #: jobs are claimed with no start): for their log line's and hooks' duration.
         self._child_starts: dict[uuid.UUID, datetime] = {}
         self._outcome_ready = asyncio.Event()
+        #: One flush at a time: the shutdown's final flush waits for one under way in the
+        #: flush loop (it took the batch) rather than find nothing and cancel it mid-write.
+        self._flushing = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._hard_stop = asyncio.Event()
         #: The stop signals received, in order (the CLI's exit code tells SIGINT from SIGTERM).
@@ -672,6 +675,10 @@ class Worker:
 
     async def _flush(self) -> bool:
         """Write buffered outcomes; on failure keep them for the next try. True if empty."""
+        async with self._flushing:
+            return await self._flush_held()
+
+    async def _flush_held(self) -> bool:
         self._outcome_ready.clear()
         if self._unmarked and not await self._write_starts():
             await asyncio.sleep(0.5)
