@@ -109,7 +109,9 @@ class _QueueRunner:
     #: The prefetched jobs whose start is written (by their claim or a mark): only these
     #: are handed to the executor, so that a job that crashes its worker uses an attempt.
     marked: set[uuid.UUID] = dataclasses.field(default_factory=set)
-    marking: bool = False  # a mark is being written
+    #: The mark being written, if any: a hand-back waits for it, or the rows it holds
+    #: would be skipped and left ``running`` (and it would mark rows handed back).
+    marking: asyncio.Task[None] | None = None
     feed_scheduled: bool = False
 
     @property
@@ -239,7 +241,6 @@ class Worker:
         #: of, and goes back to its queue.
         self._owned: dict[uuid.UUID, int] = {}
         self._unwritten: list[tuple[QueuePlugin, Transition]] = []
-        self._background: set[asyncio.Task[None]] = set()
         #: Prefetched jobs handed to an executor that isolates jobs before their start was
         #: written; once it says one started, it moves to ``_unmarked``, whose start the
         #: next flush writes (or its outcome's write-back does).
@@ -504,13 +505,10 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - e.g. arguments the executor cannot hand over
                 log.exception("job %s could not be started", record.id)
                 self._on_outcome(runner, record, Outcome.failure(record.id, exc, final=True))
-        if (free > 0 and prefetched and not runner.marking
+        if (free > 0 and prefetched and runner.marking is None
                 and (free >= (executor.capacity + 1) // 2 or executor.free_slots == executor.capacity)):
-            runner.marking = True
             batch = [record.id for record, _ in zip(prefetched, range(free))]
-            task = asyncio.get_running_loop().create_task(self._mark_started(runner, batch))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            runner.marking = asyncio.get_running_loop().create_task(self._mark_started(runner, batch))
         if runner.saturated and runner.claim_room(self.prefetch_multiplier) > 0:
             runner.wake.set()
 
@@ -546,7 +544,7 @@ class Worker:
         else:
             runner.marked.update(marked)  # a row locked meanwhile (a cancel) is tried again
         finally:
-            runner.marking = False
+            runner.marking = None
         self._feed(runner)
 
     def _schedule_feed(self, runner: _QueueRunner) -> None:
@@ -560,6 +558,8 @@ class Worker:
         """Hand the prefetched jobs back to their queue unstarted, the attempt their claim
         counted refunded (a stop, a pause, a deleted queue). If the database cannot be
         reached, recovery hands them back once this worker's heartbeat has expired."""
+        if runner.marking is not None:
+            await asyncio.shield(runner.marking)
         records, runner.prefetched = list(runner.prefetched), collections.deque()
         runner.marked.clear()
         for record in records:

@@ -431,7 +431,9 @@ class JobSQL:
         # lost the answer of the claim that took them, so they never started: back to
         # pending, the attempt refunded. Or (``lost``) they are a previous life's of a
         # worker that restarted under the same id: that attempt counts, as recovery's,
-        # unless the job was only prefetched, never started (``started_at`` NULL).
+        # unless the job was only prefetched, never started (``started_at`` NULL). A job
+        # that goes back pending never ran here: its start (written by its claim or a mark
+        # before the worker handed it over) is cleared.
         self._release_unknown = ready(sql.SQL(
             """
             WITH stray AS (
@@ -446,6 +448,7 @@ class JobSQL:
                     attempts = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) THEN j.attempts ELSE greatest(j.attempts - 1, 0) END,
                     scheduled_at = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) THEN now() ELSE j.scheduled_at END,
                     completed_at = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) AND j.attempts >= j.max_attempts THEN now() END,
+                    started_at = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) THEN j.started_at END,
                     taken_by = NULL,
                     errors = CASE WHEN NOT (%(lost)s AND j.started_at IS NOT NULL) THEN j.errors ELSE j.errors || jsonb_build_array(jsonb_build_object(
                         'type', 'chancy.WorkerLost',

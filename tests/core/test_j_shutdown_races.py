@@ -39,6 +39,10 @@ async def _lock_waiters(dsn: str) -> int:
         return (await cur.fetchone())[0]
 
 
+async def _no_lock_waiters(dsn: str) -> bool:
+    return await _lock_waiters(dsn) == 0
+
+
 async def test_stop_waits_for_the_write_back_under_way_instead_of_cancelling_it(make_app, dsn):
     """The flush loop took the outcome and its write waits on the row; the stop's final
     flush found nothing left to write and cancelled that write, so the job stayed
@@ -62,3 +66,45 @@ async def test_stop_waits_for_the_write_back_under_way_instead_of_cancelling_it(
         await asyncio.wait_for(run, 60)
     record = await ref.get()
     assert (record.state, record.result) == (JobState.SUCCEEDED, "done")
+
+
+#: Makes the worker's mark of a prefetched job's start wait, holding the row, for as long
+#: as the test holds advisory lock 4242 (the claim, which also writes starts, is let through).
+HOLD_MARKS = """
+CREATE FUNCTION j_hold_marks() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.state = 'running' AND OLD.started_at IS NULL AND NEW.started_at IS NOT NULL
+       AND NEW.state = 'running' THEN
+        PERFORM pg_advisory_xact_lock(4242);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER j_hold_marks BEFORE UPDATE ON chancy_jobs FOR EACH ROW EXECUTE FUNCTION j_hold_marks();
+"""
+
+
+async def test_stop_waits_for_the_mark_of_prefetched_starts_under_way(make_app, dsn):
+    """A thread-pool slot frees, so the worker writes the start of the next prefetched job
+    before handing it over; a stop while that statement held the row made the hand-back
+    skip it (SKIP LOCKED), and once the mark committed the job stayed ``running`` under
+    a worker that had stopped, with a start it never had."""
+    app = await make_app(Queue("default", concurrency=1, executor="thread", polling_interval=30))
+    refs = [await app.push(Job("core_tasks.add", args=[i, i])) for i in range(4)]
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as holder:
+        await holder.execute(HOLD_MARKS)
+        await holder.execute("SELECT pg_advisory_lock(4242)")
+        worker = Worker(app, prefetch_multiplier=4, install_signal_handlers=False, cluster_plugins=False)
+        run = asyncio.create_task(worker.start())
+        try:
+            await eventually(lambda: _lock_waiters(dsn), timeout=30, message="a mark waiting")
+            worker.request_stop()
+            done, _ = await asyncio.wait({run}, timeout=3)
+            assert not done, "the worker stopped while the mark of a prefetched job was under way"
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock(4242)")
+        await asyncio.wait_for(run, 60)
+        await eventually(lambda: _no_lock_waiters(dsn), timeout=30, message="the mark written")
+        await holder.execute("DROP TRIGGER j_hold_marks ON chancy_jobs")
+    states = [(r.state, r.attempts, r.started_at is None) for r in [await ref.get() for ref in refs]]
+    assert states[0] == (JobState.SUCCEEDED, 1, False)
+    assert states[1:] == [(JobState.PENDING, 0, True)] * 3, states
