@@ -274,14 +274,15 @@ class TransportSQL:
         ).format(acked=acked, **f))
         # A requeued delivery (a reject with requeue, a channel closed with it still
         # unacknowledged) is delivered next as ``redelivered``, as kombu marks a message
-        # it restores.
+        # it restores. Its next delivery has the same attempt number, so a note that its
+        # task ended (``Reject(requeue=True)``) is dropped: that one will run again.
         self._requeue = ready(sql.SQL(
             """
             WITH requeued AS (
                 UPDATE {jobs} SET state = 'pending', attempts = GREATEST(attempts - 1, 0),
                     taken_by = NULL, started_at = NULL,
-                    meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
-                        || jsonb_build_object('redelivered', true))
+                    meta = meta || jsonb_build_object('celery',
+                        (COALESCE(meta->'celery', '{{}}') - 'unrecorded_attempt') || jsonb_build_object('redelivered', true))
                 WHERE {delivery}
                 RETURNING queue
             )
