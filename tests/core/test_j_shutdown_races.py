@@ -68,19 +68,42 @@ async def test_stop_waits_for_the_write_back_under_way_instead_of_cancelling_it(
     assert (record.state, record.result) == (JobState.SUCCEEDED, "done")
 
 
-#: Makes the worker's mark of a prefetched job's start wait, holding the row, for as long
-#: as the test holds advisory lock 4242 (the claim, which also writes starts, is let through).
-HOLD_MARKS = """
-CREATE FUNCTION j_hold_marks() RETURNS trigger LANGUAGE plpgsql AS $$
+#: Makes a worker's statement wait, holding the row, for as long as the test holds
+#: advisory lock 4242: the mark of a prefetched job's start (the claim, which also writes
+#: starts, is let through), or the claim itself.
+HOLD = """
+CREATE FUNCTION j_hold() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF OLD.state = 'running' AND OLD.started_at IS NULL AND NEW.started_at IS NOT NULL
-       AND NEW.state = 'running' THEN
+    IF NEW.state = 'running' AND OLD.state = TG_ARGV[0]
+       AND (TG_ARGV[0] = 'pending' OR (OLD.started_at IS NULL AND NEW.started_at IS NOT NULL)) THEN
         PERFORM pg_advisory_xact_lock(4242);
     END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER j_hold_marks BEFORE UPDATE ON chancy_jobs FOR EACH ROW EXECUTE FUNCTION j_hold_marks();
+CREATE TRIGGER j_hold BEFORE UPDATE ON chancy_jobs FOR EACH ROW EXECUTE FUNCTION j_hold('{held}');
 """
+
+
+async def _stop_while_held(app, dsn: str, held: str, refs: list) -> list[tuple]:
+    """Run a one-slot thread-pool worker until its statement on a ``held`` row waits, stop
+    it, check that it does not finish stopping meanwhile, let the statement through;
+    then each job's (state, attempts, whether it has no start)."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as holder:
+        await holder.execute(HOLD.format(held=held))
+        await holder.execute("SELECT pg_advisory_lock(4242)")
+        worker = Worker(app, prefetch_multiplier=4, install_signal_handlers=False, cluster_plugins=False)
+        run = asyncio.create_task(worker.start())
+        try:
+            await eventually(lambda: _lock_waiters(dsn), timeout=30, message="a statement waiting")
+            worker.request_stop()
+            done, _ = await asyncio.wait({run}, timeout=3)
+            assert not done, "the worker stopped while its statement on a job was under way"
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock(4242)")
+        await asyncio.wait_for(run, 60)
+        await eventually(lambda: _no_lock_waiters(dsn), timeout=30, message="the statement done")
+        await holder.execute("DROP TRIGGER j_hold ON chancy_jobs")
+    return [(r.state, r.attempts, r.started_at is None) for r in [await ref.get() for ref in refs]]
 
 
 async def test_stop_waits_for_the_mark_of_prefetched_starts_under_way(make_app, dsn):
@@ -90,21 +113,15 @@ async def test_stop_waits_for_the_mark_of_prefetched_starts_under_way(make_app, 
     a worker that had stopped, with a start it never had."""
     app = await make_app(Queue("default", concurrency=1, executor="thread", polling_interval=30))
     refs = [await app.push(Job("core_tasks.add", args=[i, i])) for i in range(4)]
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as holder:
-        await holder.execute(HOLD_MARKS)
-        await holder.execute("SELECT pg_advisory_lock(4242)")
-        worker = Worker(app, prefetch_multiplier=4, install_signal_handlers=False, cluster_plugins=False)
-        run = asyncio.create_task(worker.start())
-        try:
-            await eventually(lambda: _lock_waiters(dsn), timeout=30, message="a mark waiting")
-            worker.request_stop()
-            done, _ = await asyncio.wait({run}, timeout=3)
-            assert not done, "the worker stopped while the mark of a prefetched job was under way"
-        finally:
-            await holder.execute("SELECT pg_advisory_unlock(4242)")
-        await asyncio.wait_for(run, 60)
-        await eventually(lambda: _no_lock_waiters(dsn), timeout=30, message="the mark written")
-        await holder.execute("DROP TRIGGER j_hold_marks ON chancy_jobs")
-    states = [(r.state, r.attempts, r.started_at is None) for r in [await ref.get() for ref in refs]]
+    states = await _stop_while_held(app, dsn, "running", refs)
     assert states[0] == (JobState.SUCCEEDED, 1, False)
     assert states[1:] == [(JobState.PENDING, 0, True)] * 3, states
+
+
+async def test_jobs_whose_claim_was_under_way_at_a_stop_go_back_with_no_start(make_app, dsn):
+    """The claim answering after the stop wrote the start of the jobs it would start at
+    once; they went back pending, attempt refunded, but still showing that start."""
+    app = await make_app(Queue("default", concurrency=1, executor="thread", polling_interval=30))
+    refs = [await app.push(Job("core_tasks.add", args=[i, i])) for i in range(4)]
+    states = await _stop_while_held(app, dsn, "pending", refs)
+    assert states == [(JobState.PENDING, 0, True)] * 4, states
