@@ -1,6 +1,7 @@
 """The stock Celery app of ``celery_app.py`` plus tasks that end storing no state, as
-the Ignore/Reject tests run them (``-A ignore_app``): each notes its run in
-``interop_ran`` (under its key) first, so a test counts how often it ran."""
+the Ignore/Reject tests run them (``-A ignore_app``; ``INTEROP_REDIS``: Redis as broker
+and backend instead, the reference): each notes its run in ``interop_ran`` (under its
+key) first, so a test counts how often it ran."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from celery.exceptions import Ignore, Reject
 
 from celery_app import DSN, make_app, record_run
 
-app = make_app(DSN)
+REDIS = os.environ.get("INTEROP_REDIS")
+app = make_app(DSN, **({"broker_url": REDIS, "result_backend": REDIS} if REDIS else {}))
 
 
 def _ran(key: int) -> None:
