@@ -28,6 +28,10 @@ def getpid() -> int:
     return os.getpid()
 
 
+def environ_value(name: str) -> str | None:
+    return os.environ.get(name)
+
+
 def exit_now(code: int) -> None:
     os._exit(code)
 

@@ -275,6 +275,19 @@ async def test_process_recycles_children(make):
 
 
 @pytest.mark.parametrize("kind", ["process"])
+async def test_process_children_see_the_environment_their_worker_has_now(make, monkeypatch):
+    """Children fork from a fork server started once per process; they must still see the
+    worker's environment as it is when they start, as spawned children did."""
+    first = await make()  # starts the fork server, if none yet
+    monkeypatch.setenv("CHANCY_TEST_CHILD_ENV", "set-after-the-fork-server-started")
+    assert (await first.run(make_record(executor_tasks.environ_value, "CHANCY_TEST_CHILD_ENV"))).result_json in (
+        "null", '"set-after-the-fork-server-started"')  # its child may have started before or after
+    later = await make()
+    outcome = await later.run(make_record(executor_tasks.environ_value, "CHANCY_TEST_CHILD_ENV"))
+    assert outcome.result_json == '"set-after-the-fork-server-started"'
+
+
+@pytest.mark.parametrize("kind", ["process"])
 async def test_process_child_death_is_reported_and_replaced(make):
     harness = await make()
     outcome = await harness.run(make_record(executor_tasks.exit_now, 3))

@@ -20,7 +20,7 @@ import uuid
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import psutil
 
@@ -93,11 +93,14 @@ class ChildSetup:
     task_modules: tuple[str, ...]
     allowed_imports: tuple[str, ...]
     output: stdio.WorkerOutput | None = None
+    #: The worker's environment when it starts the child: a fork server forks children
+    #: from the environment it had when it started, which may be older.
+    environ: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of_this_process(cls) -> "ChildSetup":
         apps = tuple(name for name in dict.fromkeys(app_modules) if name not in _MAIN_MODULES)
-        return cls(apps, task_modules(exclude=apps), execution.allowed_imports(), stdio.current())
+        return cls(apps, task_modules(exclude=apps), execution.allowed_imports(), stdio.current(), dict(os.environ))
 
 
 #: ``__main__`` is never imported by name: spawn runs the worker's main script in the child by itself.
@@ -484,6 +487,9 @@ class _LoadFailure:
 
 def _load(setup: ChildSetup) -> _LoadFailure | None:
     """Load the app in this child as its worker did; what failed, else None."""
+    if setup.environ:
+        os.environ.clear()
+        os.environ.update(setup.environ)
     execution.allow_imports(setup.allowed_imports)
     step = ""
     try:
