@@ -42,12 +42,13 @@ _apps: list["Celery"] = []
 
 def gen_task_name(app: "Celery", name: str, module_name: str | None) -> str:
     """Celery's naming: ``module.function``; a task defined in ``__main__`` takes the app's
-    ``main`` name as its module so the worker can find it."""
+    ``main`` name as its module so the worker can find it — also when the main script is
+    run again as ``__mp_main__``, as multiprocessing does in a process-pool child."""
     module_name = module_name or "__main__"
     module = sys.modules.get(module_name)
     if module is not None:
         module_name = module.__name__
-    if module_name == "__main__" and app.main:
+    if module_name in ("__main__", "__mp_main__") and app.main:
         return f"{app.main}.{name}"
     return ".".join(p for p in (module_name, name) if p)
 
