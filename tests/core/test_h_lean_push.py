@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 import uuid
 
 import psycopg
@@ -92,7 +93,7 @@ def test_a_lean_push_is_one_prepared_statement_that_announces_pending_jobs_only(
         listener.execute(f"LISTEN {sync_app.job_sql.pushed_channel}")
         sync_app.push_sync(Job("h.later").after(3600))
         refs = [sync_app.push_sync(Job("h.now", args=(i,), queue=f"q{i % 2}")) for i in range(7)]
-        heard = [n.payload for n in listener.notifies(timeout=5, stop_after=7)]
+        heard = [n.payload for n in listener.notifies(timeout=30, stop_after=7)]
     assert len(pushed) == 8 and not made  # no cursor, no rows read back
     assert sorted(heard) == ["q0"] * 4 + ["q1"] * 3  # the scheduled one is not announced
     with sync_app.connection_sync() as conn:  # max_connections=2 but one was ever needed
@@ -115,7 +116,7 @@ def test_a_statement_dropped_from_the_session_is_prepared_again(sync_app: Chancy
 def test_a_pooled_connection_killed_between_pushes_fails_one_push_clearly_then_is_replaced(sync_app: Chancy):
     first = sync_app.push_sync(Job("h.first"))
     with psycopg.connect(sync_app.dsn, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        admin.execute("SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity "  # waits for the exit
                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     with pytest.raises(psycopg.OperationalError):
         sync_app.push_sync(Job("h.lost"))
@@ -167,16 +168,23 @@ def test_behind_a_transaction_pooler_lean_pushes_prepare_nothing(pooled_dsn: str
 
 # --- the connection kept aside between sync uses (Chancy.lease_sync / release_sync) ---------
 
-def _backends(dsn: str) -> int:
+def _backends(dsn: str, timeout: float = 30.0) -> int:
+    """Other sessions on this test's database, once none is left or ``timeout`` passed (a
+    closed connection's server process leaves pg_stat_activity a moment later)."""
+    deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as admin:
-        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                             "AND pid <> pg_backend_pid()").fetchone()[0]
+        while True:
+            count = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND pid <> pg_backend_pid()").fetchone()[0]
+            if count == 0 or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
 
 
 def test_the_kept_connection_serves_every_sync_use_of_a_one_connection_pool(dsn: str):
     """With ``max_connections=1`` the connection kept aside after a push is the only one:
     reads, waits, cancels and ``connection_sync`` must get it, not wait on the pool."""
-    app = Chancy(dsn, plugins=[Queue("default")], max_connections=1, connect_timeout=5)
+    app = Chancy(dsn, plugins=[Queue("default")], max_connections=1, connect_timeout=15)
     asyncio.run(app.migrate())
     with app:
         ref = app.push_sync(Job("h.one"))
@@ -184,7 +192,7 @@ def test_the_kept_connection_serves_every_sync_use_of_a_one_connection_pool(dsn:
         with app.connection_sync() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         assert app.cancel_sync(ref)
-        assert app.wait_sync(ref, timeout=5).state is JobState.CANCELLED
+        assert app.wait_sync(ref, timeout=30).state is JobState.CANCELLED
         assert app.push_sync(Job("h.two", unique_key="u")).id
     assert _backends(dsn) == 0  # closing the app closed the kept connection too
 
@@ -192,7 +200,7 @@ def test_the_kept_connection_serves_every_sync_use_of_a_one_connection_pool(dsn:
 def test_concurrent_sync_pushes_from_threads_all_land_and_nothing_leaks(dsn: str):
     import concurrent.futures
 
-    app = Chancy(dsn, plugins=[Queue("default")], max_connections=3, connect_timeout=10)
+    app = Chancy(dsn, plugins=[Queue("default")], max_connections=3, connect_timeout=30)
     asyncio.run(app.migrate())
     with app, concurrent.futures.ThreadPoolExecutor(8) as threads:
         refs = list(threads.map(lambda i: app.push_sync(Job("h.threaded", args=(i,))), range(400)))
