@@ -104,9 +104,12 @@ class Topology:
                           "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'chancy-leader:%%'")
         return rows[0][0].split(":", 1)[1] if rows else None
 
-    def running_on(self, worker: str) -> list[str]:
+    def running_on(self, worker: str, started: bool = True) -> list[str]:
+        """The jobs ``worker`` holds: those it started, or (``started=False``) those it
+        claimed ahead and has not started (its prefetch)."""
         return [str(row[0]) for row in self.query(
-            "SELECT id FROM chancy_jobs WHERE state = 'running' AND taken_by = %s", worker)]
+            "SELECT id FROM chancy_jobs WHERE state = 'running' AND taken_by = %s AND (started_at IS NOT NULL) = %s",
+            worker, started)]
 
     def rows(self, ids: list[str]) -> dict[str, tuple]:
         return {str(row[0]): row[1:] for row in self.query(
@@ -148,26 +151,33 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
         yield topo
 
 
-def _cut_mid_job(topo: Topology, victim: Host, jobs: int) -> tuple[list[str], list[str]]:
+def _cut_mid_job(topo: Topology, victim: Host, jobs: int) -> tuple[list[str], list[str], list[str]]:
     """Push ``jobs`` from the producer host; once the victim runs some, cut it off. The
-    pushed ids and the ids it was running."""
+    pushed ids, the ids it was running, and those it had claimed ahead (prefetched)."""
     ids = topo.push("default", jobs)
     topo.wait(f"{victim.name} running jobs", lambda: len(topo.running_on(victim.name)) >= 2, 30)
     topo.hosts.cut(victim)
-    return ids, topo.running_on(victim.name)
+    return ids, topo.running_on(victim.name), topo.running_on(victim.name, started=False)
 
 
-def _assert_recovered(topo: Topology, victim: Host, ids: list[str], stranded: list[str], bound: float) -> dict:
-    took = topo.wait(f"the {len(stranded)} jobs {victim.name} was running finished by other hosts",
-                     lambda: all(row[0] == "succeeded" for row in topo.rows(stranded).values()), bound)
+def _assert_recovered(topo: Topology, victim: Host, ids: list[str], stranded: list[str], prefetched: list[str],
+                      bound: float) -> dict:
+    held = stranded + prefetched
+    took = topo.wait(f"the {len(held)} jobs {victim.name} held finished by other hosts",
+                     lambda: all(row[0] == "succeeded" for row in topo.rows(held).values()), bound)
     topo.wait("every pushed job succeeded", lambda: all(r[0] == "succeeded" for r in topo.rows(ids).values()), 30)
     rows = topo.rows(ids)
     assert len(rows) == len(ids), "jobs lost"
-    for job_id in stranded:
+    for job_id in held:
+        assert rows[job_id][2] != victim.name, (job_id, rows[job_id])
+    for job_id in stranded:  # its attempt was used: lost with its worker
         state, attempts, taken_by, result, _, errors = rows[job_id]
-        assert taken_by != victim.name, (job_id, rows[job_id])
         assert attempts == 2 and any("WorkerLost" in str(e) for e in errors), (job_id, rows[job_id])
-    print(f"{victim.name} cut off: its {len(stranded)} running jobs finished elsewhere after {took:.1f}s")
+    for job_id in prefetched:  # never started: handed back with the attempt refunded
+        state, attempts, taken_by, result, _, errors = rows[job_id]
+        assert attempts == 1 and errors == [], (job_id, rows[job_id])
+    print(f"{victim.name} cut off: its {len(stranded)} running and {len(prefetched)} prefetched jobs "
+          f"finished elsewhere after {took:.1f}s")
     return rows
 
 
@@ -186,17 +196,17 @@ def _assert_rejoins(topo: Topology, victim: Host, before: dict) -> None:
 def test_a_cut_off_worker_host_is_recovered_by_the_others_and_rejoins(topology: Topology) -> None:
     leader = topology.leader()
     victim = next(host for host in topology.workers if host.name != leader)
-    ids, stranded = _cut_mid_job(topology, victim, 60)
+    ids, stranded, prefetched = _cut_mid_job(topology, victim, 60)
     assert stranded, "the victim ran nothing when cut off"
-    rows = _assert_recovered(topology, victim, ids, stranded, WORKER_RECOVERY_BOUND)
+    rows = _assert_recovered(topology, victim, ids, stranded, prefetched, WORKER_RECOVERY_BOUND)
     _assert_rejoins(topology, victim, rows)
 
 
 def test_a_cut_off_leader_host_hands_over_leadership_and_its_jobs(topology: Topology) -> None:
     leader = topology.leader()
     victim = next(host for host in topology.workers if host.name == leader)
-    ids, stranded = _cut_mid_job(topology, victim, 60)
+    ids, stranded, prefetched = _cut_mid_job(topology, victim, 60)
     assert stranded, "the leader ran nothing when cut off"
     topology.wait("another leader", lambda: topology.leader() not in (None, victim.name), LEADER_RECOVERY_BOUND)
-    rows = _assert_recovered(topology, victim, ids, stranded, LEADER_RECOVERY_BOUND)
+    rows = _assert_recovered(topology, victim, ids, stranded, prefetched, LEADER_RECOVERY_BOUND)
     _assert_rejoins(topology, victim, rows)
