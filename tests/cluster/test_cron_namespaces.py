@@ -154,7 +154,7 @@ async def test_migration_5_keeps_a_live_databases_schedules_and_an_app_adopts_it
                     "VALUES (%s, %s::jsonb, '0 3 * * *', '2030-01-01 03:00+00', '2029-12-31 03:00+00')",
                     (name, '{"func": "proj.nightly", "args": [], "kwargs": {}, "queue": "default", "priority": 0, '
                            '"max_attempts": 1, "limits": [], "backoff": null, "meta": {}}'))
-        assert await old.migrate() == [5]
+        assert await old.migrate(5) == [5]
         assert [(s.name, s.next_fire_at.year) for s in await Cron.schedules(old)] == [("report", 2030)]
         async with old.connection() as conn:
             cur = await conn.execute("SELECT name FROM chancy_cron WHERE namespace IS NULL ORDER BY name")
