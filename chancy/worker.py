@@ -457,7 +457,11 @@ class Worker:
                                                    self._stopping)
             for deferred in {r.id for r in records} - {r.id for r in admitted}:  # no longer ours
                 del self._owned[deferred]
-            records = admitted
+            # The gate wrote the start of the limited jobs it admitted (the start their
+            # window counts): they are marked, a mark would find no unstarted row to mark.
+            gated_at = datetime.now(timezone.utc)
+            records = [dataclasses.replace(r, started_at=gated_at)
+                       if r.started_at is None and r.func in self._rate_gate.limits else r for r in admitted]
         self._submit_all(runner, records)
 
     def _submit_all(self, runner: _QueueRunner, records: list[JobRecord]) -> None:

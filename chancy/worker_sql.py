@@ -34,15 +34,18 @@ class WorkerSQL:
         self._deregister = sql.SQL("DELETE FROM {workers} WHERE worker_id = %(worker)s").format(**f)
         # Rows another statement holds (the write-back of a job that finished meanwhile,
         # which writes its start itself) are skipped, never waited for: waiting deadlocked
-        # with a concurrent write-back that locked the same rows in another order.
+        # with a concurrent write-back that locked the same rows in another order. A row
+        # already started (e.g. by a rate-limit gate) counts as marked: were it left out,
+        # the worker would ask again and again for a mark it can never get.
         self._mark_started = sql.SQL(
             """
             WITH marked AS (
                 SELECT id FROM {jobs}
-                WHERE id = ANY(%(ids)s) AND state = 'running' AND taken_by = %(worker)s AND started_at IS NULL
+                WHERE id = ANY(%(ids)s) AND state = 'running' AND taken_by = %(worker)s
                 FOR UPDATE SKIP LOCKED
             )
-            UPDATE {jobs} j SET started_at = now() WHERE j.id = ANY(ARRAY(SELECT id FROM marked)) RETURNING j.id
+            UPDATE {jobs} j SET started_at = coalesce(j.started_at, now())
+            WHERE j.id = ANY(ARRAY(SELECT id FROM marked)) RETURNING j.id
             """
         ).format(**f)
 
@@ -58,7 +61,8 @@ class WorkerSQL:
 
     def mark_started(self, worker_id: str, job_ids: Sequence[uuid.UUID]) -> Statement:
         """Prefetched jobs (claimed with ``started_at`` NULL) start now: from now on
-        recovery counts their attempt. Returns the ids marked (not those locked meanwhile)."""
+        recovery counts their attempt. Returns the ids marked or started already (not
+        those locked meanwhile)."""
         return Statement(self._mark_started, {"worker": worker_id, "ids": list(job_ids)},
                          lambda rows: {row[0] for row in rows})
 
