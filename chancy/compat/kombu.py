@@ -251,7 +251,7 @@ class Channel(virtual.Channel):
         job = translation.job
         outcome = run_reconnecting(
             transport.database,
-            lambda: single(transport.transport_sql.store(job, translation.attempts, translation.error)),
+            lambda: transport.transport_sql.store(job, translation.attempts, translation.error),
             f"publish task {job.id}")
         if outcome.discarded:
             log.info("task %s of queue %r was revoked while it waited for its replacement; the replacement "

@@ -89,6 +89,11 @@ class StoreOutcome:
         return not (self.stored or self.repeated or self.discarded)
 
 
+def _new_row_outcome(rows: list[tuple]) -> StoreOutcome | None:
+    """Stored as a new row; None when the id was taken (nothing written)."""
+    return StoreOutcome(stored=True, repeated=False, discarded=False, existing_state=None) if rows else None
+
+
 def _store_outcome(rows: list[tuple]) -> StoreOutcome:
     stored_state, existing_state, repeated, discarded = rows[0][:4]
     return StoreOutcome(stored=stored_state is not None, repeated=bool(repeated), discarded=bool(discarded),
@@ -167,9 +172,8 @@ class TransportSQL:
         # of the replacement, sent by the task itself, parks it, so a consumer stopping
         # meanwhile does not get it run again; the replacement takes the row over.
         awaiting = sql.SQL("(j.state = 'scheduled' AND j.meta->'celery'->>'awaiting_replacement' = 'true')")
-        self._store = ready(sql.SQL(
+        insert = sql.SQL(
             """
-            WITH stored AS (
                 INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, priority, state, attempts,
                     max_attempts, scheduled_at, expires_at, limits, meta, errors, completed_at)
                 VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s, %(priority)s,
@@ -180,6 +184,22 @@ class TransportSQL:
                     %(expires_at)s, %(limits)s, %(meta)s,
                     CASE WHEN %(error)s::jsonb IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(%(error)s::jsonb) END,
                     CASE WHEN %(error)s::jsonb IS NOT NULL THEN now() END)
+            """).format(**f)
+        notify = sql.SQL(
+            """CASE WHEN s.state = 'pending' THEN pg_notify(%(pushed)s, s.queue) END,
+               CASE WHEN s.state = 'failed' THEN pg_notify(%(done)s, s.id::text) END""")
+        # A message under a new id without replacement marks (nearly every publish): the
+        # row, nothing else to look at. Short enough for psycopg's parse cache, which the
+        # statement below is not; that one runs only for an id already taken (a retry, a
+        # publish repeated after a dropped connection, a refused reuse) and for
+        # Task.replace()'s messages.
+        self._store_new = ready(sql.SQL(
+            "WITH stored AS ({insert} ON CONFLICT (id) DO NOTHING RETURNING id, queue, state) "
+            "SELECT s.state, NULL::text, FALSE, FALSE, {notify} FROM stored s").format(insert=insert, notify=notify))
+        self._store = ready(sql.SQL(
+            """
+            WITH stored AS (
+                {insert}
                 ON CONFLICT (id) DO UPDATE SET
                     queue = EXCLUDED.queue, func = EXCLUDED.func, args = EXCLUDED.args,
                     kwargs = EXCLUDED.kwargs, priority = EXCLUDED.priority, state = EXCLUDED.state,
@@ -214,12 +234,12 @@ class TransportSQL:
                 FROM {jobs} j WHERE id = %(id)s
             )
             SELECT s.state, e.state, COALESCE(e.repeated, FALSE), s.state IS NULL AND COALESCE(e.discarded, FALSE),
-                   CASE WHEN s.state = 'pending' THEN pg_notify(%(pushed)s, s.queue) END,
-                   CASE WHEN s.state = 'failed' THEN pg_notify(%(done)s, s.id::text) END
+                   {notify}
             FROM (VALUES (1)) AS one LEFT JOIN stored s ON TRUE LEFT JOIN existing e ON TRUE
                 LEFT JOIN (SELECT count(*) FROM parked) AS parked_count ON TRUE
             """
-        ).format(retrying=retrying, replacing=replacing, awaiting=awaiting, parked_at=sql.SQL(PARKED_AT),
+        ).format(insert=insert, notify=notify,
+                 retrying=retrying, replacing=replacing, awaiting=awaiting, parked_at=sql.SQL(PARKED_AT),
                  marked_by_parent=marked_by("r"),
                  names_parent=_names_next_step(sql.SQL("s.celery"), sql.SQL("%(parent_id)s")),
                  new_base=sql.SQL("(CASE WHEN {retrying} THEN {base} ELSE j.attempts END)").format(
@@ -365,9 +385,10 @@ class TransportSQL:
             "DELETE FROM {jobs} WHERE id = %(id)s AND state IN ('succeeded', 'failed', 'cancelled', 'expired')"
         ).format(**f))
 
-    def store(self, job: Any, attempts: int, error: str | None) -> Statement:
+    def store(self, job: Any, attempts: int, error: str | None) -> Steps:
         """Store a translated message (see :func:`chancy.compat.protocol.job_from_message`,
-        which puts the message's digest and headers in ``meta["celery"]``)."""
+        which puts the message's digest and headers in ``meta["celery"]``): as a new row
+        in one short statement when it can be one, else by the rules of the id's reuse."""
         args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
         celery = job.meta.get("celery") or {}
         task_id = str(celery.get("task_id") or job.id)
@@ -387,7 +408,11 @@ class TransportSQL:
                                           "attempt": attempts}) if error else None,
             "pushed": self.pushed_channel, "done": self.done_channel,
         }
-        return Statement(self._store, params, _store_outcome)
+        if not params["nesting"]:  # no replacement marks: nothing to park, maybe nothing to take over
+            stored = yield Statement(self._store_new, params, _new_row_outcome)
+            if stored is not None:
+                return stored
+        return (yield Statement(self._store, params, _store_outcome))
 
     def _delivery(self, query: sql.Composable, job_id: uuid.UUID, attempt: int, consumer: str,
                   **extra: Any) -> Statement:
