@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from chancy.compat.continuations import PARKED_AT
+from chancy.compat.local import app_with_task
 from chancy.execution import registry
 from chancy.job import Job
 
@@ -562,7 +563,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _apply_each(task: Mapping[str, Any], it: list[Any], star: bool) -> list[Any]:
-    sig = _from_dict(task, None)
+    sig = _from_dict(task, app_with_task(task.get("task")))
     fn = sig.type
     return [fn(*item) if star else fn(item) for item in it]
 

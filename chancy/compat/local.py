@@ -11,24 +11,36 @@ if TYPE_CHECKING:
 
 _state = threading.local()
 _default: list["Celery"] = []
+#: Every app made in this process, oldest first.
+apps: list["Celery"] = []
+
+
+def app_with_task(name: str | None) -> "Celery":
+    """The app that has task ``name``: the current one if it does, else the latest made
+    that does (a process may hold several apps; a built-in such as ``celery.map`` is
+    shared by all of them), else the current one."""
+    current = get_current_app()
+    if name is None or name in current.tasks:
+        return current
+    return next((app for app in reversed(apps) if name in app.tasks), current)
 
 
 def set_current_app(app: "Celery") -> None:
     _state.app = app
     if not _default:
         _default.append(app)
-        _default_for_celery(app)
+    _current_for_celery(app)
 
 
-def _default_for_celery(app: "Celery") -> None:
+def _current_for_celery(app: "Celery") -> None:
     """With celery installed, integrations find a task by name through celery's current app
     (``celery.registry.tasks``, e.g. OpenTelemetry's and Datadog's publish hooks): unless
-    a real Celery app came first, ours becomes celery's default app."""
+    a real Celery app is celery's default, ours — the current one — is."""
     try:
         from celery import _state as celery_state
     except ImportError:
         return
-    if celery_state.default_app is None:
+    if celery_state.default_app is None or type(celery_state.default_app) is type(app):
         celery_state.set_default_app(app)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chancy import rate_limits
+from chancy.compat import local
 from chancy.errors import ConfigurationError
 from chancy.rate_limits import RateLimit
 
@@ -36,9 +37,7 @@ def limits_of(celery_app: "Celery") -> dict[str, RateLimit]:
 
 
 def _for_worker_of(app: "Chancy") -> dict[str, RateLimit]:
-    from chancy.compat.app.base import _apps
-
-    return next((limits_of(celery_app) for celery_app in _apps if celery_app._chancy is app), {})
+    return next((limits_of(celery_app) for celery_app in local.apps if celery_app._chancy is app), {})
 
 
 def install() -> None:

@@ -21,6 +21,7 @@ from chancy.compat.app.task import Context, Task, current_task_and_request
 from chancy.compat.canvas import Planner, Signature, signature
 from chancy.compat.config import Settings
 from chancy.compat.exceptions import ImproperlyConfigured
+from chancy.compat.local import apps as _apps
 from chancy.compat.local import set_current_app
 from chancy.compat.protocol import compat_priority, job_id_for
 from chancy.compat.result import AsyncResult, GroupResult
@@ -37,7 +38,6 @@ TaskOf = Task
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://", "chancy+postgresql://", "chancy+postgres://")
 _shared_tasks: list[Callable[["Celery"], Any]] = []
-_apps: list["Celery"] = []
 
 
 def gen_task_name(app: "Celery", name: str, module_name: str | None) -> str:
