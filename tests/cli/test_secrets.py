@@ -57,10 +57,15 @@ def test_unreachable_servers_are_reported_without_their_password():
     dsns = [f"postgresql://u:{SECRET}@127.0.0.1:{port}/db?connect_timeout=2",
             f"postgresql://u@127.0.0.1:{port}/db?password={SECRET}&connect_timeout=2",
             f"host=127.0.0.1 port={port} password='{SECRET} x' connect_timeout=2"]
-    cases = [(*command, "--dsn", dsn) for dsn in dsns for command in COMMANDS]
+    # The worker waits for an unreachable database (60 s by default), logging each retry:
+    # a few seconds show those lines too.
+    cases = [(*command, *(("--startup-timeout", "3") if command == ("worker",) else ()), "--dsn", dsn)
+             for dsn in dsns for command in COMMANDS]
     for case, result in zip(cases, run_all(cases)):
         assert_hidden(result, case)
         assert result.code == 4 and "Cannot connect to Postgres" in result.err, (case, result)
+        if case[0] == "worker":
+            assert "database unreachable" in result.err and "retrying" in result.err, (case, result)
 
 
 @pytest.fixture
