@@ -15,7 +15,8 @@ from chancy import Chancy, Job, Queue
 from chancy.job import JobState, new_job_ids
 from chancy.queue import Transition
 from chancy.queues.pg import push_steps
-from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL
+from chancy.queues.sql import JobSQL
+from chancy.store.pg.store import USE_GENERIC_PLANS
 
 SCHEMA = (
     """

@@ -3,29 +3,23 @@ wait / cancel API (async, with thin sync twins for callers without an event loop
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
-import threading
-import time
 import uuid
 from typing import Any, AsyncIterator, Callable, Iterator, ParamSpec, Sequence, TypeVar, overload
 
 import psycopg
-from psycopg import pq
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chancy import execution, migrations
-from chancy.errors import ConfigurationError, DatabaseUnavailableError
+from chancy.errors import ConfigurationError
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
 from chancy.namespaces import DEFAULT_NAMESPACE, validate_namespace
 from chancy.queue import QueuePlugin
-from chancy.queues.cursors import AsyncPooledConnection, PooledConnection
-from chancy.queues.sql import USE_GENERIC_PLANS, JobSQL, finished_ids
+from chancy.queues.sql import JobSQL, finished_ids
 from chancy.rate_limits import RateLimitLike
-from chancy.redaction import redact
+from chancy.store.pg.dsn import resolve_dsn
+from chancy.store.pg.store import PgStore
 from chancy.task import Task
 
 log = logging.getLogger("chancy")
@@ -33,61 +27,6 @@ log = logging.getLogger("chancy")
 JobTarget = Job | Task | Callable[..., Any] | str
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def resolve_dsn(dsn: str | None) -> str:
-    """The DSN to use: the given one, else ``CHANCY_DSN``, else the embedded server."""
-    dsn = dsn or os.environ.get("CHANCY_DSN")
-    if not dsn:
-        from chancy import embedded
-
-        return embedded.default_dsn()
-    if dsn.startswith("chancy+"):
-        dsn = dsn[len("chancy+"):]
-    if dsn.startswith("postgres://"):
-        dsn = "postgresql://" + dsn[len("postgres://"):]
-    scheme = dsn.split("://", 1)[0] if "://" in dsn else None
-    try:
-        if scheme not in (None, "postgresql"):
-            raise ValueError(f"unsupported scheme {scheme + '://'!r}")
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-        ports = str(params.get("port", "5432")).split(",")
-        if not all(port.strip().isdigit() for port in ports):
-            raise ValueError(f"port {params.get('port')!r} is not a number")
-    except (psycopg.ProgrammingError, ValueError) as exc:
-        raise ConfigurationError(
-            f"The DSN {redact(dsn)!r} is not a valid Postgres connection string ({redact(str(exc).strip(), dsn)}). "
-            "Use e.g. 'postgresql://user:password@host:5432/dbname'."
-        ) from None
-    return dsn
-
-
-def resolve_session_dsn(session_dsn: str | None) -> str | None:
-    """The DSN for session-bound work when ``dsn`` goes through a transaction pooler: the
-    given one, else ``CHANCY_SESSION_DSN``, else None (``dsn`` holds sessions itself)."""
-    session_dsn = session_dsn or os.environ.get("CHANCY_SESSION_DSN")
-    if not session_dsn:
-        return None
-    try:
-        return resolve_dsn(session_dsn)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"session_dsn (or CHANCY_SESSION_DSN): {exc}") from None
-
-
-#: A sync connection leased again and again stays out of its pool this long at most.
-PARKED_SECONDS = 30.0
-IDLE = pq.TransactionStatus.IDLE
-
-
-def statement_kwargs(behind_pooler: bool) -> dict[str, Any]:
-    """Connection options for running statements: autocommit and, behind a transaction
-    pooler, no server-side prepared statements (the pooler hands the next transaction to
-    another server connection, which never saw the ``PREPARE``)."""
-    return {"autocommit": True, "prepare_threshold": None} if behind_pooler else {"autocommit": True}
-
-
-async def _use_generic_plans(conn: psycopg.AsyncConnection) -> None:
-    await conn.execute(USE_GENERIC_PLANS)
 
 
 class Chancy:
@@ -132,35 +71,24 @@ class Chancy:
             )
         if connect_timeout <= 0:
             raise ConfigurationError(f"connect_timeout must be positive, got {connect_timeout!r}")
-        # Resolved now when given (so a malformed DSN fails here); the embedded default
-        # is started only when a connection is first needed.
-        self._resolved_dsn = resolve_dsn(dsn) if (dsn or os.environ.get("CHANCY_DSN")) else None
-        self._session_dsn = resolve_session_dsn(session_dsn)
-        #: Module prefixes whose plain functions this process's workers also run by import
-        #: path; a worker otherwise runs registered tasks only. See execution.allow_imports.
         self.allowed_imports = execution.allow_imports(allowed_imports)
         self.names = migrations.Names(prefix)
         #: Whose periodic schedules this app syncs, lists and fires (chancy.plugins.cron).
         self.namespace = validate_namespace(namespace)
         self.job_sql = JobSQL(self.names)
-        self.min_connections = min_connections
-        self.max_connections = max_connections
-        self.connect_timeout = connect_timeout
         self.queues: dict[str, QueuePlugin] = {}
         self.plugins: list[Any] = []
         #: The tasks registered with ``@app.task``, by name.
         self.tasks: dict[str, Task] = {}
         for plugin in plugins:
             self.add_plugin(plugin)
-        self._async_pool: AsyncConnectionPool | None = None
-        self._claim_pool: AsyncConnectionPool | None = None
-        self._sync_pool: ConnectionPool | None = None
-        self._session_sync_pool: ConnectionPool | None = None
-        self._open_lock: asyncio.Lock | None = None
-        self._sync_lock = threading.Lock()
-        self._parked: psycopg.Connection | None = None  # see lease_sync
-        self._park_lock = threading.Lock()
-        self._listener: Listener | None = None
+        #: Every pool and connection of the app: the door to the database.
+        self.store = PgStore(
+            dsn, session_dsn=session_dsn, default_dsn=self._default_dsn, min_connections=min_connections,
+            max_connections=max_connections, connect_timeout=connect_timeout,
+            listen_channels=lambda: [self.job_sql.pushed_channel, self.job_sql.cancel_channel,
+                                     self.job_sql.queues_channel],
+        )
         self._done = KeyedEvents()
 
     def __repr__(self) -> str:
@@ -193,28 +121,29 @@ class Chancy:
             queue.bind(self)
         return queue
 
+    @staticmethod
+    def _default_dsn() -> str:
+        """The DSN when none is given: ``CHANCY_DSN``, else the embedded server's."""
+        return resolve_dsn(None)
+
     @property
     def dsn(self) -> str:
-        if self._resolved_dsn is None:
-            self._resolved_dsn = resolve_dsn(None)
-        return self._resolved_dsn
-
-    @property
-    def session_dsn(self) -> str:
-        """Where dedicated connections (LISTEN, advisory locks, CLI commands) go."""
-        return self._session_dsn or self.dsn
-
-    @property
-    def behind_pooler(self) -> bool:
-        """Whether ``dsn`` goes through a transaction pooler (a ``session_dsn`` was given)."""
-        return self._session_dsn is not None
+        return self.store.dsn
 
     @dsn.setter
     def dsn(self, dsn: str) -> None:
         """Point the app at another server (``chancy worker -A proj --dsn …``) before it connects."""
-        if self._async_pool is not None or self._sync_pool is not None or self._listener is not None:
-            raise ConfigurationError("Cannot change the DSN of an app that has already connected")
-        self._resolved_dsn = resolve_dsn(dsn)
+        self.store.dsn = dsn
+
+    @property
+    def session_dsn(self) -> str:
+        """Where dedicated connections (LISTEN, advisory locks, CLI commands) go."""
+        return self.store.session_dsn
+
+    @property
+    def behind_pooler(self) -> bool:
+        """Whether ``dsn`` goes through a transaction pooler (a ``session_dsn`` was given)."""
+        return self.store.behind_pooler
 
     @overload
     def task(self, func: Callable[P, R], *, name: str | None = None, queue: str = "default", priority: int = 0,
@@ -249,211 +178,48 @@ class Chancy:
         return decorate(func) if func is not None else decorate
 
     # --- connections ------------------------------------------------------------------
-    def _connect_kwargs(self) -> dict[str, Any]:
-        """Options of pooled connections (statements only: they may go through a pooler)."""
-        return self._session_kwargs() | statement_kwargs(self.behind_pooler)
-
-    def _session_kwargs(self) -> dict[str, Any]:
-        return {"autocommit": True, "connect_timeout": max(1, int(self.connect_timeout))}
-
-    def _unavailable(self, exc: Exception, dsn: str) -> DatabaseUnavailableError:
-        return DatabaseUnavailableError(
-            f"Cannot connect to Postgres at {redact(dsn)}: {redact(str(exc).strip(), dsn)}. Check that the server "
-            "is running and the DSN (host, port, user, password, database) is right."
-        )
-
-    async def _dial(self, dsn: str, options: dict[str, Any]) -> psycopg.AsyncConnection:
-        try:
-            return await psycopg.AsyncConnection.connect(dsn, **options)
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, dsn) from None
-
-    def _dial_sync(self, dsn: str, options: dict[str, Any]) -> psycopg.Connection:
-        try:
-            return psycopg.Connection.connect(dsn, **options)
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc, dsn) from None
-
-    async def connect(self) -> psycopg.AsyncConnection:
-        """A new dedicated connection, on :attr:`session_dsn` (for LISTEN or advisory locks)."""
-        return await self._dial(self.session_dsn, self._session_kwargs())
-
-    def connect_sync(self) -> psycopg.Connection:
-        return self._dial_sync(self.session_dsn, self._session_kwargs())
-
+    # --- connections (the store's; these are for callers' own transactions) -----------
     async def open(self) -> None:
-        if self._async_pool is not None:
-            return
-        if self._open_lock is None:
-            self._open_lock = asyncio.Lock()
-        async with self._open_lock:
-            if self._async_pool is not None:
-                return
-            # Probe once so a bad DSN or a dead server fails fast with its real reason,
-            # instead of as a pool timeout.
-            await (await self._dial(self.dsn, self._connect_kwargs())).close()
-            pool = AsyncConnectionPool(
-                self.dsn, min_size=self.min_connections, max_size=self.max_connections,
-                kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
-                name="chancy", connection_class=AsyncPooledConnection,
-            )
-            await pool.open(wait=self.min_connections > 0, timeout=self.connect_timeout)
-            self._async_pool = pool
-
-    async def claim_pool(self) -> AsyncConnectionPool:
-        """Connections for workers' claims only, opened on the first claim: they always use
-        the claim's generic plan (see :data:`chancy.queues.sql.USE_GENERIC_PLANS`)."""
-        if self._claim_pool is None:
-            await self.open()
-            assert self._open_lock is not None
-            async with self._open_lock:
-                if self._claim_pool is None:
-                    pool = AsyncConnectionPool(
-                        self.dsn, min_size=0, max_size=self.max_connections, kwargs=self._connect_kwargs(),
-                        # Behind a pooler nothing is prepared: every claim gets a custom plan.
-                        configure=None if self.behind_pooler else _use_generic_plans,
-                        open=False, timeout=self.connect_timeout,
-                        name="chancy-claim", connection_class=AsyncPooledConnection,
-                    )
-                    await pool.open()
-                    self._claim_pool = pool
-        return self._claim_pool
-
-    def open_sync(self) -> ConnectionPool:
-        if self._sync_pool is not None:  # every sync push asks: skip the lock once open
-            return self._sync_pool
-        with self._sync_lock:
-            if self._sync_pool is None:
-                self._dial_sync(self.dsn, self._connect_kwargs()).close()
-                pool = ConnectionPool(
-                    self.dsn, min_size=min(1, self.min_connections), max_size=self.max_connections,
-                    kwargs=self._connect_kwargs(), open=False, timeout=self.connect_timeout,
-                    name="chancy-sync", connection_class=PooledConnection,
-                )
-                pool.open(wait=self.min_connections > 0, timeout=self.connect_timeout)
-                self._sync_pool = pool
-            return self._sync_pool
-
-    def _open_session_sync(self) -> ConnectionPool:
-        """Behind a transaction pooler, the sessions sync waits LISTEN on: pooled too, so a
-        web process's ``AsyncResult.get()`` calls do not each dial Postgres."""
-        if self._session_sync_pool is not None:
-            return self._session_sync_pool
-        with self._sync_lock:
-            if self._session_sync_pool is None:
-                self._dial_sync(self.session_dsn, self._session_kwargs()).close()
-                pool = ConnectionPool(
-                    self.session_dsn, min_size=0, max_size=self.max_connections, kwargs=self._session_kwargs(),
-                    open=False, timeout=self.connect_timeout, name="chancy-session-sync",
-                )
-                pool.open()
-                self._session_sync_pool = pool
-            return self._session_sync_pool
-
-    async def async_pool(self) -> AsyncConnectionPool:
-        """The async pool, opened on first use."""
-        await self.open()
-        assert self._async_pool is not None
-        return self._async_pool
-
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
-        async with (await self.async_pool()).connection() as conn:
-            yield conn
-
-    def lease_sync(self) -> psycopg.Connection:
-        """A connection of the sync pool, for one use; hand it back with :meth:`release_sync`.
-        The one handed back last waits aside for the next lease instead of going back into
-        the pool: the pool's checkout and return were a quarter of a single push's client
-        work (callgrind). At most one waits aside, and any lease takes it, so no user of
-        the pool waits on it."""
-        if self._parked is not None:
-            with self._park_lock:
-                conn, self._parked = self._parked, None
-            if conn is not None:
-                return conn
-        pool = self.open_sync()
-        conn = pool.getconn()
-        conn._chancy_pool = pool  # type: ignore[attr-defined]
-        conn._chancy_leased_at = time.monotonic()  # type: ignore[attr-defined]
-        return conn
-
-    def release_sync(self, conn: psycopg.Connection) -> None:
-        """Hand back a :meth:`lease_sync` connection: kept aside when idle and healthy, out
-        of its pool for at most :data:`PARKED_SECONDS` at a time (so the pool's upkeep, such
-        as replacing old connections, still reaches it); else returned to its pool, which
-        rolls back an open transaction and drops a broken connection."""
-        if conn.pgconn.transaction_status == IDLE and time.monotonic() - conn._chancy_leased_at < PARKED_SECONDS \
-                and self._parked is None:
-            with self._park_lock:
-                if self._parked is None and self._sync_pool is conn._chancy_pool:  # type: ignore[attr-defined]
-                    self._parked = conn
-                    return
-        conn._chancy_pool.putconn(conn)  # type: ignore[attr-defined]
-
-    @contextlib.contextmanager
-    def connection_sync(self) -> Iterator[psycopg.Connection]:
-        conn = self.lease_sync()
-        try:
-            yield conn
-        finally:
-            self.release_sync(conn)
-
-    @contextlib.contextmanager
-    def listening_connection_sync(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection to LISTEN on for a while (the caller UNLISTENs before giving
-        it back): behind a transaction pooler, one from a pool on ``session_dsn``."""
-        if not self.behind_pooler:
-            with self.connection_sync() as conn:
-                yield conn
-            return
-        with self._open_session_sync().connection() as conn:
-            yield conn
+        await self.store.open()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
-        for pool in (self._claim_pool, self._async_pool):
-            if pool is not None:
-                await pool.close()
-        self._claim_pool = self._async_pool = None
-        self.close_sync()
+        await self.store.close()
 
     def close_sync(self) -> None:
-        with self._park_lock:
-            parked, self._parked = self._parked, None
-        if parked is not None:
-            parked._chancy_pool.putconn(parked)  # type: ignore[attr-defined]
-        with self._sync_lock:
-            for pool in (self._sync_pool, self._session_sync_pool):
-                if pool is not None:
-                    pool.close()
-            self._sync_pool = self._session_sync_pool = None
+        self.store.close_sync()
+
+    def connection(self) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection]:
+        """A connection of the app's pool, e.g. to push jobs inside your own transaction
+        (``push_many(jobs, connection=conn)``)."""
+        return self.store.connection()
+
+    def connection_sync(self) -> contextlib.AbstractContextManager[psycopg.Connection]:
+        return self.store.connection_sync()
+
+    async def connect(self) -> psycopg.AsyncConnection:
+        """A new dedicated connection of your own, on :attr:`session_dsn`."""
+        return await self.store.connect()
+
+    def connect_sync(self) -> psycopg.Connection:
+        return self.store.connect_sync()
 
     async def __aenter__(self) -> "Chancy":
-        await self.open()
+        await self.store.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await self.store.close()
 
     def __enter__(self) -> "Chancy":
-        self.open_sync()
+        self.store.open_sync()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close_sync()
+        self.store.close_sync()
 
     async def listener(self) -> Listener:
         """The process's LISTEN connection (started on first use)."""
-        if self._listener is None:
-            sql_ = self.job_sql
-            self._listener = Listener(
-                self.connect, [sql_.pushed_channel, sql_.cancel_channel, sql_.queues_channel]
-            )
-        await self._listener.start(timeout=self.connect_timeout)
-        return self._listener
+        return await self.store.listener()
 
     async def done_waiters(self) -> KeyedEvents:
         """Events for waiters on finished jobs. The LISTEN on completions starts with the
@@ -464,7 +230,7 @@ class Chancy:
         if listener.add_channel(done):
             listener.subscribe(done, self._on_done)
             listener.on_reconnect(self._done.fire_all)
-            await listener.restart(timeout=self.connect_timeout)
+            await listener.restart(timeout=self.store.connect_timeout)
         return self._done
 
     def _on_done(self, payload: str) -> None:
@@ -474,11 +240,11 @@ class Chancy:
     # --- schema -------------------------------------------------------------------------
     async def migrate(self, to_version: int | None = None) -> list[int]:
         """Apply pending migrations (under an advisory lock); returns versions applied."""
-        async with await self.connect() as conn:
+        async with await self.store.connect() as conn:
             return await migrations.apply_async(conn, self.names, to_version)
 
     async def schema_version(self) -> int:
-        async with self.connection() as conn:
+        async with self.store.connection() as conn:
             return await migrations.current_version_async(conn, self.names)
 
     # --- pushing ---------------------------------------------------------------------------

@@ -147,14 +147,14 @@ def chancy_db(chancy_app: Any, chancy_databases: _Databases) -> Iterator["Chancy
     from chancy.testing import app_of
 
     core = app_of(chancy_app)
-    saved = vars(core)["_resolved_dsn"]
+    saved = core.store._resolved_dsn
     name, dsn = chancy_databases.new(core.names.prefix)
     core.dsn = dsn  # refused, with a clear error, if the app is already connected elsewhere
     try:
         yield core
     finally:
         core.close_sync()
-        core._resolved_dsn = saved  # as it was: the app may not have resolved its DSN yet
+        core.store._resolved_dsn = saved  # as it was: the app may not have resolved its DSN yet
         chancy_databases.drop(name)
 
 

@@ -15,7 +15,7 @@ from chancy.job import Job, JobRecord, JobState
 if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.executors.base import Executor
-    from chancy.queues.sql import Steps
+    from chancy.store.pg.statements import Steps
     from chancy.rate_limits import RateLimit
 
 ExecutorFactory = Callable[["QueuePlugin"], "Executor"]

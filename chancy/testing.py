@@ -103,7 +103,7 @@ def pushed_jobs(app: Any, task: Any = None, *, queue: str | None = None,
         records.sort(key=lambda r: (r.created_at, str(r.id)))
     else:
         from chancy.queues.admin_sql import AdminSQL
-        from chancy.queues.sql import drive_sync, single
+        from chancy.store.pg.statements import drive_sync, single
 
         statement = AdminSQL(core.names).list_jobs(task=name, queues=[queue] if queue else None,
                                                    states=sorted(wanted) if wanted else None, limit=MAX_LISTED_JOBS)

@@ -29,7 +29,7 @@ from chancy.plugin import Plugin
 from chancy.plugins.sql import ClusterSQL
 from chancy.queue import QueuePlugin, Transition
 from chancy.queues.pg import Queue as PgQueue
-from chancy.queues.sql import Steps, drive_async, single
+from chancy.store.pg.statements import drive_async, single, Steps
 from chancy.worker_sql import WorkerSQL
 
 log = logging.getLogger("chancy.worker")

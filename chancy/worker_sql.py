@@ -10,7 +10,7 @@ from typing import Sequence
 from psycopg import sql
 
 from chancy.migrations import Names
-from chancy.queues.sql import Statement
+from chancy.store.pg.statements import Statement
 
 
 class WorkerSQL:

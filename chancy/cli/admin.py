@@ -14,7 +14,7 @@ from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_ve
 from chancy.cli.output import age, emit_json, safe_dsn, span, table, when
 from chancy.job import FINISHED_STATES, JobState
 from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL, TableHealth
-from chancy.queues.sql import single
+from chancy.store.pg.statements import single
 
 STATE_COLUMNS = [s.value for s in JobState]
 WAITING_STATES = (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING)

@@ -17,7 +17,7 @@ import psycopg
 from chancy.app import Chancy
 from chancy.errors import ConfigurationError, DatabaseUnavailableError, SchemaOutOfDateError
 from chancy.migrations import LATEST_VERSION, current_version_async
-from chancy.queues.sql import Steps, drive_sync
+from chancy.store.pg.statements import drive_sync, Steps
 from chancy.redaction import redact
 
 
@@ -98,7 +98,7 @@ class Target:
         if self._loaded is None:
             self._loaded = self._load()
             if self.timeout is not None:
-                self.app.connect_timeout = self.timeout
+                self.app.store.connect_timeout = self.timeout
         return self._loaded
 
     @property

@@ -23,7 +23,7 @@ from chancy.cli.output import safe_dsn, table
 from chancy.cli.progress import Progress
 from chancy.job import FINISHED_STATES, JobState
 from chancy.queues.admin_sql import AdminSQL
-from chancy.queues.sql import drive_async, drive_sync, single
+from chancy.store.pg.statements import drive_async, drive_sync, single
 from chancy.testing import running_worker
 
 #: Redraw the push progress line after this many calls.

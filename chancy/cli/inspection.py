@@ -22,7 +22,7 @@ from chancy.cli.loading import task_names
 from chancy.cli.output import age, emit_json, when
 from chancy.job import JobRecord
 from chancy.queues.admin_sql import AdminSQL, WorkerRow
-from chancy.queues.sql import single
+from chancy.store.pg.statements import single
 
 #: How much of a job's arguments a line shows.
 ARGS_WIDTH = 100

@@ -15,7 +15,7 @@ from chancy.cli.common import CliError, ExitCode, Target, json_option, target_op
 from chancy.cli.output import emit_json, job_dict, print_listing, when
 from chancy.job import JobRecord, JobState
 from chancy.queues.admin_sql import BULK_BATCH, AdminSQL, BulkAction, BulkRefused, JobSelection
-from chancy.queues.sql import single
+from chancy.store.pg.statements import single
 
 #: ``90s``, ``15m``, ``1h30m``, ``2d``, ``1w``: a span of time.
 DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhdw])+$")

@@ -24,7 +24,7 @@ from chancy.executors.process import ChildLimits
 from chancy.queue import EXECUTOR_ALIASES, ExecutorFactory
 from chancy.queues.admin_sql import AdminSQL
 from chancy.queues.pg import Queue
-from chancy.queues.sql import single
+from chancy.store.pg.statements import single
 from chancy.redaction import redact
 from chancy.worker import DEFAULT_PREFETCH_MULTIPLIER, Worker
 

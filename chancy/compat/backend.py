@@ -44,7 +44,7 @@ from celery.result import GroupResult, allow_join_result, result_from_tuple
 from celery.utils.functional import _regen
 
 from chancy import serialization
-from chancy.app import resolve_dsn
+from chancy.store.pg.dsn import resolve_dsn
 from chancy.errors import SerializationError
 from chancy.compat import continuations, payload
 from chancy.compat.chord_sql import UNINDEXED_POSITION, ChordSQL, PartReturn
@@ -54,7 +54,8 @@ from chancy.compat.protocol import InvalidMessage, job_id_for, parse_delivery_ta
 from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecting
 from chancy.job import JobRecord, JobState
 from chancy.migrations import Names
-from chancy.queues.sql import JobSQL, Statement, Steps, finished_ids, single
+from chancy.queues.sql import JobSQL, finished_ids
+from chancy.store.pg.statements import single, Statement, Steps
 
 #: Celery states that finish the row, and the row state each becomes.
 TERMINAL_STATES = {states.SUCCESS: "succeeded", states.FAILURE: "failed", states.REVOKED: "cancelled"}

@@ -17,7 +17,7 @@ from typing import Any
 from psycopg import sql
 
 from chancy.migrations import Names
-from chancy.queues.sql import Statement, ready
+from chancy.store.pg.statements import ready, Statement
 
 #: ``position`` of a part sent without a group index (Redis sorts those last too).
 UNINDEXED_POSITION = 2**62

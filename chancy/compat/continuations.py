@@ -34,7 +34,7 @@ from chancy.app import Chancy
 from chancy.job import JobRecord, JobState
 from chancy.migrations import Names
 from chancy.queue import Transition
-from chancy.queues.sql import Statement, Steps
+from chancy.store.pg.statements import Statement, Steps
 from chancy.worker import completion_hooks
 
 #: ``scheduled_at`` of a parked job: never due, so never claimed until released.

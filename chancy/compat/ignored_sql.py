@@ -12,7 +12,7 @@ from psycopg import sql
 
 from chancy import serialization
 from chancy.migrations import Names
-from chancy.queues.sql import Statement, ready
+from chancy.store.pg.statements import ready, Statement
 
 
 class IgnoredResultSQL:

@@ -68,7 +68,7 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 from kombu.utils import json as kombu_json
 
-from chancy.app import resolve_dsn
+from chancy.store.pg.dsn import resolve_dsn
 from chancy.compat import protocol
 from chancy.compat.process_connection import ProcessConnection, statement_and_listen_connections
 from chancy.compat.transient_sql import TransientSQL, message_ttl, transient_lifetime
@@ -79,7 +79,8 @@ from chancy.migrations import Names
 from chancy.plugins.sql import ClusterSQL
 from chancy.queues.pg import claim_steps
 from chancy.job import JobRecord, JobState
-from chancy.queues.sql import JobSQL, Statement, Steps, single
+from chancy.queues.sql import JobSQL
+from chancy.store.pg.statements import single, Statement, Steps
 from chancy.worker_sql import WorkerSQL
 
 log = logging.getLogger("chancy.compat.kombu")

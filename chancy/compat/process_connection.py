@@ -9,8 +9,9 @@ from typing import Any
 
 import psycopg
 
-from chancy.app import resolve_session_dsn, statement_kwargs
-from chancy.queues.sql import USE_GENERIC_PLANS, Steps, drive_sync
+from chancy.store.pg.dsn import resolve_session_dsn
+from chancy.store.pg.store import USE_GENERIC_PLANS, statement_kwargs
+from chancy.store.pg.statements import drive_sync, Steps
 
 
 class ProcessConnection:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from chancy.compat import continuations, transactions
 from chancy.compat.exceptions import ImproperlyConfigured
 from chancy.execution import current_job
-from chancy.queues.sql import drive_sync, single
+from chancy.store.pg.statements import drive_sync, single
 
 if TYPE_CHECKING:
     from chancy.compat.app.task import Context, Task

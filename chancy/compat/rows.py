@@ -12,7 +12,7 @@ from psycopg import sql
 from chancy import serialization
 from chancy.compat.protocol import job_id_for
 from chancy.migrations import Names
-from chancy.queues.sql import Statement, drive_sync, single
+from chancy.store.pg.statements import drive_sync, single, Statement
 
 if TYPE_CHECKING:
     from chancy.app import Chancy

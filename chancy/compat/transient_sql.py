@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from psycopg import sql
 
 from chancy.migrations import Names
-from chancy.queues.sql import Statement, ready
+from chancy.store.pg.statements import ready, Statement
 
 #: A transient queue declared without ``x-expires`` (only auto-delete or exclusive) lives
 #: this long after its consumer last read it.

@@ -12,7 +12,7 @@ from psycopg import sql
 from chancy.compat.process_connection import ProcessConnection
 from chancy.errors import SchemaOutOfDateError
 from chancy.migrations import LATEST_VERSION, Names
-from chancy.queues.sql import Steps
+from chancy.store.pg.statements import Steps
 from chancy.redaction import redact
 
 

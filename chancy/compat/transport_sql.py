@@ -36,7 +36,7 @@ from chancy import serialization
 from chancy.compat.process_connection import ProcessConnection
 from chancy.compat.protocol import job_id_for
 from chancy.migrations import Names
-from chancy.queues.sql import Statement, Steps, ready
+from chancy.store.pg.statements import ready, Statement, Steps
 
 log = logging.getLogger("chancy.compat.transport")
 

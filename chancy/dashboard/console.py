@@ -19,7 +19,7 @@ from chancy.plugins.cron import _next_after as next_tick  # the one definition o
 from chancy.plugins.leadership import current_leader
 from chancy.plugins.queues import QueueAdmin
 from chancy.queues.admin_sql import AdminSQL, BulkAction, JobSelection
-from chancy.queues.sql import Statement, drive_async, single
+from chancy.store.pg.statements import drive_async, single, Statement
 
 if TYPE_CHECKING:
     from chancy.app import Chancy

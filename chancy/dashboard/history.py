@@ -12,7 +12,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
-from chancy.queues.sql import Statement
+from chancy.store.pg.statements import Statement
 
 Counts = dict[tuple[str, str], int]  # (queue, state) -> jobs
 

@@ -27,7 +27,7 @@ from chancy.dashboard.queries import DashboardSQL
 from chancy.queues.admin_sql import TableHealth
 from chancy.job import LIVE_STATES
 from chancy.observability.attempts import BUCKETS
-from chancy.queues.sql import drive_async, single
+from chancy.store.pg.statements import drive_async, single
 
 if TYPE_CHECKING:
     from chancy.app import Chancy

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from chancy.migrations import Names
 from chancy.queues.admin_sql import AdminSQL, like_pattern
-from chancy.queues.sql import Statement
+from chancy.store.pg.statements import Statement
 
 FINISHED = "('succeeded', 'failed', 'cancelled', 'expired')"
 

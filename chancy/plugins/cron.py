@@ -48,7 +48,8 @@ from chancy.namespaces import DEFAULT_NAMESPACE
 from chancy.plugin import Plugin
 from chancy.plugins.sql import ClusterSQL, Schedule, dumps_job_template
 from chancy.queues.pg import push_steps
-from chancy.queues.sql import JobSQL, Steps, drive_async, drive_sync, single
+from chancy.queues.sql import JobSQL
+from chancy.store.pg.statements import drive_async, drive_sync, single, Steps
 
 if TYPE_CHECKING:
     from chancy.app import Chancy

@@ -17,7 +17,7 @@ from chancy.errors import ConfigurationError
 from chancy.job import FINISHED_STATES, JobState
 from chancy.plugin import Plugin
 from chancy.plugins.sql import ClusterSQL
-from chancy.queues.sql import drive_async, single
+from chancy.store.pg.statements import drive_async, single
 
 if TYPE_CHECKING:
     from chancy.app import Chancy

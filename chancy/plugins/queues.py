@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from chancy.errors import ConfigurationError
 from chancy.plugins.sql import ClusterSQL, QueueSettings
-from chancy.queues.sql import Statement, drive_async, drive_sync, single
+from chancy.store.pg.statements import drive_async, drive_sync, single, Statement
 
 if TYPE_CHECKING:
     from chancy.app import Chancy

@@ -19,7 +19,7 @@ from chancy.plugin import Plugin
 from chancy.job import JobState
 from chancy.plugins.sql import ClusterSQL
 from chancy.queue import Transition
-from chancy.queues.sql import Steps, drive_async
+from chancy.store.pg.statements import drive_async, Steps
 from chancy.worker import Worker, completion_hooks, with_follow_ups
 
 if TYPE_CHECKING:

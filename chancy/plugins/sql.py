@@ -14,7 +14,7 @@ from psycopg import sql
 from chancy import serialization
 from chancy.job import Backoff, Job, Limit
 from chancy.migrations import Names
-from chancy.queues.sql import Statement
+from chancy.store.pg.statements import Statement
 
 FINISHED = "('succeeded', 'failed', 'cancelled', 'expired')"
 

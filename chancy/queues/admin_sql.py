@@ -16,7 +16,8 @@ from psycopg import sql
 
 from chancy.job import FINISHED_STATES, LIVE_STATES, JobState
 from chancy.migrations import Names
-from chancy.queues.sql import DONE_IDS_PER_NOTIFICATION, RECORD_COLUMNS, Statement, Steps, record_from_row
+from chancy.queues.sql import DONE_IDS_PER_NOTIFICATION, RECORD_COLUMNS, record_from_row
+from chancy.store.pg.statements import Statement, Steps
 
 #: States ``purge`` may delete: never ``running`` (a worker holds those rows).
 PURGEABLE_STATES = frozenset(JobState) - {JobState.RUNNING}

@@ -18,7 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 from chancy.job import Job, JobRecord, JobState, new_job_id, new_job_ids
 from chancy.queue import QueuePlugin, Transition, Verdict
 from chancy.queues.rate_sql import RateSQL, gate_steps
-from chancy.queues.sql import JobSQL, OneInsert, Steps, drive_async, drive_sync, finished_ids, single
+from chancy.queues.sql import JobSQL, OneInsert, finished_ids
+from chancy.store.pg.statements import drive_async, drive_sync, single, Steps
 from chancy.rate_limits import RateLimit
 
 #: A waiter re-reads the row this often even without a notification, in case one was
@@ -148,7 +149,7 @@ class Queue(QueuePlugin):
         """Drive ``steps`` on ``connection`` or one from ``pool`` (default: the app's);
         ``atomic``: in one transaction (a savepoint inside the caller's)."""
         if connection is None:
-            pool = pool or await self._app.async_pool()
+            pool = pool or await self._app.store.async_pool()
             conn = await pool.getconn()
             try:
                 return await self._run(steps, conn, atomic=atomic)
@@ -163,11 +164,11 @@ class Queue(QueuePlugin):
 
     def _run_sync(self, steps: Steps, connection: Any = None, *, atomic: bool = False) -> Any:
         if connection is None:
-            conn = self._app.lease_sync()
+            conn = self._app.store.lease_sync()
             try:
                 return self._run_sync(steps, conn, atomic=atomic)
             finally:
-                self._app.release_sync(conn)
+                self._app.store.release_sync(conn)
         if not isinstance(connection, psycopg.Connection):
             raise TypeError("pass a psycopg.Connection to the sync API (or await push)")
         if not atomic:
@@ -189,12 +190,12 @@ class Queue(QueuePlugin):
         without a unique key the row is inserted or the statement fails)."""
         app = self._app
         job_id = job.id or new_job_id()
-        conn = app.lease_sync()
+        conn = app.store.lease_sync()
         try:
             encoding = "utf-8" if conn.pgconn.parameter_status(b"client_encoding") == b"UTF8" else conn.info.encoding
             insert_one_sync(conn, *self._sql.insert_one(job_id, job, encoding), prepare=not app.behind_pooler)
         finally:
-            app.release_sync(conn)
+            app.store.release_sync(conn)
         return job_id
 
     async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
@@ -227,7 +228,7 @@ class Queue(QueuePlugin):
 
     async def claim(self, worker_id: str, limit: int, start: int | None = None) -> list[JobRecord]:
         return await self._run(claim_steps(self._sql, self.name, worker_id, limit, (), start),
-                               pool=await self._app.claim_pool())
+                               pool=await self._app.store.claim_pool())
 
     async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
         steps = write_back_steps(self._sql, worker_id, transitions)
@@ -244,12 +245,12 @@ class Queue(QueuePlugin):
         if any(t.follow_up is not None for t in transitions):
             return await super().write_back_and_claim(worker_id, transitions, limit, start)
         return await self._run(claim_steps(self._sql, self.name, worker_id, limit, transitions, start),
-                               pool=await self._app.claim_pool())
+                               pool=await self._app.store.claim_pool())
 
     async def release_unknown(self, worker_id: str, owned: Collection[uuid.UUID], *,
                               previous_life: bool = False) -> list[uuid.UUID]:
         return await self._run(single(self._sql.release_unknown(self.name, worker_id, owned, previous_life)),
-                               pool=await self._app.claim_pool())
+                               pool=await self._app.store.claim_pool())
 
     @functools.cached_property
     def _rate_sql(self) -> RateSQL:
@@ -279,7 +280,7 @@ class Queue(QueuePlugin):
     def wait_sync(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = str(job_id)
-        with self._app.listening_connection_sync() as conn:
+        with self._app.store.listening_connection_sync() as conn:
             conn.execute(self._sql.listen_done)
             try:
                 while True:

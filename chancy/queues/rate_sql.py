@@ -11,7 +11,7 @@ from psycopg import sql
 from chancy.job import JobRecord
 from chancy.migrations import Names
 from chancy.queue import Verdict
-from chancy.queues.sql import Statement, Steps, ready
+from chancy.store.pg.statements import ready, Statement, Steps
 from chancy.rate_limits import RateLimit, gate_order, waited
 
 

@@ -18,7 +18,7 @@ from chancy.job import (Backoff, Job, JobRecord, JobState, Limit, UndecodableRec
                         new_job_ids)
 from chancy.migrations import LIVE, Names
 from chancy.queue import Transition
-from chancy.queues.cursors import statement_cursor
+from chancy.store.pg.statements import Statement, Steps, drive_async, drive_sync, ready, single
 
 # Column order of every statement that returns whole jobs; jsonb is read as text and
 # decoded by our own serializer so tagged values (datetime, UUID…) come back typed.
@@ -28,14 +28,6 @@ RECORD_COLUMNS = (
     "limits::text, backoff::text, meta::text, result::text, errors::text"
 )
 
-#: Set on connections that claim jobs. Postgres re-plans a prepared statement whenever its
-#: generic plan looks costlier than the custom ones. Beside many future-scheduled rows the
-#: claim's does (its LIMIT is unknown, so taken as 10% of the due rows, which the planner
-#: overestimates ~1,000-fold), and every claim paid ~0.5 ms of planning. The claim reads
-#: partial indexes whose states are literals, so its plan does not depend on its
-#: parameters. Not for the app's shared pool: there a parameter such as ``state = %s``
-#: needs a custom plan to use a partial index.
-USE_GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 
 
 #: A state by its column value: a dict lookup, where ``JobState(value)`` costs ~0.5 µs.
@@ -91,73 +83,6 @@ def _undecodable_record(row: Sequence[Any], exc: Exception) -> UndecodableRecord
     record = UndecodableRecord.from_fields(**readable.__dict__)
     record.__dict__["problem"] = f"{type(exc).__name__}: {exc}"
     return record
-
-
-def ready(query: sql.Composable) -> bytes:
-    """A statement composed once, ready to send as is. psycopg composes a
-    :class:`~psycopg.sql.Composable` anew at every execute (escaping each identifier again)
-    and caches its parse of a statement only up to 4 KB; the indentation is dropped so a
-    long statement (the write-back and claim) stays under that."""
-    lines = (line.strip() for line in query.as_bytes(None).splitlines())
-    return b"\n".join(line for line in lines if line)
-
-
-@dataclasses.dataclass(frozen=True)
-class Statement:
-    """One SQL statement with its parameters and what to make of the rows it returns."""
-
-    query: sql.Composable | bytes  # bytes: composed once, ready to send
-    params: dict[str, Any]
-    mapper: Callable[[list[tuple]], Any] = lambda rows: rows
-    copy_data: Iterable[str] | None = None  # text-format data of a ``COPY … FROM STDIN``, in chunks
-
-
-#: An operation: a generator that yields statements, is sent each one's mapped rows,
-#: and returns its result. Written once, driven by either driver below.
-Steps = Generator[Statement, Any, Any]
-
-
-def _has_rows(cur: Any) -> bool:
-    """Whether the statement returned a result set (cheaper than ``cur.description``,
-    which builds a column object per field on every call)."""
-    result = cur.pgresult
-    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
-
-
-def drive_sync(conn: Any, steps: Steps) -> Any:
-    try:
-        statement = next(steps)
-        while True:
-            if statement.copy_data is not None:
-                with conn.cursor() as cur, cur.copy(statement.query) as copy:
-                    for chunk in statement.copy_data:
-                        copy.write(chunk)
-                statement = steps.send(None)
-                continue
-            cur = statement_cursor(conn).execute(statement.query, statement.params)
-            statement = steps.send(statement.mapper(cur.fetchall() if _has_rows(cur) else []))
-    except StopIteration as stop:
-        return stop.value
-
-
-async def drive_async(conn: Any, steps: Steps) -> Any:
-    try:
-        statement = next(steps)
-        while True:
-            if statement.copy_data is not None:
-                async with conn.cursor() as cur, cur.copy(statement.query) as copy:
-                    for chunk in statement.copy_data:
-                        await copy.write(chunk)
-                statement = steps.send(None)
-                continue
-            cur = await statement_cursor(conn).execute(statement.query, statement.params)
-            statement = steps.send(statement.mapper(await cur.fetchall() if _has_rows(cur) else []))
-    except StopIteration as stop:
-        return stop.value
-
-
-def single(statement: Statement) -> Steps:
-    return (yield statement)
 
 
 def _records(rows: list[tuple]) -> list[JobRecord]:

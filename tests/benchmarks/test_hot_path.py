@@ -241,7 +241,7 @@ def test_pushes_through_the_pool_reuse_one_cursor_per_connection(dsn):
     single push's client CPU); a pooled connection keeps one. A caller's own connection
     gets a fresh cursor each time and nothing is kept on it. (Pushes with a unique key: a
     plain single push takes no cursor at all, see tests/core/test_h_lean_push.py.)"""
-    from chancy.queues.cursors import PooledConnection
+    from chancy.store.pg.cursors import PooledConnection
 
     app = Chancy(dsn, plugins=[Queue("default")], max_connections=1)
     asyncio.run(app.migrate())
@@ -260,7 +260,7 @@ def test_pushes_through_the_pool_reuse_one_cursor_per_connection(dsn):
 
 
 async def test_async_pushes_and_claims_reuse_their_pooled_connections_cursor(dsn):
-    from chancy.queues.cursors import AsyncPooledConnection
+    from chancy.store.pg.cursors import AsyncPooledConnection
 
     async with Chancy(dsn, plugins=[Queue("default")], max_connections=1) as app:
         await app.migrate()
@@ -576,7 +576,7 @@ async def test_claims_beside_many_scheduled_rows_are_not_planned_again_each_time
         queue = app.queues["default"]
         for _ in range(12):
             assert len(await queue.claim("w", 1)) == 1
-        async with (await app.claim_pool()).connection() as conn:
+        async with (await app.store.claim_pool()).connection() as conn:
             plans = await (await conn.execute(CLAIM_PLANS)).fetchall()
     assert len(plans) == 1 and plans[0][0] > 0 and plans[0][1] == 0
 

@@ -11,7 +11,7 @@ import pytest
 from chancy import ConfigurationError, Job
 from chancy.plugins.cron import Cron, fire_due_steps
 from chancy.plugins.sql import ClusterSQL
-from chancy.queues.sql import drive_async
+from chancy.store.pg.statements import drive_async
 
 
 async def _fire(app, catch_up=timedelta(minutes=5)):

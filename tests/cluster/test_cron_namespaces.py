@@ -13,7 +13,7 @@ from chancy.compat import Celery
 from chancy.compat.beat import sync_schedule
 from chancy.plugins.cron import Cron, Spec, fire_due_steps
 from chancy.plugins.sql import ClusterSQL
-from chancy.queues.sql import drive_async
+from chancy.store.pg.statements import drive_async
 
 
 def _job(n: int) -> Job:

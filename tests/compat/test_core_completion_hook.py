@@ -78,7 +78,7 @@ async def test_failing_follow_up_rolls_back_the_outcome_and_is_retried(app, hook
     stays running (not succeeded without its continuation); once it works, both land."""
     from psycopg import sql
 
-    from chancy.queues.sql import Statement, single
+    from chancy.store.pg.statements import single, Statement
 
     calls = {"n": 0}
 

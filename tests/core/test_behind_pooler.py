@@ -62,7 +62,7 @@ async def test_wait_sync_behind_a_transaction_pooler_hears_the_completion(pooled
             # row once more then), not as an error.
             assert record.result == "rested" and time.monotonic() - started < 5
     # The waits took turns on one pooled session connection, not one dial each.
-    assert pooled_app._session_sync_pool.get_stats()["connections_num"] == 1
+    assert pooled_app.store._session_sync_pool.get_stats()["connections_num"] == 1
 
 
 async def test_nothing_is_left_set_on_the_poolers_server_connections(pooled_app: Chancy, pooled_dsn: str) -> None:

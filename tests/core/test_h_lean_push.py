@@ -83,7 +83,7 @@ def test_a_lean_push_writes_the_row_the_general_push_writes(sync_app: Chancy, jo
 
 def test_a_lean_push_is_one_prepared_statement_that_announces_pending_jobs_only(sync_app: Chancy,
                                                                                  monkeypatch: pytest.MonkeyPatch):
-    from chancy.queues.cursors import PooledConnection
+    from chancy.store.pg.cursors import PooledConnection
 
     made: list = []
     real_cursor = PooledConnection.cursor
@@ -205,7 +205,7 @@ def test_concurrent_sync_pushes_from_threads_all_land_and_nothing_leaks(dsn: str
     with app, concurrent.futures.ThreadPoolExecutor(8) as threads:
         refs = list(threads.map(lambda i: app.push_sync(Job("h.threaded", args=(i,))), range(400)))
         assert sorted(app.get_job_sync(ref).args[0] for ref in refs) == list(range(400))
-        assert app._sync_pool.get_stats()["connections_num"] <= 3
+        assert app.store._sync_pool.get_stats()["connections_num"] <= 3
     assert _backends(dsn) == 0
 
 
@@ -213,7 +213,7 @@ def test_a_connection_left_in_a_transaction_is_not_kept_aside(sync_app: Chancy):
     with sync_app.connection_sync() as conn:
         conn.execute("BEGIN")
         conn.execute(f"INSERT INTO {sync_app.names.prefix}jobs (id, queue, func) VALUES (gen_random_uuid(), 'q', 'h.x')")
-    assert sync_app._parked is None  # back to the pool, which rolled the transaction back
+    assert sync_app.store._parked is None  # back to the pool, which rolled the transaction back
     ref = sync_app.push_sync(Job("h.after"))
     with sync_app.connection_sync() as conn:
         funcs = [r[0] for r in conn.execute(f"SELECT func FROM {sync_app.names.prefix}jobs")]
@@ -222,10 +222,10 @@ def test_a_connection_left_in_a_transaction_is_not_kept_aside(sync_app: Chancy):
 
 def test_a_kept_connection_goes_back_to_its_pool_once_it_has_been_out_long_enough(
         sync_app: Chancy, monkeypatch: pytest.MonkeyPatch):
-    from chancy import app as app_module
+    from chancy.store.pg import store as app_module
 
     sync_app.push_sync(Job("h.first"))
-    assert sync_app._parked is not None
+    assert sync_app.store._parked is not None
     monkeypatch.setattr(app_module, "PARKED_SECONDS", 0.0)
     sync_app.push_sync(Job("h.second"))
-    assert sync_app._parked is None and sync_app._sync_pool.get_stats()["pool_available"] >= 1
+    assert sync_app.store._parked is None and sync_app.store._sync_pool.get_stats()["pool_available"] >= 1

@@ -20,7 +20,7 @@ from chancy import Chancy
 from chancy.compat.protocol import job_id_for
 from chancy.job import Job, JobState
 from chancy.queues.pg import Queue
-from chancy.queues.sql import single
+from chancy.store.pg.statements import single
 from chancy.testing import eventually
 
 

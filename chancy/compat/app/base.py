@@ -100,7 +100,7 @@ class Control:
 
     def _cancel_with_dependants(self, job_id: Any, canvas: dict[str, Any]) -> bool:
         """Cancel the job and, in the same transaction, the workflow steps waiting on it."""
-        from chancy.queues.sql import drive_sync, single
+        from chancy.store.pg.statements import drive_sync, single
 
         chancy = self.app.chancy
         with chancy.connection_sync() as conn, conn.transaction():
@@ -125,7 +125,7 @@ class Control:
         """Delete every waiting task of the app's queues; returns how many."""
         from chancy.job import JobState
         from chancy.queues.admin_sql import AdminSQL
-        from chancy.queues.sql import drive_sync, single
+        from chancy.store.pg.statements import drive_sync, single
 
         statement = AdminSQL(self.app.chancy.names).purge(
             [JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING], list(self.app.chancy.queues))

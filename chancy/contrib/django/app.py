@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 import psycopg
 
-from chancy.app import Chancy, resolve_dsn
+from chancy.app import Chancy
+from chancy.store.pg.dsn import resolve_dsn
 from chancy.errors import ConfigurationError
 from chancy.executors import process
 from chancy.job import Job, Reference
@@ -35,19 +36,10 @@ class DjangoChancy(Chancy):
         options.setdefault("allowed_imports", configured.allowed_imports)
         queues = [Queue(name, **settings) for name, settings in configured.queues.items()]
         super().__init__(None, [*queues, *plugins], **options)
-        self._resolved_dsn = None  # Django's database, not CHANCY_DSN
+        self.store.dsn = None  # Django's database, not CHANCY_DSN
 
-    @property  # type: ignore[override]
-    def dsn(self) -> str:
-        if self._resolved_dsn is None:
-            self._resolved_dsn = resolve_dsn(database_dsn(self.database))
-        return self._resolved_dsn
-
-    @dsn.setter
-    def dsn(self, dsn: str) -> None:
-        if self._async_pool is not None or self._sync_pool is not None or self._listener is not None:
-            raise ConfigurationError("Cannot change the DSN of an app that has already connected")
-        self._resolved_dsn = resolve_dsn(dsn)
+    def _default_dsn(self) -> str:  # type: ignore[override]
+        return resolve_dsn(database_dsn(self.database))
 
     def push_many_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[Reference]:
         """As :meth:`Chancy.push_many_sync`; inside ``transaction.atomic()`` on the app's

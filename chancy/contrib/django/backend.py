@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from chancy.job import Job
-from chancy.queues.sql import drive_sync, single
+from chancy.store.pg.statements import drive_sync, single
 
 from chancy.contrib.django import runner
 from chancy.contrib.django.app import default_app

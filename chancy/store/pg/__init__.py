@@ -1,0 +1,2 @@
+"""The Postgres store: pools and connections, statements (``sql/*.sql``) and the code
+that runs them."""
