@@ -84,7 +84,7 @@ class Chancy:
             self.add_plugin(plugin)
         #: Every pool and connection of the app: the door to the database.
         self.store = PgStore(
-            dsn, session_dsn=session_dsn, default_dsn=self._default_dsn, min_connections=min_connections,
+            dsn, names=self.names, session_dsn=session_dsn, default_dsn=self._default_dsn, min_connections=min_connections,
             max_connections=max_connections, connect_timeout=connect_timeout,
             listen_channels=lambda: [self.job_sql.pushed_channel, self.job_sql.cancel_channel,
                                      self.job_sql.queues_channel],

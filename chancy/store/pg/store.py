@@ -19,6 +19,7 @@ from psycopg import pq
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
+from chancy.migrations import Names
 from chancy.listener import Listener
 from chancy.redaction import redact
 from chancy.store.pg.cursors import AsyncPooledConnection, PooledConnection
@@ -59,6 +60,7 @@ class PgStore:
         self,
         dsn: str | None,
         *,
+        names: Names,
         session_dsn: str | None = None,
         default_dsn: Callable[[], str] = lambda: resolve_dsn(None),
         min_connections: int = 1,
@@ -75,6 +77,8 @@ class PgStore:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self._listen_channels = listen_channels
+        #: The app's table prefix: every statement of this store names its tables.
+        self.names = names
         self._async_pool: AsyncConnectionPool | None = None
         self._claim_pool: AsyncConnectionPool | None = None
         self._sync_pool: ConnectionPool | None = None
@@ -113,6 +117,10 @@ class PgStore:
     def behind_pooler(self) -> bool:
         """Whether ``dsn`` goes through a transaction pooler (a ``session_dsn`` was given)."""
         return self._session_dsn is not None
+
+    # --- statements, by concern (each composed once for this prefix, on first use) -------
+    # One cached property per concern; the statements are in sql/<concern>.sql and the
+    # code that builds their parameters in <concern>.py beside this file.
 
     # --- running statements -------------------------------------------------------------
     async def run(self, steps: Steps, connection: Any = None) -> Any:
