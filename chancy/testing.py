@@ -19,7 +19,7 @@ from chancy import execution, serialization
 from chancy.app import Chancy
 from chancy.job import JobRecord, JobState
 from chancy.queue import QueuePlugin
-from chancy.queues.memory import MemoryQueue
+from chancy.store.memory import MemoryQueue
 from chancy.worker import Worker, decide, with_follow_ups
 
 #: The most jobs one :func:`drain` runs before it decides the jobs push each other forever.
@@ -52,7 +52,7 @@ def _task_name(task: Any) -> str:
 @contextlib.contextmanager
 def in_memory(app: Any) -> Iterator[Chancy]:
     """Within the block, every queue of ``app`` (declared or not) keeps its jobs in this
-    process (:class:`~chancy.queues.memory.MemoryQueue`, same settings): nothing touches
+    process (:class:`~chancy.store.memory.MemoryQueue`, same settings): nothing touches
     Postgres, as with procrastinate's in-memory connector. The app's own queues come
     back on exit, and the in-memory jobs are gone."""
     core = app_of(app)

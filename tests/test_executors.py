@@ -26,7 +26,7 @@ from chancy.executors.asyncio import AsyncExecutor
 from chancy.executors.process import ProcessExecutor
 from chancy.executors.thread import ThreadExecutor
 from chancy.job import JobRecord, JobState, Limit, new_job_id, task_name
-from chancy.queues.memory import MemoryQueue
+from chancy.store.memory import MemoryQueue
 from chancy.testing import eventually
 
 EXECUTORS = {"asyncio": AsyncExecutor, "thread": ThreadExecutor, "process": ProcessExecutor}
@@ -314,7 +314,7 @@ async def test_process_children_ignore_sigint_and_may_start_processes(make):
 CHILD_OF_A_DOOMED_WORKER = """
 import asyncio, executor_tasks, test_executors
 from chancy.executors.process import ProcessExecutor
-from chancy.queues.memory import MemoryQueue
+from chancy.store.memory import MemoryQueue
 
 async def main():
     executor = ProcessExecutor(MemoryQueue("test"))

@@ -378,7 +378,7 @@ async def test_the_row_mapping_sets_every_field_as_the_dataclass_would(dsn):
 
 def _asyncio_executor(concurrency: int = 1):
     from chancy.executors.asyncio import AsyncExecutor
-    from chancy.queues.memory import MemoryQueue
+    from chancy.store.memory import MemoryQueue
 
     return AsyncExecutor(MemoryQueue("test", concurrency=concurrency))
 
@@ -468,7 +468,7 @@ async def test_a_draining_worker_writes_outcomes_in_its_next_claims_transaction(
 
 async def test_outcomes_of_a_failed_write_back_and_claim_are_written_later():
     """The claim and the write-back fail together; the outcomes go back to the flush loop."""
-    from chancy.queues.memory import MemoryQueue
+    from chancy.store.memory import MemoryQueue
     from chancy.testing import running_worker
 
     class Flaky(MemoryQueue):

@@ -4,7 +4,7 @@ import pytest
 
 import core_tasks
 from chancy import Backoff, Chancy, Job, JobState
-from chancy.queues.memory import MemoryQueue
+from chancy.store.memory import MemoryQueue
 from chancy.testing import eventually, running_worker
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from chancy import ConfigurationError, Job, JobState, Queue, rate_limits
 from chancy.queue import QueuePlugin
-from chancy.queues.memory import MemoryQueue
+from chancy.store.memory import MemoryQueue
 from chancy.rate_limits import RateLimit, parse
 from chancy.testing import eventually, running_worker
 
