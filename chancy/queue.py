@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, Sequence
 
 from chancy.errors import ConfigurationError
 from chancy.job import Job, JobRecord, JobState
+from chancy.store.protocol import JobStore
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.executors.base import Executor
-    from chancy.store.pg.statements import Steps
     from chancy.rate_limits import RateLimit
+    from chancy.store.pg.statements import Steps
 
 ExecutorFactory = Callable[["QueuePlugin"], "Executor"]
 
@@ -68,12 +69,10 @@ def _load_executor(path: str) -> ExecutorFactory:
     return getattr(importlib.import_module(module_name), attr)
 
 
-class QueuePlugin(abc.ABC):
-    """A named queue: its settings, and the storage operations a worker and an app use.
-
-    Every storage method has an async form and, where a caller may have no event loop
-    (pushing, reading, waiting, cancelling), a ``*_sync`` twin.
-    """
+class QueuePlugin(JobStore, abc.ABC):
+    """A named queue: its settings, and the storage that holds its jobs, which implements
+    :class:`~chancy.store.protocol.JobStore` (the contract of every operation is there).
+    Here: the defaults of the operations a storage may do better by itself."""
 
     def __init__(
         self,
@@ -116,77 +115,23 @@ class QueuePlugin(abc.ABC):
     def make_executor(self) -> "Executor":
         return self.executor_factory(self)
 
-    # --- pushing -------------------------------------------------------------------
-    @abc.abstractmethod
-    async def push(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:
-        """Store jobs; with ``connection``, inside the caller's transaction. Returns ids
-        in order (for a duplicate ``unique_key``: the live job's id)."""
-
-    @abc.abstractmethod
-    def push_sync(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]: ...
-
+    # --- defaults of the contract ---------------------------------------------------
     async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
-        """Store one job per call of ``template`` (each call its positional arguments):
-        ``task.push_many``. A queue may store these without a :class:`Job` per call."""
+        """A :meth:`push` of one job per call."""
         return await self.push([template.with_options(args=args) for args in calls], connection)
 
     def push_calls_sync(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
         return self.push_sync([template.with_options(args=args) for args in calls], connection)
 
-    # --- reading and waiting ---------------------------------------------------------
-    @abc.abstractmethod
-    async def get(self, job_id: uuid.UUID) -> JobRecord | None: ...
-
-    @abc.abstractmethod
-    def get_sync(self, job_id: uuid.UUID) -> JobRecord | None: ...
-
-    @abc.abstractmethod
-    async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
-        """Block until the job is finished; ``TimeoutError`` after ``timeout``;
-        ``KeyError`` if there is no such job."""
-
-    @abc.abstractmethod
-    def wait_sync(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord: ...
-
-    # --- cancelling ------------------------------------------------------------------
-    @abc.abstractmethod
-    async def cancel(self, job_id: uuid.UUID) -> bool:
-        """Cancel a live job (a running one is stopped by its worker). False if finished."""
-
-    @abc.abstractmethod
-    def cancel_sync(self, job_id: uuid.UUID) -> bool: ...
-
-    @abc.abstractmethod
-    async def requeue(self, job_id: uuid.UUID) -> bool:
-        """Run a finished (failed, cancelled, expired) job again, with one more attempt."""
-
-    @abc.abstractmethod
-    def requeue_sync(self, job_id: uuid.UUID) -> bool: ...
-
-    # --- the worker's side -------------------------------------------------------------
     def watch(self, on_pushed: Callable[[], None], on_cancel: Callable[[uuid.UUID], None]) -> Callable[[], None]:
-        """Tell a worker in this process about pushes and cancels it cannot hear through
-        the database; returns an unsubscribe function. Postgres queues need nothing here:
-        the worker's LISTEN connection hears them."""
+        """Nothing to do: a Postgres queue's workers hear pushes and cancels through their
+        LISTEN connection."""
         return lambda: None
-
-    @abc.abstractmethod
-    async def claim(self, worker_id: str, limit: int, start: int | None = None) -> list[JobRecord]:
-        """Atomically take up to ``limit`` runnable jobs for ``worker_id``, best first.
-        A queue that can hand unstarted jobs back (:meth:`release_unknown`) marks only the
-        best ``start`` of them started (None: all); the others are prefetched: their
-        ``started_at`` is None until the worker starts them. Other queues ignore ``start``."""
-
-    @abc.abstractmethod
-    async def write_back(self, worker_id: str, transitions: Sequence[Transition]) -> None:
-        """Apply outcomes of jobs ``worker_id`` holds; rows it no longer holds are left alone."""
 
     async def gate(self, worker_id: str, records: Sequence[JobRecord],
                    limits: Mapping[str, "RateLimit"]) -> Verdict:
-        """Of the just-claimed ``records`` (all of rate-limited tasks), start those that fit
-        in their task's window and hand the others back to wait, without charging the
-        attempt (:mod:`chancy.rate_limits`). This default, for queues that cannot count
-        starts, admits every job (a worker warns at start that their limits go unenforced)."""
+        """Admit every job: for queues that cannot count starts (a worker warns at start
+        that their limits go unenforced)."""
         return Verdict(frozenset(r.id for r in records), None)
 
     @property
@@ -195,18 +140,12 @@ class QueuePlugin(abc.ABC):
 
     async def release_unknown(self, worker_id: str, owned: Collection[uuid.UUID], *,
                               previous_life: bool = False) -> list[uuid.UUID]:
-        """Hand back to the queue, with their attempt refunded, the jobs it has running
-        under ``worker_id`` that are not in ``owned`` (the worker never heard it claimed
-        them: the claim's answer was lost); returns their ids. ``previous_life``: the
-        worker just started, so such jobs were run by an earlier process of the same id,
-        and their attempt counts (as recovery counts it). This default, for queues whose
-        claims cannot lose their answer, has none."""
+        """None to hand back: for queues whose claims cannot lose their answer."""
         return []
 
     async def write_back_and_claim(self, worker_id: str, transitions: Sequence[Transition],
                                    limit: int, start: int | None = None) -> list[JobRecord]:
-        """:meth:`write_back` then :meth:`claim`: a worker whose finished jobs freed the
-        slots it claims for. A queue that can do both in one round trip overrides this."""
+        """Two steps; a queue that can do both in one round trip overrides this."""
         if transitions:
             await self.write_back(worker_id, transitions)
         return await self.claim(worker_id, limit, start)
