@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from chancy.embedded import create_database, drop_database
+from chancy.store.pg.server import create_database, drop_database
 
 #: A scenario measures once and returns ``{figure key: value}``.
 Scenario = Callable[["Run"], Awaitable[dict[str, float]]]

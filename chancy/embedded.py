@@ -51,22 +51,17 @@ from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import psutil
-import psycopg
-from psycopg import sql
 
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
-from chancy.redaction import redact
+from chancy.store.pg.server import can_connect, create_database, drop_database
 
 __all__ = [
     "ThrowawayServer",
-    "create_database",
     "default_dsn",
-    "drop_database",
     "release",
-    "server_info",
     "start_throwaway_server",
 ]
 
@@ -421,17 +416,9 @@ def _log_tail(log: Path, lines: int = 30) -> str:
         return f"(no server log: {exc})"
 
 
-def _can_connect(dsn: str) -> bool:
-    try:
-        psycopg.connect(dsn, connect_timeout=3).close()
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
 def _wait_ready(dsn: str, log: Path, is_dead: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not _can_connect(dsn):
+    while not can_connect(dsn):
         if is_dead():
             raise DatabaseUnavailableError(
                 f"The Postgres server exited during startup. Server log ({log}):\n{_log_tail(log)}"
@@ -582,53 +569,6 @@ def start_throwaway_server(*, fast: bool = True) -> ThrowawayServer:
         raise
 
 
-# --- databases ------------------------------------------------------------------------
-
-
-def _with_dbname(dsn: str, dbname: str) -> str:
-    """``dsn`` pointing at ``dbname``, in the same form (URL or ``key=value``) as given."""
-    if re.match(r"^postgres(ql)?://", dsn):
-        parts = urlsplit(dsn)
-        return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
-    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
-
-
-def create_database(admin_dsn: str, name: str) -> str:
-    """Create database ``name`` through a superuser DSN and return a DSN for it."""
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return _with_dbname(admin_dsn, name)
-
-
-def drop_database(admin_dsn: str, name: str) -> None:
-    """Drop database ``name`` if it exists, terminating its sessions (Postgres 13+)."""
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def server_info(dsn: str) -> dict[str, str | None]:
-    """Server version, data directory (None unless superuser) and DSN (without password)."""
-    try:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-    except psycopg.Error as exc:
-        # Not chained: libpq quotes pieces of a conninfo it cannot parse, the password too.
-        message = redact(str(exc), dsn)
-        raise DatabaseUnavailableError(f"Cannot connect to Postgres: {message}") from None
-    with conn:
-        row = conn.execute("SHOW server_version").fetchone()
-        try:
-            data_row = conn.execute("SHOW data_directory").fetchone()
-        except psycopg.errors.InsufficientPrivilege:
-            data_row = None
-        return {
-            "server_version": row[0] if row else None,
-            "data_directory": data_row[0] if data_row else None,
-            "dsn": conn.info.dsn,
-        }
-
-
 # --- the shared per-user server -------------------------------------------------------
 
 
@@ -728,7 +668,7 @@ class _SharedServer:
     def ensure_running(self) -> None:
         run_as = self.run_as()
         # Only a socket in our own private directory is our server, not a squatter's.
-        if _is_private_dir(self.socket_dir, run_as) and _can_connect(self.dsn):
+        if _is_private_dir(self.socket_dir, run_as) and can_connect(self.dsn):
             return
         if self._postmaster_pid() is not None:  # Starting or in crash recovery: wait.
             _wait_ready(self.dsn, self.log, lambda: self._postmaster_pid() is None, SERVER_TIMEOUT)

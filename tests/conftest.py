@@ -74,7 +74,7 @@ def pg_admin_dsn() -> Iterator[str]:
 @pytest.fixture
 def dsn(pg_admin_dsn: str) -> Iterator[str]:
     """A DSN of a new, empty database for this test, dropped (with its sessions) after it."""
-    from chancy.embedded import create_database, drop_database
+    from chancy.store.pg.server import create_database, drop_database
 
     name = f"chancy_test_{uuid.uuid4().hex}"
     yield create_database(pg_admin_dsn, name)

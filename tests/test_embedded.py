@@ -25,6 +25,7 @@ import pytest
 
 from chancy import embedded
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
+from chancy.store.pg.server import server_info
 
 REPO = Path(__file__).resolve().parents[1]
 UNGENERATED_LOCALE = {"LANG": "en_US.UTF-8", "LC_ALL": "en_US.UTF-8"}
@@ -142,9 +143,9 @@ def test_throwaway_server_dies_with_its_parent_even_on_kill_9() -> None:
 
 def test_throwaway_server_under_an_ungenerated_locale() -> None:
     with python(
-        "import json\nfrom chancy import embedded\n"
+        "import json\nfrom chancy import embedded\nfrom chancy.store.pg.server import server_info\n"
         "with embedded.start_throwaway_server() as s:\n"
-        "    print(json.dumps(embedded.server_info(s.dsn)), flush=True)",
+        "    print(json.dumps(server_info(s.dsn)), flush=True)",
         UNGENERATED_LOCALE,
     ) as proc:
         info = first_line(proc)
@@ -387,5 +388,5 @@ def test_a_lock_holder_killed_with_sigkill_does_not_block_the_next_start(state_d
 ])
 def test_server_info_errors_never_show_the_password(dsn: str) -> None:
     with pytest.raises(DatabaseUnavailableError) as raised:
-        embedded.server_info(dsn)
+        server_info(dsn)
     assert "s3cret" not in "".join(traceback.format_exception(raised.value))

@@ -46,7 +46,7 @@ def _server_kind(target: Target) -> str:
 @json_option
 def info(target: Target, as_json: bool) -> None:
     """Which Postgres is in use (embedded or given), its version, the DSN, the schema."""
-    from chancy.embedded import server_info
+    from chancy.store.pg.server import server_info
 
     app = target.app
     server = server_info(app.dsn)

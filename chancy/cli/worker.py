@@ -125,7 +125,7 @@ def _check_unique_id(target: Target, worker_id: str) -> None:
 
 def _banner(app: Chancy, names: list[str], worker_id: str | None, pool: str | None, beat: bool,
             allowed: tuple[str, ...]) -> str:
-    from chancy.embedded import server_info
+    from chancy.store.pg.server import server_info
 
     server = server_info(app.dsn)
     lines = [f"chancy worker {worker_id or '(id chosen at start)'}",

@@ -89,7 +89,7 @@ def project(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """The project migrated (Django's tables, then Chancy's through ``manage.py chancy
     migrate``), its worker run through the whole scenario: the observations, the worker's
     log and the project's environment."""
-    from chancy.embedded import create_database, drop_database
+    from chancy.store.pg.server import create_database, drop_database
 
     name = f"chancy_django_{uuid.uuid4().hex}"
     env = project_env(create_database(pg_admin_dsn, name))

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from broker_support import broker_only_app
-from chancy.embedded import create_database, drop_database
+from chancy.store.pg.server import create_database, drop_database
 from chancy.errors import SchemaOutOfDateError
 from chancy.testing import eventually
 
