@@ -14,8 +14,7 @@ from benchmarks.harness import FigureSpec, Run, rate
 from chancy import Chancy, Job, Queue
 from chancy.job import JobState, new_job_ids
 from chancy.queue import Transition
-from chancy.queues.pg import push_steps
-from chancy.queues.sql import JobSQL
+from chancy.store.pg.jobs import JobSQL, push_steps
 from chancy.store.pg.store import USE_GENERIC_PLANS
 
 SCHEMA = (

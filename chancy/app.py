@@ -16,7 +16,7 @@ from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
 from chancy.namespaces import DEFAULT_NAMESPACE, validate_namespace
 from chancy.queue import QueuePlugin
-from chancy.queues.sql import JobSQL, finished_ids
+from chancy.store.pg.jobs import JobSQL, finished_ids
 from chancy.rate_limits import RateLimitLike
 from chancy.store.pg.dsn import resolve_dsn
 from chancy.store.pg.store import PgStore

@@ -54,7 +54,7 @@ from chancy.compat.protocol import InvalidMessage, job_id_for, parse_delivery_ta
 from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecting
 from chancy.job import JobRecord, JobState
 from chancy.migrations import Names
-from chancy.queues.sql import JobSQL, finished_ids
+from chancy.store.pg.jobs import JobSQL, finished_ids
 from chancy.store.pg.statements import single, Statement, Steps
 
 #: Celery states that finish the row, and the row state each becomes.

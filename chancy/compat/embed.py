@@ -16,7 +16,7 @@ from chancy.app import Chancy
 from chancy.compat.protocol import celery_task_id, job_from_signature
 from chancy.job import Job, JobRecord, JobState
 from chancy.queue import Transition
-from chancy.queues.pg import push_steps
+from chancy.store.pg.jobs import push_steps
 from chancy.store.pg.statements import Steps
 from chancy.worker import completion_hooks
 

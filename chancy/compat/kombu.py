@@ -77,9 +77,9 @@ from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecti
 from chancy.errors import ConfigurationError
 from chancy.migrations import Names
 from chancy.plugins.sql import ClusterSQL
-from chancy.queues.pg import claim_steps
+from chancy.store.pg.jobs import claim_steps
 from chancy.job import JobRecord, JobState
-from chancy.queues.sql import JobSQL
+from chancy.store.pg.jobs import JobSQL
 from chancy.store.pg.statements import single, Statement, Steps
 from chancy.worker_sql import WorkerSQL
 

@@ -47,8 +47,7 @@ from chancy.job import Job
 from chancy.namespaces import DEFAULT_NAMESPACE
 from chancy.plugin import Plugin
 from chancy.plugins.sql import ClusterSQL, Schedule, dumps_job_template
-from chancy.queues.pg import push_steps
-from chancy.queues.sql import JobSQL
+from chancy.store.pg.jobs import JobSQL, push_steps
 from chancy.store.pg.statements import drive_async, drive_sync, single, Steps
 
 if TYPE_CHECKING:

@@ -23,21 +23,57 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-#: Task start counts shared by the in-memory queues of one app, as the Postgres queues of
-#: one database share theirs.
-_task_windows: "weakref.WeakKeyDictionary[Any, dict[str, TaskWindow]]" = weakref.WeakKeyDictionary()
+@dataclasses.dataclass
+class _Shared:
+    """What the in-memory queues of one app share, as the Postgres queues of one database
+    share their tables: one lock (ids and unique keys are one space across queues, and any
+    queue reads or changes any job), the waiters of jobs, and the task start counts of the
+    rate gate. The jobs themselves stay with their queue (an in-memory block of
+    :mod:`chancy.testing` drops its queues, and their jobs with them)."""
+
+    lock: threading.Condition = dataclasses.field(default_factory=threading.Condition)
+    async_waiters: dict[uuid.UUID, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = dataclasses.field(
+        default_factory=dict)
+    task_windows: dict[str, TaskWindow] = dataclasses.field(default_factory=dict)
+
+
+_shared_by_app: "weakref.WeakKeyDictionary[Any, _Shared]" = weakref.WeakKeyDictionary()
 
 
 class MemoryQueue(QueuePlugin):
     """Same semantics as :class:`chancy.queues.pg.Queue` (priorities, scheduling,
-    unique keys, retries, cancellation, owner-guarded write-back), kept in a dict."""
+    unique keys, retries, cancellation, owner-guarded write-back), kept in a dict. The
+    in-memory queues of one app are one store: a job is found, cancelled or requeued
+    through any of them, and a unique key or an id is taken across all of them."""
 
     def __init__(self, name: str, **settings: Any) -> None:
         super().__init__(name, **settings)
         self._rows: dict[uuid.UUID, JobRecord] = {}
-        self._lock = threading.Condition()
+        self._shared = _Shared()
         self._watchers: list[tuple[Callable[[], None], Callable[[uuid.UUID], None], asyncio.AbstractEventLoop]] = []
-        self._async_waiters: dict[uuid.UUID, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def bind(self, app: Any) -> None:
+        super().bind(app)
+        self._shared = _shared_by_app.setdefault(app, _Shared())
+
+    @property
+    def _lock(self) -> threading.Condition:
+        return self._shared.lock
+
+    def _store(self) -> list["MemoryQueue"]:
+        """The queues whose jobs this one sees: the app's current in-memory queues (itself
+        first), or itself alone."""
+        app_queues = list(self.app.queues.values()) if self.app is not None else []
+        return [self, *(q for q in app_queues if isinstance(q, MemoryQueue) and q is not self
+                        and q._shared is self._shared)]
+
+    def _find(self, job_id: uuid.UUID) -> tuple["MemoryQueue", JobRecord] | None:
+        """The job and the queue that holds it; the caller holds the lock."""
+        for queue in self._store():
+            record = queue._rows.get(job_id)
+            if record is not None:
+                return queue, record
+        return None
 
     # --- notifications -----------------------------------------------------------------------
     def watch(self, on_pushed: Callable[[], None], on_cancel: Callable[[uuid.UUID], None]) -> Callable[[], None]:
@@ -49,10 +85,14 @@ class MemoryQueue(QueuePlugin):
         for on_pushed, _, loop in list(self._watchers):
             loop.call_soon_threadsafe(on_pushed)
 
+    def _announce_cancel(self, job_id: uuid.UUID) -> None:
+        for _, on_cancel, loop in list(self._watchers):
+            loop.call_soon_threadsafe(on_cancel, job_id)
+
     def _announce_done(self, job_id: uuid.UUID) -> None:
         """Wake waiters; the caller holds the lock."""
         self._lock.notify_all()
-        for loop, event in self._async_waiters.get(job_id, ()):
+        for loop, event in self._shared.async_waiters.get(job_id, ()):
             loop.call_soon_threadsafe(event.set)
 
     # --- pushing -------------------------------------------------------------------------------
@@ -62,6 +102,9 @@ class MemoryQueue(QueuePlugin):
         rows = [self._new_row(job) for job in jobs]  # serialises first, so a bad job inserts nothing
         ids = []
         with self._lock:
+            given = [row.id for row, job in zip(rows, jobs) if job.id is not None]
+            if len(set(given)) < len(given) or any(self._find(job_id) for job_id in given):
+                raise RuntimeError("job ids collided on insert; pass unique ids or none")
             for row in rows:
                 holder = self._live_holder(row.unique_key)
                 if holder is not None:
@@ -91,15 +134,17 @@ class MemoryQueue(QueuePlugin):
         )
 
     def _live_holder(self, unique_key: str | None) -> uuid.UUID | None:
+        """The live job of any queue holding ``unique_key``; the caller holds the lock."""
         if unique_key is None:
             return None
-        return next((r.id for r in self._rows.values()
+        return next((r.id for queue in self._store() for r in queue._rows.values()
                      if r.unique_key == unique_key and r.state in LIVE_STATES), None)
 
     # --- reading and waiting --------------------------------------------------------------------
     def get_sync(self, job_id: uuid.UUID) -> JobRecord | None:
         with self._lock:
-            return self._rows.get(job_id)
+            found = self._find(job_id)
+        return None if found is None else found[1]
 
     async def get(self, job_id: uuid.UUID) -> JobRecord | None:
         return self.get_sync(job_id)
@@ -113,11 +158,11 @@ class MemoryQueue(QueuePlugin):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
-                record = self._rows.get(job_id)
-                if record is None:
+                found = self._find(job_id)
+                if found is None:
                     raise KeyError(f"No job with id {job_id}")
-                if record.is_finished:
-                    return record
+                if found[1].is_finished:
+                    return found[1]
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"Job {job_id} did not finish within {timeout} s")
@@ -126,8 +171,9 @@ class MemoryQueue(QueuePlugin):
     async def wait(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         event = asyncio.Event()
         entry = (asyncio.get_running_loop(), event)
+        waiters = self._shared.async_waiters
         with self._lock:
-            self._async_waiters.setdefault(job_id, []).append(entry)
+            waiters.setdefault(job_id, []).append(entry)
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -142,18 +188,20 @@ class MemoryQueue(QueuePlugin):
             raise TimeoutError(f"Job {job_id} did not finish within {timeout} s") from None
         finally:
             with self._lock:
-                self._async_waiters[job_id].remove(entry)
+                waiters[job_id].remove(entry)
+                if not waiters[job_id]:
+                    del waiters[job_id]
 
     # --- cancelling and requeueing ---------------------------------------------------------------
     def cancel_sync(self, job_id: uuid.UUID) -> bool:
         with self._lock:
-            record = self._rows.get(job_id)
-            if record is None or record.state not in LIVE_STATES:
+            found = self._find(job_id)
+            if found is None or found[1].state not in LIVE_STATES:
                 return False
-            self._rows[job_id] = dataclasses.replace(record, state=JobState.CANCELLED, completed_at=_now())
+            owner, record = found
+            owner._rows[job_id] = dataclasses.replace(record, state=JobState.CANCELLED, completed_at=_now())
             self._announce_done(job_id)
-        for _, on_cancel, loop in list(self._watchers):
-            loop.call_soon_threadsafe(on_cancel, job_id)
+        owner._announce_cancel(job_id)
         return True
 
     async def cancel(self, job_id: uuid.UUID) -> bool:
@@ -161,14 +209,15 @@ class MemoryQueue(QueuePlugin):
 
     def requeue_sync(self, job_id: uuid.UUID) -> bool:
         with self._lock:
-            record = self._rows.get(job_id)
-            if record is None or record.state not in (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED):
+            found = self._find(job_id)
+            if found is None or found[1].state not in (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED):
                 return False
-            self._rows[job_id] = dataclasses.replace(
+            owner, record = found
+            owner._rows[job_id] = dataclasses.replace(
                 record, state=JobState.PENDING, scheduled_at=_now(), completed_at=None, taken_by=None,
                 max_attempts=max(record.max_attempts, record.attempts + 1),
             )
-        self._announce_push()
+        owner._announce_push()
         return True
 
     async def requeue(self, job_id: uuid.UUID) -> bool:
@@ -202,7 +251,7 @@ class MemoryQueue(QueuePlugin):
         """Counted in this process, across the app's in-memory queues (see
         :func:`chancy.rate_limits.settle`)."""
         now = _now()
-        windows = _task_windows.setdefault(self.app, {}) if self.app is not None else {}
+        windows = self._shared.task_windows
         admitted: set[uuid.UUID] = set()
         due_times: list[datetime] = []
         with self._lock:

@@ -9,7 +9,7 @@ import pytest
 from chancy import Chancy, Job, JobState, Queue
 from chancy.errors import Fail
 from chancy.execution import registry
-from chancy.queues.pg import push_steps
+from chancy.store.pg.jobs import push_steps
 from chancy.testing import running_worker
 from chancy.worker import completion_hooks
 

@@ -13,8 +13,8 @@ from chancy.compat.process_connection import ProcessConnection
 from chancy.compat.transport_sql import TransportSQL
 from chancy.job import Job, JobRecord
 from chancy.migrations import Names
-from chancy.queues.pg import Queue, claim_steps
-from chancy.queues.sql import JobSQL
+from chancy.queues.pg import Queue
+from chancy.store.pg.jobs import JobSQL, claim_steps
 from chancy.store.pg.statements import single
 
 CONSUMER = "celery:host:1:abcd"

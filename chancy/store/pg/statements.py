@@ -23,10 +23,11 @@ SQL_DIR = Path(__file__).with_name("sql")
 def ready(query: sql.Composable) -> bytes:
     """A statement composed once, ready to send as is. psycopg composes a
     :class:`~psycopg.sql.Composable` anew at every execute (escaping each identifier again)
-    and caches its parse of a statement only up to 4 KB; the indentation is dropped so a
-    long statement (the write-back and claim) stays under that."""
+    and caches its parse of a statement only up to 4 KB; the indentation and the comment
+    lines (a ``.sql`` file's documentation) are dropped so a long statement (the write-back
+    and claim) stays under that."""
     lines = (line.strip() for line in query.as_bytes(None).splitlines())
-    return b"\n".join(line for line in lines if line)
+    return b"\n".join(line for line in lines if line and not line.startswith(b"--"))
 
 
 @dataclasses.dataclass(frozen=True)

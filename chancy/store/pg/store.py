@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -121,6 +122,19 @@ class PgStore:
     # --- statements, by concern (each composed once for this prefix, on first use) -------
     # One cached property per concern; the statements are in sql/<concern>.sql and the
     # code that builds their parameters in <concern>.py beside this file.
+    @functools.cached_property
+    def jobs(self) -> "JobSQL":
+        """The jobs table's statements: push, read, claim, write back, cancel, requeue."""
+        from chancy.store.pg.jobs import JobSQL
+
+        return JobSQL(self.names)
+
+    @functools.cached_property
+    def rates(self) -> "RateSQL":
+        """The task rate-limit gate's statements."""
+        from chancy.store.pg.rates import RateSQL
+
+        return RateSQL(self.names)
 
     # --- running statements -------------------------------------------------------------
     async def run(self, steps: Steps, connection: Any = None) -> Any:

@@ -1,0 +1,346 @@
+-- The statements of the jobs table: pushing, reading, claiming, writing outcomes back,
+-- cancelling, requeueing, and what a worker hands back. Built and mapped by
+-- chancy/store/pg/jobs.py (JobSQL).
+--
+-- Every statement returning whole jobs lists the same columns in the same order
+-- (RECORD_COLUMNS in jobs.py, which maps them): jsonb is read as text and decoded by
+-- Chancy's own serializer, so tagged values (datetime, UUID...) come back typed. The live
+-- states, written out below wherever a unique key is looked up, are those of the partial
+-- unique index (LIVE in chancy/migrations.py). Finished jobs are announced on the done
+-- channel up to 100 ids per notification (DONE_IDS_PER_NOTIFICATION in jobs.py).
+-- Per-job arrays are sent in binary (the b placeholders): psycopg dumps a list of 100
+-- values in binary in well under half the time of its text form.
+
+-- name: get
+SELECT id, queue, func, args::text, kwargs::text, priority, state, attempts, max_attempts,
+       scheduled_at, expires_at, created_at, started_at, completed_at, taken_by, unique_key,
+       limits::text, backoff::text, meta::text, result::text, errors::text
+FROM {jobs} WHERE id = %(id)s
+
+-- name: get_many
+SELECT id, queue, func, args::text, kwargs::text, priority, state, attempts, max_attempts,
+       scheduled_at, expires_at, created_at, started_at, completed_at, taken_by, unique_key,
+       limits::text, backoff::text, meta::text, result::text, errors::text
+FROM {jobs} WHERE id = ANY(%(ids)s)
+
+-- name: states
+SELECT id, state FROM {jobs} WHERE id = ANY(%(ids)s)
+
+-- name: live_by_unique_key
+-- The live holders of unique keys (after an insert skipped a job whose key was taken).
+SELECT unique_key, id FROM {jobs}
+WHERE unique_key = ANY(%(keys)s) AND state IN ('pending', 'scheduled', 'running', 'retrying')
+
+-- name: notify_pushed
+-- Workers of these queues hear of new jobs (after a COPY, which returns nothing).
+SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS t(queue)
+
+-- name: notify_done
+-- Waiters hear that these jobs finished (a claim found them expired).
+SELECT pg_notify(%(channel)s, string_agg(id::text, ',')) FROM (
+    SELECT id, (row_number() OVER () - 1) / 100 AS part FROM unnest(%(ids)s::uuid[]) AS t(id)
+) finished GROUP BY part
+
+-- name: listen_done
+LISTEN {done_channel}
+
+-- name: unlisten_all
+UNLISTEN *
+
+-- The INSERT of a push names only the columns the jobs set (a plain task.push(x) sends 4
+-- values, not 13), so it is assembled at run time, once per set of columns, from the
+-- parts below (jobs.py, _insert_query): insert_values for one job (psycopg's named
+-- placeholders, or libpq's positional ones on the lean path of a single push),
+-- insert_unnest for many (one binary array per column), then, when the jobs have unique
+-- keys, insert_unique_key, and always insert_returning. A job with a schedule sets its
+-- state from it (insert_scheduled_at, insert_scheduled_state). The notification is part
+-- of RETURNING: one statement, one round trip, no CTE to plan. Assembled, e.g.:
+--   INSERT INTO jobs (id, queue, func, args) VALUES (%(id)s::uuid, %(queue)s::text,
+--   %(func)s::text, %(args)s::jsonb)
+--   RETURNING id, CASE WHEN state = 'pending' THEN pg_notify('chancy_pushed', queue) END
+
+-- name: insert_values
+INSERT INTO {jobs} ({columns}) VALUES ({values})
+
+-- name: insert_unnest
+INSERT INTO {jobs} ({columns}) SELECT {values} FROM unnest({arrays}) AS t({names})
+
+-- name: insert_scheduled_at
+COALESCE({at}, now())
+
+-- name: insert_scheduled_state
+CASE WHEN {at} > now() THEN 'scheduled' ELSE 'pending' END
+
+-- name: insert_unique_key
+-- A job whose unique key a live job holds is skipped: not in RETURNING.
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL
+    AND state IN ('pending', 'scheduled', 'running', 'retrying') DO NOTHING
+
+-- name: insert_returning
+RETURNING id, CASE WHEN state = 'pending' THEN pg_notify({pushed_channel}, queue) END
+
+-- name: copy
+-- A push of many plainly pending jobs (no unique key, no schedule): several times faster
+-- than the INSERT, no conflict to handle. Of the columns the jobs set, as the INSERT.
+COPY {jobs} ({columns}) FROM STDIN
+
+-- The claim, alone (claim) and after a draining worker's outcomes (write_back_and_claim),
+-- and those outcomes alone (write_back). write_back_and_claim is write_back's CTEs then
+-- claim's, in one statement: one round trip and one commit instead of two, and no
+-- write-back beside the claim that a draining worker waits for. SQL cannot name a CTE of
+-- another statement, so this file holds their text twice; tests/store/test_jobs_sql.py
+-- checks the copies are the same.
+
+-- name: claim
+-- Claims up to %(limit)s jobs: the best runnable-now rows and the earliest due
+-- scheduled/retrying rows, each read through its own partial index. The chosen rows are
+-- then updated by id = ANY(ARRAY(...)), never by a join: the planner sized a join with
+-- them from the backlog and, once the table had statistics and was mostly runnable,
+-- hash-joined them against a sequential scan of the whole table on every claim. An id
+-- array is always read through the key. The queue's runtime settings row (if any) bounds
+-- the claim: none while paused; with a rate limit, at most rate_limit starts in any
+-- rate_period seconds across all workers. Only a rate-limited queue's row is locked (so
+-- its claims take turns); others pay one primary-key read. rate_starts keeps the latest
+-- rate_limit start times: enough to count any window exactly. Only the best %(start)s
+-- (NULL: all) get started_at; the others are prefetched. Expired rows finish instead.
+WITH settings AS (
+    SELECT paused_until > now() AS paused FROM {queues} WHERE name = %(queue)s
+), limiter AS (
+    SELECT name, rate_limit, rate_period, rate_starts FROM {queues}
+    WHERE name = %(queue)s AND rate_limit IS NOT NULL
+    FOR UPDATE
+), budget AS (
+    SELECT CASE
+        WHEN coalesce((SELECT paused FROM settings), false) THEN 0
+        WHEN NOT EXISTS (SELECT 1 FROM limiter) THEN %(limit)s
+        ELSE (SELECT greatest(0, least(%(limit)s, l.rate_limit - (
+                  SELECT count(*) FROM unnest(l.rate_starts) s
+                  WHERE s > now() - make_interval(secs => l.rate_period))))
+              FROM limiter l)
+    END AS n
+), ready AS (
+    SELECT id, priority FROM {jobs}
+    WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id, priority FROM {jobs}
+    WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
+      AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
+    ORDER BY scheduled_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+    ORDER BY priority DESC, id
+    LIMIT (SELECT n FROM budget)
+), claimed AS (
+    UPDATE {jobs} j SET
+        state = CASE WHEN j.expires_at <= now() THEN 'expired' ELSE 'running' END,
+        attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
+        completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
+        started_at = CASE WHEN j.expires_at <= now()
+                            OR j.id = ANY(ARRAY(SELECT id FROM chosen LIMIT %(start)s)) THEN now() END,
+        taken_by = %(worker)s
+    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING j.id, j.queue, j.func, j.args::text, j.kwargs::text, j.priority, j.state, j.attempts,
+              j.max_attempts, j.scheduled_at, j.expires_at, j.created_at, j.started_at, j.completed_at,
+              j.taken_by, j.unique_key, j.limits::text, j.backoff::text, j.meta::text, j.result::text,
+              j.errors::text
+), counted AS (
+    UPDATE {queues} q SET rate_starts = (
+        SELECT coalesce(array_agg(s ORDER BY s DESC), '{{}}') FROM (
+            SELECT s FROM unnest(q.rate_starts || array_fill(now(), ARRAY[
+                (SELECT count(*) FROM claimed WHERE state = 'running')::int])) s
+            ORDER BY s DESC
+            LIMIT q.rate_limit
+        ) latest)
+    FROM limiter l
+    WHERE q.name = l.name
+)
+SELECT * FROM claimed
+
+-- name: write_back
+-- Outcomes of one worker, many jobs per statement. The guard (still running, still ours,
+-- same attempt) makes a late or duplicate write-back change nothing. Waiters hear of
+-- finished jobs (the batch in one notification); workers hear of retries that are due
+-- now, as they would of a push, instead of finding them at their next poll. A
+-- data-modifying CTE runs even when no one reads it, but announced does not: the final
+-- SELECT reads it once, as a filter that is always true. Returns the ids that applied.
+WITH input AS (
+    SELECT * FROM unnest(
+        %(ids)b::uuid[], %(states)b::text[], %(results)b::jsonb[],
+        %(errors)b::jsonb[], %(delays)b::float8[], %(max_attempts)b::int[], %(attempts)b::int[]
+    ) AS t(id, state, result, error, delay, max_attempts, attempt)
+), updated AS (
+    UPDATE {jobs} j SET
+        state = i.state,
+        result = COALESCE(i.result, j.result),
+        errors = CASE WHEN i.error IS NULL THEN j.errors
+                      ELSE j.errors || jsonb_build_array(
+                          i.error || jsonb_build_object('attempt', j.attempts))
+                 END,
+        scheduled_at = CASE WHEN i.state = 'retrying'
+                            THEN now() + make_interval(secs => i.delay)
+                            ELSE j.scheduled_at END,
+        max_attempts = COALESCE(i.max_attempts, j.max_attempts),
+        started_at = COALESCE(j.started_at, now()),
+        completed_at = CASE WHEN i.state = 'retrying' THEN NULL ELSE now() END
+    FROM input i
+    WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
+      AND (i.attempt IS NULL OR j.attempts = i.attempt)
+    RETURNING j.id, j.state,
+              CASE WHEN j.state = 'retrying' AND i.delay <= 0 THEN pg_notify(%(pushed_channel)s, j.queue) END
+), announced AS (
+    SELECT pg_notify(%(channel)s, string_agg(id::text, ',')) FROM (
+        SELECT id, (row_number() OVER () - 1) / 100 AS part FROM updated WHERE state <> 'retrying'
+    ) finished GROUP BY part
+)
+SELECT id FROM updated WHERE (SELECT count(*) FROM announced) >= 0
+
+-- name: write_back_and_claim
+-- write_back then claim, in one statement (see above). The two updates touch different
+-- rows (ours running; others runnable). Returns the claimed jobs.
+WITH input AS (
+    SELECT * FROM unnest(
+        %(ids)b::uuid[], %(states)b::text[], %(results)b::jsonb[],
+        %(errors)b::jsonb[], %(delays)b::float8[], %(max_attempts)b::int[], %(attempts)b::int[]
+    ) AS t(id, state, result, error, delay, max_attempts, attempt)
+), updated AS (
+    UPDATE {jobs} j SET
+        state = i.state,
+        result = COALESCE(i.result, j.result),
+        errors = CASE WHEN i.error IS NULL THEN j.errors
+                      ELSE j.errors || jsonb_build_array(
+                          i.error || jsonb_build_object('attempt', j.attempts))
+                 END,
+        scheduled_at = CASE WHEN i.state = 'retrying'
+                            THEN now() + make_interval(secs => i.delay)
+                            ELSE j.scheduled_at END,
+        max_attempts = COALESCE(i.max_attempts, j.max_attempts),
+        started_at = COALESCE(j.started_at, now()),
+        completed_at = CASE WHEN i.state = 'retrying' THEN NULL ELSE now() END
+    FROM input i
+    WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
+      AND (i.attempt IS NULL OR j.attempts = i.attempt)
+    RETURNING j.id, j.state,
+              CASE WHEN j.state = 'retrying' AND i.delay <= 0 THEN pg_notify(%(pushed_channel)s, j.queue) END
+), announced AS (
+    SELECT pg_notify(%(channel)s, string_agg(id::text, ',')) FROM (
+        SELECT id, (row_number() OVER () - 1) / 100 AS part FROM updated WHERE state <> 'retrying'
+    ) finished GROUP BY part
+), settings AS (
+    SELECT paused_until > now() AS paused FROM {queues} WHERE name = %(queue)s
+), limiter AS (
+    SELECT name, rate_limit, rate_period, rate_starts FROM {queues}
+    WHERE name = %(queue)s AND rate_limit IS NOT NULL
+    FOR UPDATE
+), budget AS (
+    SELECT CASE
+        WHEN coalesce((SELECT paused FROM settings), false) THEN 0
+        WHEN NOT EXISTS (SELECT 1 FROM limiter) THEN %(limit)s
+        ELSE (SELECT greatest(0, least(%(limit)s, l.rate_limit - (
+                  SELECT count(*) FROM unnest(l.rate_starts) s
+                  WHERE s > now() - make_interval(secs => l.rate_period))))
+              FROM limiter l)
+    END AS n
+), ready AS (
+    SELECT id, priority FROM {jobs}
+    WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id, priority FROM {jobs}
+    WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
+      AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
+    ORDER BY scheduled_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+    ORDER BY priority DESC, id
+    LIMIT (SELECT n FROM budget)
+), claimed AS (
+    UPDATE {jobs} j SET
+        state = CASE WHEN j.expires_at <= now() THEN 'expired' ELSE 'running' END,
+        attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
+        completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
+        started_at = CASE WHEN j.expires_at <= now()
+                            OR j.id = ANY(ARRAY(SELECT id FROM chosen LIMIT %(start)s)) THEN now() END,
+        taken_by = %(worker)s
+    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING j.id, j.queue, j.func, j.args::text, j.kwargs::text, j.priority, j.state, j.attempts,
+              j.max_attempts, j.scheduled_at, j.expires_at, j.created_at, j.started_at, j.completed_at,
+              j.taken_by, j.unique_key, j.limits::text, j.backoff::text, j.meta::text, j.result::text,
+              j.errors::text
+), counted AS (
+    UPDATE {queues} q SET rate_starts = (
+        SELECT coalesce(array_agg(s ORDER BY s DESC), '{{}}') FROM (
+            SELECT s FROM unnest(q.rate_starts || array_fill(now(), ARRAY[
+                (SELECT count(*) FROM claimed WHERE state = 'running')::int])) s
+            ORDER BY s DESC
+            LIMIT q.rate_limit
+        ) latest)
+    FROM limiter l
+    WHERE q.name = l.name
+)
+SELECT * FROM claimed WHERE (SELECT count(*) FROM announced) >= 0
+
+-- name: cancel
+-- A live job finishes cancelled; its worker (cancel channel) and its waiters (done
+-- channel) hear of it. Returns the state it had, if it was live.
+WITH target AS (
+    SELECT id, state FROM {jobs} WHERE id = %(id)s FOR UPDATE
+), cancelled AS (
+    UPDATE {jobs} j SET state = 'cancelled', completed_at = now()
+    FROM target
+    WHERE j.id = target.id AND target.state IN ('pending', 'scheduled', 'running', 'retrying')
+    RETURNING j.id, target.state AS was
+)
+SELECT was, pg_notify(%(cancel_channel)s, id::text), pg_notify(%(done_channel)s, id::text)
+FROM cancelled
+
+-- name: release_unknown
+-- Rows running under a worker's id that the worker does not know of. Either it lost the
+-- answer of the claim that took them, so they never started: back to pending, the attempt
+-- refunded. Or (lost) they are a previous life's of a worker that restarted under the
+-- same id: that attempt counts, as recovery's, unless the job was only prefetched, never
+-- started (started_at NULL). A job that goes back pending never ran here: its start
+-- (written by its claim or a mark before the worker handed it over) is cleared.
+WITH stray AS (
+    SELECT id FROM {jobs}
+    WHERE state = 'running' AND taken_by = %(worker)s AND queue = %(queue)s
+      AND NOT id = ANY(%(owned)s::uuid[])
+    FOR UPDATE SKIP LOCKED
+), released AS (
+    UPDATE {jobs} j SET
+        state = CASE WHEN NOT (%(lost)s AND j.started_at IS NOT NULL) THEN 'pending'
+                     WHEN j.attempts < j.max_attempts THEN 'retrying' ELSE 'failed' END,
+        attempts = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) THEN j.attempts ELSE greatest(j.attempts - 1, 0) END,
+        scheduled_at = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) THEN now() ELSE j.scheduled_at END,
+        completed_at = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) AND j.attempts >= j.max_attempts THEN now() END,
+        started_at = CASE WHEN (%(lost)s AND j.started_at IS NOT NULL) THEN j.started_at END,
+        taken_by = NULL,
+        errors = CASE WHEN NOT (%(lost)s AND j.started_at IS NOT NULL) THEN j.errors ELSE j.errors || jsonb_build_array(jsonb_build_object(
+            'type', 'chancy.WorkerLost',
+            'message', format('worker %%s restarted while running attempt %%s of %%s',
+                              j.taken_by, j.attempts, j.max_attempts),
+            'traceback', NULL, 'at', now(), 'attempt', j.attempts, 'worker', j.taken_by)) END
+    WHERE j.id = ANY(ARRAY(SELECT id FROM stray))
+    RETURNING j.id, j.queue, j.state
+)
+SELECT id, CASE WHEN state = 'failed' THEN pg_notify(%(done_channel)s, id::text)
+                ELSE pg_notify(%(channel)s, queue) END
+FROM released
+
+-- name: requeue
+-- A failed, cancelled or expired job runs again, with room for one more attempt.
+WITH requeued AS (
+    UPDATE {jobs} SET state = 'pending', scheduled_at = now(), completed_at = NULL,
+        taken_by = NULL, max_attempts = GREATEST(max_attempts, attempts + 1)
+    WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'expired')
+    RETURNING id, queue
+)
+SELECT id, pg_notify(%(channel)s, queue) FROM requeued
