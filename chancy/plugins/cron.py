@@ -39,16 +39,17 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterable, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import psycopg
 from croniter import croniter
 
 from chancy.errors import ConfigurationError
 from chancy.job import Job
 from chancy.namespaces import DEFAULT_NAMESPACE
 from chancy.plugin import Plugin
-from chancy.plugins.sql import ClusterSQL, Schedule, dumps_job_template
+from chancy.store.pg.atomic import run_atomically, run_atomically_sync
 from chancy.store.pg.jobs import JobSQL, push_steps
-from chancy.store.pg.statements import drive_async, drive_sync, single, Steps
+from chancy.store.pg.schedules import Schedule, ScheduleSQL, dumps_job_template
+from chancy.store.pg.session import Session
+from chancy.store.pg.statements import single, Steps
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -104,30 +105,30 @@ class Cron(Plugin):
         """Fire the namespace's due schedules until cancelled, whenever this process holds
         the namespace's lock (on a connection of its own, so the lock ends with it: a killed
         firer is replaced within ``interval``)."""
-        statements = ClusterSQL(app.names)
+        statements = app.store.schedules
         while True:
-            conn: psycopg.AsyncConnection | None = None
+            session: Session | None = None
             try:
-                conn = await app.connect()
-                while not await drive_async(conn, single(statements.cron_try_lead(app.namespace))):
+                session = await Session.open(app.store)
+                while not await session.run(single(statements.try_lead(app.namespace))):
                     await asyncio.sleep(self.interval)
                 log.info("firing the schedules of namespace %r", app.namespace)
                 while True:
-                    await asyncio.sleep(await asyncio.wait_for(self._fire_pass(conn, statements, app), PASS_TIMEOUT))
+                    await asyncio.sleep(await asyncio.wait_for(self._fire_pass(session, app), PASS_TIMEOUT))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a pass is one transaction: nothing was half-done
                 log.warning("firing the schedules of namespace %r failed (%s)", app.namespace, exc)
             finally:
-                if conn is not None:
-                    await _close_quietly(conn)
+                if session is not None:
+                    await session.close()  # the lock goes with it
             await asyncio.sleep(self.interval)
 
-    async def _fire_pass(self, conn: psycopg.AsyncConnection, statements: ClusterSQL, app: "Chancy") -> float:
+    async def _fire_pass(self, session: Session, app: "Chancy") -> float:
         """Fire what is due; the seconds to wait before the next pass."""
-        async with conn.transaction():
-            await drive_async(conn, fire_due_steps(statements, app.job_sql, self.catch_up, app.namespace))
-        until_next = await drive_async(conn, single(statements.cron_wait(app.namespace)))
+        statements = app.store.schedules
+        await session.run_atomically(fire_due_steps(statements, app.job_sql, self.catch_up, app.namespace))
+        until_next = await session.run(single(statements.wait(app.namespace)))
         return self.interval if until_next is None else min(self.interval, max(until_next, 0.005))
 
     # --- the API: the app's namespace only ------------------------------------------------------
@@ -138,61 +139,43 @@ class Cron(Plugin):
         """Create or replace schedule ``name`` (see :class:`Spec`). Replacing a schedule
         with the same timing keeps its next tick."""
         spec = Spec(name, job, cron, every, timezone, expires_in, enabled)
-        async with app.connection() as conn:
-            await drive_async(conn, upsert_steps(ClusterSQL(app.names), app.namespace, [spec]))
+        await app.store.run(upsert_steps(app.store.schedules, app.namespace, [spec]))
 
     @staticmethod
     def schedule_sync(app: "Chancy", name: str, job: Job, *, cron: str | None = None,
                       every: float | timedelta | None = None, timezone: str = "UTC",
                       expires_in: float | None = None, enabled: bool = True) -> None:
         spec = Spec(name, job, cron, every, timezone, expires_in, enabled)
-        with app.connection_sync() as conn:
-            drive_sync(conn, upsert_steps(ClusterSQL(app.names), app.namespace, [spec]))
+        app.store.run_sync(upsert_steps(app.store.schedules, app.namespace, [spec]))
 
     @staticmethod
     async def replace(app: "Chancy", specs: Iterable[Spec], *, prefix: str = "") -> list[str]:
         """Make the app's schedules named ``prefix…`` exactly ``specs``, in one
         transaction: the others of them are deleted (all of them when ``specs`` is empty),
         unchanged timings keep their next tick. Returns the names."""
-        steps = replace_steps(ClusterSQL(app.names), app.namespace, prefix, list(specs))
-        async with app.connection() as conn:
-            async with conn.transaction():
-                return await drive_async(conn, steps)
+        steps = replace_steps(app.store.schedules, app.namespace, prefix, list(specs))
+        return await run_atomically(app.store, steps)
 
     @staticmethod
     def replace_sync(app: "Chancy", specs: Iterable[Spec], *, prefix: str = "") -> list[str]:
-        steps = replace_steps(ClusterSQL(app.names), app.namespace, prefix, list(specs))
-        with app.connection_sync() as conn:
-            with conn.transaction():
-                return drive_sync(conn, steps)
+        steps = replace_steps(app.store.schedules, app.namespace, prefix, list(specs))
+        return run_atomically_sync(app.store, steps)
 
     @staticmethod
     async def unschedule(app: "Chancy", name: str) -> None:
-        async with app.connection() as conn:
-            await drive_async(conn, single(ClusterSQL(app.names).cron_delete(app.namespace, name)))
+        await app.store.run(single(app.store.schedules.delete(app.namespace, name)))
 
     @staticmethod
     def unschedule_sync(app: "Chancy", name: str) -> None:
-        with app.connection_sync() as conn:
-            drive_sync(conn, single(ClusterSQL(app.names).cron_delete(app.namespace, name)))
+        app.store.run_sync(single(app.store.schedules.delete(app.namespace, name)))
 
     @staticmethod
     async def schedules(app: "Chancy") -> list[Schedule]:
-        async with app.connection() as conn:
-            return await drive_async(conn, single(ClusterSQL(app.names).cron_list(app.namespace)))
+        return await app.store.run(single(app.store.schedules.list(app.namespace)))
 
     @staticmethod
     def schedules_sync(app: "Chancy") -> list[Schedule]:
-        with app.connection_sync() as conn:
-            return drive_sync(conn, single(ClusterSQL(app.names).cron_list(app.namespace)))
-
-
-async def _close_quietly(conn: psycopg.AsyncConnection) -> None:
-    """Close the firing connection (its lock goes with it); a broken one is gone already."""
-    try:
-        await asyncio.wait_for(conn.close(), 5)
-    except Exception:  # noqa: BLE001 - nothing left to release
-        pass
+        return app.store.run_sync(single(app.store.schedules.list(app.namespace)))
 
 
 # --- operations (driven sync or async) --------------------------------------------------------
@@ -222,20 +205,20 @@ def _check(spec: Spec) -> dict[str, object]:
     return dict(cron=cron, every=float(seconds) if seconds is not None else None, timezone=spec.timezone)
 
 
-def upsert_steps(statements: ClusterSQL, namespace: str, specs: Sequence[Spec]) -> Steps:
+def upsert_steps(statements: ScheduleSQL, namespace: str, specs: Sequence[Spec]) -> Steps:
     """Store each spec in ``namespace``; all are checked before any is written."""
     timings = [_check(spec) for spec in specs]
     if not specs:
         return
     now = yield statements.now
     for spec, timing in zip(specs, timings):
-        yield statements.cron_upsert({
+        yield statements.upsert({
             "namespace": namespace, "name": spec.name, "job": dumps_job_template(spec.job), **timing,
             "expires_in": spec.expires_in, "next_fire_at": _next_after(now, **timing), "enabled": spec.enabled,
         })
 
 
-def replace_steps(statements: ClusterSQL, namespace: str, prefix: str, specs: Sequence[Spec]) -> Steps:
+def replace_steps(statements: ScheduleSQL, namespace: str, prefix: str, specs: Sequence[Spec]) -> Steps:
     """Make the namespace's schedules named ``prefix…`` exactly ``specs``; run in one
     transaction. Returns their names."""
     names = [spec.name for spec in specs]
@@ -244,24 +227,24 @@ def replace_steps(statements: ClusterSQL, namespace: str, prefix: str, specs: Se
         raise ConfigurationError(f"Schedules {outside!r} are not named {prefix!r}…, the set being replaced")
     if len(set(names)) != len(names):
         raise ConfigurationError(f"Schedule names must be unique, got {sorted(names)!r}")
-    yield statements.cron_adopt(namespace, names)
+    yield statements.adopt(namespace, names)
     yield from upsert_steps(statements, namespace, specs)
-    yield statements.cron_delete_others(namespace, prefix, names)
+    yield statements.delete_others(namespace, prefix, names)
     return names
 
 
-def fire_due_steps(statements: ClusterSQL, job_sql: JobSQL, catch_up: timedelta,
+def fire_due_steps(statements: ScheduleSQL, job_sql: JobSQL, catch_up: timedelta,
                    namespace: str = DEFAULT_NAMESPACE) -> Steps:
     """Push the due firings of the namespace's due schedules and advance each; run in one
     transaction. Returns the number of firings pushed."""
     fired = 0
-    for row in (yield statements.cron_due(namespace, MAX_FIRINGS_PER_PASS)):
+    for row in (yield statements.due(namespace, MAX_FIRINGS_PER_PASS)):
         ticks, next_fire_at = _due_ticks(row, row.read_at - catch_up)
         if ticks[0] != row.next_fire_at:
             log.info("schedule %r of namespace %r missed its ticks from %s on; firing %s", row.name,
                      row.namespace, row.next_fire_at.isoformat(), ", ".join(t.isoformat() for t in ticks))
         yield from push_steps(job_sql, [_firing(row, tick) for tick in ticks])
-        yield statements.cron_advance(row, next_fire_at, ticks[-1])
+        yield statements.advance(row, next_fire_at, ticks[-1])
         fired += len(ticks)
     return fired
 

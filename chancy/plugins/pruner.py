@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 from chancy.errors import ConfigurationError
 from chancy.job import FINISHED_STATES, JobState
 from chancy.plugin import Plugin
-from chancy.plugins.sql import ClusterSQL
-from chancy.store.pg.statements import drive_async, single
+from chancy.store.pg.statements import single
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -86,14 +85,13 @@ class Pruner(Plugin):
 
 async def prune(app: "Chancy", rules: Sequence[Rule], batch: int = 1000) -> int:
     """Apply ``rules`` now, batch by batch until none matches; returns rows deleted."""
-    statements = ClusterSQL(app.names)
+    statements = app.store.cluster
     total = 0
     for rule in rules:
         statement = statements.prune([s.value for s in rule.states], rule.older_than.total_seconds(),
                                      rule.queues, batch)
         while True:
-            async with app.connection() as conn:
-                deleted = await drive_async(conn, single(statement))
+            deleted = await app.store.run(single(statement))
             total += deleted
             if deleted < batch:
                 break

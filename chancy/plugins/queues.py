@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from chancy.errors import ConfigurationError
-from chancy.plugins.sql import ClusterSQL, QueueSettings
-from chancy.store.pg.statements import drive_async, drive_sync, single, Statement
+from chancy.store.pg.cluster import QueueSettings
+from chancy.store.pg.statements import single, Statement
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -38,7 +38,7 @@ class QueueAdmin:
 
     def __init__(self, app: "Chancy") -> None:
         self.app = app
-        self._sql = ClusterSQL(app.names)
+        self._sql = app.store.cluster
 
     # --- statements (validated once, shared by the async and sync forms) ---------------------
     def _declare(self, name: str, concurrency: int | None, rate_limit: tuple[int, float] | None) -> Statement:
@@ -62,8 +62,7 @@ class QueueAdmin:
 
     # --- async --------------------------------------------------------------------------------
     async def _run(self, statement: Statement) -> Any:
-        async with self.app.connection() as conn:
-            return await drive_async(conn, single(statement))
+        return await self.app.store.run(single(statement))
 
     async def declare(self, name: str, *, concurrency: int | None = None,
                       rate_limit: tuple[int, float] | None = None) -> None:
@@ -105,8 +104,7 @@ class QueueAdmin:
 
     # --- sync twins ------------------------------------------------------------------------------
     def _run_sync(self, statement: Statement) -> Any:
-        with self.app.connection_sync() as conn:
-            return drive_sync(conn, single(statement))
+        return self.app.store.run_sync(single(statement))
 
     def declare_sync(self, name: str, *, concurrency: int | None = None,
                      rate_limit: tuple[int, float] | None = None) -> None:

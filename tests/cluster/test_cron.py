@@ -10,14 +10,13 @@ import pytest
 
 from chancy import ConfigurationError, Job
 from chancy.plugins.cron import Cron, fire_due_steps
-from chancy.plugins.sql import ClusterSQL
 from chancy.store.pg.statements import drive_async
 
 
 async def _fire(app, catch_up=timedelta(minutes=5)):
     async with app.connection() as conn:
         async with conn.transaction():
-            return await drive_async(conn, fire_due_steps(ClusterSQL(app.names), app.job_sql, catch_up))
+            return await drive_async(conn, fire_due_steps(app.store.schedules, app.job_sql, catch_up))
 
 
 async def _set_next_fire(app, name, seconds_ago):

@@ -12,7 +12,6 @@ from chancy import Chancy, ConfigurationError, Job
 from chancy.compat import Celery
 from chancy.compat.beat import sync_schedule
 from chancy.plugins.cron import Cron, Spec, fire_due_steps
-from chancy.plugins.sql import ClusterSQL
 from chancy.store.pg.statements import drive_async
 
 
@@ -24,7 +23,7 @@ async def _fire(app: Chancy) -> int:
     """One firing pass of ``app``'s namespace, with the plugin's default catch-up."""
     async with app.connection() as conn:
         async with conn.transaction():
-            return await drive_async(conn, fire_due_steps(ClusterSQL(app.names), app.job_sql, Cron().catch_up,
+            return await drive_async(conn, fire_due_steps(app.store.schedules, app.job_sql, Cron().catch_up,
                                                           app.namespace))
 
 

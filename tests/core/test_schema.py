@@ -8,7 +8,7 @@ import core_tasks
 import pytest
 from chancy import Chancy, Job, JobState, Queue
 from chancy.migrations import LATEST_VERSION
-from chancy.plugins.sql import ClusterSQL
+from chancy.store.pg.cluster import ClusterSQL
 from chancy.queue import Transition
 from chancy.testing import running_worker
 

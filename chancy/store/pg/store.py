@@ -123,6 +123,20 @@ class PgStore:
     # One cached property per concern; the statements are in sql/<concern>.sql and the
     # code that builds their parameters in <concern>.py beside this file.
     @functools.cached_property
+    def cluster(self) -> "ClusterSQL":
+        """The cluster's chores (recovery, pruning) and runtime queue settings."""
+        from chancy.store.pg.cluster import ClusterSQL
+
+        return ClusterSQL(self.names)
+
+    @functools.cached_property
+    def schedules(self) -> "ScheduleSQL":
+        """Cron schedules, each statement scoped to a namespace."""
+        from chancy.store.pg.schedules import ScheduleSQL
+
+        return ScheduleSQL(self.names)
+
+    @functools.cached_property
     def jobs(self) -> "JobSQL":
         """The jobs table's statements: push, read, claim, write back, cancel, requeue."""
         from chancy.store.pg.jobs import JobSQL
