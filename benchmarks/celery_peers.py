@@ -35,6 +35,7 @@ import psycopg
 from benchmarks.celery_app import TASK, read_run_log
 from benchmarks.harness import FigureSpec, Run, rate
 from benchmarks.process import background, cpu_seconds
+from chancy.compat.job_rows import job_for
 
 CORES = os.cpu_count() or 1
 THREADS = 8
@@ -155,7 +156,7 @@ def _enqueue(peer: Peer, client: Any, count: int) -> list[str]:
     """Queue ``count`` tasks; the ids, in order."""
     if peer.worker == "chancy":  # one bulk push, as drain.py queues Chancy's own drains
         sigs = [client.signature(TASK, args=(i,)) for i in range(count)]
-        jobs = [client.job_for(sig) for sig in sigs]
+        jobs = [job_for(client, sig) for sig in sigs]
         client.chancy.push_many_sync(jobs)
         return [str(job.id) for job in jobs]
     return [client.send_task(TASK, args=(i,)).id for i in range(count)]

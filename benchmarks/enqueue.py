@@ -9,6 +9,7 @@ from benchmarks.harness import FigureSpec, Run, rate
 from benchmarks.process import concurrent_pushes
 from chancy import Chancy, Queue
 from chancy.compat import Celery
+from chancy.compat.job_rows import job_for
 
 #: Client processes of the concurrent one-at-a-time figures (a web app's workers pushing).
 CLIENTS = 8
@@ -87,7 +88,7 @@ async def celery_delay(dsn: str, n: int) -> tuple[float, float, float]:
     await celery.chancy.migrate()
     try:
         task.delay(-1)
-        row = celery.job_for(task.signature((0,), {}))
+        row = job_for(celery, task.signature((0,), {}))
         statement_before = raw.job_insert_loop(dsn, celery.chancy.job_sql, n, row)
         started, cpu_started = time.perf_counter(), time.process_time()
         for i in range(n):

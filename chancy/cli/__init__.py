@@ -4,16 +4,12 @@ Each command lives in a small module; this one assembles them into one click gro
 
 from __future__ import annotations
 
-import os
-import sys
-from types import ModuleType
 from typing import Sequence
 
 import click
 
 from chancy.cli import admin, beat, dashboard, demo, inspection, jobs, queues, result, sending, worker
 from chancy.cli.common import EXIT_CODES_HELP, Target, translated_errors
-from chancy.errors import ConfigurationError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -46,31 +42,9 @@ for command in (worker.worker, beat.beat, admin.migrate, sending.push, sending.c
     cli.add_command(command)
 
 
-def main() -> None:
-    """Entry point of the ``chancy`` script."""
-    cli.main(prog_name="chancy")
+def main(argv: Sequence[str] | None = None, prog_name: str = "chancy") -> None:
+    """Entry point of the ``chancy`` script (``argv`` defaults to its arguments). A Celery
+    app's ``start()`` runs it too, with ``-A`` naming the app (see
+    :mod:`chancy.compat.command_line`)."""
+    cli.main(args=argv, prog_name=prog_name)
 
-
-def run_for_app(app: object, argv: Sequence[str]) -> int:
-    """Run the ``chancy`` command ``argv`` with ``app`` as its ``-A`` (a Celery app's
-    ``start()``, so that ``python tasks.py worker`` runs a worker). Returns 0 when the
-    command succeeded; any other exit code ends the process, as the ``chancy`` script would."""
-    try:
-        cli.main(args=["-A", app_spec_of(app), *argv], prog_name=os.path.basename(sys.argv[0]) or "chancy")
-    except SystemExit as exc:
-        if exc.code:
-            raise
-    return 0
-
-
-def app_spec_of(app: object) -> str:
-    """An ``-A`` spec (``module:name``) that finds ``app``: a module-level name bound to it,
-    in the running script first."""
-    modules = [sys.modules.get("__main__"), *list(sys.modules.values())]
-    for module in modules:
-        if isinstance(module, ModuleType):
-            name = next((name for name, value in list(vars(module).items()) if value is app), None)
-            if name is not None:
-                return f"{module.__name__}:{name}"
-    raise ConfigurationError(f"{app!r} is bound to no module-level name; define it at the top level of a "
-                             "module (app = Celery(...)) to run its commands")

@@ -163,7 +163,7 @@ def demo(total: int, concurrency: int, timeout: float, dsn: str | None) -> None:
 
 
 def run_demo(total: int, concurrency: int, timeout: float, dsn: str | None) -> None:
-    from chancy.cli import demo_tasks
+    import chancy.cli.demo_tasks as demo_tasks
     from chancy.compat import worker_app
 
     app = demo_tasks.app.chancy

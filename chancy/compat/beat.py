@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from chancy.compat.canvas import Signature
+from chancy.compat.job_rows import job_for
 from chancy.compat.schedules import timing_of
 from chancy.namespaces import DEFAULT_NAMESPACE, validate_namespace
 from chancy.plugins.cron import Cron, Spec
@@ -39,12 +41,10 @@ def sync_schedule(celery_app: "Celery") -> list[str]:
 
 
 def _spec(celery_app: "Celery", entry_name: str, entry: dict[str, Any], timezone: str) -> Spec:
-    from chancy.compat.canvas import Signature
-
     options = dict(entry.get("options") or {})
     expires = options.pop("expires", None)
     sig = Signature(entry["task"], entry.get("args") or (), entry.get("kwargs") or {}, options, app=celery_app)
-    job = celery_app.job_for(sig)
+    job = job_for(celery_app, sig)
     celery_meta = {k: v for k, v in job.meta["celery"].items() if k not in ("root_id",)}
     template = job.with_options(id=None, scheduled_at=None, expires_at=None, meta={**job.meta, "celery": celery_meta})
     return Spec(PREFIX + entry_name, template, timezone=timezone, expires_in=_seconds(expires),

@@ -13,17 +13,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from chancy.compat.continuations import PARKED_AT
-from chancy.compat.local import app_with_task
+from chancy.compat.local import app_with_task, get_current_app
+from chancy.compat.result import AsyncResult, GroupResult
+from chancy.compat.stamps import stamp
 from chancy.execution import registry
 from chancy.job import Job
 
 if TYPE_CHECKING:
     from chancy.compat.app.base import Celery
-    from chancy.compat.result import AsyncResult
+    from chancy.compat.job_rows import Planner
 
 
 class Signature(dict):
@@ -69,8 +69,6 @@ class Signature(dict):
     @property
     def app(self) -> "Celery":
         if self._app is None:
-            from chancy.compat.local import get_current_app
-
             self._app = get_current_app()
         return self._app
 
@@ -103,8 +101,6 @@ class Signature(dict):
 
     def freeze(self, _id: str | None = None, **_: Any) -> "AsyncResult":
         """Fix the task id now (the result handle exists before the task is sent)."""
-        from chancy.compat.result import AsyncResult
-
         if _id is not None:
             self.options["task_id"] = _id
         self.options.setdefault("task_id", self.app.new_task_id())
@@ -112,8 +108,6 @@ class Signature(dict):
 
     def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
         """Mark every task of this signature with headers (see :mod:`chancy.compat.stamps`)."""
-        from chancy.compat.stamps import stamp
-
         stamp(self, visitor, **headers)
 
     def link(self, callback: "Signature") -> "Signature":
@@ -282,8 +276,6 @@ class group(Signature):  # noqa: N801 - Celery's name
         return self.apply_async(args, kwargs)
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
-        from chancy.compat.result import GroupResult
-
         results = [t.apply(args, kwargs) for t in self.tasks]
         return GroupResult(self.options.get("task_id") or self.app.new_task_id(), results, app=self._app)
 
@@ -298,8 +290,6 @@ class group(Signature):  # noqa: N801 - Celery's name
         return errback
 
     def plan(self, planner: "Planner", parked: bool) -> "Node":
-        from chancy.compat.result import GroupResult
-
         group_id = self.options.get("task_id") or self.app.new_task_id()
         nodes = []
         shared = {k: v for k, v in self.options.items() if k not in ("task_id", "link", "link_error")}
@@ -442,7 +432,7 @@ def _from_dict(d: Mapping[str, Any], app: "Celery | None") -> Signature:
     return Signature(dict(d), app=app)
 
 
-# --- the planner: a canvas becomes job rows ------------------------------------------------------
+# --- what planning a canvas makes ---------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -455,108 +445,6 @@ class Node:
     result: Any
     first_result: Any = None
     join: bool = False  # its exits' results go on as one list (a group)
-
-
-class Planner:
-    """Turns a signature tree into jobs. Wiring (``then`` / ``after`` counters) is kept in
-    dicts by job id until :meth:`jobs` writes it into each job's meta."""
-
-    def __init__(self, app: "Celery") -> None:
-        self.app = app
-        self.order: list[str] = []
-        self.jobs: dict[str, Job] = {}
-        self.canvas: dict[str, dict[str, Any]] = {}
-        self.parent_of: dict[str, str] = {}
-
-    def task_node(self, sig: Signature, parked: bool) -> Node:
-        from chancy.compat.result import AsyncResult
-
-        job = self.app.job_for(sig, parked_at=PARKED_AT if parked else None)
-        key = str(job.id)
-        self.order.append(key)
-        self.jobs[key] = job
-        self.canvas[key] = {}
-        if parked:
-            self.canvas[key].update(after=[], remaining=0, pass_result=not sig.immutable, join=False)
-            delay = _delay_of(sig.options)
-            if delay:
-                self.canvas[key]["delay"] = delay  # counted from the moment the step is released
-        for callback in _as_list(sig.options.get("link")):
-            node = maybe_signature(callback, self.app).plan(self, True)
-            self.connect(Node([job], [job], None), node)
-        for errback in _as_list(sig.options.get("link_error")):
-            node = maybe_signature(errback, self.app).plan(self, True)
-            for entry in node.entries:
-                self.canvas[key].setdefault("errbacks", []).append(str(entry.id))
-                self.parent_of[str(entry.id)] = key
-                self.canvas[str(entry.id)].update(remaining=1, pass_result=False, errback=True)
-        return Node(entries=[job], exits=[job], result=AsyncResult.of_job(job, self.app))
-
-    def connect(self, before: Node, after: Node) -> None:
-        """``after``'s entries wait for every exit of ``before``."""
-        waited = [str(x.id) for x in before.exits]
-        for entry in after.entries:
-            wiring = self.canvas[str(entry.id)]
-            wiring["after"] = waited
-            wiring["remaining"] = len(waited)
-            wiring["join"] = before.join
-            for exit_id in waited:
-                self.canvas[exit_id].setdefault("then", []).append(str(entry.id))
-            self.parent_of[str(entry.id)] = waited[-1]
-
-    def _downstream(self, key: str, seen: set[str]) -> list[str]:
-        found = []
-        for nxt in self.canvas[key].get("then", []):
-            if nxt not in seen:
-                seen.add(nxt)
-                found += [nxt] + self._downstream(nxt, seen)
-        return found
-
-    def _celery_id(self, key: str) -> str:
-        return self.jobs[key].meta["celery"].get("task_id", key)
-
-    def planned_jobs(self) -> list[Job]:
-        """The jobs with their wiring; every job shares the canvas's root id and names the
-        step it follows as its parent (as Celery's workers record them)."""
-        jobs = []
-        root_id = self.jobs[self.order[0]].meta["celery"]["root_id"]
-        for key in self.order:
-            celery = dict(self.jobs[key].meta["celery"], root_id=root_id)
-            if key in self.parent_of:
-                celery["parent_id"] = self._celery_id(self.parent_of[key])
-            wiring = dict(self.canvas[key])
-            downstream = self._downstream(key, set())
-            if downstream:
-                wiring["downstream"] = downstream
-                dropped = [e for d in downstream for e in self.canvas[d].get("errbacks", [])]
-                if dropped:
-                    wiring["dropped"] = dropped
-            job = self.jobs[key]
-            meta = {**job.meta, "celery": celery}
-            if wiring:
-                meta["canvas"] = wiring
-            jobs.append(job.with_options(meta=meta))
-        return jobs
-
-
-def _delay_of(options: Mapping[str, Any]) -> float | None:
-    """A waiting step's ``countdown`` (or what is left until its ``eta``), in seconds."""
-    if options.get("countdown") is not None:
-        return float(options["countdown"])
-    eta = options.get("eta")
-    if eta is None:
-        return None
-    if isinstance(eta, str):
-        eta = datetime.fromisoformat(eta)
-    if eta.tzinfo is None:
-        eta = eta.replace(tzinfo=timezone.utc)
-    return max(0.0, (eta - datetime.now(timezone.utc)).total_seconds())
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 # --- built-in tasks (run by any worker that imported chancy.compat) ------------------------------

@@ -21,7 +21,7 @@ import sys
 import warnings
 from typing import Any
 
-from chancy.compat import signals
+import chancy.compat.signals as signals
 from chancy.executors.process import app_loaded_hooks
 
 SETTINGS_ENV = "DJANGO_SETTINGS_MODULE"

@@ -1,5 +1,6 @@
 """``current_app`` and ``current_task``: proxies to the app in use and the task running
-in this thread, as Celery's are."""
+in this thread, as Celery's are. This module holds that per-process and per-thread state
+and imports no other part of the layer, so every part can ask it who is current."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from chancy.compat.app.base import Celery
+    from chancy.compat.app.task import Context, Task
 
 _state = threading.local()
 _default: list["Celery"] = []
 #: Every app made in this process, oldest first.
 apps: list["Celery"] = []
+#: Makes the app that stands in when none was made yet (Celery's default app). Set by
+#: :mod:`chancy.compat.app.base`, which defines the app class and imports this module;
+#: importing anything of ``chancy.compat`` loads it first.
+make_default_app: Callable[[], "Celery"] | None = None
 
 
 def app_with_task(name: str | None) -> "Celery":
@@ -47,17 +53,51 @@ def _current_for_celery(app: "Celery") -> None:
 def get_current_app() -> "Celery":
     app = getattr(_state, "app", None) or (_default[0] if _default else None)
     if app is None:
-        from chancy.compat.app.base import Celery
-
-        app = Celery("default")
+        assert make_default_app is not None, "chancy.compat.app.base sets it when loaded"
+        app = make_default_app()
     return app
 
 
-def get_current_task() -> Any:
-    from chancy.compat.app.task import current_task_and_request
+# --- the task running in this thread ------------------------------------------------------
 
-    running = current_task_and_request()
-    return running[0] if running else None
+
+class _RequestStack(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[tuple["Task", "Context"]] = []
+
+
+_requests = _RequestStack()
+
+
+def current_task_and_request() -> tuple["Task", "Context"] | None:
+    return _requests.stack[-1] if _requests.stack else None
+
+
+def request_of(task: "Task") -> "Context | None":
+    """The request of ``task``'s innermost call running in this thread, if any."""
+    for running_task, request in reversed(_requests.stack):
+        if running_task is task:
+            return request
+    return None
+
+
+class running:  # noqa: N801 - used as a function: ``with running(task, request):``
+    """Push ``(task, request)`` for the duration of a call (inline, eager or worker)."""
+
+    def __init__(self, task: "Task", request: "Context") -> None:
+        self.entry = (task, request)
+
+    def __enter__(self) -> "Context":
+        _requests.stack.append(self.entry)
+        return self.entry[1]
+
+    def __exit__(self, *exc: object) -> None:
+        _requests.stack.pop()
+
+
+def get_current_task() -> Any:
+    running_now = current_task_and_request()
+    return running_now[0] if running_now else None
 
 
 class Proxy:

@@ -33,7 +33,7 @@ from kombu import compression, serialization as kombu_serialization
 from kombu.exceptions import ContentDisallowed, DecodeError
 
 from chancy import serialization
-from chancy.compat import payload
+import chancy.compat.payload as payload
 from chancy.errors import ConfigurationError
 from chancy.job import Job, JobRecord, Limit, new_job_id
 
@@ -465,8 +465,3 @@ def parse_delivery_tag(tag: str) -> tuple[uuid.UUID, int]:
     except ValueError:
         raise InvalidMessage(f"{tag!r} is not a delivery tag of the chancy transport") from None
 
-
-# A Chancy worker that can see Celery messages continues their embeds (see embed.py).
-from chancy.compat import embed as _embed  # noqa: E402 - after the names embed imports
-
-_embed.install()

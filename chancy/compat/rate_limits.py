@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chancy import rate_limits
-from chancy.compat import local
+import chancy.compat.local as local
 from chancy.errors import ConfigurationError
 from chancy.rate_limits import RateLimit
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chancy.compat import continuations, transactions
+import chancy.compat.continuations as continuations
+import chancy.compat.transactions as transactions
+from chancy.compat.canvas import chain
 from chancy.compat.exceptions import ImproperlyConfigured
+from chancy.compat.job_rows import Planner
 from chancy.execution import current_job
 from chancy.store.pg.statements import drive_sync, single
 
@@ -26,8 +29,6 @@ if TYPE_CHECKING:
 
 def replace_running(task: "Task", request: "Context", sig: "Signature") -> None:
     """Insert ``sig``'s jobs and park the running job behind them (see the module doc)."""
-    from chancy.compat.canvas import Planner, chain
-
     if isinstance(sig, chain) and not sig.tasks:
         raise ImproperlyConfigured("Cannot replace with an empty chain")
     assert task.app is not None

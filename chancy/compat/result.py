@@ -9,8 +9,10 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from chancy.compat import states
+import chancy.compat.rows as rows
+import chancy.compat.states as states
 from chancy.compat.exceptions import TaskRevokedError, TimeoutError
+from chancy.compat.local import current_task_and_request, get_current_app
 from chancy.compat.protocol import celery_retries, job_id_for
 from chancy.job import Job, JobRecord, JobState
 
@@ -50,8 +52,6 @@ def _column(record: JobRecord | None, name: str) -> Any:
 
 
 def _assert_will_not_block() -> None:
-    from chancy.compat.app.task import current_task_and_request
-
     running = current_task_and_request()
     if running is not None and not running[1].called_directly and not running[1].is_eager:
         raise RuntimeError(
@@ -65,8 +65,6 @@ class AsyncResult:
     def __init__(self, id: str, backend: Any = None, task_name: str | None = None, app: "Celery | None" = None,
                  parent: Any = None) -> None:
         if app is None:
-            from chancy.compat.local import get_current_app
-
             app = get_current_app()
         self.id = str(id)
         self.app = app
@@ -239,15 +237,11 @@ class AsyncResult:
 
     def forget(self) -> None:
         """Delete the finished task's row (and so its result)."""
-        from chancy.compat import rows
-
         rows.forget(self.app.chancy, self.id)
         self._record = None
 
     @property
     def children(self) -> list["AsyncResult"]:
-        from chancy.compat import rows
-
         return [AsyncResult(str(i), app=self.app) for i in rows.children_ids(self.app.chancy, self.id)]
 
     def as_tuple(self) -> tuple:
@@ -320,9 +314,6 @@ class GroupResult:
     @classmethod
     def restore(cls, id: str, backend: Any = None, app: "Celery | None" = None) -> "GroupResult | None":
         """The group of that id, rebuilt from its members' rows (None if it has none)."""
-        from chancy.compat import rows
-        from chancy.compat.local import get_current_app
-
         app = app or get_current_app()
         members = rows.group_member_ids(app.chancy, id)
         return cls(id, [AsyncResult(m, app=app) for m in members], app=app) if members else None

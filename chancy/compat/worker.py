@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from chancy import stdio
 from chancy.app import Chancy
-from chancy.compat import signals
+import chancy.compat.signals as signals
 from chancy.compat.beat import schedule_namespace, sync_schedule
 from chancy.errors import ConfigurationError
 from chancy.executors.process import ChildLimits

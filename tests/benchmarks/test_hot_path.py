@@ -315,7 +315,7 @@ def _add(x: int, y: int = 0) -> int:
 async def test_delay_of_a_plain_task_stores_what_the_canvas_planner_would(dsn):
     """``publish`` skips the planner for one task with nothing linked; the row must be
     the same as the planner's (the planner still handles anything wired)."""
-    from chancy.compat.canvas import Planner
+    from chancy.compat.job_rows import Planner
 
     celery, task = _celery(dsn)
     await celery.chancy.migrate()
@@ -337,6 +337,7 @@ async def test_delay_of_a_plain_task_stores_what_the_canvas_planner_would(dsn):
 
 def test_delay_inspects_signatures_and_routes_once(dsn, monkeypatch):
     import inspect
+    from chancy.compat.job_rows import job_for
 
     from chancy.compat import routes
 
@@ -354,13 +355,13 @@ def test_delay_inspects_signatures_and_routes_once(dsn, monkeypatch):
     monkeypatch.setattr(inspect, "signature", counted("signature", signature))
     monkeypatch.setattr(routes, "prepare", counted("prepare", prepare))
     celery.conf.task_always_eager = False
-    jobs = [celery.job_for(task.s(i)) for i in (1, 7, 2)]
+    jobs = [job_for(celery, task.s(i)) for i in (1, 7, 2)]
     assert [job.queue for job in jobs] == ["celery", "q", "celery"]
     assert calls["prepare"] == 1 and calls["signature"] <= 2  # run's, and the router's
     with pytest.raises(TypeError, match="wrong arguments"):
-        celery.job_for(task.s(1, 2, 3))
+        job_for(celery, task.s(1, 2, 3))
     celery.conf.task_routes = {"tests.hot_path.add": "other"}  # a new value is prepared anew
-    assert celery.job_for(task.s(1)).queue == "other"
+    assert job_for(celery, task.s(1)).queue == "other"
     celery.close()
 async def test_the_row_mapping_sets_every_field_as_the_dataclass_would(dsn):
     """``record_from_row`` skips the generated ``__init__``; it must still set every field."""

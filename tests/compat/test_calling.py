@@ -113,9 +113,10 @@ def test_shared_task_binds_to_the_current_app(worker):
 
 
 def test_get_inside_a_task_is_refused(celery_app):
-    from chancy.compat.app.task import Context, _running
+    from chancy.compat.app.task import Context
+    from chancy.compat.local import running
 
-    with _running(tasks.add, Context(id="x", called_directly=False)):
+    with running(tasks.add, Context(id="x", called_directly=False)):
         with pytest.raises(RuntimeError, match="Never call result.get"):
             celery_app.AsyncResult(str(uuid.uuid4())).get(timeout=0.1)
 

@@ -11,23 +11,28 @@ import os
 import sys
 import threading
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, Callable, Concatenate, Literal, Mapping, ParamSpec, Sequence, TypeVar, overload
 
 from chancy.app import Chancy
-from chancy.compat import (continuations, django_fixup, message_options, payload, rate_limits, routes, signals,
-                           transactions)
-from chancy.compat.app.task import Context, Task, current_task_and_request
-from chancy.compat.canvas import Planner, Signature, signature
+import chancy.compat.continuations as continuations
+import chancy.compat.django_fixup as django_fixup
+import chancy.compat.local as local
+import chancy.compat.rate_limits as rate_limits
+import chancy.compat.signals as signals
+import chancy.compat.transactions as transactions
+from chancy.compat.app.task import Task
+from chancy.compat.canvas import Signature, signature
+from chancy.compat.command_line import run_program
 from chancy.compat.config import Settings
 from chancy.compat.exceptions import ImproperlyConfigured
-from chancy.compat.local import apps as _apps
-from chancy.compat.local import set_current_app
-from chancy.compat.protocol import compat_priority, job_id_for
+from chancy.compat.job_rows import jobs_and_result
+from chancy.compat.local import Proxy, get_current_app, set_current_app
+from chancy.compat.protocol import job_id_for
 from chancy.compat.result import AsyncResult, GroupResult
 from chancy.errors import ConfigurationError
 from chancy.execution import registry
-from chancy.job import Job, Limit, new_job_id
+from chancy.job import new_job_id
 from chancy.queues.pg import Queue
 
 log = logging.getLogger("chancy.compat")
@@ -51,26 +56,6 @@ def gen_task_name(app: "Celery", name: str, module_name: str | None) -> str:
     if module_name in ("__main__", "__mp_main__") and app.main:
         return f"{app.main}.{name}"
     return ".".join(p for p in (module_name, name) if p)
-
-
-#: ``meta["celery"]`` keys copied from a signature's options when set (key, option).
-_CELERY_OPTIONS = (
-    ("group", "group_id"), ("group_index", "group_index"), ("shadow", "shadow"), ("headers", "headers"),
-    ("reply_to", "reply_to"), ("replaced_task_nesting", "replaced_task_nesting"),
-    ("stamped_headers", "stamped_headers"), ("stamps", "stamps"),
-)
-
-
-def _seconds_or_time(value: Any, label: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, (int, float)):
-        return datetime.now(timezone.utc) + timedelta(seconds=value)
-    if isinstance(value, str):
-        return _seconds_or_time(datetime.fromisoformat(value), label)
-    raise TypeError(f"{label} must be seconds or a datetime, got {value!r}")
 
 
 class Control:
@@ -103,11 +88,7 @@ class Control:
         from chancy.store.pg.statements import drive_sync, single
 
         chancy = self.app.chancy
-        with chancy.connection_sync() as conn, conn.transaction():
-            cancelled = drive_sync(conn, single(chancy.job_sql.cancel(job_id)))
-            if cancelled and canvas:
-                drive_sync(conn, continuations.on_revoke(continuations.statements(chancy.names.prefix), canvas))
-        return cancelled
+        return cancel_with_dependants_sync(chancy.store, chancy.job_sql.cancel(job_id), canvas)
 
     def revoke_by_stamped_headers(self, headers: Mapping[str, Any], destination: Any = None, terminate: bool = False,
                                   signal: Any = None, **kwargs: Any) -> None:
@@ -154,7 +135,6 @@ class Celery:
         self.on_after_finalize = signals.Signal("on_after_finalize")
         self._chancy: Chancy | None = None
         self._chancy_lock = threading.RLock()
-        self._prepared_routes: tuple[Any, list[Any]] | None = None
         self._pending_sources: list[tuple[Any, str | None]] = []
         self._autodiscover: list[tuple[Any, str]] = []
         self._periodic: list[tuple[Any, Any, dict[str, Any]]] = []
@@ -174,7 +154,7 @@ class Celery:
             self.config_from_object(config_source)
         if set_as_current:
             set_current_app(self)
-        _apps.append(self)
+        local.apps.append(self)
         for make in _shared_tasks:
             make(self)
         continuations.install()
@@ -363,122 +343,10 @@ class Celery:
         connection = options.pop("connection", None)
         return self.publish(Signature(name, args, kwargs, options, app=self), connection=connection)
 
-    def _routers(self, spec: Any) -> list[Any]:
-        """``task_routes`` prepared once per value assigned (as Celery prepares its router
-        once): preparing compiles patterns and inspects router signatures."""
-        cached = self._prepared_routes
-        if cached is None or cached[0] is not spec:
-            cached = self._prepared_routes = (spec, routes.prepare(spec))
-        return cached[1]
-
-    def job_for(self, sig: Any, parked_at: datetime | None = None) -> Job:
-        """The job row one task signature becomes (options, routing, Celery metadata).
-        Every ``.delay()`` runs this: each option is read once, from the signature's own
-        options (copied only when a router could see them), then the task, then the route."""
-        conf = self.conf.current
-        name, args, kwargs = sig.task, sig.args, sig.kwargs
-        task = self.tasks.get(name)
-        if task is not None and parked_at is None:
-            task.check_arguments(args, kwargs)
-        opts = sig.options
-        routers = self._routers(conf["task_routes"])
-        route: dict[str, Any] = {}
-        if routers:
-            opts = dict(opts)
-            route = routes.route_for(routers, name, args, kwargs, opts, task)
-
-        def pick(key: str, default: Any = None) -> Any:
-            found = opts.get(key) if opts else None
-            if found is None:
-                found = getattr(task, key, None)
-                if found is None and route:
-                    found = route.get(key)
-            return default if found is None else found
-
-        queue = pick("queue", conf["task_default_queue"])
-        queue = getattr(queue, "name", queue)
-        if opts.get("routing_key") and not opts.get("queue") and not getattr(task, "queue", None) and not route:
-            queue = opts["routing_key"]
-        if not conf["task_create_missing_queues"] and queue not in self.declared_queues():
-            from chancy.compat.exceptions import QueueNotFound
-
-            raise QueueNotFound(f"Queue {queue!r} missing from task_queues (task_create_missing_queues is off)")
-        serializer = pick("serializer", conf["task_serializer"])
-        encoded = None
-        if serializer != "json":
-            encoded = payload.encode(serializer, conf["accept_content"], args, kwargs)
-            args, kwargs = (), {}
-        scheduled_at = parked_at
-        if scheduled_at is None and opts:
-            countdown = opts.get("countdown")
-            scheduled_at = (_seconds_or_time(countdown, "countdown") if countdown is not None
-                            else _seconds_or_time(opts.get("eta"), "eta"))
-        expires = pick("expires")
-        expires_at = None if expires is None else _seconds_or_time(expires, "expires")
-        hard = pick("time_limit", conf["task_time_limit"])
-        soft = pick("soft_time_limit", conf["task_soft_time_limit"])
-        max_retries = task.max_retries if task is not None else 3
-        task_id = opts.get("task_id")
-        if task_id is None:  # ours: time-ordered, and its own row id
-            job_id = new_job_id()
-            task_id = str(job_id)
-            foreign_id = False
-        else:
-            task_id = str(task_id)
-            job_id = job_id_for(task_id)
-            foreign_id = str(job_id) != task_id
-        running = current_task_and_request()
-        parent: Context | None = running[1] if running and not running[1].called_directly else None
-        # Only what is set: None means "absent" to every reader of meta["celery"].
-        celery: dict[str, Any] = {
-            "ignore_result": bool(pick("ignore_result", conf["task_ignore_result"])),
-            "timelimit": [hard, soft],
-            "track_started": bool(pick("track_started", conf["task_track_started"])),
-            "eta": bool(scheduled_at and not parked_at),
-            "origin": message_options.origin(),
-        }
-        root_id = parent.root_id if parent is not None else task_id
-        if root_id is not None:
-            celery["root_id"] = root_id
-        if parent is not None and parent.id is not None:
-            celery["parent_id"] = parent.id
-        if encoded is not None:
-            celery["payload"] = encoded
-        if opts:
-            for key, option in _CELERY_OPTIONS:
-                value = opts.get(option)
-                if value is not None:
-                    celery[key] = value
-            properties = message_options.message_properties(opts)
-            if properties:
-                celery["properties"] = properties
-        if foreign_id:
-            celery["task_id"] = task_id
-        priority = pick("priority", conf["task_default_priority"])
-        if priority is None and parent is not None and conf["task_inherit_parent_priority"]:
-            priority = parent.delivery_info.get("priority")
-        acks_late = pick("acks_late", conf["task_acks_late"])
-        return Job(
-            name, args=args, kwargs=kwargs, queue=queue, priority=compat_priority(priority),
-            max_attempts=(max_retries + 1 if max_retries is not None else 2**31 - 1) if acks_late else 1,
-            scheduled_at=scheduled_at, expires_at=expires_at,
-            limits=[Limit(Limit.Type.TIME, hard)] if hard else [],
-            meta={"celery": celery}, id=job_id,
-        )
-
     def publish(self, sig: Any, connection: Any = None, on_commit: bool = False) -> Any:
         """Insert the jobs of a signature or canvas (in the caller's transaction, see
         :mod:`chancy.compat.transactions`); returns its result handle."""
-        if type(sig) is Signature and not sig.options.get("link") and not sig.options.get("link_error"):
-            # One task, nothing wired to it: the planner would return this same job.
-            job = self.job_for(sig)
-            jobs = [job]
-            result = AsyncResult.of_job(job, self)
-        else:
-            planner = Planner(self)
-            node = sig.plan(planner, parked=False)
-            jobs = planner.planned_jobs()
-            result = node.result
+        jobs, result = jobs_and_result(self, sig)
         sent = signals.send_before_publish(jobs)
         transactions.push(self.chancy, [job for job, _ in sent], connection=connection, on_commit=on_commit)
         signals.send_after_publish(sent)
@@ -526,9 +394,7 @@ class Celery:
         """Run a ``chancy`` command for this app, ``argv`` (default: this script's
         arguments, e.g. ``python tasks.py worker -l INFO``): Celery's ``app.start()``.
         Returns 0 once a command succeeded; any other exit code ends the process."""
-        from chancy.cli import run_for_app  # the CLI sits above this layer
-
-        return run_for_app(self, sys.argv[1:] if argv is None else argv)
+        return run_program(self, sys.argv[1:] if argv is None else argv)
 
     def worker_main(self, argv: Sequence[str] | None = None) -> int:
         """Run a worker for this app: ``app.worker_main(["worker", "--loglevel=INFO"])``."""
@@ -543,6 +409,14 @@ class Celery:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+def _default_app() -> Celery:
+    """The app ``current_app`` stands for when none was made yet, as Celery's default app."""
+    return Celery("default")
+
+
+local.make_default_app = _default_app
+
 
 
 @overload
@@ -562,15 +436,13 @@ def shared_task(*args: Any, **opts: Any) -> Any:
     registered with each Celery app created, and calls go to the current app."""
 
     def create(fun: Callable[..., Any]) -> Any:
-        from chancy.compat.local import Proxy, get_current_app
-
         name = opts.get("name")
 
         def register(app: Celery) -> Task:
             return app._task_from_fun(fun, **opts)
 
         _shared_tasks.append(register)
-        for app in list(_apps):
+        for app in list(local.apps):
             register(app)
 
         def current() -> Task:

@@ -10,12 +10,15 @@ import logging
 import math
 import random
 import socket
-import threading
 import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, ParamSpec, Sequence, TypeVar
 
-from chancy.compat import signals, states
+import chancy.compat.payload as payload
+import chancy.compat.rows as rows
+import chancy.compat.signals as signals
+import chancy.compat.states as states
+from chancy.compat.local import request_of, running
 from chancy.compat.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry, exception_info
 from chancy.compat.protocol import celery_retries
 from chancy.compat.soft_limit import soft_time_limit
@@ -150,14 +153,6 @@ class Context:
 _CONTEXT_FIELDS = frozenset(k for k in vars(Context) if not k.startswith("__")) | {"lang", "argsrepr", "kwargsrepr"}
 
 
-class _RequestStack(threading.local):
-    def __init__(self) -> None:
-        self.stack: list[tuple["Task", Context]] = []
-
-
-_requests = _RequestStack()
-
-
 def _positional_range(signature: inspect.Signature | None) -> tuple[float, float]:
     """The fewest and most positional arguments that bind to ``signature`` without keyword
     arguments; an empty range when a keyword-only parameter has no default."""
@@ -170,24 +165,6 @@ def _positional_range(signature: inspect.Signature | None) -> tuple[float, float
     positional = [p for p in params if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)]
     most = math.inf if any(p.kind is kind.VAR_POSITIONAL for p in params) else len(positional)
     return (sum(p.default is kind.empty for p in positional), most)
-
-
-def current_task_and_request() -> tuple["Task", Context] | None:
-    return _requests.stack[-1] if _requests.stack else None
-
-
-class _running:
-    """Push ``(task, request)`` for the duration of a call (inline, eager or worker)."""
-
-    def __init__(self, task: "Task", request: Context) -> None:
-        self.entry = (task, request)
-
-    def __enter__(self) -> Context:
-        _requests.stack.append(self.entry)
-        return self.entry[1]
-
-    def __exit__(self, *exc: object) -> None:
-        _requests.stack.pop()
 
 
 def exponential_backoff(factor: int, retries: int, maximum: int, full_jitter: bool) -> int:
@@ -240,15 +217,12 @@ class Task(Generic[P, R]):
     # --- the request ---------------------------------------------------------------------
     @property
     def request(self) -> Context:
-        for task, request in reversed(_requests.stack):
-            if task is self:
-                return request
-        return Context()
+        return request_of(self) or Context()
 
     # --- calling -------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run inline, in this process, like calling the function."""
-        with _running(self, Context(args=args, kwargs=kwargs, called_directly=True, task=self.name,
+        with running(self, Context(args=args, kwargs=kwargs, called_directly=True, task=self.name,
                                     delivery_info={})):
             return self.run(*args, **kwargs)
 
@@ -453,8 +427,6 @@ class Task(Generic[P, R]):
     def update_state(self, task_id: str | None = None, state: str | None = None, meta: Any = None,
                      **kwargs: Any) -> None:
         """Record a custom state (e.g. ``PROGRESS``) and its ``meta`` on the running job."""
-        from chancy.compat import rows
-
         request = self.request
         task_id = task_id or request.id
         if task_id is None:
@@ -473,8 +445,6 @@ class Task(Generic[P, R]):
         request = Context.from_record(record)
         encoded = record.meta.get("celery", {}).get("payload")
         if encoded:
-            from chancy.compat import payload
-
             assert self.app is not None
             try:
                 more_args, more_kwargs = payload.decode(encoded, self.app.conf.accept_content)
@@ -515,7 +485,7 @@ class Task(Generic[P, R]):
     def _execute(self, request: Context, args: tuple, kwargs: dict) -> Any:
         """Run with hooks and signals; a failure is raised wrapped in :class:`Fail`."""
         task_id = request.id
-        with _running(self, request):
+        with running(self, request):
             signals.task_prerun.send(sender=self, task_id=task_id, task=self, args=args, kwargs=kwargs)
             status, retval, einfo = states.SUCCESS, None, None
             try:
