@@ -137,6 +137,13 @@ class PgStore:
         return ScheduleSQL(self.names)
 
     @functools.cached_property
+    def leadership(self) -> "LeadershipSQL":
+        """The leader lock's statements and who holds it."""
+        from chancy.store.pg.leadership import LeadershipSQL
+
+        return LeadershipSQL(self.names)
+
+    @functools.cached_property
     def jobs(self) -> "JobSQL":
         """The jobs table's statements: push, read, claim, write back, cancel, requeue."""
         from chancy.store.pg.jobs import JobSQL
