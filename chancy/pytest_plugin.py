@@ -76,47 +76,33 @@ class _Databases:
         self.templates: dict[str, str] = {}
         self.created: list[str] = []
 
-    def _execute(self, statement: Any) -> None:
-        import psycopg
-
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(statement)
-
-    def dsn_of(self, name: str) -> str:
-        import psycopg
-
-        return psycopg.conninfo.make_conninfo(self.admin_dsn, dbname=name)
-
     def _template(self, prefix: str) -> str:
         if prefix not in self.templates:
             from chancy.app import Chancy
 
             name = f"chancy_pytest_template_{uuid.uuid4().hex[:12]}"
-            self._create(name)
-            migrator = Chancy(self.dsn_of(name), prefix=prefix)
+            migrator = Chancy(self._create(name), prefix=prefix)
             asyncio.run(migrator.migrate())
             self.templates[prefix] = name
         return self.templates[prefix]
 
-    def _create(self, name: str, template: str | None = None) -> None:
-        from psycopg import sql
+    def _create(self, name: str, template: str | None = None) -> str:
+        """Create database ``name`` (a copy of ``template``); its DSN."""
+        from chancy.store.pg.server import create_database
 
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
-        self._execute(query)
+        dsn = create_database(self.admin_dsn, name, template)
         self.created.append(name)
+        return dsn
 
     def new(self, prefix: str) -> tuple[str, str]:
         """A fresh migrated database: its name and DSN."""
         name = f"chancy_pytest_{uuid.uuid4().hex[:12]}"
-        self._create(name, self._template(prefix))
-        return name, self.dsn_of(name)
+        return name, self._create(name, self._template(prefix))
 
     def drop(self, name: str) -> None:
-        from psycopg import sql
+        from chancy.store.pg.server import drop_database
 
-        self._execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(self.admin_dsn, name)
         self.created.remove(name)
 
     def drop_all(self) -> None:

@@ -19,6 +19,7 @@ from chancy import execution, serialization
 from chancy.app import Chancy
 from chancy.job import JobRecord, JobState
 from chancy.queue import QueuePlugin
+from chancy.store.admin import JobSelection
 from chancy.store.memory import MemoryQueue
 from chancy.worker import Worker, decide, with_follow_ups
 
@@ -102,13 +103,8 @@ def pushed_jobs(app: Any, task: Any = None, *, queue: str | None = None,
         records = [r for q in core.queues.values() for r in q.records()]  # type: ignore[attr-defined]
         records.sort(key=lambda r: (r.created_at, str(r.id)))
     else:
-        from chancy.queues.admin_sql import AdminSQL
-        from chancy.store.pg.statements import drive_sync, single
-
-        statement = AdminSQL(core.names).list_jobs(task=name, queues=[queue] if queue else None,
-                                                   states=sorted(wanted) if wanted else None, limit=MAX_LISTED_JOBS)
-        with core.connection_sync() as conn:
-            records = list(reversed(drive_sync(conn, single(statement))))
+        selection = JobSelection(task=name, queues=(queue,) if queue else (), states=tuple(sorted(wanted or ())))
+        records = list(reversed(core.store.run_sync(core.store.admin.list_jobs(selection, MAX_LISTED_JOBS))))
     return [r for r in records if (name is None or r.func == name) and (queue is None or r.queue == queue)
             and (wanted is None or r.state in wanted)]
 

@@ -13,8 +13,7 @@ from chancy.app import Chancy
 from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_version, target_options
 from chancy.cli.output import age, emit_json, safe_dsn, span, table, when
 from chancy.job import FINISHED_STATES, JobState
-from chancy.queues.admin_sql import PURGEABLE_STATES, AdminSQL, TableHealth
-from chancy.store.pg.statements import single
+from chancy.store.admin import PURGEABLE_STATES, TableHealth
 
 STATE_COLUMNS = [s.value for s in JobState]
 WAITING_STATES = (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING)
@@ -155,12 +154,12 @@ def status(target: Target, window: float, count_all: bool, as_json: bool) -> Non
     from chancy.plugins.queues import QueueAdmin
 
     target.require_schema()
-    admin = AdminSQL(target.app.names)
-    counts = target.run(single(admin.counts(None if count_all else window)))
+    admin = target.app.store.admin
+    counts = target.run(admin.counts(None if count_all else window))
     declared = QueueAdmin(target.app).list_sync()
     paused = {s.name for s in declared if s.paused}
-    workers = target.run(single(admin.workers()))
-    health = target.run(single(admin.table_health()))
+    workers = target.run(admin.workers())
+    health = target.run(admin.table_health())
     leader = asyncio.run(_leader(target.app))
     queues = [{"queue": name, "paused": name in paused, **{s: counts.get(name, {}).get(s, 0) for s in STATE_COLUMNS}}
               for name in sorted(set(counts) | {s.name for s in declared})]
@@ -222,7 +221,7 @@ def purge(target: Target, queues: str | None, states: tuple[str, ...], force: bo
         if not sys.stdin.isatty():
             raise CliError("purge deletes jobs: pass --force when not running interactively", ExitCode.USAGE)
         click.confirm(f"Delete every {'/'.join(s.value for s in chosen)} job in {where}?", abort=True)
-    deleted = target.run(single(AdminSQL(target.app.names).purge(chosen, queue_names)))
+    deleted = target.run(target.app.store.admin.purge(chosen, queue_names))
     if as_json:
         emit_json({"deleted": deleted, "total": sum(deleted.values())})
         return

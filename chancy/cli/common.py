@@ -17,7 +17,7 @@ import psycopg
 from chancy.app import Chancy
 from chancy.errors import ConfigurationError, DatabaseUnavailableError, SchemaOutOfDateError
 from chancy.migrations import LATEST_VERSION, current_version_async
-from chancy.store.pg.statements import drive_sync, Steps
+from chancy.store.pg.statements import Steps
 from chancy.redaction import redact
 
 
@@ -133,16 +133,16 @@ class Target:
             self.app.close_sync()
 
     def run(self, steps: Steps) -> Any:
-        """Drive one operation on a fresh connection (CLI commands are one-shot)."""
-        with self.app.connect_sync() as conn:
-            if self.timeout is None:
-                return drive_sync(conn, steps)
-            conn.execute("SELECT set_config('statement_timeout', %s, false)", [f"{max(1, round(self.timeout * 1000))}ms"])
-            try:
-                return drive_sync(conn, steps)
-            except psycopg.errors.QueryCanceled:
-                raise CliError(f"the database did not answer within {self.timeout:g}s (-t/--timeout)",
-                               ExitCode.DATABASE_UNAVAILABLE) from None
+        """Run one operation on a session of its own (CLI commands are one-shot), each
+        statement limited to ``timeout`` when one is given."""
+        store = self.app.store
+        if self.timeout is None:
+            return store.run_in_session_sync(steps)
+        try:
+            return store.run_in_session_sync(store.admin.with_statement_timeout(max(1, round(self.timeout * 1000)), steps))
+        except psycopg.errors.QueryCanceled:
+            raise CliError(f"the database did not answer within {self.timeout:g}s (-t/--timeout)",
+                           ExitCode.DATABASE_UNAVAILABLE) from None
 
     def require_schema(self) -> None:
         """Refuse to work on a database that was never (or not fully) migrated."""

@@ -22,8 +22,8 @@ from chancy.cli.common import translated_errors
 from chancy.cli.output import safe_dsn, table
 from chancy.cli.progress import Progress
 from chancy.job import FINISHED_STATES, JobState
-from chancy.queues.admin_sql import AdminSQL
-from chancy.store.pg.statements import drive_async, drive_sync, single
+from chancy.store.admin import JobSelection
+from chancy.store.pg.admin import in_sequence
 from chancy.testing import running_worker
 
 #: Redraw the push progress line after this many calls.
@@ -100,13 +100,11 @@ def _summary(by_state: dict[str, int]) -> dict[str, int]:
 
 async def work_through(app: Chancy, ids: list[uuid.UUID], timeout: float) -> float:
     """Run a worker until every job in ``ids`` is finished; returns the seconds it took."""
-    admin = AdminSQL(app.names)
     finished = {state.value for state in FINISHED_STATES}
     async with app, running_worker(app, shutdown_timeout=5.0):
         progress = Progress("work ", len(ids))
         while True:
-            async with app.connection() as conn:
-                by_state = await drive_async(conn, single(admin.states_of(ids)))
+            by_state = await app.store.run(app.store.admin.states_of(ids))
             done = sum(n for state, n in by_state.items() if state in finished)
             progress.update(done, _summary(by_state), final=done >= len(ids))
             if done >= len(ids):
@@ -119,23 +117,22 @@ async def work_through(app: Chancy, ids: list[uuid.UUID], timeout: float) -> flo
 def report(app: Chancy, dsn: str, ids: list[uuid.UUID], seconds: float, dsn_option: str) -> None:
     """The outcome table, then the SQL and commands to look further (``dsn_option``
     repeats the demo's --dsn in them)."""
-    admin = AdminSQL(app.names)
-    with app.connect_sync() as conn:
-        rows = drive_sync(conn, single(admin.batch_summary(ids)))
-        failed = drive_sync(conn, single(admin.list_jobs(states=[JobState.FAILED], limit=1)))
+    admin = app.store.admin
+    rows, failed = app.store.run_in_session_sync(
+        in_sequence(admin.batch_summary(ids), admin.list_jobs(JobSelection(states=(JobState.FAILED,)), limit=1)))
     click.echo()
     click.echo(table(["queue", "task", "state", "jobs", "needed a retry", "mean ms"],
                      [[r["queue"], r["task"], r["state"], r["jobs"], r["retried"],
                        round(r["mean_ms"] or 0, 1)] for r in rows]))
     click.echo(f"\n{len(ids)} jobs finished in {seconds:.1f}s ({len(ids) / seconds:,.0f} jobs/s, "
                "including the scheduled ones' wait)")
-    jobs_table = app.names.prefix + "jobs"
+    peek_counts, peek_failed = admin.peek_statements()
     shown = safe_dsn(dsn)
     hidden = "" if shown == dsn else " (password hidden: put yours back in place of ***, or leave it out and set PGPASSWORD)"
     click.echo(f"""
 Look at the rows yourself{hidden}:
-  psql "{shown}" -c "SELECT queue, state, count(*), avg(attempts) FROM {jobs_table} GROUP BY 1, 2 ORDER BY 1, 2"
-  psql "{shown}" -c "SELECT id, func, attempts, errors->-1->>'message' FROM {jobs_table} WHERE state = 'failed' LIMIT 5"
+  psql "{shown}" -c "{peek_counts}"
+  psql "{shown}" -c "{peek_failed}"
 Or with the CLI:
   chancy status{dsn_option}
   chancy jobs list --state failed{dsn_option}""")

@@ -21,8 +21,7 @@ from chancy.cli.common import CliError, ExitCode, Target, json_option, target_op
 from chancy.cli.loading import task_names
 from chancy.cli.output import age, emit_json, when
 from chancy.job import JobRecord
-from chancy.queues.admin_sql import AdminSQL, WorkerRow
-from chancy.store.pg.statements import single
+from chancy.store.admin import WorkerRow
 
 #: How much of a job's arguments a line shows.
 ARGS_WIDTH = 100
@@ -76,7 +75,7 @@ def _live_workers(target: Target, filters: Filters) -> list[WorkerRow]:
     """The workers with a current heartbeat that pass the filters; none is an error, as
     when no Celery worker replies."""
     target.require_schema()
-    workers = [w for w in target.run(single(AdminSQL(target.app.names).workers())) if filters.admits(w)]
+    workers = [w for w in target.run(target.app.store.admin.workers()) if filters.admits(w)]
     if not workers:
         raise CliError(f"no live worker{filters.describe()}: none has a current heartbeat in this database "
                        f"(prefix {target.app.names.prefix!r})", ExitCode.NOT_FOUND)
@@ -141,7 +140,7 @@ def _held(target: Target, filters: Filters, *, started: bool, as_json: bool) -> 
     """The jobs workers hold, by worker: those they started (``active``), or those they
     claimed ahead and have not started yet (``reserved``: their prefetch)."""
     live = _live_workers(target, filters)
-    records = target.run(single(AdminSQL(target.app.names).running(queues=filters.queues, workers=filters.workers)))
+    records = target.run(target.app.store.admin.running(queues=filters.queues, workers=filters.workers))
     by_worker: dict[str, list[JobRecord]] = {w["worker_id"]: [] for w in live}
     for record in records:
         if (record.started_at is not None) == started:
@@ -170,7 +169,7 @@ def scheduled(target: Target, queues: list[str] | None, limit: int, as_json: boo
     """Jobs waiting for a later time — a countdown, an eta, a retry's backoff — grouped by
     queue, soonest first. (No worker holds them before they are due.)"""
     target.require_schema()
-    records = target.run(single(AdminSQL(target.app.names).scheduled(queues=queues, limit=limit)))
+    records = target.run(target.app.store.admin.scheduled(queues=queues, limit=limit))
     by_queue: dict[str, list[JobRecord]] = {}
     for record in records:
         by_queue.setdefault(record.queue, []).append(record)

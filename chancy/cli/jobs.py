@@ -14,8 +14,7 @@ import click
 from chancy.cli.common import CliError, ExitCode, Target, json_option, target_options
 from chancy.cli.output import emit_json, job_dict, print_listing, when
 from chancy.job import JobRecord, JobState
-from chancy.queues.admin_sql import BULK_BATCH, AdminSQL, BulkAction, BulkRefused, JobSelection
-from chancy.store.pg.statements import single
+from chancy.store.admin import BULK_BATCH, BulkAction, BulkRefused, JobSelection
 
 #: ``90s``, ``15m``, ``1h30m``, ``2d``, ``1w``: a span of time.
 DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhdw])+$")
@@ -107,10 +106,9 @@ def list_jobs(target: Target, queues: tuple[str, ...], states: tuple[str, ...], 
               limit: int, as_json: bool) -> None:
     """The newest jobs, filtered by queue, state and task."""
     target.require_schema()
-    statement = AdminSQL(target.app.names).list_jobs(
-        queues=queues or None, states=[JobState(s) for s in states] or None, task=task, limit=limit)
+    selection = JobSelection(states=tuple(JobState(s) for s in states), queues=queues, task=task)
     print_listing(
-        target.run(single(statement)), as_json, to_json=job_dict, empty="no matching jobs",
+        target.run(target.app.store.admin.list_jobs(selection, limit)), as_json, to_json=job_dict, empty="no matching jobs",
         headers=["id", "queue", "task", "state", "attempts", "priority", "created", "last error"],
         row=lambda r: [str(r.id), r.queue, r.func, r.state.value, f"{r.attempts}/{r.max_attempts}", r.priority,
                        when(r.created_at), (r.errors[-1].get("type", "") if r.errors else "")])
@@ -178,11 +176,11 @@ def _selection(job_id: uuid.UUID | None, states: tuple[str, ...], queues: tuple[
 def _bulk(target: Target, action: BulkAction, selection: JobSelection, *, force: bool = False, dry_run: bool,
           batch_size: int, as_json: bool) -> None:
     """Run (or with ``dry_run`` count) ``action`` over ``selection`` and report the count."""
-    admin = AdminSQL(target.app.names)
+    admin = target.app.store.admin
     target.require_schema()
     try:
         if dry_run:
-            count = target.run(single(admin.bulk_count(action, selection, force)))
+            count = target.run(admin.bulk_count(action, selection, force))
         else:
             count = target.run(admin.bulk(action, selection, force, batch_size))
     except BulkRefused as exc:
@@ -251,4 +249,4 @@ def delete(target: Target, job_id: uuid.UUID | None, dry_run: bool, batch_size: 
 
 
 def _bulk_count_of(target: Target, action: BulkAction, selection: JobSelection, force: bool) -> int:
-    return target.run(single(AdminSQL(target.app.names).bulk_count(action, selection, force)))
+    return target.run(target.app.store.admin.bulk_count(action, selection, force))

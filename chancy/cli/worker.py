@@ -22,9 +22,7 @@ from chancy.errors import ConfigurationError
 from chancy.faults import wait_until_reachable
 from chancy.executors.process import ChildLimits
 from chancy.queue import EXECUTOR_ALIASES, ExecutorFactory
-from chancy.queues.admin_sql import AdminSQL
 from chancy.queues.pg import Queue
-from chancy.store.pg.statements import single
 from chancy.redaction import redact
 from chancy.worker import DEFAULT_PREFETCH_MULTIPLIER, Worker
 
@@ -116,7 +114,7 @@ def expand_node_name(template: str, host: str) -> str:
 
 
 def _check_unique_id(target: Target, worker_id: str) -> None:
-    for row in target.run(single(AdminSQL(target.app.names).workers())):
+    for row in target.run(target.app.store.admin.workers()):
         if row["worker_id"] == worker_id and row["alive"]:
             raise CliError(
                 f"a worker named {worker_id!r} is already running on {row['hostname']} (pid {row['pid']}); "

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chancy.dashboard import views
+from chancy.dashboard.views import Pages, safe_next
 from chancy.dashboard.auth import Authenticator, Session, Throttled, User
 from chancy.dashboard.console import Conflict, Console, NotFound
 from chancy.dashboard.filters import (
@@ -33,7 +33,7 @@ from chancy.dashboard.filters import (
 from chancy.dashboard.guard import SESSION_COOKIE, Guard, client_address
 from chancy.dashboard.metrics import CONTENT_TYPE, Metrics
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
-from chancy.queues.admin_sql import BulkAction, BulkRefused
+from chancy.store.admin import BulkAction, BulkRefused
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -95,7 +95,7 @@ def create_app(
     auth = Authenticator(users)
     console = Console(chancy, history_lag=commit_lag)
     metrics = Metrics(chancy, console, lag=commit_lag)
-    pages = views.Pages(HERE / "templates", refresh_seconds)
+    pages = Pages(HERE / "templates", refresh_seconds)
 
     # --- plumbing -----------------------------------------------------------------------------
     def session_of(request: Request) -> Session | None:
@@ -162,7 +162,7 @@ def create_app(
             back = request.scope.get("root_path", "") + "/"
             try:
                 data = await action_input(request)
-                back = views.safe_next(request, str(data.get("next", "")))
+                back = safe_next(request, str(data.get("next", "")))
                 message, kind = await run(request, data), "ok"
             except Forbidden as exc:
                 return pages.render(request, session, "error.html", {"error": str(exc)}, 403)
@@ -200,7 +200,7 @@ def create_app(
         except (Forbidden, BadRequest) as exc:
             status = 400 if isinstance(exc, BadRequest) else 401
             return pages.render(request, None, "login.html", {"error": str(exc), "next": data.get("next", "")}, status)
-        return with_cookie(RedirectResponse(views.safe_next(request, str(data.get("next", ""))), 303), request, token)
+        return with_cookie(RedirectResponse(safe_next(request, str(data.get("next", ""))), 303), request, token)
 
     async def api_login(request: Request) -> Response:
         try:

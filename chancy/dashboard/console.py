@@ -2,7 +2,8 @@
 data (for the API and the templates alike) or performs one operator action.
 
 Reading and writing go through the core's own operations (requeue, cancel, queue admin,
-cron listing) where they exist, and through :mod:`chancy.dashboard.queries` otherwise."""
+cron listing) where they exist, and through the store's operator statements otherwise
+(``app.store.admin``, ``app.store.dashboard``)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from chancy.dashboard.filters import JobFilter
 from chancy.dashboard.history import Counts, FinishedHistory
-from chancy.dashboard.queries import DashboardSQL
 from chancy.job import LIVE_STATES, JobState
 from chancy.plugins.cron import Cron
 from chancy.plugins.cron import _next_after as next_tick  # the one definition of a schedule's ticks
 from chancy.plugins.leadership import current_leader
 from chancy.plugins.queues import QueueAdmin
-from chancy.queues.admin_sql import AdminSQL, BulkAction, JobSelection
-from chancy.store.pg.statements import drive_async, single, Statement
+from chancy.store.admin import BulkAction, JobSelection
+from chancy.store.pg.admin import in_sequence
+from chancy.store.pg.statements import Steps
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -42,24 +43,21 @@ class Conflict(ValueError):
 class Console:
     def __init__(self, app: "Chancy", history_lag: float = 5.0) -> None:
         self.app = app
-        self.sql = DashboardSQL(app.names)
-        self.admin_sql = AdminSQL(app.names)
+        self.sql = app.store.dashboard
+        self.admin = app.store.admin
         self.queue_admin = QueueAdmin(app)
         self.history = FinishedHistory(OVERVIEW_SPAN, OVERVIEW_BUCKET, history_lag)
 
-    async def _run(self, *statements: Statement) -> list[Any]:
-        async with self.app.connection() as conn:
-            return [await drive_async(conn, single(s)) for s in statements]
+    async def _run(self, *operations: Steps) -> list[Any]:
+        """The results of ``operations``, run one after the other on one connection."""
+        return await self.app.store.run(in_sequence(*operations))
 
     # --- overview and queues ----------------------------------------------------------------
     async def _history(self, now: datetime) -> dict[float, Counts]:
-        async def run(statement: Statement) -> Any:
-            return (await self._run(statement))[0]
-
-        return await self.history.read(now, run, self.sql.finished_buckets)
+        return await self.history.read(now, self.app.store.run, self.sql.finished_buckets)
 
     async def overview(self) -> dict[str, Any]:
-        (live, oldest), now, workers = await self._run(self.sql.live_counts(), self.sql.now(), self.sql.workers())
+        (live, oldest), now, workers = await self._run(self.admin.live_counts(), self.sql.now(), self.admin.workers())
         buckets = await self._history(now)
         finished = _by_queue(buckets)
         queues = await self.queues(live=(live, oldest), finished=finished, workers=workers)
@@ -82,7 +80,7 @@ class Console:
         """Every queue known from code, settings, workers or jobs, with its counts (the
         overview passes what it has already read)."""
         if live is None or finished is None or workers is None:
-            live, now, workers = await self._run(self.sql.live_counts(), self.sql.now(), self.sql.workers())
+            live, now, workers = await self._run(self.admin.live_counts(), self.sql.now(), self.admin.workers())
             finished = _by_queue(await self._history(now))
         counts, oldest = live
         settings = {s.name: s for s in await self.queue_admin.list()}
@@ -130,8 +128,7 @@ class Console:
     async def jobs(self, query: JobFilter) -> dict[str, Any]:
         """One page of jobs, newest first, with cursors that stay valid as jobs arrive."""
         (rows,) = await self._run(self.sql.list_jobs(
-            states=query.states, queue=query.queue, task=query.task, text=query.text, since=query.since,
-            until=query.until, cursor=query.cursor, newer=query.newer, limit=query.limit + 1))
+            query.selection(), cursor=query.cursor, newer=query.newer, limit=query.limit + 1))
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         if query.newer:
@@ -174,10 +171,9 @@ class Console:
     async def bulk(self, action: BulkAction, selection: JobSelection, *, dry_run: bool, force: bool) -> int:
         """Apply ``action`` to the selected jobs in bounded batches (or, ``dry_run``,
         count those it would change); returns the count."""
-        async with self.app.connection() as conn:
-            if dry_run:
-                return await drive_async(conn, single(self.admin_sql.bulk_count(action, selection, force)))
-            return await drive_async(conn, self.admin_sql.bulk(action, selection, force))
+        if dry_run:
+            return await self.app.store.run(self.admin.bulk_count(action, selection, force))
+        return await self.app.store.run(self.admin.bulk(action, selection, force))
 
     async def _refuse(self, job_id: uuid.UUID, why: str) -> None:
         (job,) = await self._run(self.sql.job(job_id))
@@ -202,7 +198,7 @@ class Console:
 
     # --- workers and schedules -------------------------------------------------------------------
     async def workers(self) -> dict[str, Any]:
-        (workers,) = await self._run(self.sql.workers())
+        (workers,) = await self._run(self.admin.workers())
         leader = await current_leader(self.app)
         for worker in workers:
             worker["leader"] = leader is not None and worker["worker_id"].startswith(leader)

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from urllib.parse import urlencode
 
 from chancy.job import JobState
-from chancy.queues.admin_sql import BulkAction, JobSelection
+from chancy.store.admin import BulkAction, JobSelection
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50

@@ -12,7 +12,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
-from chancy.store.pg.statements import Statement
+from chancy.store.pg.statements import Steps
 
 Counts = dict[tuple[str, str], int]  # (queue, state) -> jobs
 
@@ -26,14 +26,15 @@ class FinishedHistory:
         self._closed_until: float | None = None  # epoch: every bucket before it is in _closed
         self._lock = asyncio.Lock()
 
-    async def read(self, now: datetime, run: Callable[[Statement], Awaitable[Any]],
-                   statement: Callable[[datetime, float], Statement]) -> dict[float, Counts]:
-        """Counts per bucket start over ``span`` ending at ``now`` (the database clock)."""
+    async def read(self, now: datetime, run: Callable[[Steps], Awaitable[Any]],
+                   finished_buckets: Callable[[datetime, float], Steps]) -> dict[float, Counts]:
+        """Counts per bucket start over ``span`` ending at ``now`` (the database clock):
+        ``run`` runs the store's ``finished_buckets`` operation."""
         async with self._lock:
             first = (now.timestamp() - self.span) // self.bucket * self.bucket + self.bucket
             start = first if self._closed_until is None else max(first, self._closed_until)
             fresh: dict[float, Counts] = {}
-            for at, queue, state, count in await run(statement(datetime.fromtimestamp(start, timezone.utc), self.bucket)):
+            for at, queue, state, count in await run(finished_buckets(datetime.fromtimestamp(start, timezone.utc), self.bucket)):
                 fresh.setdefault(at, {})[(queue, state)] = count
             settled = (now - timedelta(seconds=self.lag)).timestamp() // self.bucket * self.bucket
             at = start

@@ -23,11 +23,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from chancy.dashboard.queries import DashboardSQL
-from chancy.queues.admin_sql import TableHealth
+from chancy.store.admin import TableHealth
 from chancy.job import LIVE_STATES
 from chancy.observability.attempts import BUCKETS
-from chancy.store.pg.statements import drive_async, single
+from chancy.store.pg.admin import in_sequence
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -86,7 +85,7 @@ class Metrics:
     def __init__(self, app: "Chancy", console: "Console", lag: float = LAG_SECONDS) -> None:
         self.app = app
         self.console = console
-        self.sql: DashboardSQL = console.sql
+        self.store = app.store
         self.lag = lag
         self._mark: datetime | None = None
         self._finished: dict[tuple[str, str], int] = {}
@@ -99,20 +98,21 @@ class Metrics:
 
     async def _accumulate(self) -> None:
         """Add the jobs finished since the last scrape to the counters and histograms."""
-        async with self._lock, self.app.connection() as conn:
-            end = await drive_async(conn, single(self.sql.metric_window_end(self.lag)))
+        statements = self.store.dashboard
+        async with self._lock:
+            end = await self.store.run(statements.metric_window_end(self.lag))
             start, self._mark = self._mark, end
             if start is None or end <= start:
                 return
-            for queue, state, count, run_sum, wait_sum, timed in await drive_async(
-                    conn, single(self.sql.metric_totals(start, end))):
+            totals, buckets = await self.store.run(in_sequence(
+                statements.metric_totals(start, end), statements.metric_buckets(start, end, BUCKETS)))
+            for queue, state, count, run_sum, wait_sum, timed in totals:
                 self._finished[(queue, state)] = self._finished.get((queue, state), 0) + count
                 for histograms, total in ((self._run, run_sum), (self._wait, wait_sum)):
                     histogram = histograms.setdefault(queue, _Histogram())
                     histogram.count += timed
                     histogram.sum += total
-            for queue, le, run_n, wait_n in await drive_async(
-                    conn, single(self.sql.metric_buckets(start, end, BUCKETS))):
+            for queue, le, run_n, wait_n in buckets:
                 index = BUCKETS.index(le)
                 self._run[queue].buckets[index] += run_n
                 self._wait[queue].buckets[index] += wait_n
@@ -120,9 +120,8 @@ class Metrics:
     async def render(self) -> str:
         await self._accumulate()
         queues = await self.console.queues()
-        async with self.app.connection() as conn:
-            workers = await drive_async(conn, single(self.sql.workers_alive()))
-            health = await drive_async(conn, single(self.sql.table_health()))
+        workers, health = await self.store.run(in_sequence(
+            self.store.dashboard.workers_alive(), self.store.admin.table_health()))
         self._scrape.families = self._families(queues, workers) + _health_families(health)
         return generate_latest(self._registry).decode()
 

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from psycopg import sql
 
 from chancy.observability import attempts
 
@@ -31,11 +30,6 @@ if TYPE_CHECKING:
     from chancy.app import Chancy
 
 log = logging.getLogger("chancy.observability")
-
-#: The running jobs of one worker, counted per queue and task (served by the index of
-#: running jobs by ``taken_by``); jobs it prefetched and has not started are not in flight.
-IN_FLIGHT = ("SELECT queue, func, count(*) FROM {jobs} WHERE state = 'running' AND taken_by = %s "
-             "AND started_at IS NOT NULL GROUP BY queue, func")
 
 
 class WorkerMetrics:
@@ -92,9 +86,7 @@ class _InFlight(Collector):
         family = self._family()
         if self.worker_id is not None:
             try:
-                with self.app.connection_sync() as conn:
-                    rows = conn.execute(sql.SQL(IN_FLIGHT).format(jobs=self.app.names.ident("jobs")),
-                                        [self.worker_id]).fetchall()
+                rows = self.app.store.run_sync(self.app.store.admin.in_flight(self.worker_id))
             except Exception as exc:  # noqa: BLE001 - the counters are still worth serving
                 log.warning("metrics: cannot read this worker's running jobs (%s)", type(exc).__name__)
                 return []

@@ -1,11 +1,20 @@
-"""The operator statements stay cheap on a big table of finished jobs."""
+"""The operator statements (chancy/store/pg/sql/admin.sql): cheap on a big table of
+finished jobs, and their shared parts kept identical."""
 
 from __future__ import annotations
+
+import re
 
 import psycopg
 
 from chancy import Chancy
-from chancy.queues.admin_sql import AdminSQL
+from chancy.migrations import Names
+from chancy.store.admin import BulkAction, JobSelection
+from chancy.store.pg.admin import AdminStatements, selection_params
+from chancy.store.pg.jobs import RECORD_COLUMNS
+from chancy.store.pg.statements import SQL_DIR, SqlFile
+
+SELECTION = re.compile(r"-- selection\n(.*?)-- end of selection", re.DOTALL)
 
 
 async def test_status_counts_never_scan_old_finished_rows(dsn):
@@ -20,12 +29,50 @@ async def test_status_counts_never_scan_old_finished_rows(dsn):
         conn.execute("INSERT INTO chancy_jobs (id, queue, func) SELECT gen_random_uuid(), 'q1', 'f' "
                      "FROM generate_series(1, 50)")
         conn.execute("ANALYZE chancy_jobs")
-        statement = AdminSQL(app.names).counts(86400.0)
-        plan = "\n".join(row[0] for row in conn.execute(
-            psycopg.sql.SQL("EXPLAIN ") + statement.query, statement.params).fetchall())
+        statement = next(app.store.admin.counts(86400.0))
+        plan = "\n".join(row[0] for row in conn.execute(b"EXPLAIN " + statement.query, statement.params).fetchall())
         assert "Seq Scan" not in plan, plan
         counted = statement.mapper(conn.execute(statement.query, statement.params).fetchall())
         assert counted == {"q1": {"pending": 50}}  # the month-old rows are outside the window
-        everything = AdminSQL(app.names).counts(None)
+        everything = next(app.store.admin.counts(None))
         totals = everything.mapper(conn.execute(everything.query, everything.params).fetchall())
         assert sum(totals["q0"].values()) == 20000 and totals["q1"]["pending"] == 50
+
+
+def test_every_copy_of_the_job_selection_is_the_same():
+    """The CLI's listing and bulk actions and the dashboard's job list filter alike."""
+    copies = {}
+    for file_name in ("admin.sql", "dashboard.sql"):
+        for name in SqlFile(file_name, {}).names():
+            found = SELECTION.findall(SqlFile(file_name, {}).template(name))
+            if found:
+                copies[f"{file_name}:{name}"] = " ".join(found[0].split())
+    assert set(copies) == {"admin.sql:list_jobs", "admin.sql:bulk_count", "admin.sql:bulk_retry",
+                           "admin.sql:bulk_cancel", "admin.sql:bulk_delete", "dashboard.sql:list_jobs"}
+    assert len(set(copies.values())) == 1, copies
+    params = set(re.findall(r"%\((\w+)\)s", next(iter(copies.values()))))
+    assert params == set(selection_params(JobSelection(), None))
+
+
+def test_whole_job_statements_read_the_columns_records_are_mapped_from():
+    text = (SQL_DIR / "admin.sql").read_text()
+    for name in ("list_jobs", "running", "scheduled"):
+        statement = SqlFile("admin.sql", {}).template(name)
+        columns = " ".join(statement[statement.index("SELECT") + len("SELECT"):statement.index("FROM")].split())
+        assert columns == " ".join(RECORD_COLUMNS.split()), name
+    assert text.count("-- name: ") == len(SqlFile("admin.sql", {}).names())
+
+
+def test_selection_parameters():
+    selection = JobSelection(queues=("a",), task_contains="50%_off", text="x\\y")
+    params = selection_params(selection, selection.states_for(BulkAction.RETRY))
+    assert params["states"] == ["cancelled", "expired", "failed"]
+    assert params["task_like"] == "%50\\%\\_off%" and params["text"] == "%x\\\\y%"
+    assert params["queues"] == ["a"] and params["ids"] is None and params["task"] is None
+    assert selection_params(JobSelection(), None)["states"] is None  # the dashboard's list: any state
+
+
+def test_psql_hints_name_the_prefixed_table_plainly():
+    counts, failed = AdminStatements(Names("app_")).peek_statements()
+    assert counts == "SELECT queue, state, count(*), avg(attempts) FROM app_jobs GROUP BY 1, 2 ORDER BY 1, 2"
+    assert failed == "SELECT id, func, attempts, errors->-1->>'message' FROM app_jobs WHERE state = 'failed' LIMIT 5"

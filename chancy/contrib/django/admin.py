@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db import connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
@@ -45,10 +44,8 @@ class EstimatedCountPaginator(Paginator):
         query = self.object_list.query
         if query.where:
             return super().count
-        with connections[self.object_list.db].cursor() as cursor:
-            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [Job._meta.db_table])
-            row = cursor.fetchone()
-        estimate = row[0] if row else -1
+        store = default_app().store
+        estimate = store.run_sync(store.admin.row_estimate(Job._meta.db_table))
         return super().count if estimate < 10_000 else estimate  # small or never analyzed: count
 
 

@@ -157,6 +157,21 @@ class PgStore:
 
         return RateSQL(self.names)
 
+    @functools.cached_property
+    def admin(self) -> "AdminStatements":
+        """Operators' statements (CLI, dashboard, test helpers): counts, workers, listings,
+        purge and bulk actions, session limits."""
+        from chancy.store.pg.admin import AdminStatements
+
+        return AdminStatements(self.names)
+
+    @functools.cached_property
+    def dashboard(self) -> "DashboardStatements":
+        """The dashboard's own statements: history, job pages, canvas, metrics windows."""
+        from chancy.store.pg.dashboard import DashboardStatements
+
+        return DashboardStatements(self.names)
+
     # --- running statements -------------------------------------------------------------
     async def run(self, steps: Steps, connection: Any = None) -> Any:
         """Run an operation's statements on ``connection`` (the caller's transaction) or
