@@ -16,14 +16,14 @@ PENDING too (nothing stored), though its row is finished; so does a task that ra
 ``Ignore`` or ``Reject`` (Celery stores nothing for it; its row is finished once it ended
 and its delivery was acknowledged), unless it stored a state of its own before.
 
-Chords are counted natively (:mod:`chancy.compat.chord_sql`): the header part that
+Chords are counted natively (:mod:`chancy.store.pg.celery_chords`): the header part that
 completes a chord sends its body, as Celery's Redis backend does, with no
 ``celery.chord_unlock`` task polling; ``GroupResult.save()``/``restore()`` keep the
 group in a table of their own.
 
 A dropped connection (a Postgres restart, a failover) does not turn a task's outcome
 into an error: storing it and reading states are sent again, with a log line, for up to
-30 s (:func:`~chancy.compat.transport_sql.run_reconnecting`); each store carries its own
+30 s (:func:`~chancy.store.pg.celery_connection.run_reconnecting`); each store carries its own
 id, so one that had committed before the connection dropped is not applied twice.
 """
 
@@ -46,15 +46,17 @@ from celery.utils.functional import _regen
 from chancy import serialization
 from chancy.store.pg.dsn import resolve_dsn
 from chancy.errors import SerializationError
-from chancy.compat import continuations, payload
-from chancy.compat.chord_sql import UNINDEXED_POSITION, ChordSQL, PartReturn
-from chancy.compat.ignored_sql import IgnoredResultSQL
-from chancy.compat.process_connection import statement_and_listen_connections
+from chancy.compat import payload
 from chancy.compat.protocol import InvalidMessage, job_id_for, parse_delivery_tag
-from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecting
 from chancy.job import JobRecord, JobState
 from chancy.migrations import Names
 from chancy.store.pg.jobs import JobSQL, finished_ids
+from chancy.store.pg.celery_canvas import CanvasSQL
+from chancy.store.pg.celery_chords import UNINDEXED_POSITION, ChordSQL, PartReturn
+from chancy.store.pg.celery_connection import (Listening, first_line, run_reconnecting,
+                                               statement_and_listen_connections)
+from chancy.store.pg.celery_results import ResultSQL
+from chancy.store.pg.celery_transport import TransportSQL
 from chancy.store.pg.statements import single, Statement, Steps
 
 #: Celery states that finish the row, and the row state each becomes.
@@ -147,8 +149,9 @@ class ChancyBackend(BaseBackend):
         names = Names(self.prefix)
         self.job_sql = JobSQL(names)
         self.transport_sql = TransportSQL(names)
+        self.result_sql = ResultSQL(names)
         self.chord_sql = ChordSQL(names)
-        self.ignored_sql = IgnoredResultSQL(names)
+        self.canvas_sql = CanvasSQL(names)
         self.database, self._listen = statement_and_listen_connections(self.dsn, options.get("session_url"))
 
     # --- writing ----------------------------------------------------------------------
@@ -176,7 +179,7 @@ class ChancyBackend(BaseBackend):
             celery["task_id"] = str(task_id)
         delivery_info = getattr(request, "delivery_info", None) or {}
         args_json, kwargs_json = _arguments_json(request)
-        statement = self.transport_sql.store_state(
+        statement = self.result_sql.store_state(
             job_id_for(task_id), state=row_state, celery=celery, result_json=result_json, error=error,
             func=getattr(request, "task", None) or "celery.unknown",
             queue=delivery_info.get("routing_key") or self.app.conf.task_default_queue,
@@ -209,7 +212,7 @@ class ChancyBackend(BaseBackend):
     def _finish_ignored(self, task_id: Any, error: dict[str, Any] | None) -> None:
         """Celery stores nothing for a task whose result it ignores; its row is finished
         all the same (so no restart runs it again) and read as PENDING (see ``_meta_of``)."""
-        run_reconnecting(self.database, lambda: single(self.ignored_sql.finish(job_id_for(task_id), error)),
+        run_reconnecting(self.database, lambda: single(self.result_sql.finish_ignored(job_id_for(task_id), error)),
                          f"finish task {task_id} (result ignored)")
 
     # --- Ignore / Reject: the task ended, nothing stored --------------------------------
@@ -234,14 +237,13 @@ class ChancyBackend(BaseBackend):
         canvas = yield statement
         if not canvas or row_state is None:
             return
-        statements = continuations.statements(self.prefix)
         if row_state == "succeeded":
-            yield from continuations.on_success(statements, canvas)
+            yield from self.canvas_sql.on_success(canvas)
         else:
-            yield from continuations.on_failure(statements, canvas, task_id, error)
+            yield from self.canvas_sql.on_failure(canvas, task_id, error)
 
     def _forget(self, task_id: Any) -> None:
-        run_reconnecting(self.database, lambda: single(self.transport_sql.forget(job_id_for(task_id))),
+        run_reconnecting(self.database, lambda: single(self.result_sql.forget(job_id_for(task_id))),
                          f"forget task {task_id}")
 
     # --- saved groups (GroupResult.save / restore / delete) -----------------------------
@@ -483,7 +485,7 @@ class ChancyBackend(BaseBackend):
         return [(task_id, self.meta_from_decoded(self._meta_of(found.get(job_id), task_id)))
                 for job_id, task_id in by_job.items()]
 
-    def _done_listener(self) -> psycopg.Connection | None:
+    def _done_listener(self) -> Listening | None:
         """The connection LISTENing for completions; ``None`` while it cannot be opened (a
         Postgres restart): the waiter then re-reads the row every so often instead."""
         try:
@@ -493,14 +495,14 @@ class ChancyBackend(BaseBackend):
             self._listen.close()
             return None
 
-    def _wait_for_done(self, listener: psycopg.Connection | None, job_ids: set[str], seconds: float) -> None:
+    def _wait_for_done(self, listener: Listening | None, job_ids: set[str], seconds: float) -> None:
         """Until a completion NOTIFY of one of the rows, or ``seconds``; a dropped LISTEN
         connection only shortens the wait (the next one listens on a new connection)."""
         if listener is None:
             time.sleep(min(seconds, LISTEN_RETRY_PAUSE))
             return
         try:
-            for notify in listener.notifies(timeout=seconds):
+            for notify in listener.notifications(timeout=seconds):
                 if not job_ids.isdisjoint(finished_ids(notify.payload)):
                     return
         except psycopg.OperationalError as exc:

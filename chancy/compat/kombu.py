@@ -32,7 +32,7 @@ consumer without one, the transport's ``accept_content``); any row that cannot b
 message for its consumer is failed with the reason, and the consumer takes the next. A
 message reusing the task id of an existing row is refused with :class:`TaskIdInUse`
 unless it is that task's own retry or its replacement (``Task.replace()``; see
-:mod:`chancy.compat.transport_sql`). Statements
+:mod:`chancy.store.pg.celery_transport`). Statements
 are sent again after a dropped connection for up to 30 s, so a Postgres restart neither
 loses a published message nor a delivery's acknowledgement.
 
@@ -40,7 +40,7 @@ Routing: durable queues map 1:1 to Chancy queues, and their messages are job row
 Exchanges (direct, topic, fanout) route through bindings kept in the database, so every
 process sees them. A *transient* queue (declared auto-delete, exclusive or expiring, as
 Celery's remote-control, reply, event and ``rpc://`` result queues are) holds raw kombu
-messages that expire instead (:mod:`chancy.compat.transient_sql`): ``celery inspect``,
+messages that expire instead (:mod:`chancy.store.pg.celery_transient`): ``celery inspect``,
 ``app.control``, worker events (``-E``, Flower) and ``result_backend="rpc://"`` work as
 on Redis. A ``revoke`` broadcast also cancels the rows, so no worker of either kind runs
 them. Expired messages are pruned by every consumer's heartbeat thread.
@@ -70,18 +70,19 @@ from kombu.utils import json as kombu_json
 
 from chancy.store.pg.dsn import resolve_dsn
 from chancy.compat import protocol
-from chancy.compat.process_connection import ProcessConnection, statement_and_listen_connections
-from chancy.compat.transient_sql import TransientSQL, message_ttl, transient_lifetime
-from chancy.compat.transport_schema import SchemaCheckedConnection
-from chancy.compat.transport_sql import TransportSQL, first_line, run_reconnecting
 from chancy.errors import ConfigurationError
 from chancy.migrations import Names
-from chancy.plugins.sql import ClusterSQL
+from chancy.store.pg.cluster import ClusterSQL
 from chancy.store.pg.jobs import claim_steps
 from chancy.job import JobRecord, JobState
 from chancy.store.pg.jobs import JobSQL
+from chancy.store.pg.celery_connection import (ProcessConnection, first_line, run_reconnecting,
+                                               statement_and_listen_connections)
+from chancy.store.pg.celery_schema import SchemaCheckedConnection
+from chancy.store.pg.celery_transient import TransientSQL, message_ttl, transient_lifetime
+from chancy.store.pg.celery_transport import TransportSQL
 from chancy.store.pg.statements import single, Statement, Steps
-from chancy.worker_sql import WorkerSQL
+from chancy.store.pg.worker import WorkerSQL
 
 log = logging.getLogger("chancy.compat.kombu")
 
@@ -91,7 +92,7 @@ RECOVERY_BATCH = 500
 #: The delivery tags of messages of transient queues start with this.
 TRANSIENT_TAG = "transient/"
 #: ``(table prefix, queue)`` of the transient queues declared in this process: their
-#: messages never become job rows (see :mod:`chancy.compat.transient_sql`).
+#: messages never become job rows (see :mod:`chancy.store.pg.celery_transient`).
 _TRANSIENT_QUEUES: set[tuple[str, str]] = set()
 
 
@@ -250,9 +251,11 @@ class Channel(virtual.Channel):
             lower_priority_first=transport.lower_priority_first,
         )
         job = translation.job
+        parent_id = (job.meta.get("celery") or {}).get("parent_id")
+        parent_job = protocol.job_id_for(parent_id) if parent_id else None
         outcome = run_reconnecting(
             transport.database,
-            lambda: transport.transport_sql.store(job, translation.attempts, translation.error),
+            lambda: transport.transport_sql.store(job, translation.attempts, translation.error, parent_job),
             f"publish task {job.id}")
         if outcome.discarded:
             log.info("task %s of queue %r was revoked while it waited for its replacement; the replacement "
@@ -567,9 +570,8 @@ class Transport(virtual.Transport):
     def _wait_for_push(self, seconds: float) -> None:
         """Wait for a push or a message (or ``seconds``); ``0`` only reads what has come."""
         try:
-            self._listen.listen(self.transient_sql.channel)
-            listening = self._listen.listen(self.job_sql.pushed_channel)
-            for notify in listening.notifies(timeout=seconds, stop_after=None if seconds == 0 else 1):
+            listening = self._listen.listen(self.transient_sql.channel, self.job_sql.pushed_channel)
+            for notify in listening.notifications(timeout=seconds, stop_after=None if seconds == 0 else 1):
                 if notify.channel != self.transient_sql.channel:
                     self._woken = True
                 elif (self.prefix, notify.payload) in _TRANSIENT_QUEUES:

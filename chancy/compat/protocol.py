@@ -16,7 +16,7 @@ mapping round-trips. ``chancy.compat``'s own ``apply_async`` keeps RabbitMQ's wi
 Trust: a row is data anyone with write access to the table can forge, so arguments kept
 in a serializer other than JSON are decoded only for a consumer that accepts that
 content type (:func:`message_from_record`), and a message's id takes over an existing
-row only under the rules of :mod:`chancy.compat.transport_sql`.
+row only under the rules of :mod:`chancy.store.pg.celery_transport`.
 """
 
 from __future__ import annotations
@@ -447,7 +447,7 @@ def _redelivered(record: JobRecord, celery: Mapping[str, Any]) -> bool:
 
 def celery_retries(record: JobRecord) -> int:
     """Celery's ``retries`` of a claimed row: its deliveries before this one, counted from
-    its last replacement (``Task.replace()``; see :mod:`chancy.compat.transport_sql`)."""
+    its last replacement (``Task.replace()``; see :mod:`chancy.store.pg.celery_transport`)."""
     base = (record.meta.get("celery") or {}).get("retries_base") or 0
     return max(0, record.attempts - 1 - int(base))
 

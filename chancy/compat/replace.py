@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import chancy.compat.continuations as continuations
 import chancy.compat.transactions as transactions
 from chancy.compat.canvas import chain
 from chancy.compat.exceptions import ImproperlyConfigured
 from chancy.compat.job_rows import Planner
 from chancy.execution import current_job
-from chancy.store.pg.statements import drive_sync, single
+from chancy.store.pg.celery_canvas import replace_sync
 
 if TYPE_CHECKING:
     from chancy.compat.app.task import Context, Task
@@ -42,12 +41,9 @@ def replace_running(task: "Task", request: "Context", sig: "Signature") -> None:
     waiting = {**own, "after": [str(x.id) for x in node.exits], "remaining": len(node.exits),
                "pass_result": True, "join": node.join}
     chancy = task.app.chancy
-    with chancy.connection_sync() as conn, conn.transaction():
-        transactions.push(chancy, jobs, connection=conn)
-        parked = drive_sync(conn, single(continuations.statements(chancy.names.prefix).park_replaced(record, waiting)))
-        if not parked:
-            raise RuntimeError(f"task {request.id} can no longer be replaced: its run was taken back "
-                               "(revoked, timed out or recovered) while it ran")
+    if not replace_sync(chancy.store, lambda conn: transactions.push(chancy, jobs, connection=conn), record, waiting):
+        raise RuntimeError(f"task {request.id} can no longer be replaced: its run was taken back "
+                           "(revoked, timed out or recovered) while it ran")
 
 
 def _wired(job: "Job", exits: list[str], follows: list[str], nesting: int, replaced_id: str) -> "Job":

@@ -4,10 +4,7 @@ headers (kept as ``stamps`` / ``stamped_headers`` on each row), and
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
-
-from psycopg import sql
 
 from chancy.job import JobState
 
@@ -50,15 +47,4 @@ def stamped_task_ids(chancy: "Chancy", headers: Mapping[str, Any], running: bool
     """The ids of the waiting (and, with ``running``, running) tasks stamped with one of
     the given values of a header (a value or a list of values per header)."""
     states = [s.value for s in WAITING] + ([JobState.RUNNING.value] if running else [])
-    query = sql.SQL(
-        "SELECT coalesce(meta->'celery'->>'task_id', id::text) FROM {jobs} "
-        "WHERE state = ANY(%(states)s) AND meta->'celery'->'stamps'->>%(key)s = ANY(%(values)s)"
-    ).format(**chancy.names.fields())
-    found: list[str] = []
-    with chancy.connection_sync() as conn:
-        for key, wanted in headers.items():
-            values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
-            texts = [v if isinstance(v, str) else json.dumps(v) for v in values if v is not None]
-            rows = conn.execute(query, {"states": states, "key": key, "values": texts}).fetchall()
-            found += [row[0] for row in rows if row[0] not in found]
-    return found
+    return chancy.store.run_sync(chancy.store.celery_results.stamped(states, headers))

@@ -19,7 +19,7 @@ from kombu.utils import json as kombu_json
 from chancy import Backoff, Chancy, Job, JobState, Limit, Queue
 from chancy import serialization
 from chancy.errors import SerializationError
-from chancy.compat.transport_sql import TransportSQL
+from chancy.store.pg.celery_transport import TransportSQL
 from chancy.migrations import Names
 from chancy.queue import Transition
 from chancy.queues.rate_sql import RateSQL

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from chancy import Chancy
-from chancy.compat.process_connection import ProcessConnection
-from chancy.compat.transport_sql import TransportSQL
 from chancy.job import Job, JobRecord
 from chancy.migrations import Names
 from chancy.queues.pg import Queue
+from chancy.store.pg.celery_connection import ProcessConnection
+from chancy.store.pg.celery_transport import TransportSQL
 from chancy.store.pg.jobs import JobSQL, claim_steps
 from chancy.store.pg.statements import single
 

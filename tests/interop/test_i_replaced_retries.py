@@ -1,6 +1,6 @@
 """A row a ``Task.replace()`` replacement took over keeps counting its deliveries and
 notes how many came before it (``meta["celery"]["retries_base"]``, see
-:mod:`chancy.compat.transport_sql`); a Chancy-native worker running it must report
+:mod:`chancy.store.pg.celery_transport`); a Chancy-native worker running it must report
 Celery's ``request.retries`` (and ``AsyncResult.retries``) from the replacement's own
 deliveries, as a stock Celery worker is told through the message
 (:func:`chancy.compat.protocol.celery_retries`)."""

@@ -90,7 +90,7 @@ async def test_events_of_a_worker_started_with_E_reach_a_receiver(interop_dsn, c
 
 def test_transient_messages_expire_and_are_pruned(interop_dsn):
     """Replies nobody reads and events past their time to live do not pile up."""
-    from chancy.compat.transient_sql import QueueLifetime, TransientSQL
+    from chancy.store.pg.celery_transient import QueueLifetime, TransientSQL
 
     statements = TransientSQL(Names("chancy_"))
     queue = f"{uuid.uuid4()}.reply.celery.pidbox"
@@ -123,7 +123,7 @@ def test_a_busy_consumer_reads_its_control_queue_only_when_a_message_is_announce
     saved. A broadcast still arrives at once."""
     from kombu import Connection, Consumer, Exchange, Queue
 
-    from chancy.compat.transient_sql import TransientSQL
+    from chancy.store.pg.celery_transient import TransientSQL
 
     control = Queue("node-1.celery.pidbox", Exchange("celery.pidbox", "fanout"), auto_delete=True, expires=10)
     reads: list[str] = []

@@ -139,7 +139,7 @@ async def test_a_result_store_sent_again_is_applied_once(interop_dsn, celery_app
     first one committed: the second changes nothing (one error entry, not two)."""
     backend = celery_app.backend
     job_id = uuid.uuid4()
-    store = backend.transport_sql.store_state(
+    store = backend.result_sql.store_state(
         job_id, state="failed", celery={"state": "FAILURE"}, result_json=None,
         error={"type": "ValueError", "message": "once"}, func="interop.fail", queue="celery",
         args_json="[]", kwargs_json="{}", write=uuid.uuid4().hex)

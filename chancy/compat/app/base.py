@@ -85,7 +85,7 @@ class Control:
 
     def _cancel_with_dependants(self, job_id: Any, canvas: dict[str, Any]) -> bool:
         """Cancel the job and, in the same transaction, the workflow steps waiting on it."""
-        from chancy.store.pg.statements import drive_sync, single
+        from chancy.store.pg.celery_canvas import cancel_with_dependants_sync
 
         chancy = self.app.chancy
         return cancel_with_dependants_sync(chancy.store, chancy.job_sql.cancel(job_id), canvas)

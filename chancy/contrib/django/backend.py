@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from chancy.job import Job
-from chancy.store.pg.statements import drive_sync, single
+from chancy.store.pg.statements import single
 
 from chancy.contrib.django import runner
 from chancy.contrib.django.app import default_app
@@ -83,8 +83,8 @@ class ChancyBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"{result_id!r} is not the id of a Chancy job") from None
         app = default_app()
         connection = atomic_connection(chancy_settings().database)
-        record = drive_sync(connection, single(app.job_sql.get(job_id))) if connection is not None \
-            else app.get_job_sync(job_id)
+        record = app.store.run_sync(single(app.job_sql.get(job_id)), connection=connection) \
+            if connection is not None else app.get_job_sync(job_id)
         if record is None or MARKER not in record.meta:
             raise TaskResultDoesNotExist(f"No task result {result_id}: no job of the task framework has that id")
         task = runner.find(record.func)

@@ -1,17 +1,54 @@
 """A single Postgres connection per process for code that Celery calls synchronously
-(the kombu transport, the result backend), safe across Celery's prefork forks."""
+(the kombu transport, the result backend), safe across Celery's prefork forks; and
+running an idempotent operation again after the connection dropped."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
-from typing import Any
+import time
+from typing import Any, Callable, Iterator
 
 import psycopg
+from psycopg import sql
 
 from chancy.store.pg.dsn import resolve_session_dsn
 from chancy.store.pg.store import USE_GENERIC_PLANS, statement_kwargs
-from chancy.store.pg.statements import drive_sync, Steps
+from chancy.store.pg.statements import SqlFile, Steps, drive_sync
+
+log = logging.getLogger("chancy.compat.transport")
+
+#: How long an operation keeps retrying after its connection dropped: long enough for a
+#: Postgres restart or a failover, short enough that a server gone for good is reported.
+RECONNECT_TIMEOUT = 30.0
+RECONNECT_MAX_PAUSE = 2.0
+
+
+@functools.cache
+def _listen_statement(channel: str) -> sql.Composed:
+    return SqlFile("celery_connection.sql", {}).composed("listen", channel=sql.Identifier(channel))
+
+
+class Listening:
+    """A connection LISTENing on some channels, for as long as it lives."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def notifications(self, timeout: float, stop_after: int | None = None) -> Iterator[psycopg.Notify]:
+        """The notifications that arrive within ``timeout`` seconds (at most ``stop_after``)."""
+        return self._conn.notifies(timeout=timeout, stop_after=stop_after)
+
+    def fileno(self) -> int:
+        """The connection's socket, for an event loop to poll (see chancy.compat.kombu_loop)."""
+        return self._conn.fileno()
+
+    @property
+    def closed(self) -> bool:
+        """Closed (after a failure): the next ``listen()`` connects again."""
+        return self._conn.closed
 
 
 class ProcessConnection:
@@ -36,8 +73,8 @@ class ProcessConnection:
         return self._conn
 
     def run(self, steps: Steps, transaction: bool = False) -> Any:
-        """Drive an operation's statements (see :mod:`chancy.queues.sql`), optionally
-        all in one transaction."""
+        """Drive an operation's statements (see :mod:`chancy.store.pg.statements`),
+        optionally all in one transaction."""
         with self.lock:
             try:
                 conn = self.connection()
@@ -49,14 +86,16 @@ class ProcessConnection:
                 self.close()
                 raise
 
-    def listen(self, channel: str) -> psycopg.Connection:
-        """The connection, LISTENing on ``channel`` (for this connection's lifetime)."""
+    def listen(self, *channels: str) -> Listening:
+        """The connection, LISTENing on ``channels`` (for this connection's lifetime)."""
         conn = self.connection()
         listening = getattr(conn, "_chancy_listening", set())
-        if channel not in listening:
-            conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
-            conn._chancy_listening = listening | {channel}  # type: ignore[attr-defined]
-        return conn
+        for channel in channels:
+            if channel not in listening:
+                conn.execute(_listen_statement(channel))
+                listening = listening | {channel}
+                conn._chancy_listening = listening  # type: ignore[attr-defined]
+        return Listening(conn)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -70,3 +109,27 @@ def statement_and_listen_connections(dsn: str, session_url: str | None) -> tuple
     and the LISTEN connection goes straight to Postgres (docs/poolers.md)."""
     session_dsn = resolve_session_dsn(session_url)
     return ProcessConnection(dsn, behind_pooler=session_dsn is not None), ProcessConnection(session_dsn or dsn)
+
+
+def run_reconnecting(database: ProcessConnection, operation: Callable[[], Steps], action: str,
+                     *, transaction: bool = False) -> Any:
+    """Run an idempotent operation, again after a dropped connection (with a log line),
+    for up to :data:`RECONNECT_TIMEOUT` seconds, so a restart of Postgres neither loses a
+    published message nor turns a stored result into an error; then the error is raised."""
+    started = time.monotonic()
+    pause = 0.05
+    while True:
+        try:
+            return database.run(operation(), transaction=transaction)
+        except psycopg.OperationalError as exc:
+            if time.monotonic() - started + pause > RECONNECT_TIMEOUT:
+                raise
+            log.warning("%s: the connection to Postgres failed (%s); retrying in %.2f s", action, first_line(exc), pause)
+            time.sleep(pause)
+            pause = min(pause * 2, RECONNECT_MAX_PAUSE)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line (psycopg's connection errors run over several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,46 +1,82 @@
-"""Finishing the job row of a task whose result Celery ignores (``ignore_result`` /
-``task_ignore_result``): the worker stores nothing, yet the row must not stay running
-(a worker restart would run the task again), and readers must not take it for a stored
-result. The row is finished and marked ``result_ignored``; the result backend reads such
-a row as Celery's stores show an ignored result: PENDING, no result."""
+"""Celery task states, results and relations on job rows (``sql/celery_results.sql``):
+what the result backend (in stock Celery processes, built from a DSN and
+:class:`~chancy.migrations.Names`) and ``chancy.compat`` (through ``app.store``) write
+and read beside the core's job statements."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from psycopg import sql
+import json
+import uuid
+from typing import Any, Iterable, Mapping
 
 from chancy import serialization
 from chancy.migrations import Names
-from chancy.store.pg.statements import ready, Statement
+from chancy.store.pg.celery_canvas import PARKED_AT
+from chancy.store.pg.statements import SqlFile, Statement, Steps
 
 
-class IgnoredResultSQL:
+def _canvas(rows: list[tuple]) -> dict[str, Any] | None:
+    """The ``chancy.compat`` canvas bookkeeping of the stored row, if it has any."""
+    return serialization.loads(rows[0][2]) if rows and rows[0][2] else None
+
+
+class ResultSQL:
+    """The statements on Celery states and results for one table prefix."""
+
     def __init__(self, names: Names) -> None:
-        f = names.fields()
-        # A running row (the Celery consumer acknowledged it and left it for the backend),
-        # or one the acknowledgement itself finished as succeeded before the task ran
-        # (the message said ignore_result): a failure corrects it to failed.
-        self._finish = ready(sql.SQL(
-            """
-            WITH finished AS (
-                UPDATE {jobs} SET
-                    state = CASE WHEN %(error)s::jsonb IS NULL THEN 'succeeded' ELSE 'failed' END,
-                    completed_at = now(), taken_by = NULL,
-                    errors = CASE WHEN %(error)s::jsonb IS NULL THEN errors
-                                  ELSE errors || jsonb_build_array(%(error)s::jsonb) END,
-                    meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
-                        || jsonb_build_object('result_ignored', true))
-                WHERE id = %(id)s AND (state = 'running'
-                    OR (state = 'succeeded' AND result IS NULL AND meta->'celery'->>'finished_by_ack' = 'true'))
-                RETURNING id
-            )
-            SELECT pg_notify(%(done)s, id::text) FROM finished
-            """
-        ).format(**f))
         self.done_channel = names.channel("done")
+        statements = SqlFile("celery_results.sql", names.fields())
+        # Composed now: the backend stores a state per task it runs.
+        self._store_state = statements["store_state"]
+        self._finish_ignored = statements["finish_ignored"]
+        self._statements = statements
 
-    def finish(self, job_id: Any, error: dict[str, Any] | None) -> Statement:
-        """Finish the row as succeeded, or failed with ``error`` (Chancy's error form)."""
-        return Statement(self._finish, {"id": job_id, "error": serialization.dumps(error) if error else None,
-                                        "done": self.done_channel})
+    def store_state(
+        self, job_id: uuid.UUID, *, state: str | None, celery: dict[str, Any], result_json: str | None,
+        error: dict[str, Any] | None, func: str, queue: str, args_json: str, kwargs_json: str, write: str,
+    ) -> Statement:
+        """Write a Celery state (``state``: the row state it finishes the row in, None for
+        one that does not); ``write`` identifies this store, so sending the statement
+        again (after a dropped connection) cannot apply it twice. Answers the row's
+        canvas bookkeeping, when this store finished a step of a canvas."""
+        params = {
+            "id": job_id, "state": state, "celery": serialization.dumps({**celery, "write": write}),
+            "result": result_json, "error": serialization.dumps(error) if error else None, "func": func,
+            "queue": queue, "args": args_json, "kwargs": kwargs_json, "done": self.done_channel,
+            "parked_at": PARKED_AT,
+        }
+        return Statement(self._store_state, params, _canvas)
+
+    def finish_ignored(self, job_id: uuid.UUID, error: dict[str, Any] | None) -> Statement:
+        """Finish the row of a task whose result is ignored as succeeded, or failed with
+        ``error`` (Chancy's error form)."""
+        return Statement(self._finish_ignored, {"id": job_id, "error": serialization.dumps(error) if error else None,
+                                                "done": self.done_channel})
+
+    def forget(self, job_id: uuid.UUID) -> Statement:
+        """Delete a finished task's row (and so its result)."""
+        return Statement(self._statements["forget"], {"id": job_id})
+
+    def set_state(self, job_id: uuid.UUID, state: str | None, info: Any) -> Statement:
+        return Statement(self._statements["set_state"],
+                         {"id": job_id, "state": state, "info": serialization.dumps(info)})
+
+    def children(self, task_id: str) -> Statement:
+        return Statement(self._statements["children"], {"id": task_id}, lambda rows: [row[0] for row in rows])
+
+    def group_members(self, group_id: str) -> Statement:
+        """Task ids of a group's members, in group order (each row records its group)."""
+        return Statement(self._statements["group_members"], {"group": group_id},
+                         lambda rows: [task_id or str(job_id) for job_id, task_id in rows])
+
+    def stamped(self, states: Iterable[str], headers: Mapping[str, Any]) -> Steps:
+        """The ids of the tasks in ``states`` stamped with one of the given values of a
+        header (a value or a list of values per header), each once, in the order found."""
+        found: list[str] = []
+        for key, wanted in headers.items():
+            values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
+            texts = [v if isinstance(v, str) else json.dumps(v) for v in values if v is not None]
+            ids = yield Statement(self._statements["stamped"], {"states": list(states), "key": key, "values": texts},
+                                  lambda rows: [row[0] for row in rows])
+            found += [task_id for task_id in ids if task_id not in found]
+        return found

@@ -7,13 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from chancy.compat.process_connection import ProcessConnection
 from chancy.errors import SchemaOutOfDateError
 from chancy.migrations import LATEST_VERSION, Names
-from chancy.store.pg.statements import Steps
 from chancy.redaction import redact
+from chancy.store.pg.celery_connection import ProcessConnection
+from chancy.store.pg.statements import SqlFile, Statement, Steps, drive_sync
 
 
 def migrate_command(dsn: str, names: Names) -> str:
@@ -30,11 +29,14 @@ def schema_out_of_date(dsn: str, names: Names, version: int | None) -> SchemaOut
         f"then start the Celery workers again.")
 
 
-def schema_version(conn: psycopg.Connection, names: Names) -> int:
-    if conn.execute("SELECT to_regclass(%s)", (names.prefix + "migrations",)).fetchone()[0] is None:
+def schema_version(names: Names) -> Steps:
+    """The schema version of the tables of ``names`` (0: none)."""
+    statements = SqlFile("celery_connection.sql", names.fields())
+    exists = yield Statement(statements["migrations_table"], {"table": names.prefix + "migrations"},
+                             lambda rows: rows[0][0] is not None)
+    if not exists:
         return 0
-    return conn.execute(sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(names.ident("migrations"))
-                        ).fetchone()[0]
+    return (yield Statement(statements["schema_version"], {}, lambda rows: rows[0][0]))
 
 
 class SchemaCheckedConnection(ProcessConnection):
@@ -51,7 +53,7 @@ class SchemaCheckedConnection(ProcessConnection):
     def connection(self) -> psycopg.Connection:
         conn = super().connection()
         if conn is not self._checked:
-            version = schema_version(conn, self.names)
+            version = drive_sync(conn, schema_version(self.names))
             if version < LATEST_VERSION:
                 self.close()
                 raise schema_out_of_date(self.dsn, self.names, version)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import functools
 import os
 import threading
 import time
@@ -23,6 +24,8 @@ from chancy.errors import ConfigurationError, DatabaseUnavailableError
 from chancy.migrations import Names
 from chancy.listener import Listener
 from chancy.redaction import redact
+from chancy.store.pg.celery_canvas import CanvasSQL
+from chancy.store.pg.celery_results import ResultSQL
 from chancy.store.pg.cursors import AsyncPooledConnection, PooledConnection
 from chancy.store.pg.dsn import resolve_dsn, resolve_session_dsn
 from chancy.store.pg.statements import Steps, drive_async, drive_sync
@@ -122,6 +125,16 @@ class PgStore:
     # --- statements, by concern (each composed once for this prefix, on first use) -------
     # One cached property per concern; the statements are in sql/<concern>.sql and the
     # code that builds their parameters in <concern>.py beside this file.
+    @functools.cached_property
+    def celery_canvas(self) -> CanvasSQL:
+        """chancy.compat's canvas steps: parking, counting down, releasing, finishing."""
+        return CanvasSQL(self.names)
+
+    @functools.cached_property
+    def celery_results(self) -> ResultSQL:
+        """Celery states, results and relations on job rows (custom states, children,
+        groups, stamps, forgetting)."""
+        return ResultSQL(self.names)
     @functools.cached_property
     def cluster(self) -> "ClusterSQL":
         """The cluster's chores (recovery, pruning) and runtime queue settings."""
