@@ -3,21 +3,28 @@ and on the in-memory queue, with the same expectations (:class:`chancy.store.pro
 says what they are). A behaviour only one store has is tested under ``pg_store`` or
 ``memory_store``, with the reason in the test.
 
-The rules the in-memory store keeps in Python where the Postgres store keeps them in SQL,
-each pair proven to agree by the tests named:
+The rules the in-memory store (:mod:`chancy.store.memory`) keeps in Python where the
+Postgres store keeps them in SQL (``chancy/store/pg/sql/jobs.sql`` and ``rates.sql``, by
+statement name), each pair proven to agree by the tests named:
 
-- push: scheduled or pending by ``scheduled_at``; a live holder of the unique key wins
-  (the INSERT's ``ON CONFLICT`` on the live-key index, then its lookup of live keys /
-  ``MemoryQueue._live_holder``): ``test_push_*``, ``test_unique_key_*``.
+- push: scheduled or pending by ``scheduled_at``; a live holder of the unique key wins,
+  across queues (``insert_*`` with ``insert_unique_key``'s ``ON CONFLICT``, then
+  ``live_by_unique_key`` / ``MemoryQueue.push_sync``, ``MemoryQueue._live_holder``):
+  ``test_push_*``, ``test_unique_key_*``.
 - claim: runnable rows (pending; scheduled or retrying once due), best priority then
-  oldest, expiry at claim (the claim statement / ``MemoryQueue.claim``): ``test_claim_*``,
-  ``test_expired_*``.
+  oldest, expiry at claim (``claim``, ``write_back_and_claim`` / ``MemoryQueue.claim``):
+  ``test_claim_*``, ``test_expired_*``, ``test_write_back_and_claim_*``.
 - write-back: the guard (running, held by the writer, the attempt named) and the fields an
-  outcome sets (the write-back statement / ``MemoryQueue.write_back``): ``test_write_back_*``.
-- cancel and requeue: which states they take (their statements / ``MemoryQueue.cancel_sync``,
-  ``MemoryQueue.requeue_sync``): ``test_cancel_*``, ``test_requeue_*``.
-- the rate gate: who starts now and when the others are due (the gate statement /
-  :func:`chancy.rate_limits.settle`): ``test_gate_*``.
+  outcome sets (``write_back`` / ``MemoryQueue.write_back``): ``test_write_back_*``.
+- cancel and requeue: which states they take, through any queue (``cancel``, ``requeue``,
+  ``get`` / ``MemoryQueue.cancel_sync``, ``requeue_sync``, ``get_sync``): ``test_cancel_*``,
+  ``test_requeue_*``, ``test_any_queue_*``.
+- the rate gate: who starts now and when the others are due, one window per task across
+  queues (rates.sql ``gate`` / :func:`chancy.rate_limits.settle` in ``MemoryQueue.gate``):
+  ``test_gate_*`` (and ``settle`` alone in test_pure_logic.py).
+
+``release_unknown`` and the claim's ``start`` are Postgres-only: the in-memory store's
+claims cannot lose their answer, so it neither releases nor prefetches.
 """
 
 from __future__ import annotations
@@ -515,3 +522,22 @@ async def test_gate_counts_across_the_queues_of_a_store(store: Subject) -> None:
     first, second = await claim_one(store.queue), await claim_one(store.other, "worker-2")
     assert (await store.queue.gate(WORKER, [first], limit)).admitted == {first.id}
     assert (await store.other.gate("worker-2", [second], limit)).admitted == frozenset()
+
+
+# --- telling a worker in this process (the in-memory store's watch) -----------------------------
+async def test_watchers_hear_of_their_queues_jobs_through_any_queue(memory_store: Subject) -> None:
+    """In-memory only: a Postgres worker hears pushes and cancels through LISTEN (its
+    store's ``watch`` does nothing). A cancel or requeue through another queue object (an
+    app's reference by id names the default queue) reaches the worker of the job's queue."""
+    heard: list[object] = []
+    unwatch = memory_store.other.watch(lambda: heard.append("pushed"), heard.append)
+    [job_id] = await memory_store.other.push([job(queue="other")])
+    assert await memory_store.queue.cancel(job_id)
+    assert await memory_store.queue.requeue(job_id)
+    await memory_store.queue.push([job()])  # not the watched queue's
+    await asyncio.sleep(0.05)
+    assert heard == ["pushed", job_id, "pushed"]
+    unwatch()
+    await memory_store.other.push([job(queue="other")])
+    await asyncio.sleep(0.05)
+    assert heard == ["pushed", job_id, "pushed"]
