@@ -12,6 +12,7 @@ import psycopg
 
 from chancy import execution, migrations
 from chancy.errors import ConfigurationError
+from chancy.hooks import Hooks
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.listener import KeyedEvents, Listener
 from chancy.namespaces import DEFAULT_NAMESPACE, validate_namespace
@@ -76,6 +77,8 @@ class Chancy:
         #: Whose periodic schedules this app syncs, lists and fires (chancy.plugins.cron).
         self.namespace = validate_namespace(namespace)
         self.job_sql = JobSQL(self.names)
+        #: What this app's workers add to the transaction of a job's outcome (chancy.hooks).
+        self.hooks = Hooks(self)
         self.queues: dict[str, QueuePlugin] = {}
         self.plugins: list[Any] = []
         #: The tasks registered with ``@app.task``, by name.

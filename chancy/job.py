@@ -67,6 +67,30 @@ class Limit:
         return cls(Limit.Type(data["type"]), data["value"])
 
 
+class Jitter(enum.Enum):
+    """How a backoff's delay is spread, so that a burst of failures does not come back as a
+    burst of retries."""
+
+    NONE = "none"
+    #: Uniform over the delay's upper half (:class:`Backoff`'s).
+    HALF = "half"
+    #: A whole number of seconds, uniform from 0 to the delay (Celery's ``retry_jitter``).
+    FULL = "full"
+
+
+def backoff_delay(retry_number: int, *, base: float, factor: float, maximum: float, jitter: Jitter) -> float:
+    """Seconds before retry ``retry_number`` (1-based): ``min(maximum, base *
+    factor**(n-1))``, spread by ``jitter``. The one backoff of every retry: a job's own
+    (:class:`Backoff`), of an attempt lost with its worker (recovery), and of Celery's
+    autoretry (``factor * 2**retries``: base ``factor``, factor 2)."""
+    delay = min(maximum, base * factor ** max(0, retry_number - 1))
+    if jitter is Jitter.HALF:
+        delay = random.uniform(delay / 2, delay)
+    elif jitter is Jitter.FULL:
+        delay = random.randrange(int(delay) + 1)
+    return max(0, delay)
+
+
 @dataclasses.dataclass(frozen=True)
 class Backoff:
     """Delay before retry ``n`` (1-based): ``min(maximum, base * factor**(n-1))``.
@@ -85,10 +109,8 @@ class Backoff:
             raise ValueError("Backoff needs finite numbers: base >= 0, factor >= 1 and maximum >= 0")
 
     def delay(self, retry_number: int) -> float:
-        delay = min(self.maximum, self.base * self.factor ** max(0, retry_number - 1))
-        if self.jitter:
-            delay = random.uniform(delay / 2, delay)
-        return delay
+        return backoff_delay(retry_number, base=self.base, factor=self.factor, maximum=self.maximum,
+                             jitter=Jitter.HALF if self.jitter else Jitter.NONE)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,6 +118,10 @@ class Backoff:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "Backoff":
         return cls(**data) if data else cls()
+
+
+#: The backoff of a job pushed without one.
+DEFAULT_BACKOFF = Backoff()
 
 
 def task_name(func: Any) -> str:
@@ -317,6 +343,11 @@ class JobRecord:
 
     def limit(self, kind: Limit.Type) -> float | None:
         return next((lim.value for lim in self.limits if lim.type == kind), None) if self.limits else None
+
+    def retry_delay(self) -> float:
+        """Seconds the job waits before its next attempt, after this one failed: its
+        backoff's (the default one's without), for the attempts counted so far."""
+        return (self.backoff or DEFAULT_BACKOFF).delay(self.attempts)
 
     @property
     def is_finished(self) -> bool:

@@ -3,11 +3,30 @@ cron…) that a worker runs next to its queues."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
-    from chancy.worker import Worker
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerContext:
+    """What a plugin sees of the worker running it: its app, its id, and its seat of
+    leader (taken and given up by :class:`~chancy.plugins.leadership.Leadership`)."""
+
+    app: "Chancy"
+    worker_id: str
+    _is_leader: Callable[[], bool] = dataclasses.field(repr=False)
+    _set_leader: Callable[[bool], None] = dataclasses.field(repr=False)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._is_leader()
+
+    def set_leader(self, is_leader: bool) -> None:
+        """Start (True) or stop (False) the worker's leader-only plugins."""
+        self._set_leader(is_leader)
 
 
 class Plugin:
@@ -22,6 +41,6 @@ class Plugin:
     def bind(self, app: "Chancy") -> None:
         self.app = app
 
-    async def run(self, worker: "Worker") -> Any:
+    async def run(self, worker: WorkerContext) -> Any:
         """Do the plugin's work until cancelled (the worker cancels it at shutdown)."""
         raise NotImplementedError

@@ -30,7 +30,6 @@ from chancy.app import Chancy
 from chancy.job import JobRecord, JobState
 from chancy.queue import Transition
 from chancy.store.pg.statements import Steps
-from chancy.worker import completion_hooks
 
 
 def continue_canvas(app: Chancy, record: JobRecord, transition: Transition) -> Callable[[], Steps] | None:
@@ -46,7 +45,3 @@ def continue_canvas(app: Chancy, record: JobRecord, transition: Transition) -> C
         return lambda: statements.on_failure(canvas, task_id, transition.error)
     return None
 
-
-def install() -> None:
-    if continue_canvas not in completion_hooks:
-        completion_hooks.append(continue_canvas)

@@ -18,7 +18,7 @@ from chancy.job import Job, JobRecord, JobState
 from chancy.queue import Transition
 from chancy.store.pg.jobs import push_steps
 from chancy.store.pg.statements import Steps
-from chancy.worker import completion_hooks
+from chancy.hooks import every_app
 
 
 def next_jobs(record: JobRecord, transition: Transition) -> list[Job]:
@@ -50,5 +50,6 @@ def continue_embed(app: Chancy, record: JobRecord, transition: Transition) -> Ca
 
 
 def install() -> None:
-    if continue_embed not in completion_hooks:
-        completion_hooks.append(continue_embed)
+    """For every app of the process: a plain core app's worker runs such messages too."""
+    if continue_embed not in every_app:
+        every_app.append(continue_embed)

@@ -1,6 +1,6 @@
 """The facts a worker's metrics record about each attempt it finishes, observed where the
 outcome is written (the worker process, whatever the pool: a process-pool child's job is
-counted by its worker), through :data:`chancy.worker.completion_hooks`."""
+counted by its worker), through the app's completion hooks (:mod:`chancy.hooks`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from chancy.job import JobRecord, JobState
-from chancy.worker import completion_hooks
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -54,9 +53,7 @@ def observe(app: "Chancy", sink: Callable[[FinishedAttempt], None]) -> Callable[
     returns the function that stops it. A failing sink is logged by the worker, and the
     job's outcome is written all the same."""
 
-    def hook(hook_app: "Chancy", record: JobRecord, transition: "Transition") -> None:
-        if hook_app is app:
-            sink(FinishedAttempt.of(record, transition))
+    def hook(_app: "Chancy", record: JobRecord, transition: "Transition") -> None:
+        sink(FinishedAttempt.of(record, transition))
 
-    completion_hooks.append(hook)
-    return lambda: completion_hooks.remove(hook)
+    return app.hooks.on_completion(hook)

@@ -2,10 +2,11 @@
 that was only cut off from overwriting what happened since."""
 
 import asyncio
+from datetime import datetime
 
 import cluster_tasks
 
-from chancy import Job, JobState, Queue
+from chancy import Backoff, Job, JobState, Queue
 from chancy.plugins.recovery import recover
 from chancy.queue import Transition
 from chancy.testing import eventually, running_worker
@@ -20,7 +21,8 @@ async def _register(app, worker_id, expires_in):
 
 async def test_a_dead_workers_job_is_retried_and_the_lost_attempt_counts(make_app):
     app = await make_app()
-    ref = await app.push(Job(cluster_tasks.noop, args=[1], max_attempts=2))
+    # No backoff: the recovered job is claimed again at once (its backoff is tested below).
+    ref = await app.push(Job(cluster_tasks.noop, args=[1], max_attempts=2, backoff=Backoff(base=0)))
     await _register(app, "dead", -1)
     await _register(app, "alive", 60)
     queue = app.queue("default")
@@ -48,11 +50,34 @@ async def test_a_dead_workers_job_is_retried_and_the_lost_attempt_counts(make_ap
     assert [e["attempt"] for e in record.errors] == [1, 2]
 
 
+async def test_a_recovered_job_retries_after_its_backoff(make_app):
+    """Regression: recovery put a lost job back due at once, whatever its backoff (a job
+    that kills its worker was retried in a tight loop); now it waits as after any failed
+    attempt, on the job's own backoff (the default one without)."""
+    app = await make_app()
+    slow = await app.push(Job(cluster_tasks.noop, args=[1], max_attempts=3,
+                              backoff=Backoff(base=30, factor=2, jitter=False)))
+    default = await app.push(Job(cluster_tasks.noop, args=[2], max_attempts=3))
+    queue = app.queue("default")
+    assert len(await queue.claim("gone", 2)) == 2  # a worker that never registered
+    assert await recover(app) == 2
+    for ref, low, high in ((slow, 29, 30.5), (default, 0.4, 1.1)):  # Backoff(): 1 s, half jitter
+        record = await ref.get()
+        assert record.state is JobState.RETRYING and record.attempts == 1
+        assert low <= (record.scheduled_at - _lost_at(record)).total_seconds() <= high, record.scheduled_at
+    assert await queue.claim("next", 2) == []  # neither is due yet
+
+
+def _lost_at(record):
+    """When recovery took the job back (its WorkerLost error's time)."""
+    return datetime.fromisoformat(record.errors[-1]["at"])
+
+
 async def test_a_late_outcome_of_a_recovered_attempt_changes_nothing(make_app):
     """Regression: write-back was guarded by worker only, so a cut-off worker that claimed
     the job again could land its old attempt's outcome on the new attempt."""
     app = await make_app()
-    ref = await app.push(Job(cluster_tasks.noop, args=[1], max_attempts=3))
+    ref = await app.push(Job(cluster_tasks.noop, args=[1], max_attempts=3, backoff=Backoff(base=0)))
     queue = app.queue("default")
     await queue.claim("w1", 1)
     assert await recover(app) == 1  # w1 never registered: its job goes back

@@ -157,7 +157,6 @@ class Celery:
         local.apps.append(self)
         for make in _shared_tasks:
             make(self)
-        continuations.install()
         rate_limits.install()
 
     def __repr__(self) -> str:
@@ -268,6 +267,7 @@ class Celery:
                 self._chancy = Chancy(self.dsn, plugins=[*(Queue(name) for name in self.declared_queues()),
                                                          *cluster_plugins(self)],
                                       session_dsn=options.get("session_url"))
+                self._chancy.hooks.on_completion(continuations.continue_canvas)
             return self._chancy
 
     # --- tasks ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import random
 import socket
 import uuid
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ from chancy.compat.soft_limit import soft_time_limit
 from chancy.errors import Fail, JobCancelledError, JobTimeoutError
 from chancy.execution import current_job
 from chancy.executors.process import child_init_hooks
-from chancy.job import JobRecord
+from chancy.job import Jitter, JobRecord, backoff_delay
 
 from chancy.compat.canvas import Signature  # every .delay() builds one (canvas imports no task module)
 
@@ -170,10 +169,8 @@ def _positional_range(signature: inspect.Signature | None) -> tuple[float, float
 def exponential_backoff(factor: int, retries: int, maximum: int, full_jitter: bool) -> int:
     """Celery's autoretry countdown: ``min(maximum, factor * 2**retries)``, then uniformly
     drawn from ``0..countdown`` with full jitter."""
-    countdown = min(maximum, factor * (2**retries))
-    if full_jitter:
-        countdown = random.randrange(countdown + 1)
-    return max(0, countdown)
+    return int(backoff_delay(retries + 1, base=factor, factor=2, maximum=maximum,
+                             jitter=Jitter.FULL if full_jitter else Jitter.NONE))
 
 
 class Task(Generic[P, R]):

@@ -29,6 +29,7 @@ from chancy.store.pg.celery_results import ResultSQL
 from chancy.store.pg.cursors import AsyncPooledConnection, PooledConnection
 from chancy.store.pg.dsn import resolve_dsn, resolve_session_dsn
 from chancy.store.pg.statements import Steps, drive_async, drive_sync
+from chancy.store.pg.worker import WorkerSQL
 
 #: Set on connections that claim jobs. Postgres re-plans a prepared statement whenever its
 #: generic plan looks costlier than the custom ones. Beside many future-scheduled rows the
@@ -135,6 +136,11 @@ class PgStore:
         """Celery states, results and relations on job rows (custom states, children,
         groups, stamps, forgetting)."""
         return ResultSQL(self.names)
+
+    @functools.cached_property
+    def worker(self) -> WorkerSQL:
+        """The worker's own statements: heartbeat, marks of starts, deregistration."""
+        return WorkerSQL(self.names)
     @functools.cached_property
     def cluster(self) -> "ClusterSQL":
         """The cluster's chores (recovery, pruning) and runtime queue settings."""
