@@ -70,13 +70,14 @@ from kombu.utils import json as kombu_json
 
 from chancy.store.pg.dsn import resolve_dsn
 from chancy.compat import protocol
+from chancy.compat.kombu_loop import HubDelivery
 from chancy.errors import ConfigurationError
 from chancy.migrations import Names
 from chancy.store.pg.cluster import ClusterSQL
 from chancy.store.pg.jobs import claim_steps
 from chancy.job import JobRecord, JobState
 from chancy.store.pg.jobs import JobSQL
-from chancy.store.pg.celery_connection import (ProcessConnection, first_line, run_reconnecting,
+from chancy.store.pg.celery_connection import (Listening, ProcessConnection, first_line, run_reconnecting,
                                                statement_and_listen_connections)
 from chancy.store.pg.celery_schema import SchemaCheckedConnection
 from chancy.store.pg.celery_transient import TransientSQL, message_ttl, transient_lifetime
@@ -419,7 +420,7 @@ class Transport(virtual.Transport):
     connection_errors = virtual.Transport.connection_errors + (psycopg.OperationalError,)
     channel_errors = virtual.Transport.channel_errors + (psycopg.DatabaseError,)
     implements = virtual.Transport.implements.extend(
-        asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"]))
+        asynchronous=True, exchange_type=frozenset(["direct", "topic", "fanout"]))
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
@@ -455,6 +456,8 @@ class Transport(virtual.Transport):
         #: A notification came during this round of reads: read again before waiting.
         self._woken = False
         self._found_empty_at: dict[str, float] = {}
+        #: Delivery from Celery's event loop, once registered with one.
+        self._hub_delivery: HubDelivery | None = None
 
     @property
     def consumer_id(self) -> str:
@@ -570,8 +573,7 @@ class Transport(virtual.Transport):
     def _wait_for_push(self, seconds: float) -> None:
         """Wait for a push or a message (or ``seconds``); ``0`` only reads what has come."""
         try:
-            listening = self._listen.listen(self.transient_sql.channel, self.job_sql.pushed_channel)
-            for notify in listening.notifications(timeout=seconds, stop_after=None if seconds == 0 else 1):
+            for notify in self.listening().notifications(timeout=seconds, stop_after=None if seconds == 0 else 1):
                 if notify.channel != self.transient_sql.channel:
                     self._woken = True
                 elif (self.prefix, notify.payload) in _TRANSIENT_QUEUES:
@@ -597,7 +599,33 @@ class Transport(virtual.Transport):
             self._notified.discard(queue)
             self._found_empty_at[queue] = time.monotonic()
 
+    # --- Celery's event loop (asynloop): see chancy.compat.kombu_loop ------------------
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        if self._hub_delivery is not None:
+            self._hub_delivery.close()
+        self._hub_delivery = HubDelivery(self, loop)
+        self._hub_delivery.start()
+
+    def on_readable(self, fileno: int) -> None:
+        """One of the sockets the hub polls for this transport can be read."""
+        if self._hub_delivery is not None:
+            self._hub_delivery.on_readable(fileno)
+
+    def listening(self) -> Listening:
+        """The connection LISTENing for pushes and for messages of transient queues
+        (connected first if it is down)."""
+        return self._listen.listen(self.transient_sql.channel, self.job_sql.pushed_channel)
+
+    def read_notifications(self) -> bool:
+        """Read the notifications that have come, without waiting: whether one announced
+        work for this consumer since the last call (also one :meth:`transient_due` read)."""
+        self._wait_for_push(0)
+        woken, self._woken = self._woken, False
+        return woken
+
     def close_connection(self, connection: Any) -> None:
+        if self._hub_delivery is not None:
+            self._hub_delivery.close()
         super().close_connection(connection)
         self._stop.set()
         if self._beat_thread is not None and self._registered_pid == os.getpid():
