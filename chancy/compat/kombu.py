@@ -343,8 +343,10 @@ class Channel(virtual.Channel):
         return self.connection.database.run(single(statements.size(queue)))
 
     def _purge(self, queue: str) -> int:
-        statements = self.connection.transient_sql if self._is_transient(queue) else self.connection.transport_sql
-        return self.connection.database.run(single(statements.purge(queue)))
+        transport = self.connection
+        if self._is_transient(queue):
+            return transport.database.run(single(transport.transient_sql.purge(queue)))
+        return transport.database.run(transport.transport_sql.purge(queue))
 
     def _delete(self, queue: str, exchange: str | None = None, routing_key: str = "", *args: Any,
                 **kwargs: Any) -> None:

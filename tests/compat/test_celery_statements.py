@@ -53,7 +53,7 @@ def _statements() -> list[Statement]:
         next(stored), next(transport.store(job.with_options(meta={}), 1, "bad message")),
         transport.ack(job_id, 1, "c", True), transport.end_unrecorded(job_id, 1), transport.requeue(job_id, 1, "c"),
         transport.fail(job_id, 1, "c", {"type": "x"}), transport.release_undelivered("c", [job_id]),
-        transport.purge("q"), transport.size("q"),
+        next(transport.purge("q")), transport.size("q"),
         transient.declare("q", QueueLifetime(1.0, None)), transient.bind("x", "k", None, "q"),
         transient.unbind("x", "k", "q"), transient.table("x"), transient.fanout("x", "{}", None),
         transient.put("q", "{}", 1.0), transient.take("q"), transient.size("q"), transient.purge("q"),
@@ -102,3 +102,15 @@ def test_a_result_is_forgotten_by_one_statement():
     """The result backend and ``AsyncResult.forget()`` delete a finished row alike."""
     forgets = [name for file_name in FILES for name in SqlFile(file_name, NAMES.fields()).names() if "forget" in name]
     assert forgets == ["forget"]
+
+
+def test_the_transport_purges_a_queue_with_the_operators_purge():
+    """``celery purge`` / ``app.control.purge()`` through the transport deletes what
+    ``chancy jobs purge`` deletes for that queue: the waiting rows, with one statement."""
+    purge = TransportSQL(NAMES).purge("emails")
+    statement = next(purge)
+    assert statement.query == SqlFile("admin.sql", NAMES.fields())["purge"]
+    assert statement.params == {"states": ["pending", "scheduled", "retrying"], "queues": ["emails"]}
+    with pytest.raises(StopIteration) as done:
+        purge.send(statement.mapper([("emails", 3)]))
+    assert done.value.value == 3

@@ -25,7 +25,9 @@ import uuid
 from typing import Any
 
 from chancy import serialization
+from chancy.job import JobState
 from chancy.migrations import Names
+from chancy.store.pg.admin import AdminStatements
 from chancy.store.pg.celery_canvas import PARKED_AT
 from chancy.store.pg.statements import SqlFile, Statement, Steps
 
@@ -66,6 +68,10 @@ def _nesting(value: Any) -> int:
         return 0
 
 
+#: The states of the rows a queue's messages wait in.
+WAITING = (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING)
+
+
 def _count(rows: list[tuple]) -> int:
     return rows[0][0] if rows else 0
 
@@ -85,8 +91,8 @@ class TransportSQL:
         self._requeue = statements["requeue"]
         self._release_undelivered = statements["release_undelivered"]
         self._fail = statements["fail"]
-        self._purge = statements["purge"]
         self._size = statements["size"]
+        self._admin = AdminStatements(names)
 
     def store(self, job: Any, attempts: int, error: str | None, parent_job: uuid.UUID | None = None) -> Steps:
         """Store a translated message (see :func:`chancy.compat.protocol.job_from_message`,
@@ -146,8 +152,10 @@ class TransportSQL:
         params = {"consumer": consumer, "delivered": delivered, "pushed": self.pushed_channel}
         return Statement(self._release_undelivered, params, len)
 
-    def purge(self, queue: str) -> Statement:
-        return Statement(self._purge, {"queue": queue}, _count)
+    def purge(self, queue: str) -> Steps:
+        """Delete the queue's waiting messages (the operators' purge); answers how many."""
+        purged = yield from self._admin.purge(WAITING, [queue])
+        return sum(purged.values())
 
     def size(self, queue: str) -> Statement:
         return Statement(self._size, {"queue": queue}, _count)

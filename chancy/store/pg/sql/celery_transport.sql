@@ -234,13 +234,6 @@ WITH failed AS (
 )
 SELECT pg_notify(%(done)s, id::text) FROM failed;
 
--- name: purge
--- Delete a queue's waiting rows; answers how many.
-WITH purged AS (
-    DELETE FROM {jobs} WHERE queue = %(queue)s AND state IN ('pending', 'scheduled', 'retrying')
-    RETURNING 1
-)
-SELECT count(*) FROM purged;
-
 -- name: size
+-- A queue's waiting messages (a purge is the operators' one: admin.sql's purge).
 SELECT count(*) FROM {jobs} WHERE queue = %(queue)s AND state IN ('pending', 'scheduled', 'retrying');
