@@ -331,6 +331,19 @@ async def test_expired_jobs_finish_expired_at_their_claim(store: Subject) -> Non
     assert await store.queue.claim(WORKER, 10) == []
 
 
+async def test_an_expired_job_takes_no_slot_of_the_claim(store: Subject, request: pytest.FixtureRequest) -> None:
+    """A claim of ``limit`` jobs returns that many while runnable ones remain, whatever
+    expired on the way: a worker reads a short claim as a drained queue and sleeps its
+    polling interval, so each expired job ahead of live ones cost up to a second."""
+    if store.kind == "postgres":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "the Postgres claim counts the expired rows it finishes in its LIMIT "
+            "(jobs.sql claim: chosen ... LIMIT budget, then expired in the UPDATE)")))
+    await store.queue.push([job(i, priority=9, expires_at=now() - timedelta(seconds=1)) for i in range(2)])
+    live = await push_one(store.queue)
+    assert [r.id for r in await store.queue.claim(WORKER, 1)] == [live]
+
+
 async def test_claim_ignores_start_without_release(memory_store: Subject) -> None:
     """The in-memory store's claims cannot lose their answer, so it has nothing to
     release (``release_unknown`` returns ``[]``) and starts every job it hands out: no
