@@ -388,7 +388,8 @@ def _message_from_record(record: JobRecord, accept: Collection[str], lower_prior
         "root_id": celery.get("root_id") or task_id,
         "parent_id": celery.get("parent_id"),
         "group": celery.get("group"),
-        "ignore_result": bool(celery.get("ignore_result", False)),
+        # None (as app.send_task sends it) leaves the choice to the worker's task.
+        "ignore_result": celery.get("ignore_result"),
     })
     embed = {key: celery.get(key) for key in EMBED_KEYS}
     args, kwargs = list(record.args), dict(record.kwargs)
