@@ -14,7 +14,7 @@ from chancy import execution, migrations
 from chancy.errors import ConfigurationError
 from chancy.hooks import Hooks
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
-from chancy.listener import KeyedEvents, Listener
+from chancy.store.pg.listener import KeyedEvents, Listener
 from chancy.namespaces import DEFAULT_NAMESPACE, validate_namespace
 from chancy.queue import QueuePlugin
 from chancy.store.pg.jobs import JobSQL, finished_ids

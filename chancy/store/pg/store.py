@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
 from chancy.migrations import Names
-from chancy.listener import Listener
+from chancy.store.pg.listener import Listener
 from chancy.redaction import redact
 from chancy.store.pg.celery_canvas import CanvasSQL
 from chancy.store.pg.celery_results import ResultSQL

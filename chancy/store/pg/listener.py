@@ -1,7 +1,8 @@
 """One LISTEN connection per process, shared by everything that waits on notifications:
 worker loops (new jobs, cancels) and waiters (finished jobs). It reconnects with backoff
 when the connection drops and tells subscribers, so they can re-check what they might
-have missed while deaf."""
+have missed while deaf. Its connection is a dedicated session (on ``session_dsn``): a
+LISTEN lives as long as the session."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Awaitable, Callable, Iterator
 
 import psycopg
 from psycopg import sql
+
+from chancy.store.pg.session import SESSION_SQL
 
 log = logging.getLogger("chancy.listener")
 
@@ -86,7 +89,7 @@ class Listener:
                 async with await self._connect() as conn:
                     self._conn = conn
                     for channel in self._channels:
-                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                        await conn.execute(SESSION_SQL.composed("listen", channel=sql.Identifier(channel)))
                     self._ready.set()
                     if not first:
                         log.info("LISTEN connection re-established")
@@ -95,7 +98,7 @@ class Listener:
                     while True:
                         async for notify in conn.notifies(timeout=HEALTH_CHECK_INTERVAL):
                             self._dispatch(notify.channel, notify.payload)
-                        await conn.execute("SELECT 1")
+                        await conn.execute(SESSION_SQL["probe"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure means reconnect
