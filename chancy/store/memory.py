@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import threading
 import time
 import uuid
@@ -21,6 +22,11 @@ from chancy.rate_limits import RateLimit, TaskWindow, gate_order, settle
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _best(record: JobRecord) -> tuple[int, uuid.UUID]:
+    """A claim's order: the highest priority, then the oldest (ids grow with time)."""
+    return -record.priority, record.id
 
 
 @dataclasses.dataclass
@@ -225,26 +231,28 @@ class MemoryQueue(QueuePlugin):
 
     # --- the worker's side ---------------------------------------------------------------------------
     async def claim(self, worker_id: str, limit: int, start: int | None = None) -> list[JobRecord]:
+        """The Postgres claim's rule: the best ``limit`` pending jobs and the ``limit`` due
+        the earliest (each kind as its own index reads them), the best of those first.
+        Every runnable job past its expiry finishes expired first, and takes no slot."""
         now = _now()
-        claimed = []
         with self._lock:
-            runnable = sorted(
-                (r for r in self._rows.values()
-                 if r.state is JobState.PENDING
-                 or (r.state in (JobState.SCHEDULED, JobState.RETRYING) and r.scheduled_at <= now)),
-                key=lambda r: (-r.priority, r.id),
-            )
-            for record in runnable:
-                if len(claimed) == limit:
-                    break
+            live = []
+            for record in list(self._rows.values()):
+                if not (record.state is JobState.PENDING
+                        or (record.state in (JobState.SCHEDULED, JobState.RETRYING) and record.scheduled_at <= now)):
+                    continue
                 if record.expires_at is not None and record.expires_at <= now:
                     self._rows[record.id] = dataclasses.replace(record, state=JobState.EXPIRED, completed_at=now)
                     self._announce_done(record.id)
-                    continue
-                running = dataclasses.replace(record, state=JobState.RUNNING, attempts=record.attempts + 1,
-                                              started_at=now, taken_by=worker_id)
-                self._rows[record.id] = running
-                claimed.append(running)
+                else:
+                    live.append(record)
+            ready = heapq.nsmallest(limit, (r for r in live if r.state is JobState.PENDING), key=_best)
+            due = heapq.nsmallest(limit, (r for r in live if r.state is not JobState.PENDING),
+                                  key=lambda r: (r.scheduled_at, r.id))
+            claimed = [dataclasses.replace(record, state=JobState.RUNNING, attempts=record.attempts + 1,
+                                           started_at=now, taken_by=worker_id)
+                       for record in heapq.nsmallest(limit, ready + due, key=_best)]
+            self._rows.update((record.id, record) for record in claimed)
         return claimed
 
     async def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, RateLimit]) -> Verdict:

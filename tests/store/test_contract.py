@@ -303,6 +303,18 @@ async def test_claim_takes_due_scheduled_jobs_in_the_same_order(store: Subject) 
     assert (await record(store.queue, later)).state is JobState.SCHEDULED
 
 
+async def test_claim_ranks_the_earliest_due_scheduled_jobs_with_the_best_pending_ones(store: Subject) -> None:
+    """The candidates of a claim of ``limit``: the best ``limit`` pending jobs and the
+    ``limit`` scheduled or retrying ones due the earliest (the Postgres claim reads each
+    through its own index: best by priority, due by time); the best of those first. A
+    due job of high priority waits behind one of low priority that was due before it."""
+    early, late = await store.queue.push([job(1, scheduled_at=now() + timedelta(seconds=0.3)),
+                                          job(2, priority=5, scheduled_at=now() + timedelta(seconds=0.5))])
+    pending = await push_one(store.queue, priority=1)
+    await asyncio.sleep(0.7)
+    assert [[r.id for r in await store.queue.claim(WORKER, 1)] for _ in range(4)] == [[pending], [early], [late], []]
+
+
 async def test_claim_takes_only_its_queue(store: Subject) -> None:
     mine = await push_one(store.queue)
     theirs = (await store.other.push([job(queue="other")]))[0]
