@@ -88,11 +88,10 @@ def migrate(ctx: click.Context, target: Target, dry_run: bool, to_version: int |
     if dry_run:
         current = asyncio.run(schema_version(app))
         todo = migrations.pending(current, to_version)
-        with app.connect_sync() as conn:
-            for migration in todo:
-                click.echo(f"-- migration {migration.version}: {migration.description}")
-                for statement in migration.compose(app.names):
-                    click.echo(_dedent_sql(statement.as_string(conn)) + ";\n")
+        for migration in todo:
+            click.echo(f"-- migration {migration.version}: {migration.description}")
+            for statement in migration.compose(app.names):
+                click.echo(_dedent_sql(statement.as_string(None)) + ";\n")
         click.echo(f"-- {len(todo)} migration(s) pending (schema at version {current}); nothing was changed",
                    err=True)
         return
