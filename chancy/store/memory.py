@@ -108,7 +108,7 @@ class MemoryQueue(QueuePlugin):
         rows = [self._new_row(job) for job in jobs]  # serialises first, so a bad job inserts nothing
         ids = []
         with self._lock:
-            given = [row.id for row, job in zip(rows, jobs) if job.id is not None]
+            given = [job.id for job in jobs if job.id is not None]
             if len(set(given)) < len(given) or any(self._find(job_id) for job_id in given):
                 raise RuntimeError("job ids collided on insert; pass unique ids or none")
             for row in rows:

@@ -84,7 +84,8 @@ async def one_job_in_every_state(queue: QueuePlugin, unique: bool = False) -> di
     assert await queue.cancel(ids[JobState.CANCELLED])
     ids[JobState.EXPIRED] = await push_one(queue, **options(JobState.EXPIRED, expires_at=now() - timedelta(seconds=1)))
     assert await queue.claim(WORKER, 1) == []
-    ids[JobState.SCHEDULED] = await push_one(queue, **options(JobState.SCHEDULED, scheduled_at=now() + timedelta(hours=1)))
+    later = now() + timedelta(hours=1)
+    ids[JobState.SCHEDULED] = await push_one(queue, **options(JobState.SCHEDULED, scheduled_at=later))
     ids[JobState.PENDING] = await push_one(queue, **options(JobState.PENDING))
     states = {state: (await record(queue, job_id)).state for state, job_id in ids.items()}
     assert states == {state: state for state in ids}, states
