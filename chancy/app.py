@@ -243,12 +243,10 @@ class Chancy:
     # --- schema -------------------------------------------------------------------------
     async def migrate(self, to_version: int | None = None) -> list[int]:
         """Apply pending migrations (under an advisory lock); returns versions applied."""
-        async with await self.store.connect() as conn:
-            return await migrations.apply_async(conn, self.names, to_version)
+        return await self.store.schema.migrate(to_version)
 
     async def schema_version(self) -> int:
-        async with self.store.connection() as conn:
-            return await migrations.current_version_async(conn, self.names)
+        return await self.store.run(self.store.schema.version())
 
     # --- pushing ---------------------------------------------------------------------------
     @staticmethod

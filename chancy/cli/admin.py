@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from chancy import migrations
+from chancy.store.pg import migrations
 from chancy.app import Chancy
 from chancy.cli.common import CliError, ExitCode, Target, json_option, schema_version, target_options
 from chancy.cli.output import age, emit_json, safe_dsn, span, table, when

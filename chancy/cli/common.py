@@ -16,7 +16,7 @@ import psycopg
 
 from chancy.app import Chancy
 from chancy.errors import ConfigurationError, DatabaseUnavailableError, SchemaOutOfDateError
-from chancy.migrations import LATEST_VERSION, current_version_async
+from chancy.store.pg.migrations import LATEST_VERSION
 from chancy.store.pg.statements import Steps
 from chancy.redaction import redact
 
@@ -156,8 +156,7 @@ class Target:
 
 async def schema_version(app: Chancy) -> int:
     """The recorded schema version, on a connection of its own (no pool to close)."""
-    async with await app.connect() as conn:
-        return await current_version_async(conn, app.names)
+    return await app.store.run_in_session(app.store.schema.version())
 
 
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,7 +15,8 @@ import time
 import uuid
 from typing import Any, Sequence
 
-from chancy import migrations, rate_limits
+from chancy import rate_limits
+from chancy.store.pg import migrations
 from chancy.app import Chancy
 from chancy.errors import ConfigurationError, SchemaOutOfDateError
 from chancy.faults import backoff_until, is_unreachable

@@ -7,7 +7,7 @@ import uuid
 import core_tasks
 import pytest
 from chancy import Chancy, Job, JobState, Queue
-from chancy.migrations import LATEST_VERSION
+from chancy.store.pg.migrations import LATEST_VERSION
 from chancy.store.pg.cluster import ClusterSQL
 from chancy.queue import Transition
 from chancy.testing import running_worker
@@ -124,8 +124,8 @@ async def test_claims_recovery_and_pruning_never_scan_a_table_that_is_mostly_the
             "write-back and claim": await _plan(conn, b"(GENERIC_PLAN) " + _generic(
                 app.job_sql.claim("default", "w", 100, [outcome]).query)),
             # These two run on the app's pool, planned with their parameters' values.
-            "recovery": await _plan(conn, recover.query.as_bytes(conn), recover.params),
-            "prune": await _plan(conn, prune.query.as_bytes(conn), prune.params),
+            "recovery": await _plan(conn, recover.query, recover.params),
+            "prune": await _plan(conn, prune.query, prune.params),
         }
     scanning = {name: plan for name, plan in plans.items()
                 if any("Seq Scan on chancy_jobs" in line for line in _writes(plan))}

@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 
 from chancy.errors import SchemaOutOfDateError
-from chancy.migrations import LATEST_VERSION, Names
+from chancy.migrations import Names
+from chancy.store.pg.migrations import LATEST_VERSION
 from chancy.redaction import redact
 from chancy.store.pg.celery_connection import ProcessConnection
 from chancy.store.pg.statements import SqlFile, Statement, Steps, drive_sync

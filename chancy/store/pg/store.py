@@ -163,6 +163,13 @@ class PgStore:
         return LeadershipSQL(self.names)
 
     @functools.cached_property
+    def schema(self) -> "Schema":
+        """The schema's version, and migrating it (on a session of its own)."""
+        from chancy.store.pg.migrations import Schema
+
+        return Schema(self)
+
+    @functools.cached_property
     def jobs(self) -> "JobSQL":
         """The jobs table's statements: push, read, claim, write back, cancel, requeue."""
         from chancy.store.pg.jobs import JobSQL
