@@ -83,7 +83,6 @@ class Metrics:
     """The ``/metrics`` endpoint's state for one app."""
 
     def __init__(self, app: "Chancy", console: "Console", lag: float = LAG_SECONDS) -> None:
-        self.app = app
         self.console = console
         self.store = app.store
         self.lag = lag

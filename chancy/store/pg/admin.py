@@ -88,7 +88,7 @@ class AdminStatements:
         there is no such table): a count that reads nothing."""
         return self._one("row_estimate", {"table": table}, lambda rows: rows[0][0] if rows else -1)
 
-    def list_jobs(self, selection: JobSelection = JobSelection(), limit: int = 50) -> Steps:
+    def list_jobs(self, selection: JobSelection, limit: int = 50) -> Steps:
         """The newest selected jobs, ``limit`` at most."""
         params = {**selection_params(selection, [JobState(s).value for s in selection.states]), "limit": limit}
         return self._one("list_jobs", params, _records)
@@ -110,7 +110,7 @@ class AdminStatements:
         """Per queue, task and state: jobs, how many needed more than one attempt, and
         the mean duration of the last attempt in milliseconds."""
         keys = ("queue", "task", "state", "jobs", "retried", "mean_ms")
-        return self._one("batch_summary", {"ids": list(ids)}, lambda rows: [dict(zip(keys, r)) for r in rows])
+        return self._one("batch_summary", {"ids": list(ids)}, lambda rows: [dict(zip(keys, r, strict=True)) for r in rows])
 
     def in_flight(self, worker_id: str) -> Steps:
         """``[(queue, task, running jobs)]`` that worker has started and not finished."""

@@ -35,7 +35,7 @@ CANVAS_LIMIT = 500
 
 
 def job_from_row(row: Sequence[Any]) -> dict[str, Any]:
-    job = dict(zip(JOB_COLUMNS, row))
+    job = dict(zip(JOB_COLUMNS, row, strict=True))
     for column in _JSON_COLUMNS:
         if job[column] is not None:
             job[column] = json.loads(job[column])
@@ -67,7 +67,7 @@ class DashboardStatements:
             "cursor_at": cursor[0] if cursor else None, "cursor_id": cursor[1] if cursor else None,
             "newer": newer, "limit": limit,
         }
-        return self._one("list_jobs", params, lambda rows: [dict(zip(LIST_COLUMNS, r)) for r in rows])
+        return self._one("list_jobs", params, lambda rows: [dict(zip(LIST_COLUMNS, r, strict=True)) for r in rows])
 
     def job(self, job_id: uuid.UUID) -> Steps:
         """One job with every column, plus the database's ``now``; None if absent."""
@@ -90,7 +90,7 @@ class DashboardStatements:
         """Every job linked to ``job_id`` through canvas links, in either direction."""
 
         def shape(rows: list[tuple]) -> list[dict[str, Any]]:
-            jobs = [dict(zip(CANVAS_COLUMNS, r)) for r in rows]
+            jobs = [dict(zip(CANVAS_COLUMNS, r, strict=True)) for r in rows]
             for job in jobs:
                 canvas = json.loads(job["canvas"]) if job["canvas"] else {}
                 job["canvas"] = canvas if isinstance(canvas, dict) else {}
