@@ -131,6 +131,15 @@ def loads(text: str | bytes) -> Any:
     return value if end == len(text) else _DECODER.decode(text)  # else: decode's own error
 
 
+def dumps_meta(func: str, meta: Mapping[str, Any]) -> str:
+    """Serialise a job's meta, saying whose it is when it cannot be stored (every store
+    refuses such a job with the same error)."""
+    try:
+        return dumps(dict(meta))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"Job meta of task {func!r} cannot be stored as JSON: {exc}") from None
+
+
 def dumps_arguments(func: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
     """Serialise a job's arguments, naming the first argument that cannot be stored."""
     try:  # empty arguments (most kwargs) skip the encoder; a tuple encodes as a list

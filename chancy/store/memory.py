@@ -136,7 +136,7 @@ class MemoryQueue(QueuePlugin):
             attempts=0, max_attempts=job.max_attempts, scheduled_at=scheduled_at,
             expires_at=job.expires_at, created_at=now, started_at=None, completed_at=None,
             taken_by=None, unique_key=job.unique_key, limits=job.limits, backoff=job.backoff,
-            meta=serialization.loads(serialization.dumps(dict(job.meta))), result=None, errors=[],
+            meta=serialization.loads(serialization.dumps_meta(job.func, job.meta)), result=None, errors=[],
         )
 
     def _live_holder(self, unique_key: str | None) -> uuid.UUID | None:

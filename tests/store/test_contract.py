@@ -84,11 +84,16 @@ async def test_push_returns_ids_in_order_keeping_given_ones(store: Subject) -> N
     assert store.queue.push_sync([job(3)]) != store.queue.push_sync([job(3)])
 
 
-async def test_push_of_a_job_that_cannot_be_stored_stores_none_of_its_batch(store: Subject) -> None:
-    with pytest.raises(SerializationError):
-        await store.queue.push([job(1), Job(TASK, args=[object()])])
-    with pytest.raises(SerializationError):
-        store.queue.push_sync([job(1), Job(TASK, args=[object()])])
+@pytest.mark.parametrize("bad", [Job(TASK, args=[object()]), Job(TASK, kwargs={"x": float("nan")}),
+                                 Job(TASK, meta={"x": object()}), Job(TASK, meta={"x": float("inf")})],
+                         ids=["args", "kwargs", "meta", "meta-inf"])
+async def test_push_of_a_job_that_cannot_be_stored_stores_none_of_its_batch(store: Subject, bad: Job) -> None:
+    with pytest.raises(SerializationError, match="contract.task"):
+        await store.queue.push([job(1), bad])
+    with pytest.raises(SerializationError, match="contract.task"):
+        store.queue.push_sync([job(1), bad])
+    with pytest.raises(SerializationError, match="contract.task"):
+        store.queue.push_sync([bad])
     assert await store.queue.claim(WORKER, 10) == []
 
 
