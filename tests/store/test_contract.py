@@ -384,6 +384,9 @@ async def test_claim_starts_only_the_best_start_of_its_jobs(pg_store: Subject) -
     assert {(r.state, r.attempts) for r in claimed} == {(JobState.RUNNING, 1)}
     await queue.write_back(WORKER, [outcome(claimed[1], JobState.SUCCEEDED)])
     assert (await record(queue, claimed[1].id)).started_at is not None
+    await queue.push([job(i) for i in range(4)])
+    assert [r.started_at is None for r in await queue.claim(WORKER, 2, start=0)] == [True, True]
+    assert [r.started_at is None for r in await queue.claim(WORKER, 2, start=None)] == [False, False]
 
 
 # --- writing back ----------------------------------------------------------------------------------
@@ -533,6 +536,18 @@ async def test_gate_serves_jobs_that_waited_first_and_refunds_retries(store: Sub
     back = [await record(store.queue, r.id) for r in claimed[:2]]
     assert {(r.state, r.attempts) for r in back} == {(JobState.SCHEDULED, 0)}
     assert (await record(store.queue, retried.id)).attempts == 2
+
+
+async def test_gate_hands_a_retry_back_retrying_with_its_attempt_refunded(store: Subject) -> None:
+    await store.queue.push([job(i, max_attempts=3) for i in range(2)])
+    first = await store.queue.claim(WORKER, 2)
+    await store.queue.write_back(WORKER, [outcome(r, JobState.RETRYING, delay=0, error=failure()) for r in first])
+    retries = await store.queue.claim(WORKER, 2)
+    assert [r.attempts for r in retries] == [2, 2]
+    verdict = await store.queue.gate(WORKER, retries, {TASK: RateLimit(1, 60)})
+    assert verdict.admitted == {retries[0].id}
+    back = await record(store.queue, retries[1].id)
+    assert (back.state, back.attempts, back.taken_by, len(back.errors)) == (JobState.RETRYING, 1, None, 1)
 
 
 async def test_gate_leaves_jobs_the_worker_no_longer_holds(store: Subject) -> None:
