@@ -1,6 +1,8 @@
-"""An in-process queue implementing the same contract as the Postgres queue, for unit
-tests of code that pushes and runs jobs. Jobs live in this process only: nothing is
-durable and other processes cannot see them."""
+"""An in-process queue implementing the same contract as the Postgres queue
+(:class:`chancy.store.protocol.JobStore`), for unit tests of code that pushes and runs
+jobs. Jobs live in this process only: nothing is durable and other processes cannot see
+them. Each rule the Postgres store keeps in SQL is kept here once, in Python; the contract
+suite (tests/store/test_contract.py) runs the same tests on both and names each pair."""
 
 from __future__ import annotations
 
