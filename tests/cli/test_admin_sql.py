@@ -10,7 +10,7 @@ import psycopg
 from chancy import Chancy
 from chancy.migrations import Names
 from chancy.store.admin import BulkAction, JobSelection
-from chancy.store.pg.admin import AdminStatements, selection_params
+from chancy.store.pg.admin import AdminStatements, in_sequence, selection_params
 from chancy.store.pg.jobs import RECORD_COLUMNS
 from chancy.store.pg.statements import SQL_DIR, SqlFile
 
@@ -76,3 +76,31 @@ def test_psql_hints_name_the_prefixed_table_plainly():
     counts, failed = AdminStatements(Names("app_")).peek_statements()
     assert counts == "SELECT queue, state, count(*), avg(attempts) FROM app_jobs GROUP BY 1, 2 ORDER BY 1, 2"
     assert failed == "SELECT id, func, attempts, errors->-1->>'message' FROM app_jobs WHERE state = 'failed' LIMIT 5"
+
+
+def _drive(operation, answers):
+    """Run an operation against canned rows, one list per statement; the statements sent."""
+    sent, answers = [], iter(answers)
+    try:
+        statement = next(operation)
+        while True:
+            sent.append(statement)
+            statement = operation.send(statement.mapper(next(answers)))
+    except StopIteration as stop:
+        return sent, stop.value
+
+
+def test_operations_in_sequence_give_each_result_in_order():
+    admin = AdminStatements(Names("chancy_"))
+    operations = in_sequence(admin.states_of([]), admin.table_health())
+    sent, (states, health) = _drive(operations, [[("failed", 2)], [(10, 1, None, None)]])
+    assert [s.query for s in sent] == [SqlFile("admin.sql", Names("chancy_").fields())[n]
+                                       for n in ("states_of", "table_health")]
+    assert states == {"failed": 2} and health.live_rows == 10 and health.dead_rows == 1
+
+
+def test_a_statement_timeout_is_set_first_then_the_operation_runs():
+    admin = AdminStatements(Names("chancy_"))
+    sent, result = _drive(admin.with_statement_timeout(500, admin.states_of([])), [[], [("pending", 1)]])
+    assert sent[0].params == {"timeout": "500ms"} and b"statement_timeout" in sent[0].query
+    assert result == {"pending": 1}
