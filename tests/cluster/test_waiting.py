@@ -12,7 +12,7 @@ from typing import Iterator
 
 import psycopg
 from chancy import Chancy, Job, Queue
-from chancy.queues import pg
+from chancy.store.pg import job_store
 
 
 @contextlib.contextmanager
@@ -32,7 +32,7 @@ def finish_silently(dsn: str, job_id: object, after: float = 0.3) -> Iterator[No
 
 
 async def test_wait_and_wait_sync_see_a_silent_finish_at_their_recheck(dsn, monkeypatch):
-    monkeypatch.setattr(pg, "WAIT_RECHECK_INTERVAL", 0.2)
+    monkeypatch.setattr(job_store, "WAIT_RECHECK_INTERVAL", 0.2)
     async with Chancy(dsn, plugins=[Queue("default")]) as app:
         await app.migrate()
         ref = await app.push(Job("tests.never_run"))

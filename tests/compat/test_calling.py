@@ -12,7 +12,7 @@ import pytest
 from chancy.compat import states
 from chancy.compat.exceptions import TimeoutError
 from chancy.job import JobState
-from chancy.queues import pg
+from chancy.store.pg import job_store
 from tests.cluster.test_waiting import finish_silently
 from tests.compat.proj import tasks
 
@@ -170,7 +170,7 @@ def test_soft_time_limit_is_raised_inside_the_task(worker):
 
 
 def test_get_sees_a_job_finished_without_a_notification_at_its_recheck(celery_app, dsn, monkeypatch):
-    monkeypatch.setattr(pg, "WAIT_RECHECK_INTERVAL", 0.2)  # AsyncResult.get waits as the core does
+    monkeypatch.setattr(job_store, "WAIT_RECHECK_INTERVAL", 0.2)  # AsyncResult.get waits as the core does
     result = tasks.add.delay(1, 2)  # no worker runs it
     started = time.monotonic()
     with finish_silently(dsn, result.id):

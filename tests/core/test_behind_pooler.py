@@ -13,7 +13,7 @@ import pytest
 
 from chancy import Chancy, Queue
 from chancy.plugins.leadership import Leadership
-from chancy.queues import pg
+from chancy.store.pg import job_store
 from chancy.testing import eventually, running_worker
 
 SLOW = 60.0
@@ -21,7 +21,7 @@ SLOW = 60.0
 
 @pytest.fixture
 async def pooled_app(pooled_dsn: str, dsn: str, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(pg, "WAIT_RECHECK_INTERVAL", SLOW)
+    monkeypatch.setattr(job_store, "WAIT_RECHECK_INTERVAL", SLOW)
     app = Chancy(pooled_dsn, session_dsn=dsn,
                  plugins=[Queue("default", concurrency=10, polling_interval=SLOW), Leadership(interval=0.2)])
 

@@ -30,8 +30,9 @@ def _ctes(name: str, final_select: str) -> str:
 
 def test_write_back_and_claim_is_the_write_back_then_the_claim():
     write_back = _ctes("write_back", "SELECT id FROM updated WHERE (SELECT count(*) FROM announced) >= 0")
-    claim = _ctes("claim", "SELECT * FROM claimed")
-    both = _ctes("write_back_and_claim", "SELECT * FROM claimed WHERE (SELECT count(*) FROM announced) >= 0")
+    claim = _ctes("claim", "SELECT * FROM claimed ORDER BY priority DESC, id")
+    both = _ctes("write_back_and_claim",
+                 "SELECT * FROM claimed WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id")
     assert both == f"{write_back}, {claim}"
 
 

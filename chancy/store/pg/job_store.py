@@ -27,7 +27,7 @@ from chancy.store.pg.statements import Steps, drive_async, drive_sync, single
 if TYPE_CHECKING:
     from chancy.queue import Transition, Verdict
     from chancy.rate_limits import RateLimit
-    from chancy.listener import KeyedEvents
+    from chancy.store.pg.listener import KeyedEvents
     from chancy.store.pg.store import PgStore
 
 #: A waiter re-reads the row this often even without a notification, in case one was
@@ -174,8 +174,9 @@ class PgJobStore:
                     raise KeyError(f"No job with id {job_id}")
                 if record.is_finished:
                     return record
+                slice_ = _remaining(deadline, job_id, timeout)  # raises TimeoutError: not in the try
                 try:
-                    await asyncio.wait_for(event.wait(), _remaining(deadline, job_id, timeout))
+                    await asyncio.wait_for(event.wait(), slice_)
                 except asyncio.TimeoutError:
                     pass
 

@@ -103,6 +103,8 @@ COPY {jobs} ({columns}) FROM STDIN
 -- its claims take turns); others pay one primary-key read. rate_starts keeps the latest
 -- rate_limit start times: enough to count any window exactly. Only the best %(start)s
 -- (NULL: all) get started_at; the others are prefetched. Expired rows finish instead.
+-- Returned best first, as chosen (an UPDATE's RETURNING has no order of its own), so the
+-- started ones come first.
 WITH settings AS (
     SELECT paused_until > now() AS paused FROM {queues} WHERE name = %(queue)s
 ), limiter AS (
@@ -159,7 +161,7 @@ WITH settings AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT * FROM claimed
+SELECT * FROM claimed ORDER BY priority DESC, id
 
 -- name: write_back
 -- Outcomes of one worker, many jobs per statement. The guard (still running, still ours,
@@ -286,7 +288,7 @@ WITH input AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT * FROM claimed WHERE (SELECT count(*) FROM announced) >= 0
+SELECT * FROM claimed WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id
 
 -- name: cancel
 -- A live job finishes cancelled; its worker (cancel channel) and its waiters (done
