@@ -113,7 +113,7 @@ async def timed_drain(run: Run, executor: str, concurrency: int, count: int,
             async with chancy_worker(dsn, executor, concurrency) as proc:
                 await (await app.push(Job(WARM_UP))).wait(timeout=60)
                 cpu_before = cpu_seconds(proc)
-                async with app.connection() as conn, conn.transaction():
+                async with app.store.connection() as conn, conn.transaction():
                     for start in range(0, count, PUSH_CHUNK):
                         end = min(count, start + PUSH_CHUNK)
                         await app.push_many([Job(func, args=(i,)) for i in range(start, end)], connection=conn)

@@ -3,12 +3,10 @@ wait / cancel API (async, with thin sync twins for callers without an event loop
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
-from typing import Any, AsyncIterator, Callable, Iterator, ParamSpec, Sequence, TypeVar, overload
+from typing import Any, Callable, ParamSpec, Sequence, TypeVar, overload
 
-import psycopg
 
 from chancy import execution, migrations
 from chancy.errors import ConfigurationError
@@ -87,8 +85,8 @@ class Chancy:
             self.add_plugin(plugin)
         #: Every pool and connection of the app: the door to the database.
         self.store = PgStore(
-            dsn, names=self.names, session_dsn=session_dsn, default_dsn=self._default_dsn, min_connections=min_connections,
-            max_connections=max_connections, connect_timeout=connect_timeout,
+            dsn, names=self.names, session_dsn=session_dsn, default_dsn=self._default_dsn,
+            min_connections=min_connections, max_connections=max_connections, connect_timeout=connect_timeout,
             listen_channels=lambda: [self.job_sql.pushed_channel, self.job_sql.cancel_channel,
                                      self.job_sql.queues_channel],
         )
@@ -191,21 +189,6 @@ class Chancy:
     def close_sync(self) -> None:
         self.store.close_sync()
 
-    def connection(self) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection]:
-        """A connection of the app's pool, e.g. to push jobs inside your own transaction
-        (``push_many(jobs, connection=conn)``)."""
-        return self.store.connection()
-
-    def connection_sync(self) -> contextlib.AbstractContextManager[psycopg.Connection]:
-        return self.store.connection_sync()
-
-    async def connect(self) -> psycopg.AsyncConnection:
-        """A new dedicated connection of your own, on :attr:`session_dsn`."""
-        return await self.store.connect()
-
-    def connect_sync(self) -> psycopg.Connection:
-        return self.store.connect_sync()
-
     async def __aenter__(self) -> "Chancy":
         await self.store.open()
         return self
@@ -292,7 +275,7 @@ class Chancy:
         refs: list[Reference | None] = [None] * len(jobs)
         for name, indexes in self._group_by_queue(jobs).items():
             ids = await self.queue(name).push([jobs[i] for i in indexes], connection)
-            for i, job_id in zip(indexes, ids):
+            for i, job_id in zip(indexes, ids, strict=True):
                 refs[i] = Reference(self, job_id, name)
         return refs  # type: ignore[return-value]
 
@@ -303,7 +286,7 @@ class Chancy:
         refs: list[Reference | None] = [None] * len(jobs)
         for name, indexes in self._group_by_queue(jobs).items():
             ids = self.queue(name).push_sync([jobs[i] for i in indexes], connection)
-            for i, job_id in zip(indexes, ids):
+            for i, job_id in zip(indexes, ids, strict=True):
                 refs[i] = Reference(self, job_id, name)
         return refs  # type: ignore[return-value]
 

@@ -24,7 +24,7 @@ SQL_TEXT = re.compile(
 #: app's own connection methods (``Chancy.connection()`` and kin).
 DATABASE_CALLS = {"execute", "executemany", "cursor", "getconn", "putconn", "notifies", "connect_sync",
                   "connection", "connection_sync", "lease_sync", "async_pool", "claim_pool",
-                  "listening_connection_sync", "open_sync"}
+                  "listening_connection_sync"}
 DATABASE_CLASSES = {"ConnectionPool", "AsyncConnectionPool", "Connection", "AsyncConnection"}
 
 

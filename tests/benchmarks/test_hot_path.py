@@ -135,7 +135,7 @@ async def test_bulk_push_by_copy_is_atomic_and_wakes_workers(dsn):
         await app.migrate()
         jobs = [Job("tests.somewhere.task", args=(i,), queue=("default", "other")[i % 2]) for i in range(COPY_MIN_JOBS)]
         assert app.job_sql.copyable(jobs)
-        async with app.connection() as conn:
+        async with app.store.connection() as conn:
             await conn.execute(f"LISTEN {app.job_sql.pushed_channel}")
             refs = await app.push_many(jobs)
             heard = {notify.payload async for notify in conn.notifies(timeout=5, stop_after=2)}
@@ -144,12 +144,12 @@ async def test_bulk_push_by_copy_is_atomic_and_wakes_workers(dsn):
         assert stored.state is JobState.PENDING and stored.args == (COPY_MIN_JOBS - 1,)
         assert stored.queue == "other" and stored.scheduled_at is not None
 
-        async with app.connection() as conn:
+        async with app.store.connection() as conn:
             with pytest.raises(psycopg.errors.UniqueViolation):  # as the INSERT path does
                 async with conn.transaction():
                     await app.push_many(jobs[:-1] + [Job("x", id=refs[0].id)], connection=conn)
         # The failed COPY left nothing behind: still exactly one job per original push.
-        async with app.connection() as conn:
+        async with app.store.connection() as conn:
             count = (await (await conn.execute("SELECT count(*) FROM chancy_jobs")).fetchone())[0]
         assert count == COPY_MIN_JOBS
 
@@ -446,7 +446,7 @@ async def test_a_draining_worker_writes_outcomes_in_its_next_claims_transaction(
     async with Chancy(dsn, plugins=[Queue("default", concurrency=10)]) as app:
         refs, listening = await _doubles_heard_of(app, dsn, 100)
         async with running_worker(app, writeback_delay=0.5, prefetch_multiplier=1):
-            async with app.connection() as conn:
+            async with app.store.connection() as conn:
                 async def drained() -> bool:
                     cur = await conn.execute("SELECT count(*) FROM chancy_jobs WHERE state <> 'succeeded'")
                     return (await cur.fetchone())[0] == 0
@@ -506,7 +506,7 @@ async def test_task_push_many_copies_calls_atomically_and_announces_them(dsn):
         await app.migrate()
         task = app.task(_double, queue="odd\tqueue\\", priority=3)
         calls = [(i, "tab\tnew\nline\\back\r") for i in range(COPY_MIN_JOBS + 1)]
-        async with app.connection() as conn:
+        async with app.store.connection() as conn:
             await conn.execute(f"LISTEN {app.job_sql.pushed_channel}")
             refs = await task.push_many(iter(calls))
             heard = [notify.payload async for notify in conn.notifies(timeout=5, stop_after=1)]
@@ -516,7 +516,7 @@ async def test_task_push_many_copies_calls_atomically_and_announces_them(dsn):
             (calls[-1], "odd\tqueue\\", 3, JobState.PENDING)
         assert [r.id for r in refs] == sorted(r.id for r in refs)
 
-        async with app.connection() as conn:  # in the caller's transaction: rolled back with it
+        async with app.store.connection() as conn:  # in the caller's transaction: rolled back with it
             with pytest.raises(RuntimeError):
                 async with conn.transaction():
                     await task.push_many(calls, connection=conn)
@@ -566,7 +566,7 @@ async def test_claims_beside_many_scheduled_rows_are_not_planned_again_each_time
     which partial indexes need."""
     async with Chancy(dsn, plugins=[Queue("default")]) as app:
         await app.migrate()
-        async with app.connection() as conn:
+        async with app.store.connection() as conn:
             await skew_statistics(conn, "default")
             assert (await (await conn.execute("SHOW plan_cache_mode")).fetchone())[0] == "auto"
         await app.push_many([Job("f") for _ in range(12)])
@@ -585,7 +585,7 @@ async def test_the_kombu_transport_claims_with_the_generic_plan_too(dsn):
 
     async with Chancy(dsn, plugins=[Queue("celery")]) as app:
         await app.migrate()
-        async with app.connection() as conn:
+        async with app.store.connection() as conn:
             await skew_statistics(conn, "celery")
         await app.push_many([Job("f", queue="celery") for _ in range(12)])
     with Connection("chancy+" + dsn) as conn:

@@ -14,19 +14,19 @@ from chancy.store.pg.statements import drive_async
 
 
 async def _fire(app, catch_up=timedelta(minutes=5)):
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         async with conn.transaction():
             return await drive_async(conn, fire_due_steps(app.store.schedules, app.job_sql, catch_up))
 
 
 async def _set_next_fire(app, name, seconds_ago):
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         await conn.execute("UPDATE chancy_cron SET next_fire_at = date_trunc('second', now()) "
                            "- make_interval(secs => %s) WHERE name = %s", (seconds_ago, name))
 
 
 async def _firings(app):
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         cur = await conn.execute("SELECT unique_key, expires_at, args::text FROM chancy_jobs ORDER BY unique_key")
         return await cur.fetchall()
 
@@ -60,7 +60,7 @@ async def test_cron_expression_in_a_time_zone_and_expiry_of_firings(make_app):
     assert (local.hour, local.minute) == (7, 0)
     assert schedule.job.args == (7,)
     # Make it due and fire it: the firing expires 30 s after its tick.
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         await conn.execute("UPDATE chancy_cron SET next_fire_at = next_fire_at - interval '1 day'")
     assert await _fire(app, catch_up=timedelta(days=2)) == 1
     [(key, expires_at, _)] = await _firings(app)

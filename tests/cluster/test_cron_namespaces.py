@@ -21,20 +21,20 @@ def _job(n: int) -> Job:
 
 async def _fire(app: Chancy) -> int:
     """One firing pass of ``app``'s namespace, with the plugin's default catch-up."""
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         async with conn.transaction():
             return await drive_async(conn, fire_due_steps(app.store.schedules, app.job_sql, Cron().catch_up,
                                                           app.namespace))
 
 
 async def _make_due(app: Chancy, seconds_ago: float) -> None:
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         await conn.execute("UPDATE chancy_cron SET next_fire_at = date_trunc('second', now()) "
                            "- make_interval(secs => %s)", (seconds_ago,))
 
 
 async def _keys(app: Chancy) -> list[str]:
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         cur = await conn.execute("SELECT unique_key FROM chancy_jobs ORDER BY unique_key")
         return [row[0] for row in await cur.fetchall()]
 
@@ -133,7 +133,7 @@ async def test_one_firer_per_namespace_and_a_standby_takes_over(dsn):
 
 
 async def _advisory_locks_held(app: Chancy) -> int:
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         cur = await conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
@@ -146,7 +146,7 @@ async def test_migration_5_keeps_a_live_databases_schedules_and_an_app_adopts_it
     old = Chancy(dsn)
     async with old:
         await old.migrate(4)
-        async with old.connection() as conn:
+        async with old.store.connection() as conn:
             for name in ("report", "celery:nightly", "celery:orphan"):
                 await conn.execute(
                     "INSERT INTO chancy_cron (name, job, cron, next_fire_at, last_fired_at) "
@@ -155,7 +155,7 @@ async def test_migration_5_keeps_a_live_databases_schedules_and_an_app_adopts_it
                            '"max_attempts": 1, "limits": [], "backoff": null, "meta": {}}'))
         assert await old.migrate(5) == [5]
         assert [(s.name, s.next_fire_at.year) for s in await Cron.schedules(old)] == [("report", 2030)]
-        async with old.connection() as conn:
+        async with old.store.connection() as conn:
             cur = await conn.execute("SELECT name FROM chancy_cron WHERE namespace IS NULL ORDER BY name")
             assert [row[0] for row in await cur.fetchall()] == ["celery:nightly", "celery:orphan"]
 

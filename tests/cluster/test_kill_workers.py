@@ -63,7 +63,7 @@ async def test_random_kill_9_of_workers_loses_no_job_and_records_each_success_on
         assert [e["type"] for e in record.errors] == ["chancy.WorkerLost"] * 2
         assert "stopped heartbeating" in record.errors[-1]["message"]
     # The kills hit running jobs: some succeeded only after a recovered attempt.
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM chancy_jobs WHERE state = 'succeeded' AND errors <> '[]'")
         recovered = (await cur.fetchone())[0]
     print(f"{kills} kills, {recovered} jobs succeeded after a lost attempt")

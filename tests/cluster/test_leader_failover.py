@@ -53,7 +53,7 @@ async def test_killed_leader_is_replaced_quickly_and_cron_fires_each_tick_once(d
     print(f"failovers took {[f'{t:.2f}s' for t in failovers]}")
     assert all(t < FAILOVER_BOUND for t in failovers)
 
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         cur = await conn.execute(
             "SELECT unique_key, count(*) FROM chancy_jobs WHERE unique_key LIKE 'cron:tick:%' "
             "GROUP BY unique_key ORDER BY unique_key")

@@ -65,14 +65,14 @@ async def _finished_jobs(app):
     async with running_worker(app):
         for ref in refs:
             await ref.wait(5)
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         await conn.execute("UPDATE chancy_jobs SET state = 'failed' WHERE args = '[0]'")
         await conn.execute("UPDATE chancy_jobs SET completed_at = now() - interval '2 hours'")
     return refs
 
 
 async def _remaining(app):
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         cur = await conn.execute("SELECT queue, state, count(*) FROM chancy_jobs GROUP BY 1, 2 ORDER BY 1, 2")
         return await cur.fetchall()
 

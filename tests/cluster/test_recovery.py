@@ -13,7 +13,7 @@ from chancy.testing import eventually, running_worker
 
 
 async def _register(app, worker_id, expires_in):
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         await conn.execute(
             "INSERT INTO chancy_workers (worker_id, hostname, pid, expires_at) "
             "VALUES (%s, 'host', 1, now() + make_interval(secs => %s))", (worker_id, expires_in))
@@ -35,7 +35,7 @@ async def test_a_dead_workers_job_is_retried_and_the_lost_attempt_counts(make_ap
     assert record.state is JobState.RETRYING and record.attempts == 1
     assert record.errors[0]["type"] == "chancy.WorkerLost" and "dead" in record.errors[0]["message"]
     assert (await alive_ref.get()).state is JobState.RUNNING  # a live worker's job is left alone
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         cur = await conn.execute("SELECT worker_id FROM chancy_workers")
         assert [r[0] for r in await cur.fetchall()] == ["alive"]
 
@@ -97,7 +97,7 @@ async def test_a_job_recovered_while_still_running_here_is_not_run_twice(make_ap
     ref = await app.push(Job(cluster_tasks.slow, args=[1], max_attempts=2))
     async with running_worker(app, heartbeat_interval=5) as worker:
         await eventually(lambda: _state(ref, JobState.RUNNING))
-        async with app.connection() as conn:  # what recovery does when it thinks we died
+        async with app.store.connection() as conn:  # what recovery does when it thinks we died
             cur = await conn.execute("UPDATE chancy_jobs SET state = 'retrying', scheduled_at = now() "
                                      "WHERE id = %s AND state = 'running'", (ref.id,))
             assert cur.rowcount == 1
@@ -113,14 +113,14 @@ async def test_a_job_recovered_while_still_running_here_is_not_run_twice(make_ap
 async def test_a_clean_shutdown_deregisters_and_leaves_nothing_to_recover(make_app):
     app = await make_app()
     async with running_worker(app, heartbeat_interval=0.2) as worker:
-        async with app.connection() as conn:
+        async with app.store.connection() as conn:
             cur = await conn.execute("SELECT hostname, pid, queues, expires_at > now() FROM chancy_workers "
                                      "WHERE worker_id = %s", (worker.worker_id,))
             hostname, pid, queues, alive = await cur.fetchone()
         assert queues == ["default"] and alive and pid > 0
         ref = await app.push(cluster_tasks.noop, 1)
         await ref.wait(5)
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM chancy_workers")
         assert (await cur.fetchone())[0] == 0
     assert await recover(app) == 0

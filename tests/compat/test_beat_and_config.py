@@ -23,7 +23,7 @@ from tests.compat.proj import tasks
 
 
 def _rows(celery_app, func):
-    with celery_app.chancy.connection_sync() as conn:
+    with celery_app.chancy.store.connection_sync() as conn:
         return conn.execute("SELECT state, unique_key FROM chancy_jobs WHERE func = %s", (func,)).fetchall()
 
 

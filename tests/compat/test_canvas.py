@@ -59,7 +59,7 @@ def test_group_pipe_task_is_a_chord(worker):
 def test_chord_body_fires_exactly_once_under_concurrent_completions(worker, celery_app):
     res = chord([tasks.add.s(i, 0) for i in range(40)], tasks.xsum.s()).apply_async()
     assert res.get(timeout=30) == sum(range(40))
-    with celery_app.chancy.connection_sync() as conn:
+    with celery_app.chancy.store.connection_sync() as conn:
         count = conn.execute("SELECT count(*) FROM chancy_jobs WHERE func = %s",
                              (tasks.xsum.name,)).fetchone()[0]
     assert count == 1

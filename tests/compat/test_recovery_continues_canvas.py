@@ -15,7 +15,7 @@ def test_a_step_lost_with_its_worker_fails_the_rest_of_the_chain(celery_app):
 
     async def claim_on_a_worker_that_dies_then_recover() -> None:
         try:
-            async with chancy.connection() as conn:  # its last attempt
+            async with chancy.store.connection() as conn:  # its last attempt
                 await conn.execute("UPDATE chancy_jobs SET max_attempts = 1 WHERE id = %s", (first.id,))
             record = await chancy.get_job(first.id)
             claimed = await chancy.queue(record.queue).claim("worker-that-died", 10)

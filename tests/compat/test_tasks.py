@@ -141,7 +141,7 @@ def test_eager_mode_runs_in_process(celery_app):
     key = uuid.uuid4().hex
     assert tasks.flaky.delay(key, 3).get()["retries"] == 2
     assert (tasks.add.s(1, 1) | tasks.mul.s(3)).delay().get() == 6
-    with celery_app.chancy.connection_sync() as conn:  # nothing was stored
+    with celery_app.chancy.store.connection_sync() as conn:  # nothing was stored
         assert conn.execute("SELECT count(*) FROM chancy_jobs").fetchone()[0] == 0
 
 

@@ -18,7 +18,7 @@ async def test_unserialisable_argument_is_named_and_nothing_is_inserted(app):
             Job(core_tasks.echo, args=[1]),
             Job(core_tasks.echo, kwargs={"conn": object()}),
         ])
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         assert (await (await conn.execute("SELECT count(*) FROM chancy_jobs")).fetchone())[0] == 0
 
 

@@ -96,7 +96,7 @@ def test_a_lean_push_is_one_prepared_statement_that_announces_pending_jobs_only(
         heard = [n.payload for n in listener.notifies(timeout=30, stop_after=7)]
     assert len(pushed) == 8 and not made  # no cursor, no rows read back
     assert sorted(heard) == ["q0"] * 4 + ["q1"] * 3  # the scheduled one is not announced
-    with sync_app.connection_sync() as conn:  # max_connections=2 but one was ever needed
+    with sync_app.store.connection_sync() as conn:  # max_connections=2 but one was ever needed
         names = conn.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'chancy_insert_%'").fetchall()
     assert len(names) == 2  # a pending and a scheduled job's statements
     assert [sync_app.get_job_sync(ref).args for ref in refs] == [(i,) for i in range(7)]
@@ -107,7 +107,7 @@ def test_a_statement_dropped_from_the_session_is_prepared_again(sync_app: Chancy
     ALL`` on the pooled connection: the next push prepares its statement again."""
     refs = [sync_app.push_sync(Job("h.before"))]
     for reset in ("DEALLOCATE ALL", "DISCARD ALL"):
-        with sync_app.connection_sync() as conn:
+        with sync_app.store.connection_sync() as conn:
             conn.execute(reset)
         refs.append(sync_app.push_sync(Job("h.after", args=(reset,))))
     assert [sync_app.get_job_sync(ref).func for ref in refs] == ["h.before", "h.after", "h.after"]
@@ -144,7 +144,7 @@ def test_unique_keys_and_transactional_pushes_take_the_general_path(sync_app: Ch
         sync_app.push_many_sync([Job("h.rolled_back")], connection=own)
         own.rollback()
     assert pushed == []
-    with sync_app.connection_sync() as conn:
+    with sync_app.store.connection_sync() as conn:
         funcs = [row[0] for row in conn.execute(f"SELECT func FROM {sync_app.names.prefix}jobs")]
     assert funcs == ["h.unique"]
 
@@ -189,7 +189,7 @@ def test_the_kept_connection_serves_every_sync_use_of_a_one_connection_pool(dsn:
     with app:
         ref = app.push_sync(Job("h.one"))
         assert app.get_job_sync(ref).func == "h.one"
-        with app.connection_sync() as conn:
+        with app.store.connection_sync() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         assert app.cancel_sync(ref)
         assert app.wait_sync(ref, timeout=30).state is JobState.CANCELLED
@@ -210,12 +210,12 @@ def test_concurrent_sync_pushes_from_threads_all_land_and_nothing_leaks(dsn: str
 
 
 def test_a_connection_left_in_a_transaction_is_not_kept_aside(sync_app: Chancy):
-    with sync_app.connection_sync() as conn:
+    with sync_app.store.connection_sync() as conn:
         conn.execute("BEGIN")
         conn.execute(f"INSERT INTO {sync_app.names.prefix}jobs (id, queue, func) VALUES (gen_random_uuid(), 'q', 'h.x')")
     assert sync_app.store._parked is None  # back to the pool, which rolled the transaction back
     ref = sync_app.push_sync(Job("h.after"))
-    with sync_app.connection_sync() as conn:
+    with sync_app.store.connection_sync() as conn:
         funcs = [r[0] for r in conn.execute(f"SELECT func FROM {sync_app.names.prefix}jobs")]
     assert funcs == ["h.after"] and sync_app.get_job_sync(ref).func == "h.after"
 

@@ -125,7 +125,7 @@ async def test_bulk_copy_refuses_unstorable_arguments(app):
     task = Task(app, poison_tasks.ok, name="poison_tasks.ok_bulk")
     with pytest.raises(SerializationError, match="NUL character"):
         await task.push_many([[i] for i in range(1500)] + [["a\x00"]])
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         assert (await (await conn.execute("SELECT count(*) FROM chancy_jobs")).fetchone())[0] == 0
 
 

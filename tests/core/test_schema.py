@@ -55,7 +55,7 @@ async def test_prefixes_isolate_apps_in_one_database(dsn):
 async def test_claim_reads_only_runnable_rows_at_depth(app):
     """With many finished and future rows, the claim must use the partial indexes and
     never scan the table (the planner trap noted in ARCHITECTURE.md)."""
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         await conn.execute(
             """
             INSERT INTO chancy_jobs (id, queue, func, state, completed_at, scheduled_at)
@@ -111,7 +111,7 @@ async def test_claims_recovery_and_pruning_never_scan_a_table_that_is_mostly_the
     running or mostly finished, it planned the join of the rows a statement had locked with
     the jobs table as a hash join over a sequential scan of the whole table: every claim,
     recovery pass or prune batch read every row. They update by id instead."""
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         if conn.info.server_version < 160000:
             pytest.skip("EXPLAIN (GENERIC_PLAN) needs Postgres 16")
         await conn.execute(SHAPES[shape])

@@ -11,7 +11,7 @@ from chancy.testing import running_worker
 
 
 async def _count_jobs(app) -> int:
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM chancy_jobs")
         return (await cur.fetchone())[0]
 

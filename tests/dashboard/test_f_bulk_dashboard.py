@@ -28,7 +28,7 @@ async def _seed(app) -> dict[str, list]:
     }
     ids = {name: [ref.id for ref in await app.push_many(jobs)] for name, jobs in groups.items()}
     updates = {"failed_a": "failed", "failed_b": "failed", "running_a": "running", "succeeded_a": "succeeded"}
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         for name, state in updates.items():
             await conn.execute(
                 "UPDATE chancy_jobs SET state = %s, attempts = 1, completed_at = CASE WHEN %s <> 'running' THEN now() END,"
@@ -38,7 +38,7 @@ async def _seed(app) -> dict[str, list]:
 
 
 async def _states(app) -> dict:
-    async with app.connection() as conn:
+    async with app.store.connection() as conn:
         return {row[0]: row[1] for row in await (await conn.execute("SELECT id, state FROM chancy_jobs")).fetchall()}
 
 
