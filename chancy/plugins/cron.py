@@ -36,7 +36,7 @@ import asyncio
 import dataclasses
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -44,7 +44,7 @@ from croniter import croniter
 from chancy.errors import ConfigurationError
 from chancy.job import Job
 from chancy.namespaces import DEFAULT_NAMESPACE
-from chancy.plugin import Plugin
+from chancy.plugin import Plugin, WorkerContext
 from chancy.store.pg.atomic import run_atomically, run_atomically_sync
 from chancy.store.pg.jobs import JobSQL, push_steps
 from chancy.store.pg.schedules import Schedule, ScheduleSQL, dumps_job_template
@@ -53,7 +53,6 @@ from chancy.store.pg.statements import single, Steps
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
-    from chancy.worker import Worker
 
 __all__ = ["Cron", "Schedule", "Spec"]
 
@@ -98,7 +97,7 @@ class Cron(Plugin):
         if self.catch_up.total_seconds() < 0:
             raise ConfigurationError(f"Cron catch_up must not be negative, got {catch_up!r}")
 
-    async def run(self, worker: "Worker") -> None:
+    async def run(self, worker: WorkerContext) -> None:
         await self.fire_forever(worker.app)
 
     async def fire_forever(self, app: "Chancy") -> None:
@@ -179,7 +178,15 @@ class Cron(Plugin):
 
 
 # --- operations (driven sync or async) --------------------------------------------------------
-def _check(spec: Spec) -> dict[str, object]:
+class _Timing(TypedDict):
+    """A schedule's timing as stored."""
+
+    cron: str | None
+    every: float | None
+    timezone: str
+
+
+def _check(spec: Spec) -> _Timing:
     """The spec's timing as stored (``cron``, ``every``, ``timezone``), or a clear error."""
     if not isinstance(spec.name, str) or not spec.name:
         raise ConfigurationError(f"A schedule needs a non-empty name, got {spec.name!r}")
@@ -202,7 +209,7 @@ def _check(spec: Spec) -> dict[str, object]:
     _zone(spec.timezone)
     if spec.expires_in is not None and (not isinstance(spec.expires_in, (int, float)) or spec.expires_in <= 0):
         raise ConfigurationError(f"expires_in must be a positive number of seconds, got {spec.expires_in!r}")
-    return dict(cron=cron, every=float(seconds) if seconds is not None else None, timezone=spec.timezone)
+    return _Timing(cron=cron, every=float(seconds) if seconds is not None else None, timezone=spec.timezone)
 
 
 def upsert_steps(statements: ScheduleSQL, namespace: str, specs: Sequence[Spec]) -> Steps:
@@ -211,7 +218,7 @@ def upsert_steps(statements: ScheduleSQL, namespace: str, specs: Sequence[Spec])
     if not specs:
         return
     now = yield statements.now
-    for spec, timing in zip(specs, timings):
+    for spec, timing in zip(specs, timings, strict=True):
         yield statements.upsert({
             "namespace": namespace, "name": spec.name, "job": dumps_job_template(spec.job), **timing,
             "expires_in": spec.expires_in, "next_fire_at": _next_after(now, **timing), "enabled": spec.enabled,
@@ -270,9 +277,9 @@ def _due_ticks(row: Schedule, oldest: datetime) -> tuple[list[datetime], datetim
     ticks not older than ``oldest`` fire each (at most MAX_FIRINGS_PER_PASS per pass);
     older ones were missed: they are covered by those, or, if none is that recent, fire
     once, for the latest (Celery beat runs a missed entry once, whatever it missed)."""
-    timing = dict(cron=row.cron, every=row.every, timezone=row.timezone)
+    timing = _Timing(cron=row.cron, every=row.every, timezone=row.timezone)
     tick = max(row.next_fire_at, _first_at_or_after(oldest, row))
-    ticks = []
+    ticks: list[datetime] = []
     while tick <= row.read_at and len(ticks) < MAX_FIRINGS_PER_PASS:
         ticks.append(tick)
         tick = _next_after(tick, **timing)

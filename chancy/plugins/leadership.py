@@ -26,13 +26,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from chancy.errors import ConfigurationError
-from chancy.plugin import Plugin
+from chancy.plugin import Plugin, WorkerContext
 from chancy.store.pg.leadership import LeadershipLock
 from chancy.store.pg.statements import single
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
-    from chancy.worker import Worker
 
 log = logging.getLogger("chancy.leadership")
 
@@ -46,7 +45,7 @@ class Leadership(Plugin):
             raise ConfigurationError(f"Leadership interval must be a positive number of seconds, got {interval!r}")
         self.interval = float(interval)
 
-    async def run(self, worker: "Worker") -> None:
+    async def run(self, worker: WorkerContext) -> None:
         while True:
             lock = LeadershipLock(worker.app.store, worker.worker_id)
             try:

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Sequence
 
 from chancy.errors import ConfigurationError
 from chancy.job import FINISHED_STATES, JobState
-from chancy.plugin import Plugin
+from chancy.plugin import Plugin, WorkerContext
 from chancy.store.pg.statements import single
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
-    from chancy.worker import Worker
 
 log = logging.getLogger("chancy.pruner")
 
@@ -70,7 +69,7 @@ class Pruner(Plugin):
         self.interval = float(interval)
         self.batch = batch
 
-    async def run(self, worker: "Worker") -> None:
+    async def run(self, worker: WorkerContext) -> None:
         while True:
             try:
                 deleted = await prune(worker.app, self.rules, self.batch)

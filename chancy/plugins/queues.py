@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +126,7 @@ class QueueAdmin:
     def delete_sync(self, name: str, *, purge: bool = False) -> int:
         return self._run_sync(self._sql.queue_delete(_name(name), purge))[1]
 
-    def list_sync(self) -> list[QueueSettings]:
+    def list_sync(self) -> builtins.list[QueueSettings]:  # list: the method above
         return self._run_sync(self._sql.queue_list())
 
     def get_sync(self, name: str) -> QueueSettings | None:
