@@ -15,7 +15,7 @@ import chancy.compat.signals as signals
 from chancy.compat.beat import schedule_namespace, sync_schedule
 from chancy.errors import ConfigurationError
 from chancy.executors.process import ChildLimits
-from chancy.plugin import Plugin
+from chancy.plugin import Plugin, WorkerContext
 from chancy.plugins.cron import Cron
 from chancy.plugins.leadership import Leadership
 from chancy.plugins.recovery import Recovery
@@ -23,7 +23,6 @@ from chancy.queues.pg import Queue
 
 if TYPE_CHECKING:
     from chancy.compat.app.base import Celery
-    from chancy.worker import Worker
 
 log = logging.getLogger("chancy.compat.worker")
 
@@ -47,7 +46,7 @@ class CeleryWorker(Plugin):
         super().bind(app)
         app.namespace = schedule_namespace(self.celery_app)
 
-    async def run(self, worker: "Worker") -> Any:
+    async def run(self, worker: WorkerContext) -> Any:
         signals.worker_init.send(sender=worker)
         try:  # an empty beat_schedule too: it unschedules the app's old entries
             await asyncio.to_thread(sync_schedule, self.celery_app)
