@@ -27,6 +27,14 @@ def test_every_migration_statement_names_the_prefix_tables(prefix: str) -> None:
             assert not statement.startswith("--"), statement
 
 
+def test_migration_statements_print_as_a_script() -> None:
+    """``chancy migrate --dry-run`` ends each printed statement with a semicolon: the
+    statements themselves come without theirs (it printed ';;')."""
+    for migration in migrations.MIGRATIONS:
+        for statement in migration.compose(Names("chancy_")):
+            assert not statement.as_string(None).rstrip().endswith(";"), statement
+
+
 def test_pending_migrations() -> None:
     latest = migrations.LATEST_VERSION
     assert [m.version for m in migrations.pending(0)] == list(range(1, latest + 1))

@@ -30,9 +30,11 @@ class Migration:
     file_name: str  # under sql/
 
     def compose(self, names: Names) -> list[sql.Composed]:
-        """Its statements for ``names``' tables, in order."""
+        """Its statements for ``names``' tables, in order, each with the comment lines
+        that document it and without its closing semicolon (e.g. to print a script)."""
         statements = SqlFile(self.file_name, names.fields())
-        return [statements.composed(name) for name in statements.names()]
+        return [sql.SQL(statements.template(name).rstrip(";")).format(**names.fields())
+                for name in statements.names()]
 
 
 def _load() -> tuple[Migration, ...]:
