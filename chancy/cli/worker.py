@@ -145,7 +145,7 @@ def _wait_for_database(app: Chancy, patience: float) -> None:
                    err=True)
 
     try:
-        wait_until_reachable(app.connect_sync, patience, on_retry)
+        wait_until_reachable(app.store.connect_sync, patience, on_retry)
     except KeyboardInterrupt:
         raise CliError("interrupted while waiting for the database", ExitCode.INTERRUPTED) from None
 
