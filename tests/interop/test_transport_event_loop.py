@@ -17,6 +17,7 @@ from kombu import Connection, Consumer, Queue
 from kombu.asynchronous import Hub
 
 from chancy.compat.kombu_loop import HubDelivery
+from chancy.compat.protocol import job_id_for
 from chancy.testing import eventually
 
 from interop_support import ran
@@ -157,3 +158,23 @@ async def test_a_prefork_worker_with_every_process_busy_answers_remote_control(i
     kept = [key for key, s in enumerate(sleepers) if s is not waiting[0]]
     assert [sleepers[key].get(timeout=40) for key in kept] == kept
     assert sorted(key for key, _ in ran(interop_dsn)) == kept
+
+
+def test_an_ack_after_the_outcome_still_names_the_consumer(interop_dsn, celery_app):
+    """In the event loop a solo pool acks once the task ran, when the result backend has
+    finished the row already: the row keeps its outcome and names the consumer that
+    delivered it, as after an earlier ack."""
+    sent = celery_app.tasks["interop.add"].delay(1, 2)
+    messages: list[Any] = []
+    with Connection("chancy+" + interop_dsn, transport_options={"await_results": True}) as connection:
+        with Consumer(connection, [Queue("celery")], accept=["json"],
+                      callbacks=[lambda body, message: messages.append(message)]):
+            connection.drain_events(timeout=5)
+            celery_app.backend.mark_as_done(sent.id, 3)
+            messages[0].ack()
+            messages[0].channel.basic_ack(messages[0].delivery_tag)  # sent again: changes nothing
+        consumer = connection.transport.consumer_id
+    with psycopg.connect(interop_dsn) as conn:
+        row = conn.execute("SELECT state, result, meta->'celery'->>'acked_by' FROM chancy_jobs WHERE id = %s",
+                           (str(job_id_for(sent.id)),)).fetchone()
+    assert row == ("succeeded", 3, consumer)

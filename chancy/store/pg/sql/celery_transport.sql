@@ -172,6 +172,18 @@ WITH acked AS (
 )
 SELECT CASE WHEN state = 'succeeded' THEN pg_notify(%(done)s, id::text) END FROM acked;
 
+-- name: ack_after_outcome
+-- An ack that comes once the result backend has finished the row (in Celery's event loop
+-- a solo pool acks after the task ran, and a prefork pool's ack can trail a fast task's
+-- result): the row keeps its outcome and, as after an earlier ack, names the consumer
+-- that delivered it.
+UPDATE {jobs} SET
+    meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
+        || jsonb_build_object('acked_by', %(consumer)s::text))
+WHERE id = %(id)s AND attempts = %(attempt)s AND state IN ('succeeded', 'failed', 'cancelled')
+  AND meta->'celery'->>'acked_by' IS NULL
+RETURNING id;
+
 -- name: end_unrecorded
 -- The other half of `ack`: a task that raised Ignore or Reject stores no state (Celery's
 -- trace only logs it), so the row is noted as ended without an outcome and, once its
