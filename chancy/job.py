@@ -187,7 +187,7 @@ def new_job_ids(count: int) -> list[uuid.UUID]:
         ms = time.time_ns() // 1_000_000
         stamps = [_stamp(ms) for _ in range(count)]
     noise = struct.unpack(f">{count}Q", os.urandom(8 * count))
-    return [_uuid(stamp | (rand & _RANDOM_BITS)) for stamp, rand in zip(stamps, noise)]
+    return [_uuid(stamp | (rand & _RANDOM_BITS)) for stamp, rand in zip(stamps, noise, strict=True)]
 
 
 def _uuid(value: int) -> uuid.UUID:
@@ -269,7 +269,8 @@ class Job:
         if "\x00" in func or "\x00" in queue or (unique_key is not None and "\x00" in unique_key):
             for label, text in (("task name", func), ("queue", queue), ("unique_key", unique_key)):
                 if text is not None and "\x00" in text:
-                    raise ValueError(f"The {label} {text!r} contains a NUL character (\\x00), which Postgres cannot store")
+                    raise ValueError(f"The {label} {text!r} contains a NUL character (\\x00), "
+                                     "which Postgres cannot store")
         # One update of the frozen instance's fields, where a setattr per field cost ~1 µs
         # of every push.
         self.__dict__.update(

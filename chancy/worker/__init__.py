@@ -186,7 +186,8 @@ class Worker:
         if self.uses_postgres:
             self._tasks.append(loop.create_task(self._heartbeat.run(), name="chancy-heartbeat"))
             self._tasks.append(loop.create_task(self._settings.run(), name="chancy-settings"))
-        self._tasks += [loop.create_task(plugin.run(self._plugin_context), name=f"chancy-plugin-{type(plugin).__name__}")
+        self._tasks += [loop.create_task(plugin.run(self._plugin_context),
+                                         name=f"chancy-plugin-{type(plugin).__name__}")
                         for plugin in self.plugins if not plugin.leader_only]
         log.info("worker %s started on queues %s", self.worker_id, [q.name for q in self.queues])
         gate = self._producing.rate_gate
@@ -232,7 +233,7 @@ class Worker:
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         if not self.install_signal_handlers or threading.current_thread() is not threading.main_thread():
             return []
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
             installed.append(sig)

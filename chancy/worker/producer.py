@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import logging
 import uuid
 from datetime import datetime, timezone
@@ -254,13 +255,13 @@ class QueueProducer:
                 record = dataclasses.replace(record, started_at=datetime.now(timezone.utc))
             log_start(record)
             try:
-                executor.submit(record, lambda outcome, r=record: self.on_outcome(r, outcome))
+                executor.submit(record, functools.partial(self.on_outcome, record))
             except Exception as exc:  # noqa: BLE001 - e.g. arguments the executor cannot hand over
                 log.exception("job %s could not be started", record.id)
                 self.on_outcome(record, Outcome.failure(record.id, exc, final=True))
         if (free > 0 and prefetched and self.marking is None
                 and (free >= (executor.capacity + 1) // 2 or executor.free_slots == executor.capacity)):
-            batch = [record.id for record, _ in zip(prefetched, range(free))]
+            batch = [record.id for record, _ in zip(prefetched, range(free), strict=False)]
             self.marking = asyncio.get_running_loop().create_task(self._mark_started(batch))
         if self.saturated and self.claim_room(self.context.prefetch_multiplier) > 0:
             self.wake.set()

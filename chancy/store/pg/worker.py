@@ -42,5 +42,6 @@ class WorkerSQL:
 
     def delay_retries(self, delays: Mapping[uuid.UUID, float]) -> Statement:
         """Recovered jobs that will be retried wait ``delays[id]`` seconds first."""
-        return Statement(self._sql["delay_retries"], {"ids": list(delays), "delays": [float(d) for d in delays.values()]})
+        params = {"ids": list(delays), "delays": [float(d) for d in delays.values()]}
+        return Statement(self._sql["delay_retries"], params)
 
