@@ -105,13 +105,10 @@ class Control:
     def purge(self) -> int:
         """Delete every waiting task of the app's queues; returns how many."""
         from chancy.job import JobState
-        from chancy.queues.admin_sql import AdminSQL
-        from chancy.store.pg.statements import drive_sync, single
 
-        statement = AdminSQL(self.app.chancy.names).purge(
-            [JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING], list(self.app.chancy.queues))
-        with self.app.chancy.connection_sync() as conn:
-            return sum(drive_sync(conn, single(statement)).values())
+        store = self.app.chancy.store
+        purge = store.admin.purge([JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING], list(self.app.chancy.queues))
+        return sum(store.run_sync(purge).values())
 
     discard_all = purge
 
