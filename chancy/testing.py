@@ -21,7 +21,8 @@ from chancy.job import JobRecord, JobState
 from chancy.queue import QueuePlugin
 from chancy.store.admin import JobSelection
 from chancy.store.memory import MemoryQueue
-from chancy.worker import Worker, decide, with_follow_ups
+from chancy.worker import Worker
+from chancy.worker.outcomes import decide
 
 #: The most jobs one :func:`drain` runs before it decides the jobs push each other forever.
 MAX_DRAINED_JOBS = 10_000
@@ -233,7 +234,7 @@ async def drain_async(app: Any, *, queues: Sequence[str] | None = None, max_jobs
                     result.retries += 1
                     if retry_at_once:
                         transition = dataclasses.replace(transition, delay=0)
-                await queue.write_back(worker_id, [with_follow_ups(core, record, transition)])
+                await queue.write_back(worker_id, [core.hooks.with_follow_ups(record, transition)])
                 final = await queue.get(record.id)
                 finished = {JobState.SUCCEEDED: result.succeeded, JobState.FAILED: result.failed,
                             JobState.CANCELLED: result.cancelled}
