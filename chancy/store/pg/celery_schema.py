@@ -10,10 +10,10 @@ import psycopg
 
 from chancy.errors import SchemaOutOfDateError
 from chancy.migrations import Names
-from chancy.store.pg.migrations import LATEST_VERSION
 from chancy.redaction import redact
 from chancy.store.pg.celery_connection import ProcessConnection
-from chancy.store.pg.statements import SqlFile, Statement, Steps, drive_sync
+from chancy.store.pg.migrations import LATEST_VERSION, schema_version
+from chancy.store.pg.statements import Steps, drive_sync
 
 
 def migrate_command(dsn: str, names: Names) -> str:
@@ -28,16 +28,6 @@ def schema_out_of_date(dsn: str, names: Names, version: int | None) -> SchemaOut
         f"The Celery broker's database {redact(dsn)} {found} (table prefix {names.prefix!r}); this Chancy "
         f"needs version {LATEST_VERSION}. Run `{migrate_command(dsn, names)}` (with the real password) once, "
         f"then start the Celery workers again.")
-
-
-def schema_version(names: Names) -> Steps:
-    """The schema version of the tables of ``names`` (0: none)."""
-    statements = SqlFile("celery_connection.sql", names.fields())
-    exists = yield Statement(statements["migrations_table"], {"table": names.prefix + "migrations"},
-                             lambda rows: rows[0][0] is not None)
-    if not exists:
-        return 0
-    return (yield Statement(statements["schema_version"], {}, lambda rows: rows[0][0]))
 
 
 class SchemaCheckedConnection(ProcessConnection):
