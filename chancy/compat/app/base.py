@@ -30,6 +30,8 @@ from chancy.compat.job_rows import jobs_and_result
 from chancy.compat.local import Proxy, get_current_app, set_current_app
 from chancy.compat.protocol import job_id_for
 from chancy.compat.result import AsyncResult, GroupResult
+from chancy.compat.stamps import stamped_task_ids
+from chancy.compat.worker import cluster_plugins
 from chancy.errors import ConfigurationError
 from chancy.execution import registry
 from chancy.job import new_job_id
@@ -95,8 +97,6 @@ class Control:
         """Revoke the waiting tasks stamped with one of these values (``{header: value or
         [values]}``); ``terminate=True`` also stops running ones. Tasks sent later are not
         affected (Celery's workers remember the stamps; rows are revoked as found now)."""
-        from chancy.compat.stamps import stamped_task_ids
-
         self.revoke(stamped_task_ids(self.app.chancy, headers, running=terminate), terminate=terminate, signal=signal)
 
     def terminate(self, task_id: str | Sequence[str], destination: Any = None, signal: Any = None, **kwargs: Any) -> None:
@@ -258,8 +258,6 @@ class Celery:
         with self._chancy_lock:  # web threads may all call .delay() first at once
             if self._chancy is None:
                 self.finalize()
-                from chancy.compat.worker import cluster_plugins
-
                 options = self.conf.broker_transport_options or {}
                 self._chancy = Chancy(self.dsn, plugins=[*(Queue(name) for name in self.declared_queues()),
                                                          *cluster_plugins(self)],
@@ -407,13 +405,13 @@ class Celery:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
 def _default_app() -> Celery:
     """The app ``current_app`` stands for when none was made yet, as Celery's default app."""
     return Celery("default")
 
 
 local.make_default_app = _default_app
-
 
 
 @overload

@@ -17,20 +17,21 @@ import chancy.compat.payload as payload
 import chancy.compat.rows as rows
 import chancy.compat.signals as signals
 import chancy.compat.states as states
-from chancy.compat.local import request_of, running
+from chancy import serialization
+from chancy.compat.canvas import Signature, chunks, xmap, xstarmap
 from chancy.compat.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry, exception_info
-from chancy.compat.protocol import celery_retries
+from chancy.compat.local import request_of, running
+from chancy.compat.protocol import celery_retries, job_id_for
+from chancy.compat.replace import replace_running
+from chancy.compat.result import AsyncResult, EagerResult, exception_from_error
 from chancy.compat.soft_limit import soft_time_limit
 from chancy.errors import Fail, JobCancelledError, JobTimeoutError
 from chancy.execution import current_job
 from chancy.executors.process import child_init_hooks
 from chancy.job import Jitter, JobRecord, backoff_delay
 
-from chancy.compat.canvas import Signature  # every .delay() builds one (canvas imports no task module)
-
 if TYPE_CHECKING:
     from chancy.compat.app.base import Celery
-    from chancy.compat.result import AsyncResult, EagerResult
 
 log = logging.getLogger("chancy.compat.task")
 
@@ -259,9 +260,6 @@ class Task(Generic[P, R]):
               **options: Any) -> "EagerResult":
         """Run now, in this process, with a request like a worker's; returns an EagerResult.
         Arguments round-trip through the serializer as they would through the queue."""
-        from chancy import serialization
-        from chancy.compat.result import EagerResult
-
         self._check_app()
         assert self.app is not None
         args = tuple(serialization.loads(serialization.dumps(list(args or ()))))
@@ -307,23 +305,15 @@ class Task(Generic[P, R]):
         return self.signature(args, kwargs, immutable=True)
 
     def map(self, it: Any) -> "Signature":
-        from chancy.compat.canvas import xmap
-
         return xmap(self.s(), it, app=self.app)
 
     def starmap(self, it: Any) -> "Signature":
-        from chancy.compat.canvas import xstarmap
-
         return xstarmap(self.s(), it, app=self.app)
 
     def chunks(self, it: Any, n: int) -> "Signature":
-        from chancy.compat.canvas import chunks
-
         return chunks(self.s(), it, n, app=self.app)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> "AsyncResult":  # noqa: N802 - Celery's name
-        from chancy.compat.result import AsyncResult
-
         return AsyncResult(task_id, app=self.app, task_name=self.name, **kwargs)
 
     # --- arguments ---------------------------------------------------------------------------
@@ -396,8 +386,6 @@ class Task(Generic[P, R]):
         its result becomes this task's, and the chain, chord or group around it goes on
         (see :mod:`chancy.compat.replace`). On a worker it raises :class:`Ignore`, as
         Celery does; run eagerly or inline, it runs ``sig`` now and returns its value."""
-        from chancy.compat.replace import replace_running
-
         request = self.request
         if request.is_eager or request.called_directly:
             return sig.apply().get()
@@ -469,9 +457,6 @@ class Task(Generic[P, R]):
         return len(positional) > 1 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
     def _failure_details(self, failed_id: str) -> tuple[Context, BaseException, str | None]:
-        from chancy.compat.protocol import job_id_for
-        from chancy.compat.result import exception_from_error
-
         assert self.app is not None
         failed = self.app.chancy.get_job_sync(job_id_for(failed_id))
         if failed is None:
