@@ -4,7 +4,7 @@ task in any 60 seconds across every worker of the cluster (Celery's limit is per
 The limit is a property of the task's code, so the worker that runs it knows it. The claim
 stays as it is; right after it, the worker passes the claimed jobs of rate-limited tasks
 through its queue's gate (:meth:`chancy.queue.QueuePlugin.gate`): for a Postgres queue one
-statement (:mod:`chancy.queues.rate_sql`) that counts the task's starts in the database,
+statement (:mod:`chancy.store.pg.rates`) that counts the task's starts in the database,
 for the in-memory queue :func:`settle` on this process's counts. Jobs over budget go
 back, without charging an attempt, to become due when the window frees. Jobs of other
 tasks never reach the gate."""

@@ -171,7 +171,7 @@ class RestartablePostgres:
 
 UNFINISHED = frozenset({"pending", "scheduled", "retrying", "running"})
 
-# A piece of the text of both claim statements (chancy/queues/sql.py: the claim alone, and
+# A piece of the text of both claim statements (chancy/store/pg/sql/jobs.sql: the claim alone, and
 # a write-back with the next claim) and of no other statement the workers of these tests
 # send: what ``FaultProxy.drop_reply_after`` watches for to lose a claim's answer.
 CLAIM_SQL = b"SELECT * FROM claimed"
