@@ -216,11 +216,15 @@ class MemoryQueue(QueuePlugin):
         return self.cancel_sync(job_id)
 
     def requeue_sync(self, job_id: uuid.UUID) -> bool:
+        """Refused (False) while another live job holds the job's unique key: the key's
+        live holder wins, as at a push."""
         with self._lock:
             found = self._find(job_id)
             if found is None or found[1].state not in (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED):
                 return False
             owner, record = found
+            if self._live_holder(record.unique_key) is not None:
+                return False
             owner._rows[job_id] = dataclasses.replace(
                 record, state=JobState.PENDING, scheduled_at=_now(), completed_at=None, taken_by=None,
                 max_attempts=max(record.max_attempts, record.attempts + 1),
