@@ -116,7 +116,8 @@ class QueuePlugin(JobStore, abc.ABC):
         return self.executor_factory(self)
 
     # --- defaults of the contract ---------------------------------------------------
-    async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
+    async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]],
+                         connection: Any = None) -> list[uuid.UUID]:
         """A :meth:`push` of one job per call."""
         return await self.push([template.with_options(args=args) for args in calls], connection)
 

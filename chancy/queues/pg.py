@@ -41,7 +41,8 @@ class Queue(QueuePlugin):
         """One job without a unique key: the lean path of ``.delay()`` and ``task.push_sync()``."""
         return self._jobs.push_one_sync(job)
 
-    async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
+    async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]],
+                         connection: Any = None) -> list[uuid.UUID]:
         if not self._jobs.copies_calls(template, len(calls)):
             return await super().push_calls(template, calls, connection)
         return await self._jobs.push_calls(template, calls, connection)

@@ -106,7 +106,8 @@ class PgJobStore:
         them as jobs)."""
         return self._sql.copyable_calls(template, count)
 
-    async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:
+    async def push_calls(self, template: Job, calls: Sequence[Sequence[Any]],
+                         connection: Any = None) -> list[uuid.UUID]:
         return await self._run(push_calls_steps(self._sql, template, calls), connection, atomic=True)
 
     def push_calls_sync(self, template: Job, calls: Sequence[Sequence[Any]], connection: Any = None) -> list[uuid.UUID]:

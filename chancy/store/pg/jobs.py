@@ -10,7 +10,7 @@ import dataclasses
 import datetime
 import hashlib
 import uuid
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, cast
 
 from psycopg import sql
 
@@ -85,7 +85,7 @@ def _undecodable_record(row: Sequence[Any], exc: Exception) -> UndecodableRecord
         errors = []
     errors_text = row[20] if isinstance(errors, list) else "[]"
     readable = _decoded_record((*row[:3], "[]", "{}", *row[5:16], "[]", None, "{}", None, errors_text))
-    record = UndecodableRecord.from_fields(**readable.__dict__)
+    record = cast(UndecodableRecord, UndecodableRecord.from_fields(**readable.__dict__))
     record.__dict__["problem"] = f"{type(exc).__name__}: {exc}"
     return record
 
@@ -128,7 +128,7 @@ def _sent(rows: Sequence[tuple]) -> tuple[int, ...]:
     if len(rows) == 1:
         row = rows[0]
         return tuple(range(_ALWAYS)) + tuple(i for i in _OPTIONAL if row[i] != PUSHED[i][2])
-    columns = list(zip(*rows))  # counting a default in a column runs in C
+    columns = list(zip(*rows, strict=True))  # counting a default in a column runs in C
     return tuple(range(_ALWAYS)) + tuple(i for i in _OPTIONAL if columns[i].count(PUSHED[i][2]) != len(rows))
 
 
@@ -197,8 +197,8 @@ def _text_datetime(value: datetime.datetime, encoding: str) -> bytes:
 
 #: Each pushed column's value in Postgres' text input format (a value is sent only when it
 #: differs from its column's default, so never None).
-_TEXT_PARAM = {"uuid": _text_uuid, "text": _text_str, "jsonb": _text_str, "int": _text_int,
-               "timestamptz": _text_datetime}
+_TEXT_PARAM: dict[str, Callable[[Any, str], bytes]] = {
+    "uuid": _text_uuid, "text": _text_str, "jsonb": _text_str, "int": _text_int, "timestamptz": _text_datetime}
 _AS_TEXT = tuple(_TEXT_PARAM[kind] for _, kind, _ in PUSHED)
 
 
@@ -216,7 +216,8 @@ class JobSQL:
         self.cancel_channel = names.channel("cancel")
         self.queues_channel = names.channel("queues")  # runtime queue settings changed
         self.statements = SqlFile("jobs.sql", names.fields())
-        self.listen_done = ready(self.statements.composed("listen_done", done_channel=sql.Identifier(self.done_channel)))
+        self.listen_done = ready(self.statements.composed("listen_done",
+                                                          done_channel=sql.Identifier(self.done_channel)))
         self.unlisten_all = self.statements["unlisten_all"]
         self._inserts: dict[tuple[tuple[int, ...], bool], bytes] = {}  # composed on first use
         self._one_inserts: dict[tuple[int, ...], OneInsert] = {}
@@ -224,7 +225,7 @@ class JobSQL:
 
     # --- statement builders ----------------------------------------------------------
     def insert(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
-        rows = [_pushed_values(job_id, job) for job_id, job in zip(ids, jobs)]
+        rows = [_pushed_values(job_id, job) for job_id, job in zip(ids, jobs, strict=True)]
         sent, many = _sent(rows), len(rows) > 1
         query = self._inserts.get((sent, many))
         if query is None:
@@ -291,7 +292,7 @@ class JobSQL:
                 made = new_job_ids(len(chunk))
                 ids.extend(made)
                 yield "".join([f"{job_id.int:032x}\t{head}{_args_json(func, args).translate(_COPY_ESCAPES)}{tail}"
-                               for job_id, args in zip(made, chunk)])
+                               for job_id, args in zip(made, chunk, strict=True)])
 
         return Statement(query, {}, copy_data=data())
 
@@ -308,7 +309,8 @@ class JobSQL:
         return Statement(self.statements["get_many"], {"ids": list(job_ids)}, _records)
 
     def states(self, ids: Sequence[uuid.UUID]) -> Statement:
-        return Statement(self.statements["states"], {"ids": list(ids)}, lambda rows: {r[0]: JobState(r[1]) for r in rows})
+        return Statement(self.statements["states"], {"ids": list(ids)},
+                         lambda rows: {r[0]: JobState(r[1]) for r in rows})
 
     def claim(self, queue: str, worker_id: str, limit: int, finished: Sequence[Transition] = (),
               start: int | None = None) -> Statement:
@@ -319,7 +321,8 @@ class JobSQL:
         params = {"queue": queue, "worker": worker_id, "limit": limit, "start": start}
         if not finished:
             return Statement(self.statements["claim"], params, _records)
-        return Statement(self.statements["write_back_and_claim"], self.write_back(worker_id, finished).params | params, _records)
+        params |= self.write_back(worker_id, finished).params
+        return Statement(self.statements["write_back_and_claim"], params, _records)
 
     def notify_done(self, ids: Sequence[uuid.UUID]) -> Statement:
         return Statement(self.statements["notify_done"], {"ids": list(ids), "channel": self.done_channel})
@@ -369,7 +372,7 @@ def _inserted_ids(rows: list[tuple]) -> set[uuid.UUID]:
     return {row[0] for row in rows}
 
 
-def _pushed_values(job_id: uuid.UUID, job: Job) -> tuple:
+def _pushed_values(job_id: uuid.UUID | None, job: Job) -> tuple:
     """One job's values in :data:`PUSHED` order."""
     args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
     return (
@@ -443,7 +446,8 @@ def push_steps(statements: JobSQL, jobs: Sequence[Job]) -> Steps:
             return ids
         if any(jobs[i].unique_key is None for i in duplicates):
             raise RuntimeError("job ids collided on insert; pass unique ids or none")
-        live = yield statements.live_by_unique_key([jobs[i].unique_key for i in duplicates])
+        keys = [key for i in duplicates if (key := jobs[i].unique_key) is not None]  # all: checked above
+        live = yield statements.live_by_unique_key(keys)
         for i in duplicates:
             if jobs[i].unique_key in live:
                 ids[i] = live[jobs[i].unique_key]
