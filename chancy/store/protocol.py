@@ -1,6 +1,6 @@
 """The job store contract: the lifecycle of a job that every queue's storage implements
 (the Postgres rows of :class:`chancy.queues.pg.Queue`, the dict of
-:class:`chancy.queues.memory.MemoryQueue`), so apps, workers and tests can rely on the
+:class:`chancy.store.memory.MemoryQueue`), so apps, workers and tests can rely on the
 same behaviour whichever holds the jobs.
 
 A job is pushed (PENDING, or SCHEDULED until its ``scheduled_at``), claimed by a worker
@@ -114,7 +114,8 @@ class JobStore(Protocol):
         first, then oldest (smallest id: ids grow with time). Returned in that order, each
         RUNNING, ``taken_by == worker_id``, its attempt counted; no job is handed to two
         claims. A runnable job past its ``expires_at`` is not returned: it finishes EXPIRED
-        (and its waiters wake). A store that can hand unstarted jobs back
+        (and its waiters wake); the Postgres store counts such jobs in ``limit`` (so a claim
+        may return fewer jobs while more are runnable). A store that can hand unstarted jobs back
         (:meth:`release_unknown`) marks only the first ``start`` of them started (None:
         all); the others are prefetched, their ``started_at`` None until the worker starts
         them. A store that cannot ignores ``start``."""
@@ -128,7 +129,8 @@ class JobStore(Protocol):
         a result replaces the job's result; RETRYING makes the job runnable again after
         ``delay`` seconds; every other state finishes it (and wakes its waiters).
         ``max_attempts`` set replaces the job's budget. A transition's ``follow_up`` runs
-        in the same transaction, only if its outcome applied."""
+        in the same transaction, only if its outcome applied (its statements are SQL: the
+        in-memory store has none to run)."""
 
     @abc.abstractmethod
     async def write_back_and_claim(self, worker_id: str, transitions: Sequence[Transition],
