@@ -89,7 +89,7 @@ class ProcessConnection:
     def listen(self, *channels: str) -> Listening:
         """The connection, LISTENing on ``channels`` (for this connection's lifetime)."""
         conn = self.connection()
-        listening = getattr(conn, "_chancy_listening", set())
+        listening: set[str] = getattr(conn, "_chancy_listening", set())
         for channel in channels:
             if channel not in listening:
                 conn.execute(_listen_statement(channel))
@@ -124,7 +124,8 @@ def run_reconnecting(database: ProcessConnection, operation: Callable[[], Steps]
         except psycopg.OperationalError as exc:
             if time.monotonic() - started + pause > RECONNECT_TIMEOUT:
                 raise
-            log.warning("%s: the connection to Postgres failed (%s); retrying in %.2f s", action, first_line(exc), pause)
+            log.warning("%s: the connection to Postgres failed (%s); retrying in %.2f s",
+                        action, first_line(exc), pause)
             time.sleep(pause)
             pause = min(pause * 2, RECONNECT_MAX_PAUSE)
 
