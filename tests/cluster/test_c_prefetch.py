@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from chancy import Chancy, Job, JobState
+from chancy import Backoff, Chancy, Job, JobState
 from chancy.plugins.recovery import recover
 from chancy.testing import eventually
 
@@ -63,7 +63,10 @@ async def test_prefetched_jobs_go_back_unstarted_on_stop_and_on_kill_9(dsn, tmp_
     gate, log = tmp_path / "gate", tmp_path / "ran"
     async with Chancy(dsn) as app:
         await app.migrate()
-        blocker = str((await app.push(Job("c_prefetch_tasks.hold", args=[str(gate)], max_attempts=3))).id)
+        # No backoff: once recovered it is due at once, claimed first again and held, so
+        # that the next worker prefetches the notes behind it.
+        blocker = str((await app.push(Job("c_prefetch_tasks.hold", args=[str(gate)], max_attempts=3,
+                                          backoff=Backoff(base=0)))).id)
         notes = [str((await app.push(Job("c_prefetch_tasks.note", args=[str(log)]))).id) for _ in range(NOTES)]
 
         async def recovered() -> bool:
