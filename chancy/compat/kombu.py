@@ -14,6 +14,10 @@ until the backend writes SUCCESS or FAILURE (or the task ends storing nothing: `
 Celery's default early acks a consumer killed mid-task gets its row recovered. A reject fails the row or, with
 ``requeue``, puts it back.
 
+A stock Celery worker runs the transport in its event loop (``asynloop``, see
+:mod:`chancy.compat.kombu_loop`), as Redis' transport: a notification wakes delivery,
+and a prefork worker whose processes are all busy still answers remote control.
+
 Options (``broker_transport_options``): ``prefix`` (table prefix, default ``chancy_``),
 ``accept_content`` (serializers decoded on publish, default ``["json"]``),
 ``lower_priority_first`` (Redis-style priorities), ``polling_interval`` (seconds between
@@ -548,10 +552,11 @@ class Transport(virtual.Transport):
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         """Deliver one message; when there is none, wait on LISTEN, so a push wakes the
         consumer at once and ``polling_interval`` only paces scheduled rows. With a
-        ``timeout``, a consumer of job queues (Celery's worker loop) returns after at most
-        one wait, so it sees a shutdown request within ``polling_interval`` instead of
-        ``timeout``; one of transient queues only (``inspect`` collecting replies, which
-        stops at the first timeout) waits out the whole ``timeout``."""
+        ``timeout``, a consumer of job queues (Celery's blocking worker loop, under eventlet
+        or gevent) returns after at most one wait, so it sees a shutdown request within
+        ``polling_interval`` instead of ``timeout``; one of transient queues only
+        (``inspect`` collecting replies, which stops at the first timeout) waits out the
+        whole ``timeout``."""
         started = time.monotonic()
         return_early = self._consumes_jobs()
         waited = False
