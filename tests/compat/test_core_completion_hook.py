@@ -11,7 +11,6 @@ from chancy.errors import Fail
 from chancy.execution import registry
 from chancy.store.pg.jobs import push_steps
 from chancy.testing import running_worker
-from chancy.worker import completion_hooks
 
 
 def record_followed(value):
@@ -40,16 +39,15 @@ async def app(dsn):
 
 
 @pytest.fixture
-def hook():
-    hooks: list = []
+def hook(app):
+    removers: list = []
 
     def install(fn):
-        hooks.append(fn)
-        completion_hooks.append(fn)
+        removers.append(app.hooks.on_completion(fn))
 
     yield install
-    for fn in hooks:
-        completion_hooks.remove(fn)
+    for remove in removers:
+        remove()
 
 
 async def test_follow_up_runs_in_the_completing_transaction(app, hook):
@@ -65,7 +63,7 @@ async def test_follow_up_runs_in_the_completing_transaction(app, hook):
     async with running_worker(app):
         first = await app.push(Job("hooktest.followed", args=["first"]))
         assert (await first.wait(timeout=10)).state is JobState.SUCCEEDED
-        async with app.connection() as conn:
+        async with app.store.connection() as conn:
             cur = await conn.execute("SELECT id FROM chancy_jobs WHERE meta->>'after' = %s", (str(first.id),))
             rows = await cur.fetchall()
         assert len(rows) == 1

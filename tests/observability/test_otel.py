@@ -14,7 +14,6 @@ import obs_tasks
 from chancy import Job, JobState, execution
 from chancy.observability.otel import CARRIER, instrument
 from chancy.testing import running_worker
-from chancy.worker import completion_hooks
 from obs_tasks import QUEUES, span_data
 
 
@@ -116,12 +115,12 @@ async def test_a_malformed_trace_context_starts_a_new_trace(app, otel, carrier):
 
 
 async def test_uninstrument_takes_everything_back_and_instrument_is_idempotent(app, otel):
-    observers, hooks = list(execution.run_observers), list(completion_hooks)
+    observers, hooks = list(execution.run_observers), list(app.hooks.completion)
     instrumentation = instrument(app, tracer_provider=otel.tracer_provider)
     assert instrument(app) is instrumentation
-    assert len(execution.run_observers) == len(observers) + 1 and len(completion_hooks) == len(hooks) + 1
+    assert len(execution.run_observers) == len(observers) + 1 and len(app.hooks.completion) == len(hooks) + 1
     instrumentation.uninstrument()
-    assert execution.run_observers == observers and completion_hooks == hooks
+    assert execution.run_observers == observers and list(app.hooks.completion) == hooks
     assert "push_many" not in vars(app) and "push_many_sync" not in vars(app)
     await app.push(Job(obs_tasks.current_span, queue=QUEUES["thread"]))
     assert otel.exporter.get_finished_spans() == ()
