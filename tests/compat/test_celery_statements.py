@@ -89,6 +89,26 @@ def test_the_transport_stores_a_new_message_and_a_reused_id_with_one_insert():
     assert insert("store_new") == insert("store")
 
 
+def test_a_message_row_sets_a_pushs_columns_then_the_transports_own():
+    """One column list: the transport's INSERT names the columns a push sets, in the
+    push's order, and fills them from the push's own values of the job."""
+    from chancy.store.pg.jobs import PUSHED
+
+    text = SqlFile("celery_transport.sql", NAMES.fields()).template("store_new")
+    listed = text[text.index("AS j (") + len("AS j ("):text.index(")", text.index("AS j ("))]
+    columns = [column.strip() for column in listed.split(",")]
+    pushed = [column for column, _, _ in PUSHED]
+    assert columns == pushed + ["state", "attempts", "errors", "completed_at"]
+    job = Job("proj.add", args=[1], kwargs={"b": 2}, priority=3, meta={"celery": {"task_id": "t-1"}}).with_options(
+        id=uuid.uuid4())
+    params = next(TransportSQL(NAMES).store(job, 2, None)).params
+    assert {c: params[c] for c in pushed} == {"id": job.id, "queue": job.queue, "func": "proj.add", "args": "[1]",
+                                             "kwargs": '{"b": 2}', "priority": 3, "max_attempts": job.max_attempts,
+                                             "scheduled_at": None, "expires_at": None, "unique_key": None,
+                                             "limits": "[]", "backoff": None, "meta": '{"celery": {"task_id": "t-1"}}'}
+    assert params["attempts"] == 2
+
+
 def test_rows_parked_by_the_transport_and_the_backend_use_the_canvas_parking_time():
     transport = TransportSQL(NAMES)
     job = Job("proj.add", meta={"celery": {"task_id": "t-1", "replaced_task_nesting": 1}}).with_options(id=uuid.uuid4())

@@ -29,6 +29,7 @@ from chancy.job import JobState
 from chancy.migrations import Names
 from chancy.store.pg.admin import AdminStatements
 from chancy.store.pg.celery_canvas import PARKED_AT
+from chancy.store.pg.jobs import PUSHED, _pushed_values
 from chancy.store.pg.statements import SqlFile, Statement, Steps
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,9 @@ def _nesting(value: Any) -> int:
         return 0
 
 
+#: The columns a push sets, in its order: a message's row sets them first, from the same
+#: values (``_pushed_values``: one serialization of a job for every INSERT of one).
+PUSHED_COLUMNS = tuple(column for column, _, _ in PUSHED)
 #: The states of the rows a queue's messages wait in.
 WAITING = (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING)
 
@@ -101,25 +105,21 @@ class TransportSQL:
         in one short statement when it can be one, else by the rules of the id's reuse.
         ``parent_job``: the row id of the message's parent task, if it names one
         (:func:`chancy.compat.protocol.job_id_for` of its ``parent_id``)."""
-        args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
         celery = job.meta.get("celery") or {}
         task_id = str(celery.get("task_id") or job.id)
         parent_id = celery.get("parent_id")
-        params = {
-            "id": job.id, "digest": celery.get("digest"),
+        params = dict(zip(PUSHED_COLUMNS, _pushed_values(job.id, job), strict=True))
+        params.update({
+            "digest": celery.get("digest"),
             "task_id": task_id, "parent_id": str(parent_id) if parent_id else None,
             "parent_job": parent_job if parent_id else None,
             "root_id": str(celery.get("root_id") or task_id),
             "nesting": _nesting(celery.get("replaced_task_nesting")),
-            "queue": job.queue, "func": job.func, "args": args_json, "kwargs": kwargs_json,
-            "priority": job.priority, "attempts": attempts, "max_attempts": job.max_attempts,
-            "scheduled_at": job.scheduled_at, "expires_at": job.expires_at,
-            "limits": serialization.dumps([lim.to_dict() for lim in job.limits]),
-            "meta": serialization.dumps(dict(job.meta)),
+            "attempts": attempts,
             "error": serialization.dumps({"type": "chancy.compat.InvalidMessage", "message": error,
                                           "attempt": attempts}) if error else None,
             "pushed": self.pushed_channel, "done": self.done_channel,
-        }
+        })
         if not params["nesting"]:  # no replacement marks: nothing to park, maybe nothing to take over
             stored = yield Statement(self._store_new, params, _new_row_outcome)
             if stored is not None:

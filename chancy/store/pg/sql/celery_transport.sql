@@ -10,17 +10,19 @@
 -- name: store_new
 -- A message under a new id without replacement marks (nearly every publish): the row,
 -- nothing else to look at. Short enough for psycopg's parse cache, which `store` is not.
--- Its INSERT is `store`'s, word for word (tests/compat/test_celery_statements.py checks
--- it); a message that says it is invalid (%(error)s) is stored failed.
+-- Its INSERT is `store`'s, word for word, and names a push's columns (chancy.store.pg.jobs
+-- PUSHED, in that order, with the same values) and then the transport's own: the state,
+-- the deliveries so far, and for a message that says it is invalid (%(error)s) its error
+-- (stored failed). tests/compat/test_celery_statements.py checks both.
 WITH stored AS (
-    INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, priority, state, attempts,
-        max_attempts, scheduled_at, expires_at, limits, meta, errors, completed_at)
-    VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s, %(priority)s,
+    INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, priority, max_attempts, scheduled_at,
+        expires_at, unique_key, limits, backoff, meta, state, attempts, errors, completed_at)
+    VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s, %(priority)s, %(max_attempts)s,
+        COALESCE(%(scheduled_at)s, now()), %(expires_at)s, %(unique_key)s, %(limits)s, %(backoff)s, %(meta)s,
         CASE WHEN %(error)s::jsonb IS NOT NULL THEN 'failed'
              WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled'
              ELSE 'pending' END,
-        %(attempts)s, %(max_attempts)s, COALESCE(%(scheduled_at)s, now()),
-        %(expires_at)s, %(limits)s, %(meta)s,
+        %(attempts)s,
         CASE WHEN %(error)s::jsonb IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(%(error)s::jsonb) END,
         CASE WHEN %(error)s::jsonb IS NOT NULL THEN now() END)
     ON CONFLICT (id) DO NOTHING
@@ -58,14 +60,14 @@ FROM stored s;
 -- the row as it was before this statement, to tell a repeated message (same digest) from
 -- a refused one, and a replacement of a task revoked while it waited (`discarded`).
 WITH stored AS (
-    INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, priority, state, attempts,
-        max_attempts, scheduled_at, expires_at, limits, meta, errors, completed_at)
-    VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s, %(priority)s,
+    INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, priority, max_attempts, scheduled_at,
+        expires_at, unique_key, limits, backoff, meta, state, attempts, errors, completed_at)
+    VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s, %(priority)s, %(max_attempts)s,
+        COALESCE(%(scheduled_at)s, now()), %(expires_at)s, %(unique_key)s, %(limits)s, %(backoff)s, %(meta)s,
         CASE WHEN %(error)s::jsonb IS NOT NULL THEN 'failed'
              WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled'
              ELSE 'pending' END,
-        %(attempts)s, %(max_attempts)s, COALESCE(%(scheduled_at)s, now()),
-        %(expires_at)s, %(limits)s, %(meta)s,
+        %(attempts)s,
         CASE WHEN %(error)s::jsonb IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(%(error)s::jsonb) END,
         CASE WHEN %(error)s::jsonb IS NOT NULL THEN now() END)
     ON CONFLICT (id) DO UPDATE SET
