@@ -92,6 +92,39 @@ def test_a_channel_at_its_prefetch_limit_takes_the_next_message_after_an_ack(int
         hub.close()
 
 
+def test_a_push_heard_while_checking_the_control_queue_still_wakes_delivery(interop_dsn, celery_app,
+                                                                             monkeypatch):
+    """A round reads the notifications that came while it checked whether the control
+    queue is due: a push among them is not read again from the socket, so the round
+    itself must ask for another, not leave it to ``polling_interval``."""
+    from kombu import Exchange
+
+    from chancy.compat.kombu import Transport
+
+    due = Transport.transient_due
+    pushed: list[Any] = []
+
+    def push_while_checking(transport: Transport, queue: str) -> bool:
+        if not pushed and hub.received == [] and hub_ready:
+            pushed.append(celery_app.tasks["interop.add"].delay(1, 1))
+            time.sleep(0.2)  # its notification has reached the LISTEN connection
+        return due(transport, queue)
+
+    hub_ready = False
+    monkeypatch.setattr(Transport, "transient_due", push_while_checking)
+    hub = HubConsumer(interop_dsn, polling_interval=30)
+    control = Queue("node-1.celery.pidbox", Exchange("celery.pidbox", "fanout"), auto_delete=True, expires=10)
+    try:
+        with Consumer(hub.connection.channel(), [control], no_ack=True, accept=["json"]):
+            hub.run(lambda: False, 0.5)  # settled
+            hub_ready = True
+            hub.connection.transport._hub_delivery._wake()  # a round: the job queue empty, then the control queue
+            took = hub.run(lambda: len(hub.received) == 1, 5)
+        assert pushed and took is not None and took < 2, took
+    finally:
+        hub.close()
+
+
 def test_a_database_outage_does_not_stop_the_loop(interop_dsn, celery_app, monkeypatch):
     """Every connection of the transport is cut: the hub keeps turning (no error out of
     it, no spinning on the dead socket), the LISTEN connection comes back at the next
