@@ -339,8 +339,8 @@ class Channel(virtual.Channel):
         message = f"job {record.id} ({record.func}) cannot be sent to a Celery worker: {reason}"
         log.error("%s; failed it", message)
         error = _error("chancy.compat.InvalidMessage", message)
-        self._write_delivery(protocol.delivery_tag(record), lambda job_id, attempt, who: single(
-            self.connection.transport_sql.fail(job_id, attempt, who, error)))
+        self._write_delivery(protocol.delivery_tag(record),
+                             lambda job_id, attempt, who: self.connection.transport_sql.fail(job_id, attempt, who, error))
 
     def _size(self, queue: str) -> int:
         statements = self.connection.transient_sql if self._is_transient(queue) else self.connection.transport_sql
@@ -367,12 +367,12 @@ class Channel(virtual.Channel):
         return True
 
     # --- acknowledgement: the row, not kombu's memory, is the truth -----------------------
-    def _write_delivery(self, delivery_tag: str, operation: Callable[[uuid.UUID, int, str], Steps]) -> None:
+    def _write_delivery(self, delivery_tag: str, statement: Callable[[uuid.UUID, int, str], Statement]) -> None:
         """Apply an outcome to the row of one delivery (guarded by it, so sending it again
         after a dropped connection is harmless)."""
         job_id, attempt = protocol.parse_delivery_tag(delivery_tag)
         transport = self.connection
-        if not run_reconnecting(transport.database, lambda: operation(job_id, attempt, transport.consumer_id),
+        if not run_reconnecting(transport.database, lambda: single(statement(job_id, attempt, transport.consumer_id)),
                                 f"delivery {delivery_tag}"):
             # Usual with acks_late (the result backend finished the row first); otherwise
             # the row was recovered, retried or cancelled meanwhile.
@@ -387,7 +387,7 @@ class Channel(virtual.Channel):
         finish = ignore_result or not self.connection.results_arrive_via_backend
         self._write_delivery(
             delivery_tag,
-            lambda job_id, attempt, who: self.connection.transport_sql.acknowledge(job_id, attempt, who, finish),
+            lambda job_id, attempt, who: self.connection.transport_sql.ack(job_id, attempt, who, finish),
         )
         super().basic_ack(delivery_tag, multiple)
 
@@ -401,7 +401,7 @@ class Channel(virtual.Channel):
                                             "(e.g. an unregistered task name; see the Celery worker's log)")
             self._write_delivery(
                 delivery_tag,
-                lambda job_id, attempt, who: single(self.connection.transport_sql.fail(job_id, attempt, who, error)),
+                lambda job_id, attempt, who: self.connection.transport_sql.fail(job_id, attempt, who, error),
             )
         super().basic_reject(delivery_tag, requeue)  # requeue goes through _restore
 
@@ -413,8 +413,7 @@ class Channel(virtual.Channel):
         if queue is not None:
             self._put_transient(queue, message.serializable())
             return
-        self._write_delivery(message.delivery_tag,
-                             lambda *delivery: single(self.connection.transport_sql.requeue(*delivery)))
+        self._write_delivery(message.delivery_tag, self.connection.transport_sql.requeue)
 
 
 class Transport(virtual.Transport):

@@ -91,7 +91,6 @@ class TransportSQL:
         self._store_new = statements["store_new"]
         self._store = statements["store"]
         self._ack = statements["ack"]
-        self._ack_after_outcome = statements["ack_after_outcome"]
         self._end_unrecorded = statements["end_unrecorded"]
         self._requeue = statements["requeue"]
         self._release_undelivered = statements["release_undelivered"]
@@ -133,14 +132,6 @@ class TransportSQL:
 
     def ack(self, job_id: uuid.UUID, attempt: int, consumer: str, finish: bool) -> Statement:
         return self._delivery(self._ack, job_id, attempt, consumer, finish=finish)
-
-    def acknowledge(self, job_id: uuid.UUID, attempt: int, consumer: str, finish: bool) -> Steps:
-        """Acknowledge a delivery (:meth:`ack`); when the result backend finished its row
-        first, only name the consumer on it. Whether the row was still running."""
-        if (yield self.ack(job_id, attempt, consumer, finish)):
-            return True
-        yield self._delivery(self._ack_after_outcome, job_id, attempt, consumer)
-        return False
 
     def end_unrecorded(self, job_id: uuid.UUID, attempt: int) -> Statement:
         """Note that a delivery's task ended with no state to store (Ignore, Reject), run

@@ -158,7 +158,10 @@ FROM (VALUES (1)) AS one LEFT JOIN stored s ON TRUE LEFT JOIN existing e ON TRUE
 -- backend (%(finish)s false): then the row stays running under the consumer, so a
 -- consumer dying mid-task gets it recovered, until the backend writes the outcome — or
 -- the task is known to have ended without one (`unrecorded_attempt` is this delivery's:
--- see end_unrecorded).
+-- see end_unrecorded). An ack that comes once the result backend has finished the row
+-- (acks_late; in Celery's event loop a solo pool acks after the task ran) leaves the
+-- outcome as it is and only names the consumer, as an earlier ack does (`noted`: in the
+-- same statement, so no second round trip; the two updates exclude each other).
 WITH acked AS (
     UPDATE {jobs} SET
         state = CASE WHEN %(finish)s OR meta->'celery'->'unrecorded_attempt' = to_jsonb(attempts)
@@ -171,20 +174,15 @@ WITH acked AS (
                     THEN '{{"result_ignored": true}}'::jsonb ELSE '{{}}'::jsonb END)
     WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'running' AND taken_by = %(consumer)s
     RETURNING id, state
+), noted AS (
+    UPDATE {jobs} SET
+        meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
+            || jsonb_build_object('acked_by', %(consumer)s::text))
+    WHERE id = %(id)s AND attempts = %(attempt)s AND state IN ('succeeded', 'failed', 'cancelled')
+      AND meta->'celery'->>'acked_by' IS NULL
+    RETURNING id
 )
 SELECT CASE WHEN state = 'succeeded' THEN pg_notify(%(done)s, id::text) END FROM acked;
-
--- name: ack_after_outcome
--- An ack that comes once the result backend has finished the row (in Celery's event loop
--- a solo pool acks after the task ran, and a prefork pool's ack can trail a fast task's
--- result): the row keeps its outcome and, as after an earlier ack, names the consumer
--- that delivered it.
-UPDATE {jobs} SET
-    meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
-        || jsonb_build_object('acked_by', %(consumer)s::text))
-WHERE id = %(id)s AND attempts = %(attempt)s AND state IN ('succeeded', 'failed', 'cancelled')
-  AND meta->'celery'->>'acked_by' IS NULL
-RETURNING id;
 
 -- name: end_unrecorded
 -- The other half of `ack`: a task that raised Ignore or Reject stores no state (Celery's
