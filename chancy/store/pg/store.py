@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import functools
 import os
 import threading
 import time
@@ -22,12 +21,20 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chancy.errors import ConfigurationError, DatabaseUnavailableError
 from chancy.migrations import Names
-from chancy.store.pg.listener import Listener
 from chancy.redaction import redact
+from chancy.store.pg.admin import AdminStatements
 from chancy.store.pg.celery_canvas import CanvasSQL
 from chancy.store.pg.celery_results import ResultSQL
+from chancy.store.pg.cluster import ClusterSQL
 from chancy.store.pg.cursors import AsyncPooledConnection, PooledConnection
+from chancy.store.pg.dashboard import DashboardStatements
 from chancy.store.pg.dsn import resolve_dsn, resolve_session_dsn
+from chancy.store.pg.jobs import JobSQL
+from chancy.store.pg.leadership import LeadershipSQL
+from chancy.store.pg.listener import Listener
+from chancy.store.pg.migrations import Schema
+from chancy.store.pg.rates import RateSQL
+from chancy.store.pg.schedules import ScheduleSQL
 from chancy.store.pg.statements import Steps, drive_async, drive_sync
 from chancy.store.pg.worker import WorkerSQL
 
@@ -127,6 +134,26 @@ class PgStore:
     # One cached property per concern; the statements are in sql/<concern>.sql and the
     # code that builds their parameters in <concern>.py beside this file.
     @functools.cached_property
+    def cluster(self) -> ClusterSQL:
+        """The cluster's chores (recovery, pruning) and runtime queue settings."""
+        return ClusterSQL(self.names)
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleSQL:
+        """Cron schedules, each statement scoped to a namespace."""
+        return ScheduleSQL(self.names)
+
+    @functools.cached_property
+    def leadership(self) -> LeadershipSQL:
+        """The leader lock's statements and who holds it."""
+        return LeadershipSQL(self.names)
+
+    @functools.cached_property
+    def schema(self) -> Schema:
+        """The schema's version, and migrating it (on a session of its own)."""
+        return Schema(self)
+
+    @functools.cached_property
     def celery_canvas(self) -> CanvasSQL:
         """chancy.compat's canvas steps: parking, counting down, releasing, finishing."""
         return CanvasSQL(self.names)
@@ -138,64 +165,29 @@ class PgStore:
         return ResultSQL(self.names)
 
     @functools.cached_property
-    def worker(self) -> WorkerSQL:
-        """The worker's own statements: heartbeat, marks of starts, deregistration."""
-        return WorkerSQL(self.names)
-    @functools.cached_property
-    def cluster(self) -> "ClusterSQL":
-        """The cluster's chores (recovery, pruning) and runtime queue settings."""
-        from chancy.store.pg.cluster import ClusterSQL
-
-        return ClusterSQL(self.names)
-
-    @functools.cached_property
-    def schedules(self) -> "ScheduleSQL":
-        """Cron schedules, each statement scoped to a namespace."""
-        from chancy.store.pg.schedules import ScheduleSQL
-
-        return ScheduleSQL(self.names)
-
-    @functools.cached_property
-    def leadership(self) -> "LeadershipSQL":
-        """The leader lock's statements and who holds it."""
-        from chancy.store.pg.leadership import LeadershipSQL
-
-        return LeadershipSQL(self.names)
-
-    @functools.cached_property
-    def schema(self) -> "Schema":
-        """The schema's version, and migrating it (on a session of its own)."""
-        from chancy.store.pg.migrations import Schema
-
-        return Schema(self)
-
-    @functools.cached_property
-    def jobs(self) -> "JobSQL":
+    def jobs(self) -> JobSQL:
         """The jobs table's statements: push, read, claim, write back, cancel, requeue."""
-        from chancy.store.pg.jobs import JobSQL
-
         return JobSQL(self.names)
 
     @functools.cached_property
-    def rates(self) -> "RateSQL":
+    def rates(self) -> RateSQL:
         """The task rate-limit gate's statements."""
-        from chancy.store.pg.rates import RateSQL
-
         return RateSQL(self.names)
 
     @functools.cached_property
-    def admin(self) -> "AdminStatements":
+    def worker(self) -> WorkerSQL:
+        """The worker's own statements: heartbeat, marks of starts, deregistration."""
+        return WorkerSQL(self.names)
+
+    @functools.cached_property
+    def admin(self) -> AdminStatements:
         """Operators' statements (CLI, dashboard, test helpers): counts, workers, listings,
         purge and bulk actions, session limits."""
-        from chancy.store.pg.admin import AdminStatements
-
         return AdminStatements(self.names)
 
     @functools.cached_property
-    def dashboard(self) -> "DashboardStatements":
+    def dashboard(self) -> DashboardStatements:
         """The dashboard's own statements: history, job pages, canvas, metrics windows."""
-        from chancy.store.pg.dashboard import DashboardStatements
-
         return DashboardStatements(self.names)
 
     # --- running statements -------------------------------------------------------------
@@ -414,7 +406,7 @@ class PgStore:
             self._sync_pool = self._session_sync_pool = None
 
 
-    async def __aenter__(self) -> "PgStore":
+    async def __aenter__(self) -> PgStore:
         await self.open()
         return self
 
