@@ -41,7 +41,7 @@ async def one_at_a_time(run: Run) -> dict[str, float]:
         raw_before = raw.insert_loop(dsn, n)
         delay_rate, delay_cpu, compat_insert_rate = await celery_delay(dsn, n)
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
-            job_insert_before = raw.job_insert_loop(dsn, app.job_sql, n)
+            job_insert_before = raw.job_insert_loop(dsn, app.store.jobs, n)
             task = app.task(tasks.noop)
             with app:
                 task.push_sync(-1)  # open the pool outside the clock, as a running app has
@@ -54,7 +54,7 @@ async def one_at_a_time(run: Run) -> dict[str, float]:
             for i in range(n):
                 await task.push(i)
             async_rate = rate(n, time.perf_counter() - started)
-            job_insert_rate = (job_insert_before + raw.job_insert_loop(dsn, app.job_sql, n)) / 2
+            job_insert_rate = (job_insert_before + raw.job_insert_loop(dsn, app.store.jobs, n)) / 2
         raw_rate = (raw_before + raw.insert_loop(dsn, n)) / 2
     return {"raw.insert_loop": raw_rate, "raw.job_insert_loop": job_insert_rate, "chancy.delay": delay_rate,
             "raw.compat_insert_loop": compat_insert_rate, "chancy.delay_cpu": delay_cpu,
@@ -89,13 +89,13 @@ async def celery_delay(dsn: str, n: int) -> tuple[float, float, float]:
     try:
         task.delay(-1)
         row = job_for(celery, task.signature((0,), {}))
-        statement_before = raw.job_insert_loop(dsn, celery.chancy.job_sql, n, row)
+        statement_before = raw.job_insert_loop(dsn, celery.chancy.store.jobs, n, row)
         started, cpu_started = time.perf_counter(), time.process_time()
         for i in range(n):
             task.delay(i)
         delay_rate = rate(n, time.perf_counter() - started)
         cpu_per_call = (time.process_time() - cpu_started) / n * 1e6
-        statement_rate = (statement_before + raw.job_insert_loop(dsn, celery.chancy.job_sql, n, row)) / 2
+        statement_rate = (statement_before + raw.job_insert_loop(dsn, celery.chancy.store.jobs, n, row)) / 2
         return delay_rate, cpu_per_call, statement_rate
     finally:
         await celery.chancy.close()

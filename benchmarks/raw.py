@@ -234,7 +234,7 @@ async def chancy_statements(run: Run, count: int) -> float:
     async with run.fresh_database() as dsn:
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
             await app.migrate()
-            jobs = app.job_sql
+            jobs = app.store.jobs
             await app.push_many([Job(FUNC, args=(i,)) for i in range(count)])
         outcome = Transition(new_job_ids(1)[0], JobState.SUCCEEDED, result_json="null", attempt=1)
         first = jobs.claim("default", "raw", 100)

@@ -15,7 +15,7 @@ from chancy.job import Backoff, Job, JobRecord, Limit, Reference
 from chancy.store.pg.listener import KeyedEvents, Listener
 from chancy.namespaces import DEFAULT_NAMESPACE, validate_namespace
 from chancy.queue import QueuePlugin
-from chancy.store.pg.jobs import JobSQL, finished_ids
+from chancy.store.pg.jobs import finished_ids
 from chancy.rate_limits import RateLimitLike
 from chancy.store.pg.dsn import resolve_dsn
 from chancy.store.pg.store import PgStore
@@ -74,7 +74,6 @@ class Chancy:
         self.names = migrations.Names(prefix)
         #: Whose periodic schedules this app syncs, lists and fires (chancy.plugins.cron).
         self.namespace = validate_namespace(namespace)
-        self.job_sql = JobSQL(self.names)
         #: What this app's workers add to the transaction of a job's outcome (chancy.hooks).
         self.hooks = Hooks(self)
         self.queues: dict[str, QueuePlugin] = {}
@@ -86,9 +85,7 @@ class Chancy:
         #: Every pool and connection of the app: the door to the database.
         self.store = PgStore(
             dsn, names=self.names, session_dsn=session_dsn, default_dsn=self._default_dsn,
-            min_connections=min_connections, max_connections=max_connections, connect_timeout=connect_timeout,
-            listen_channels=lambda: [self.job_sql.pushed_channel, self.job_sql.cancel_channel,
-                                     self.job_sql.queues_channel],
+            min_connections=min_connections, max_connections=max_connections, connect_timeout=connect_timeout
         )
         self._done = KeyedEvents()
 
@@ -212,7 +209,7 @@ class Chancy:
         first waiter: a worker nobody waits on would otherwise be told of every job it
         finishes (measured: ~15% of its drain rate)."""
         listener = await self.listener()
-        done = self.job_sql.done_channel
+        done = self.store.jobs.done_channel
         if listener.add_channel(done):
             listener.subscribe(done, self._on_done)
             listener.on_reconnect(self._done.fire_all)

@@ -46,7 +46,7 @@ def continue_embed(app: Chancy, record: JobRecord, transition: Transition) -> Ca
     jobs = next_jobs(record, transition)
     if not jobs:
         return None
-    return lambda: push_steps(app.job_sql, jobs)
+    return lambda: push_steps(app.store.jobs, jobs)
 
 
 def install() -> None:

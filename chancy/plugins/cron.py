@@ -126,7 +126,7 @@ class Cron(Plugin):
     async def _fire_pass(self, session: Session, app: "Chancy") -> float:
         """Fire what is due; the seconds to wait before the next pass."""
         statements = app.store.schedules
-        await session.run_atomically(fire_due_steps(statements, app.job_sql, self.catch_up, app.namespace))
+        await session.run_atomically(fire_due_steps(statements, app.store.jobs, self.catch_up, app.namespace))
         until_next = await session.run(single(statements.wait(app.namespace)))
         return self.interval if until_next is None else min(self.interval, max(until_next, 0.005))
 

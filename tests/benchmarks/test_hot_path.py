@@ -134,9 +134,9 @@ async def test_bulk_push_by_copy_is_atomic_and_wakes_workers(dsn):
     async with Chancy(dsn, plugins=[Queue("default"), Queue("other")]) as app:
         await app.migrate()
         jobs = [Job("tests.somewhere.task", args=(i,), queue=("default", "other")[i % 2]) for i in range(COPY_MIN_JOBS)]
-        assert app.job_sql.copyable(jobs)
+        assert app.store.jobs.copyable(jobs)
         async with app.store.connection() as conn:
-            await conn.execute(f"LISTEN {app.job_sql.pushed_channel}")
+            await conn.execute(f"LISTEN {app.store.jobs.pushed_channel}")
             refs = await app.push_many(jobs)
             heard = {notify.payload async for notify in conn.notifies(timeout=5, stop_after=2)}
         assert heard == {"default", "other"}
@@ -160,11 +160,11 @@ async def test_bulk_push_with_a_unique_key_or_a_schedule_keeps_the_insert_path(d
         await app.migrate()
         first = await app.push(Job("tests.somewhere.task", unique_key="k"))
         jobs = [Job("tests.somewhere.task") for _ in range(COPY_MIN_JOBS - 1)] + [Job("tests.somewhere.task", unique_key="k")]
-        assert not app.job_sql.copyable(jobs)
+        assert not app.store.jobs.copyable(jobs)
         refs = await app.push_many(jobs)
         assert refs[-1] == first
         later = [Job("tests.somewhere.task").after(3600) for _ in range(COPY_MIN_JOBS)]
-        assert not app.job_sql.copyable(later)
+        assert not app.store.jobs.copyable(later)
         assert (await app.get_job((await app.push_many(later))[0])).state is JobState.SCHEDULED
 
 
@@ -179,11 +179,11 @@ async def test_a_worker_listens_for_completions_only_once_someone_waits(dsn):
         app.task(_double)
         async with running_worker(app):
             listener = await app.listener()
-            assert app.job_sql.done_channel not in listener._channels
+            assert app.store.jobs.done_channel not in listener._channels
             refs = [await app.push(Job(_double, args=(i,))) for i in range(1, 5)]
             results = await asyncio.gather(*(ref.wait(timeout=10) for ref in refs))
             assert [r.result for r in results] == [2, 4, 6, 8]
-            assert app.job_sql.done_channel in listener._channels
+            assert app.store.jobs.done_channel in listener._channels
 
 
 async def _double(x: int) -> int:
@@ -210,7 +210,7 @@ async def test_a_push_is_one_prepared_round_trip_that_inserts_and_announces(dsn)
         await app.migrate()
         task = app.task(_double)
         with _counting(dsn) as conn, psycopg.connect(dsn, autocommit=True) as listener:
-            listener.execute(f"LISTEN {app.job_sql.pushed_channel}")
+            listener.execute(f"LISTEN {app.store.jobs.pushed_channel}")
             refs = [app.push_many_sync([task.job(i)], connection=conn)[0] for i in range(8)]
             assert len(conn.sent) == 8 and len(set(conn.sent)) == 1
             assert b"pg_notify" in conn.sent[0] and b"WITH" not in conn.sent[0]
@@ -281,10 +281,10 @@ def test_a_push_sends_only_the_columns_its_job_sets(dsn):
 
     app = Chancy(dsn)
     task = app.task(_double)
-    plain = app.job_sql.insert([task.job(1)], [new_job_id()])
+    plain = app.store.jobs.insert([task.job(1)], [new_job_id()])
     assert set(plain.params) == {"id", "queue", "func", "args"}
     assert b"ON CONFLICT" not in plain.query and b"CASE WHEN scheduled_at" not in plain.query
-    unique = app.job_sql.insert([task.job(1).with_options(unique_key="k", priority=2)], [new_job_id()])
+    unique = app.store.jobs.insert([task.job(1).with_options(unique_key="k", priority=2)], [new_job_id()])
     assert set(unique.params) == {"id", "queue", "func", "args", "priority", "unique_key"}
     assert b"ON CONFLICT" in unique.query
 
@@ -431,7 +431,7 @@ async def _doubles_heard_of(app: Chancy, dsn: str, count: int) -> tuple[list, ps
     app.task(_double)
     refs = await app.push_many([Job(_double, args=(i,)) for i in range(count)])
     listening = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    await listening.execute(app.job_sql.listen_done)
+    await listening.execute(app.store.jobs.listen_done)
     return refs, listening
 
 
@@ -507,7 +507,7 @@ async def test_task_push_many_copies_calls_atomically_and_announces_them(dsn):
         task = app.task(_double, queue="odd\tqueue\\", priority=3)
         calls = [(i, "tab\tnew\nline\\back\r") for i in range(COPY_MIN_JOBS + 1)]
         async with app.store.connection() as conn:
-            await conn.execute(f"LISTEN {app.job_sql.pushed_channel}")
+            await conn.execute(f"LISTEN {app.store.jobs.pushed_channel}")
             refs = await task.push_many(iter(calls))
             heard = [notify.payload async for notify in conn.notifies(timeout=5, stop_after=1)]
         assert heard == ["odd\tqueue\\"]
@@ -537,7 +537,7 @@ async def test_push_many_of_jobs_copies_text_that_needs_escaping(dsn):
         await app.migrate()
         jobs = [Job("tests.some\\where.task", args=("a\tb\nc\\d\re", i), kwargs={"k": "\\"}, max_attempts=2,
                     queue="q\n", meta={"m": "\t"}) for i in range(COPY_MIN_JOBS)]
-        assert app.job_sql.copyable(jobs)
+        assert app.store.jobs.copyable(jobs)
         stored = await (await app.push_many(jobs))[-1].get()
         assert (stored.func, stored.args, stored.kwargs, stored.queue, stored.meta, stored.max_attempts) == \
             (jobs[-1].func, jobs[-1].args, {"k": "\\"}, "q\n", {"m": "\t"}, 2)

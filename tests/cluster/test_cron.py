@@ -16,7 +16,7 @@ from chancy.store.pg.statements import drive_async
 async def _fire(app, catch_up=timedelta(minutes=5)):
     async with app.store.connection() as conn:
         async with conn.transaction():
-            return await drive_async(conn, fire_due_steps(app.store.schedules, app.job_sql, catch_up))
+            return await drive_async(conn, fire_due_steps(app.store.schedules, app.store.jobs, catch_up))
 
 
 async def _set_next_fire(app, name, seconds_ago):

@@ -23,7 +23,7 @@ async def _fire(app: Chancy) -> int:
     """One firing pass of ``app``'s namespace, with the plugin's default catch-up."""
     async with app.store.connection() as conn:
         async with conn.transaction():
-            return await drive_async(conn, fire_due_steps(app.store.schedules, app.job_sql, Cron().catch_up,
+            return await drive_async(conn, fire_due_steps(app.store.schedules, app.store.jobs, Cron().catch_up,
                                                           app.namespace))
 
 

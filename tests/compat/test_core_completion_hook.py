@@ -56,7 +56,7 @@ async def test_follow_up_runs_in_the_completing_transaction(app, hook):
             return None
         if transition.state is not JobState.SUCCEEDED:
             return None
-        return lambda: push_steps(app_.job_sql, [Job("hooktest.followed", args=["second"],
+        return lambda: push_steps(app_.store.jobs, [Job("hooktest.followed", args=["second"],
                                                      meta={"after": str(record.id)})])
 
     hook(push_next_on_success)

@@ -90,7 +90,7 @@ def test_a_lean_push_is_one_prepared_statement_that_announces_pending_jobs_only(
     monkeypatch.setattr(PooledConnection, "cursor", lambda self, *a, **k: made.append(1) or real_cursor(self, *a, **k))
     pushed = _lean_pushes(monkeypatch)
     with psycopg.connect(sync_app.dsn, autocommit=True) as listener:
-        listener.execute(f"LISTEN {sync_app.job_sql.pushed_channel}")
+        listener.execute(f"LISTEN {sync_app.store.jobs.pushed_channel}")
         sync_app.push_sync(Job("h.later").after(3600))
         refs = [sync_app.push_sync(Job("h.now", args=(i,), queue=f"q{i % 2}")) for i in range(7)]
         heard = [n.payload for n in listener.notifies(timeout=30, stop_after=7)]

@@ -71,7 +71,7 @@ async def test_claim_reads_only_runnable_rows_at_depth(app):
             """
         )
         await conn.execute("ANALYZE chancy_jobs")
-        statement = app.job_sql.claim("default", "explain-worker", 10)
+        statement = app.store.jobs.claim("default", "explain-worker", 10)
         plan = await _plan(conn, b"ANALYZE " + statement.query, statement.params)
     assert "Seq Scan" not in plan, plan
     assert "chancy_jobs_pending" in plan and "chancy_jobs_scheduled" in plan, plan
@@ -120,9 +120,9 @@ async def test_claims_recovery_and_pruning_never_scan_a_table_that_is_mostly_the
         recover = ClusterSQL(app.names).recover(1000)
         prune = ClusterSQL(app.names).prune(["succeeded"], 3600, None, 1000)
         plans = {
-            "claim": await _plan(conn, b"(GENERIC_PLAN) " + _generic(app.job_sql.claim("default", "w", 100).query)),
+            "claim": await _plan(conn, b"(GENERIC_PLAN) " + _generic(app.store.jobs.claim("default", "w", 100).query)),
             "write-back and claim": await _plan(conn, b"(GENERIC_PLAN) " + _generic(
-                app.job_sql.claim("default", "w", 100, [outcome]).query)),
+                app.store.jobs.claim("default", "w", 100, [outcome]).query)),
             # These two run on the app's pool, planned with their parameters' values.
             "recovery": await _plan(conn, recover.query, recover.params),
             "prune": await _plan(conn, prune.query, prune.params),

@@ -90,7 +90,7 @@ class Control:
         from chancy.store.pg.celery_canvas import cancel_with_dependants_sync
 
         chancy = self.app.chancy
-        return cancel_with_dependants_sync(chancy.store, chancy.job_sql.cancel(job_id), canvas)
+        return cancel_with_dependants_sync(chancy.store, chancy.store.jobs.cancel(job_id), canvas)
 
     def revoke_by_stamped_headers(self, headers: Mapping[str, Any], destination: Any = None, terminate: bool = False,
                                   signal: Any = None, **kwargs: Any) -> None:

@@ -83,7 +83,7 @@ class ChancyBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"{result_id!r} is not the id of a Chancy job") from None
         app = default_app()
         connection = atomic_connection(chancy_settings().database)
-        record = app.store.run_sync(single(app.job_sql.get(job_id)), connection=connection) \
+        record = app.store.run_sync(single(app.store.jobs.get(job_id)), connection=connection) \
             if connection is not None else app.get_job_sync(job_id)
         if record is None or MARKER not in record.meta:
             raise TaskResultDoesNotExist(f"No task result {result_id}: no job of the task framework has that id")

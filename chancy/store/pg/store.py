@@ -78,7 +78,6 @@ class PgStore:
         min_connections: int = 1,
         max_connections: int = 10,
         connect_timeout: float = 10.0,
-        listen_channels: Callable[[], list[str]] = lambda: [],
     ) -> None:
         # Resolved now when given (so a malformed DSN fails here); the default is asked
         # for only when a connection is first needed.
@@ -88,7 +87,6 @@ class PgStore:
         self.min_connections = min_connections
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
-        self._listen_channels = listen_channels
         #: The app's table prefix: every statement of this store names its tables.
         self.names = names
         self._async_pool: AsyncConnectionPool | None = None
@@ -380,7 +378,8 @@ class PgStore:
     async def listener(self) -> Listener:
         """The process's LISTEN connection (started on first use)."""
         if self._listener is None:
-            self._listener = Listener(self.connect, self._listen_channels())
+            jobs = self.jobs  # workers hear of pushes, cancels and queue settings changes
+            self._listener = Listener(self.connect, [jobs.pushed_channel, jobs.cancel_channel, jobs.queues_channel])
         await self._listener.start(timeout=self.connect_timeout)
         return self._listener
 
