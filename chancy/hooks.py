@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
     from chancy.job import JobRecord
     from chancy.queue import Transition
+    from chancy.rate_limits import RateLimit
     from chancy.store.pg.statements import Steps
 
 log = logging.getLogger("chancy.worker")
@@ -21,6 +22,10 @@ log = logging.getLogger("chancy.worker")
 #: job's outcome; what it returns makes the statements that run in the outcome's
 #: transaction (None: nothing to add).
 CompletionHook = Callable[["Chancy", "JobRecord", "Transition"], "Callable[[], Steps] | None"]
+
+#: ``source() -> {task name: RateLimit}``: task limits from outside the core's own
+#: declarations (see :meth:`Hooks.on_rate_limits`).
+RateLimitSource = Callable[[], "Mapping[str, RateLimit]"]
 
 #: Completion hooks of every app of the process, run before each app's own. One only: the
 #: continuation of messages a stock Celery producer sent through the chancy transport
@@ -35,6 +40,20 @@ class Hooks:
     def __init__(self, app: "Chancy") -> None:
         self._app = app
         self._completion: list[CompletionHook] = []
+        self._rate_limits: list[RateLimitSource] = []
+
+    def on_rate_limits(self, source: "RateLimitSource") -> None:
+        """Also enforce the task rate limits ``source()`` gives, read when a worker of this
+        app is made (the Celery layer's: its tasks' ``rate_limit`` and
+        ``task_default_rate_limit``)."""
+        self._rate_limits.append(source)
+
+    def rate_limits(self) -> "dict[str, RateLimit]":
+        """The task limits the app's sources give, later sources winning."""
+        table: dict[str, RateLimit] = {}
+        for source in self._rate_limits:
+            table.update(source())
+        return table
 
     def on_completion(self, hook: CompletionHook) -> Callable[[], None]:
         """Call ``hook`` with every outcome this app's workers (and recovery) decide;

@@ -83,11 +83,6 @@ def parse(value: RateLimitLike) -> RateLimit | None:
 #: (kept next to :data:`chancy.execution.registry`, and for the same reason).
 declared: dict[str, RateLimit] = {}
 
-#: Other sources of task limits for a worker of an app, read when the worker is made
-#: (the Celery layer's: its tasks' ``rate_limit`` and ``task_default_rate_limit``).
-providers: list[Callable[["Chancy"], Mapping[str, RateLimit]]] = []
-
-
 def declare(task: str, value: RateLimitLike) -> None:
     """Set (or, with None, clear) the limit of a task defined in this process."""
     limit = parse(value)
@@ -98,11 +93,9 @@ def declare(task: str, value: RateLimitLike) -> None:
 
 
 def limits_for(app: "Chancy") -> dict[str, RateLimit]:
-    """The limits a worker of ``app`` enforces."""
-    table = dict(declared)
-    for provider in providers:
-        table.update(provider(app))
-    return table
+    """The limits a worker of ``app`` enforces: the tasks' declared here, and what the
+    app's own sources add (:meth:`chancy.hooks.Hooks.on_rate_limits`)."""
+    return {**declared, **app.hooks.rate_limits()}
 
 
 def waited(record: JobRecord) -> bool:

@@ -9,12 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chancy import rate_limits
-import chancy.compat.local as local
 from chancy.errors import ConfigurationError
 from chancy.rate_limits import RateLimit
 
 if TYPE_CHECKING:
-    from chancy.app import Chancy
     from chancy.compat.app.base import Celery
 
 
@@ -34,12 +32,3 @@ def limits_of(celery_app: "Celery") -> dict[str, RateLimit]:
     limits = {name: check(name, conf.task_default_rate_limit if task.rate_limit is None else task.rate_limit)
               for name, task in celery_app.tasks.items()}
     return {name: limit for name, limit in limits.items() if limit is not None}
-
-
-def _for_worker_of(app: "Chancy") -> dict[str, RateLimit]:
-    return next((limits_of(celery_app) for celery_app in local.apps if celery_app._chancy is app), {})
-
-
-def install() -> None:
-    if _for_worker_of not in rate_limits.providers:
-        rate_limits.providers.append(_for_worker_of)

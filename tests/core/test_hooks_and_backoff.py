@@ -99,3 +99,23 @@ def test_celery_autoretry_keeps_celerys_formula(factor, retries, maximum) -> Non
     drawn = {exponential_backoff(factor, retries, maximum, True) for _ in range(300)}
     assert drawn <= set(range(min(maximum, factor * 2 ** retries) + 1))
     assert all(isinstance(d, int) for d in drawn)
+
+
+def test_rate_limit_sources_belong_to_their_app() -> None:
+    """A Celery app's task limits reach the workers of its own core app only (they were
+    read through a process-wide list of providers)."""
+    from chancy.compat import Celery
+    from chancy.rate_limits import RateLimit, limits_for
+
+    limited = Celery("limited", broker="chancy+postgresql://x@h/db")
+    other = Celery("other", broker="chancy+postgresql://x@h/db")
+
+    @limited.task(name="limited.slow", rate_limit="2/s")
+    def slow() -> None: ...
+
+    @other.task(name="other.fast")
+    def fast() -> None: ...
+
+    assert limits_for(limited.chancy)["limited.slow"] == RateLimit(2, 1.0)
+    assert "limited.slow" not in limits_for(other.chancy)
+    assert "limited.slow" not in limits_for(Chancy("postgresql://x@h/db"))

@@ -154,7 +154,6 @@ class Celery:
         local.apps.append(self)
         for make in _shared_tasks:
             make(self)
-        rate_limits.install()
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
@@ -263,6 +262,7 @@ class Celery:
                                                          *cluster_plugins(self)],
                                       session_dsn=options.get("session_url"))
                 self._chancy.hooks.on_completion(continuations.continue_canvas)
+                self._chancy.hooks.on_rate_limits(lambda: rate_limits.limits_of(self))
             return self._chancy
 
     # --- tasks ---------------------------------------------------------------------------------
