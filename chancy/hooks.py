@@ -6,7 +6,9 @@ process never run each other's, and the core never learns of a layer by importin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Callable, Mapping
 
 if TYPE_CHECKING:
@@ -27,11 +29,19 @@ CompletionHook = Callable[["Chancy", "JobRecord", "Transition"], "Callable[[], S
 #: declarations (see :meth:`Hooks.on_rate_limits`).
 RateLimitSource = Callable[[], "Mapping[str, RateLimit]"]
 
-#: Completion hooks of every app of the process, run before each app's own. One only: the
-#: continuation of messages a stock Celery producer sent through the chancy transport
-#: (:mod:`chancy.compat.embed`), which a plain core app's worker runs with no Celery app
-#: to register it on.
-every_app: list[CompletionHook] = []
+#: The entry-point group of completion hooks every app runs, before its own: installed
+#: packages declare them (Chancy's own: the continuation of link, errback and chain embeds
+#: in messages a stock Celery producer sent, :func:`chancy.compat.embed.continue_embed`,
+#: which a plain core app's worker must run too, whether or not anything imported the
+#: Celery layer).
+HOOKS_GROUP = "chancy.completion_hooks"
+
+
+@functools.cache
+def installed_hooks() -> tuple[CompletionHook, ...]:
+    """The completion hooks installed packages declare (loaded once, on first use: by a
+    worker's first outcome, not at import)."""
+    return tuple(entry.load() for entry in sorted(entry_points(group=HOOKS_GROUP), key=lambda e: e.name))
 
 
 class Hooks:
@@ -65,7 +75,7 @@ class Hooks:
     @property
     def completion(self) -> tuple[CompletionHook, ...]:
         """Every completion hook this app's workers call, in order."""
-        return (*every_app, *self._completion)
+        return (*installed_hooks(), *self._completion)
 
     def with_follow_ups(self, record: "JobRecord", transition: "Transition") -> "Transition":
         """``transition`` with the follow-ups the hooks ask for, in hook order. A hook

@@ -5,7 +5,7 @@ canvas and beat schedules keep working, backed by Chancy job rows.
 ``chancy.compat`` does not need ``celery`` (an optional extra); where it is installed, its
 signals are Celery's own (:mod:`chancy.compat.signals`)."""
 
-from chancy.compat import embed, states
+from chancy.compat import states
 from chancy.compat.app.base import Celery, shared_task
 from chancy.compat.app.task import Task
 from chancy.compat.canvas import (
@@ -14,10 +14,6 @@ from chancy.compat.canvas import (
 from chancy.compat.local import current_app, current_task
 from chancy.compat.result import AsyncResult, EagerResult, GroupResult
 from chancy.compat.worker import worker_app
-
-# A Chancy worker of a process that loaded this layer continues the link, errback and
-# chain embeds of the messages a stock Celery producer sent (see embed.py).
-embed.install()
 
 
 def uuid() -> str:

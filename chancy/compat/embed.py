@@ -18,7 +18,6 @@ from chancy.job import Job, JobRecord, JobState
 from chancy.queue import Transition
 from chancy.store.pg.jobs import push_steps
 from chancy.store.pg.statements import Steps
-from chancy.hooks import every_app
 
 
 def next_jobs(record: JobRecord, transition: Transition) -> list[Job]:
@@ -41,15 +40,11 @@ def next_jobs(record: JobRecord, transition: Transition) -> list[Job]:
 
 
 def continue_embed(app: Chancy, record: JobRecord, transition: Transition) -> Callable[[], Steps] | None:
+    """A completion hook of every app (declared as an entry point of the group
+    :data:`chancy.hooks.HOOKS_GROUP` in pyproject.toml)."""
     if "canvas" in record.meta:
         return None
     jobs = next_jobs(record, transition)
     if not jobs:
         return None
     return lambda: push_steps(app.store.jobs, jobs)
-
-
-def install() -> None:
-    """For every app of the process: a plain core app's worker runs such messages too."""
-    if continue_embed not in every_app:
-        every_app.append(continue_embed)

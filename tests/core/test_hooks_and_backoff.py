@@ -11,7 +11,7 @@ import pytest
 
 from chancy import Backoff, Chancy, JobState
 from chancy.compat.app.task import exponential_backoff
-from chancy.hooks import every_app
+from chancy.hooks import installed_hooks
 from chancy.job import DEFAULT_BACKOFF, Jitter, JobRecord, backoff_delay
 from chancy.queue import Transition
 from chancy.store.pg.statements import Statement
@@ -46,7 +46,7 @@ def test_hooks_belong_to_their_app_and_run_in_order() -> None:
 
     remove_b()
     remove_b()  # removing twice is harmless
-    assert len(one.hooks.completion) == 1 + len(every_app)
+    assert len(one.hooks.completion) == 1 + len(installed_hooks())
 
 
 def test_a_hook_registered_twice_runs_once_and_a_failing_hook_is_skipped() -> None:
@@ -119,3 +119,20 @@ def test_rate_limit_sources_belong_to_their_app() -> None:
     assert limits_for(limited.chancy)["limited.slow"] == RateLimit(2, 1.0)
     assert "limited.slow" not in limits_for(other.chancy)
     assert "limited.slow" not in limits_for(Chancy("postgresql://x@h/db"))
+
+
+def test_a_plain_core_worker_continues_celery_message_embeds_without_the_celery_layer_imported() -> None:
+    """A core app's hooks hold the continuation of a stock Celery producer's link/chain
+    embeds in a process that never imported chancy.compat (it was installed by importing
+    the layer: a worker started from a script that did not lost every next chain step)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from chancy import Chancy\n"
+        "hooks = Chancy('postgresql://x@h/db').hooks.completion\n"
+        "print([f'{h.__module__}.{h.__name__}' for h in hooks])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['chancy.compat.embed.continue_embed']"
