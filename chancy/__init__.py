@@ -38,7 +38,28 @@ _HOMES = {
     "Worker": "chancy.worker",
 }
 
-__all__ = sorted(_HOMES)
+# Spelled out (not ``sorted(_HOMES)``) so that linters and type checkers see the names the
+# imports above re-export; tests/core/test_public_names.py checks it matches ``_HOMES``.
+__all__ = [
+    "Backoff",
+    "Chancy",
+    "ChancyError",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "Job",
+    "JobRecord",
+    "JobState",
+    "Limit",
+    "Queue",
+    "Reference",
+    "Retry",
+    "SchemaOutOfDateError",
+    "SerializationError",
+    "Task",
+    "UnknownTaskError",
+    "Worker",
+    "current_job",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -38,7 +38,8 @@ def cli(ctx: click.Context, app_spec: str | None, dsn: str | None, prefix: str |
 
 
 for command in (worker.worker, beat.beat, admin.migrate, sending.push, sending.call, result.result,
-                inspection.inspect, admin.status, jobs.jobs, queues.queue, admin.purge, admin.info, demo.demo, dashboard.dashboard):
+                inspection.inspect, admin.status, jobs.jobs, queues.queue, admin.purge, admin.info, demo.demo,
+                dashboard.dashboard):
     cli.add_command(command)
 
 

@@ -191,7 +191,8 @@ def _health_line(health: TableHealth) -> str:
     """The jobs table's dead rows and what may be holding them there."""
     total = health.live_rows + health.dead_rows
     share = f" ({100 * health.dead_rows / total:.0f}%)" if total else ""
-    vacuumed = "never vacuumed" if health.since_vacuum_seconds is None else f"vacuumed {age(health.since_vacuum_seconds)} ago"
+    vacuumed = ("never vacuumed" if health.since_vacuum_seconds is None
+                else f"vacuumed {age(health.since_vacuum_seconds)} ago")
     oldest = ("none" if health.oldest_transaction_seconds is None
               else age(health.oldest_transaction_seconds))
     return (f"jobs table: {health.live_rows:,} live rows, {health.dead_rows:,} dead{share}, {vacuumed}; "

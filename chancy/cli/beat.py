@@ -35,9 +35,9 @@ def _timing(schedule: Schedule) -> str:
 
 
 def _schedule_dict(schedule: Schedule) -> dict[str, Any]:
-    return {"namespace": schedule.namespace, "name": schedule.name, "task": schedule.job.func, "cron": schedule.cron, "every": schedule.every,
-            "timezone": schedule.timezone, "next_run": schedule.next_fire_at,
-            "last_run": schedule.last_fired_at, "enabled": schedule.enabled}
+    return {"namespace": schedule.namespace, "name": schedule.name, "task": schedule.job.func,
+            "cron": schedule.cron, "every": schedule.every, "timezone": schedule.timezone,
+            "next_run": schedule.next_fire_at, "last_run": schedule.last_fired_at, "enabled": schedule.enabled}
 
 
 def _print_schedules(namespace: str, schedules: list[Schedule], as_json: bool) -> None:

@@ -139,7 +139,8 @@ class Target:
         if self.timeout is None:
             return store.run_in_session_sync(steps)
         try:
-            return store.run_in_session_sync(store.admin.with_statement_timeout(max(1, round(self.timeout * 1000)), steps))
+            timeout_ms = max(1, round(self.timeout * 1000))
+            return store.run_in_session_sync(store.admin.with_statement_timeout(timeout_ms, steps))
         except psycopg.errors.QueryCanceled:
             raise CliError(f"the database did not answer within {self.timeout:g}s (-t/--timeout)",
                            ExitCode.DATABASE_UNAVAILABLE) from None

@@ -128,7 +128,8 @@ def report(app: Chancy, dsn: str, ids: list[uuid.UUID], seconds: float, dsn_opti
                "including the scheduled ones' wait)")
     peek_counts, peek_failed = admin.peek_statements()
     shown = safe_dsn(dsn)
-    hidden = "" if shown == dsn else " (password hidden: put yours back in place of ***, or leave it out and set PGPASSWORD)"
+    hidden = ("" if shown == dsn
+              else " (password hidden: put yours back in place of ***, or leave it out and set PGPASSWORD)")
     click.echo(f"""
 Look at the rows yourself{hidden}:
   psql "{shown}" -c "{peek_counts}"

@@ -150,7 +150,8 @@ def _held(target: Target, filters: Filters, *, started: bool, as_json: bool) -> 
         return
     alive = {w["worker_id"] for w in live}
     _print_groups(
-        (f"{worker}: OK" if worker in alive else f"{worker}: NO HEARTBEAT (presumed dead; the leader recovers its jobs)",
+        (f"{worker}: OK" if worker in alive
+         else f"{worker}: NO HEARTBEAT (presumed dead; the leader recovers its jobs)",
          [f"* {r.id} {_call(r)} queue {r.queue}, "
           + (f"started {when(r.started_at)}, " if started else "")
           + f"attempt {r.attempts}/{r.max_attempts}" for r in held])

@@ -99,7 +99,8 @@ def jobs() -> None:
 @click.option("-s", "--state", "states", multiple=True, type=click.Choice([s.value for s in JobState]),
               help="Only this state (repeatable).")
 @click.option("-t", "--task", help="Only this task name.")
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many (newest first).")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="At most this many (newest first).")
 @target_options
 @json_option
 def list_jobs(target: Target, queues: tuple[str, ...], states: tuple[str, ...], task: str | None,
@@ -108,7 +109,8 @@ def list_jobs(target: Target, queues: tuple[str, ...], states: tuple[str, ...], 
     target.require_schema()
     selection = JobSelection(states=tuple(JobState(s) for s in states), queues=queues, task=task)
     print_listing(
-        target.run(target.app.store.admin.list_jobs(selection, limit)), as_json, to_json=job_dict, empty="no matching jobs",
+        target.run(target.app.store.admin.list_jobs(selection, limit)), as_json,
+        to_json=job_dict, empty="no matching jobs",
         headers=["id", "queue", "task", "state", "attempts", "priority", "created", "last error"],
         row=lambda r: [str(r.id), r.queue, r.func, r.state.value, f"{r.attempts}/{r.max_attempts}", r.priority,
                        when(r.created_at), (r.errors[-1].get("type", "") if r.errors else "")])
@@ -189,7 +191,8 @@ def _bulk(target: Target, action: BulkAction, selection: JobSelection, *, force:
         emit_json({"action": action.value, "dry_run": dry_run, ("matched" if dry_run else "changed"): count})
         return
     verb = {BulkAction.RETRY: "retried", BulkAction.CANCEL: "cancelled", BulkAction.DELETE: "deleted"}[action]
-    click.echo(f"would {action.value} {count} job(s) (dry run: nothing changed)" if dry_run else f"{verb} {count} job(s)")
+    click.echo(f"would {action.value} {count} job(s) (dry run: nothing changed)" if dry_run
+               else f"{verb} {count} job(s)")
 
 
 @jobs.command()

@@ -56,7 +56,8 @@ def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> da
         moment = datetime.fromisoformat(value)
     except ValueError:
         seconds = " or seconds from now" if param.name == "expires" else ""
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time{seconds}, e.g. 2026-11-22T18:00:00+01:00") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time{seconds}, e.g. 2026-11-22T18:00:00+01:00") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 

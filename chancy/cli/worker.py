@@ -20,7 +20,7 @@ from chancy.cli.loading import core_app
 from chancy.cli.output import safe_dsn
 from chancy.errors import ConfigurationError
 from chancy.faults import wait_until_reachable
-from chancy.executors.process import ChildLimits
+from chancy.executors.process import NO_CHILD_LIMITS, ChildLimits
 from chancy.queue import EXECUTOR_ALIASES, ExecutorFactory
 from chancy.queues.pg import Queue
 from chancy.redaction import redact
@@ -44,7 +44,7 @@ def executor_for(pool: str | None, limits: ChildLimits) -> ExecutorFactory | str
 
 def configure_queues(
     app: Chancy, names: list[str] | None, concurrency: int | None, pool: str | None,
-    limits: ChildLimits = ChildLimits(),
+    limits: ChildLimits = NO_CHILD_LIMITS,
 ) -> list[str]:
     """Declare or adjust the queues this worker serves; returns their names.
 
@@ -198,16 +198,19 @@ def _exit_now(code: ExitCode) -> NoReturn:
 
 @click.command()
 @target_options
-@click.option("-Q", "--queues", metavar="A,B", help="Queues to serve [default: every queue the app declares; without -A: default].")
+@click.option("-Q", "--queues", metavar="A,B",
+              help="Queues to serve [default: every queue the app declares; without -A: default].")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1),
               help="Jobs at a time per queue [default: a native app's queue setting; a Celery app's "
                    "worker_concurrency, else the CPU count, as Celery].")
-@click.option("-P", "--pool", type=click.Choice(POOLS), help="Executor: process, thread, asyncio, solo (or Celery's prefork/threads).")
+@click.option("-P", "--pool", type=click.Choice(POOLS),
+              help="Executor: process, thread, asyncio, solo (or Celery's prefork/threads).")
 @click.option("-l", "--loglevel", type=click.Choice(logs.LEVELS, case_sensitive=False), default="INFO",
               show_default=True, help="Log level.")
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="text", show_default=True,
               help="text for people, json (one object per line) for log shippers.")
-@click.option("-n", "--hostname", "name", metavar="NAME", help="Worker id, e.g. celery@%h (%h: host name, %n: its first label, %d: its domain); must be unique.")
+@click.option("-n", "--hostname", "name", metavar="NAME",
+              help="Worker id, e.g. celery@%h (%h: host name, %n: its first label, %d: its domain); must be unique.")
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1), metavar="N",
               help="Replace a process-pool child after N jobs (bounds leaks).")
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), metavar="KIB",

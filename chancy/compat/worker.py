@@ -14,7 +14,7 @@ from chancy.app import Chancy
 import chancy.compat.signals as signals
 from chancy.compat.beat import schedule_namespace, sync_schedule
 from chancy.errors import ConfigurationError
-from chancy.executors.process import ChildLimits
+from chancy.executors.process import NO_CHILD_LIMITS, ChildLimits
 from chancy.plugin import Plugin, WorkerContext
 from chancy.plugins.cron import Cron
 from chancy.plugins.leadership import Leadership
@@ -76,7 +76,7 @@ def _executor(pool: str | None) -> str | None:
                                  "(eventlet and gevent pools are not supported)") from None
 
 
-def child_limits(celery_app: "Celery", executor: str, given: ChildLimits = ChildLimits()) -> ChildLimits:
+def child_limits(celery_app: "Celery", executor: str, given: ChildLimits = NO_CHILD_LIMITS) -> ChildLimits:
     """The per-child limits of a worker: ``given`` (the worker's flags) over the app's
     ``worker_max_tasks_per_child`` / ``worker_max_memory_per_child``. Only process-pool
     children can be replaced: for another pool, given limits are an error and configured
@@ -90,7 +90,7 @@ def child_limits(celery_app: "Celery", executor: str, given: ChildLimits = Child
     if configured:
         warnings.warn(f"worker_max_tasks_per_child / worker_max_memory_per_child apply to the process pool "
                       f"(-P process / prefork) only; the {executor} pool ignores them", UserWarning, stacklevel=3)
-    return ChildLimits()
+    return NO_CHILD_LIMITS
 
 
 def default_concurrency() -> int:
@@ -108,7 +108,7 @@ def redirect_level(celery_app: "Celery") -> int | None:
 
 
 def worker_app(celery_app: "Celery", queues: Sequence[str] | None = None, concurrency: int | None = None,
-               pool: str | None = None, limits: ChildLimits = ChildLimits()) -> Chancy:
+               pool: str | None = None, limits: ChildLimits = NO_CHILD_LIMITS) -> Chancy:
     """The ready :class:`Chancy` to run ``celery_app``'s tasks: the named queues (declared
     on the fly, like Celery's ``-Q``; default: ``task_default_queue`` and ``task_queues``),
     each with ``concurrency`` (default ``worker_concurrency``, else the CPU count, as Celery's

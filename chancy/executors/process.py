@@ -81,6 +81,10 @@ class ChildLimits:
                                maximum_memory_per_worker=self.max_memory_kib * 1024 if self.max_memory_kib else None)
 
 
+#: No per-child limit: children live as long as their worker (the default of the options that take limits).
+NO_CHILD_LIMITS = ChildLimits()
+
+
 @dataclasses.dataclass(frozen=True)
 class ChildSetup:
     """What a child loads before it says it is ready, so that it runs exactly the tasks
