@@ -403,7 +403,8 @@ class ChancyBackend(BaseBackend):
         meta = {
             "status": status, "result": result, "traceback": traceback,
             "children": celery.get("children") or [], "task_id": str(task_id),
-            "date_done": record.completed_at.isoformat() if record.completed_at and status in states.READY_STATES else None,
+            "date_done": (record.completed_at.isoformat()
+                          if record.completed_at and status in states.READY_STATES else None),
         }
         # As Celery's stores keep them: the group (a chord's header) and parent it ran in.
         meta.update({key: celery[field] for key, field in (("group_id", "group"), ("parent_id", "parent_id"))
@@ -456,7 +457,8 @@ class ChancyBackend(BaseBackend):
         while pending:
             with self._listen.lock:
                 listener = self._done_listener()  # before the read: no completion falls between
-                ready = [(task_id, meta) for task_id, meta in self._read_many(pending) if meta["status"] in READY_STATES]
+                ready = [(task_id, meta) for task_id, meta in self._read_many(pending)
+                         if meta["status"] in READY_STATES]
                 if not ready:
                     if on_interval:
                         on_interval()

@@ -103,8 +103,8 @@ class Signature(dict):
         """Fix the task id now (the result handle exists before the task is sent)."""
         if _id is not None:
             self.options["task_id"] = _id
-        self.options.setdefault("task_id", self.app.new_task_id())
-        return AsyncResult(self.id, app=self.app)
+        task_id = self.options.setdefault("task_id", self.app.new_task_id())
+        return AsyncResult(task_id, app=self.app)
 
     def stamp(self, visitor: Any = None, append_stamps: bool = False, **headers: Any) -> None:
         """Mark every task of this signature with headers (see :mod:`chancy.compat.stamps`)."""
@@ -231,13 +231,13 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def plan(self, planner: "Planner", parked: bool) -> "Node":
         if not self.tasks:
             raise ValueError("chain() needs at least one task")
-        nodes = []
+        nodes: list[Node] = []
         for i, step in enumerate(self.tasks):
             node = step.plan(planner, parked or i > 0)
             if nodes:
                 planner.connect(nodes[-1], node)
             nodes.append(node)
-        for earlier, later in zip(nodes, nodes[1:]):
+        for earlier, later in itertools.pairwise(nodes):
             root = later.first_result or later.result
             if root.parent is None:
                 root.parent = earlier.result
@@ -405,19 +405,23 @@ class chunks(Signature):  # noqa: N801 - Celery's name
 
 def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
     """Celery's ``signature()``: from a task name, a task, or a signature dict."""
-    app = kwargs.pop("app", None)
     if isinstance(varies, dict):
         if isinstance(varies, Signature):
             return varies.clone()
-        return _from_dict(varies, app)
-    return Signature(varies, *args, app=app, **kwargs)
+        return _from_dict(varies, kwargs.get("app"))
+    return Signature(varies, *args, **kwargs)
 
 
 subtask = signature
 
 
 def maybe_signature(d: Any, app: "Celery | None" = None) -> Signature | None:
-    return None if d is None else (d if isinstance(d, Signature) else _from_dict(d, app))
+    return None if d is None else as_signature(d, app)
+
+
+def as_signature(d: Signature | Mapping[str, Any], app: "Celery | None" = None) -> Signature:
+    """A signature, or one from its dict form (as links and chords travel in messages)."""
+    return d if isinstance(d, Signature) else _from_dict(d, app)
 
 
 def _from_dict(d: Mapping[str, Any], app: "Celery | None") -> Signature:

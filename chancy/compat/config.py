@@ -183,11 +183,11 @@ class Settings(MutableMapping[str, Any]):
     def changes(self) -> Mapping[str, Any]:
         return dict(self._changes)
 
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
         for key, value in dict(other, **kwargs).items():
             self[key] = value
 
-    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def setdefault(self, key: str, default: Any = None) -> Any:
         key = canonical(key)
         if key not in self._changes:
             self[key] = default if key not in SUPPORTED or default is not None else SUPPORTED[key]

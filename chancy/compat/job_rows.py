@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import chancy.compat.message_options as message_options
 import chancy.compat.payload as payload
 import chancy.compat.routes as routes
-from chancy.compat.canvas import Node, Signature, maybe_signature
+from chancy.compat.canvas import Node, Signature, as_signature
 from chancy.compat.exceptions import QueueNotFound
 from chancy.compat.local import current_task_and_request
 from chancy.compat.protocol import compat_priority, job_id_for
@@ -145,7 +145,7 @@ def job_for(app: "Celery", sig: Signature, parked_at: datetime | None = None) ->
         celery["task_id"] = task_id
     priority = pick("priority", conf["task_default_priority"])
     if priority is None and parent is not None and conf["task_inherit_parent_priority"]:
-        priority = parent.delivery_info.get("priority")
+        priority = (parent.delivery_info or {}).get("priority")
     acks_late = pick("acks_late", conf["task_acks_late"])
     return Job(
         name, args=args, kwargs=kwargs, queue=queue, priority=compat_priority(priority),
@@ -193,10 +193,10 @@ class Planner:
             if delay:
                 self.canvas[key]["delay"] = delay  # counted from the moment the step is released
         for callback in _as_list(sig.options.get("link")):
-            node = maybe_signature(callback, self.app).plan(self, True)
+            node = as_signature(callback, self.app).plan(self, True)
             self.connect(Node([job], [job], None), node)
         for errback in _as_list(sig.options.get("link_error")):
-            node = maybe_signature(errback, self.app).plan(self, True)
+            node = as_signature(errback, self.app).plan(self, True)
             for entry in node.entries:
                 self.canvas[key].setdefault("errbacks", []).append(str(entry.id))
                 self.parent_of[str(entry.id)] = key

@@ -459,7 +459,9 @@ def delivery_tag(record: JobRecord) -> str:
     return f"{record.id}/{record.attempts}"
 
 
-def parse_delivery_tag(tag: str) -> tuple[uuid.UUID, int]:
+def parse_delivery_tag(tag: object) -> tuple[uuid.UUID, int]:
+    """The row and attempt of a delivery tag; anything else (a missing tag, another
+    broker's) raises :class:`InvalidMessage`."""
     job_id, _, attempt = str(tag).partition("/")
     try:
         return uuid.UUID(job_id), int(attempt)

@@ -134,7 +134,8 @@ class AsyncResult:
         if record.state in (JobState.FAILED, JobState.RETRYING):
             return exception_from_error(record.errors[-1] if record.errors else None)
         if record.state in (JobState.CANCELLED, JobState.EXPIRED):
-            return TaskRevokedError(f"Task {self.id} was {'revoked' if record.state is JobState.CANCELLED else 'expired'}")
+            ended = "revoked" if record.state is JobState.CANCELLED else "expired"
+            return TaskRevokedError(f"Task {self.id} was {ended}")
         return record.meta.get("celery", {}).get("info")
 
     @property
@@ -342,18 +343,19 @@ class EagerResult(AsyncResult):
     def __repr__(self) -> str:
         return f"<EagerResult: {self.id}>"
 
-    state = property(lambda self: self._state)  # type: ignore[assignment]
-    status = state  # type: ignore[assignment]
-    result = property(lambda self: self._value_)  # type: ignore[assignment]
-    info = result  # type: ignore[assignment]
-    traceback = property(lambda self: self._traceback)  # type: ignore[assignment]
-    date_done = None  # type: ignore[assignment]
+    state = property(lambda self: self._state)
+    status = state
+    result = property(lambda self: self._value_)
+    info = result
+    traceback = property(lambda self: self._traceback)
+    date_done = None
 
     def ready(self) -> bool:
         return True
 
-    def get(self, timeout: float | None = None, propagate: bool = True, disable_sync_subtasks: bool = True,
-            **kwargs: Any) -> Any:
+    def get(self, timeout: float | None = None, propagate: bool = True, *args: Any, **kwargs: Any) -> Any:
+        """The value at once; the other arguments of :meth:`AsyncResult.get` are about
+        waiting, which an eager result never does."""
         if propagate and self._state in states.PROPAGATE_STATES:
             raise self._value_
         return self._value_

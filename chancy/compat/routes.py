@@ -26,13 +26,13 @@ def _expand(route: Any) -> dict[str, Any] | None:
 def _map_router(table: Mapping[Any, Any]) -> Route:
     exact: dict[str, Any] = {}
     patterns: list[tuple[re.Pattern[str], Any]] = []
-    for key, route in table.items():
+    for key, target in table.items():
         if isinstance(key, re.Pattern):
-            patterns.append((key, route))
+            patterns.append((key, target))
         elif isinstance(key, str) and any(c in key for c in "*?["):
-            patterns.append((re.compile(fnmatch.translate(key)), route))
+            patterns.append((re.compile(fnmatch.translate(key)), target))
         else:
-            exact[key] = route
+            exact[key] = target
 
     def route(name: str, *args: Any, **kwargs: Any) -> Any:
         if name in exact:

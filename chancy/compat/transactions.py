@@ -28,12 +28,12 @@ def django_connection() -> tuple[Any, Any] | None:
     installed, and asking its connection raised on every ``.delay()``, which cost ~10% of one."""
     if "django" not in sys.modules:
         return None
-    from django.conf import settings  # type: ignore[import-not-found]
+    from django.conf import settings
 
     if not settings.configured:  # an atomic block would have configured them
         return None
     try:
-        from django.db import connection, transaction  # type: ignore[import-not-found]
+        from django.db import connection, transaction
 
         connection.in_atomic_block  # noqa: B018 - raises when Django is not configured
     except Exception:  # noqa: BLE001 - Django present but unused
@@ -58,7 +58,7 @@ def push(chancy: Chancy, jobs: Sequence[Job], *, connection: Any = None, on_comm
         _, transaction = django
         # Any alias (DATABASES entry) of this thread with an atomic block open, not only
         # the default one: the block on the broker's database is the one to join.
-        from django.db import connections  # type: ignore[import-not-found]
+        from django.db import connections
 
         blocks = [conn for conn in connections.all(initialized_only=True) if conn.in_atomic_block]
         for block in blocks:

@@ -145,6 +145,23 @@ def test_eager_mode_runs_in_process(celery_app):
         assert conn.execute("SELECT count(*) FROM chancy_jobs").fetchone()[0] == 0
 
 
+@app.task
+def fails_while_handling(key):
+    try:
+        {}[key]
+    except KeyError:
+        raise ValueError("while handling a KeyError")  # noqa: B904 - the implicit context is the point
+
+
+def test_an_eager_failure_is_raised_with_its_own_context(celery_app):
+    """Regression: apply(throw=True) raised the task's exception from inside the except
+    clause that caught Chancy's Fail wrapper, so Python replaced the exception's own
+    context with that wrapper."""
+    with pytest.raises(ValueError) as raised:
+        fails_while_handling.apply(("missing",), throw=True)
+    assert isinstance(raised.value.__context__, KeyError)
+
+
 def test_apply_returns_an_eager_result(celery_app):
     result = tasks.add.apply((3, 4))
     assert result.get() == 7 and result.successful()

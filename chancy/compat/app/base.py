@@ -99,7 +99,8 @@ class Control:
         affected (Celery's workers remember the stamps; rows are revoked as found now)."""
         self.revoke(stamped_task_ids(self.app.chancy, headers, running=terminate), terminate=terminate, signal=signal)
 
-    def terminate(self, task_id: str | Sequence[str], destination: Any = None, signal: Any = None, **kwargs: Any) -> None:
+    def terminate(self, task_id: str | Sequence[str], destination: Any = None, signal: Any = None,
+                  **kwargs: Any) -> None:
         self.revoke(task_id, terminate=True, signal=signal)
 
     def purge(self) -> int:
@@ -107,7 +108,8 @@ class Control:
         from chancy.job import JobState
 
         store = self.app.chancy.store
-        purge = store.admin.purge([JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING], list(self.app.chancy.queues))
+        waiting = [JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING]
+        purge = store.admin.purge(waiting, list(self.app.chancy.queues))
         return sum(store.run_sync(purge).values())
 
     discard_all = purge
@@ -276,7 +278,9 @@ class Celery:
     def task(self, fun: Callable[P, R], /) -> TaskOf[P, R]: ...
 
     @overload
-    def task(self, *, bind: Literal[True], **opts: Any) -> Callable[[Callable[Concatenate[Any, P], R]], TaskOf[P, R]]: ...
+    def task(
+        self, *, bind: Literal[True], **opts: Any
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], TaskOf[P, R]]: ...
 
     @overload
     def task(self, *, bind: Literal[False] = False, **opts: Any) -> Callable[[Callable[P, R]], TaskOf[P, R]]: ...
@@ -355,8 +359,8 @@ class Celery:
         return GroupResult(id, results, app=self, **kwargs)
 
     # --- beat -----------------------------------------------------------------------------------
-    def add_periodic_task(self, schedule: Any, sig: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] = (),
-                          name: str | None = None, **opts: Any) -> str:
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Sequence[Any] = (),
+                          kwargs: Mapping[str, Any] | None = None, name: str | None = None, **opts: Any) -> str:
         """Add a ``beat_schedule`` entry; the cluster's cron runs it (no beat process)."""
         if not isinstance(sig, Signature):
             sig = Signature(sig, args, dict(kwargs or {}), app=self)

@@ -263,7 +263,7 @@ class Task(Generic[P, R]):
         self._check_app()
         assert self.app is not None
         args = tuple(serialization.loads(serialization.dumps(list(args or ()))))
-        kwargs = serialization.loads(serialization.dumps(dict(kwargs or {})))
+        kwargs = dict(serialization.loads(serialization.dumps(dict(kwargs or {}))))
         self.check_arguments(args, kwargs)
         task_id = task_id or str(uuid.uuid4())
         throw = self.app.conf.task_eager_propagates if throw is None else throw
@@ -283,12 +283,15 @@ class Task(Generic[P, R]):
                 retries += 1
                 continue
             except BaseException as exc:  # noqa: BLE001 - reported as the result
-                cause = exc.exc if isinstance(exc, Fail) else exc
-                if throw:
-                    raise cause
-                return EagerResult(task_id, cause, states.FAILURE, name=self.name)
-            return EagerResult(task_id, serialization.loads(serialization.dumps(retval)), states.SUCCESS,
-                               name=self.name)
+                failure = exc.exc if isinstance(exc, Fail) else exc
+            else:
+                return EagerResult(task_id, serialization.loads(serialization.dumps(retval)), states.SUCCESS,
+                                   name=self.name)
+            # Raised here, not in the except clause: there, Python would make our Fail
+            # wrapper the context of the task's exception, replacing its own.
+            if throw:
+                raise failure
+            return EagerResult(task_id, failure, states.FAILURE, name=self.name)
 
     # --- signatures ----------------------------------------------------------------------
     def signature(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
@@ -467,6 +470,7 @@ class Task(Generic[P, R]):
     def _execute(self, request: Context, args: tuple, kwargs: dict) -> Any:
         """Run with hooks and signals; a failure is raised wrapped in :class:`Fail`."""
         task_id = request.id
+        assert task_id is not None  # a worker's request (from its row) or apply()'s: both have one
         with running(self, request):
             signals.task_prerun.send(sender=self, task_id=task_id, task=self, args=args, kwargs=kwargs)
             status, retval, einfo = states.SUCCESS, None, None
