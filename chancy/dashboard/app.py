@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 MAX_BODY = 64 * 1024
 
+#: A route's handler, as Starlette calls it.
+Endpoint = Callable[[Request], Awaitable[Response]]
+#: A form's or API call's action: does it with the request's input, returns the message to show.
+Action = Callable[[Request, dict[str, Any]], Awaitable[str]]
+
 
 class Forbidden(PermissionError):
     """The user may look but not act (or the request lacks its CSRF token)."""
@@ -49,8 +54,8 @@ class Forbidden(PermissionError):
 #: Errors a request can meet in normal operation, and the HTTP status each one means.
 #: Anything else is a bug and surfaces as a 500.
 STATUS = (
-    (BadRequest, 400), (BulkRefused, 400), (ConfigurationError, 400), (Forbidden, 403), (NotFound, 404), (Conflict, 409),
-    (DatabaseUnavailableError, 503), (psycopg.OperationalError, 503),
+    (BadRequest, 400), (BulkRefused, 400), (ConfigurationError, 400), (Forbidden, 403), (NotFound, 404),
+    (Conflict, 409), (DatabaseUnavailableError, 503), (psycopg.OperationalError, 503),
 )
 EXPECTED = tuple(kind for kind, _ in STATUS)
 
@@ -138,7 +143,7 @@ def create_app(
             raise Forbidden(f"User {session.user.name!r} may view but not change jobs or queues (role viewer)")
         return data
 
-    def api(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
+    def api(handler: Callable[[Request], Awaitable[Any]]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
                 return ApiResponse(await handler(request))
@@ -146,7 +151,7 @@ def create_app(
                 return ApiResponse({"error": str(exc).strip()}, status_code=status_of(exc))
         return endpoint
 
-    def page(template: str, load: Callable[[Request], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[Response]]:
+    def page(template: str, load: Callable[[Request], Awaitable[dict[str, Any]]]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
                 data, status = await load(request), 200
@@ -155,7 +160,7 @@ def create_app(
             return pages.render(request, session_of(request), template, data, status)
         return endpoint
 
-    def form_action(run: Callable[[Request, dict[str, Any]], Awaitable[str]]) -> Callable[[Request], Awaitable[Response]]:
+    def form_action(run: Action) -> Endpoint:
         """An HTML form's action: do it, note the outcome, redirect back (post/redirect/get)."""
         async def endpoint(request: Request) -> Response:
             session = session_of(request)
@@ -256,7 +261,7 @@ def create_app(
     # --- actions --------------------------------------------------------------------------------
     job_actions = {"retry": console.retry, "cancel": console.cancel, "delete": console.delete}
 
-    def job_action(action: str) -> Callable[[Request, dict[str, Any]], Awaitable[str]]:
+    def job_action(action: str) -> Action:
         run = job_actions[action]
         done = {"retry": "queued to run again", "cancel": "cancelled", "delete": "deleted"}[action]
 
@@ -327,7 +332,7 @@ def create_app(
         await console.set_rate_limit(name, limit, per)
         return f"Queue {name!r} rate limit " + (f"set to {limit} per {per:g}s" if limit else "removed")
 
-    def api_action(run: Callable[[Request, dict[str, Any]], Awaitable[str]]) -> Callable[[Request], Awaitable[Response]]:
+    def api_action(run: Action) -> Endpoint:
         async def handler(request: Request) -> dict[str, Any]:
             return {"ok": True, "message": await run(request, await action_input(request))}
         return api(handler)

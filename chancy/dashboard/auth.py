@@ -72,7 +72,8 @@ class User:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or ":" in self.name or self.name != self.name.strip():
-            raise ConfigurationError(f"Dashboard user name {self.name!r} must be non-empty, without ':' or spaces around")
+            raise ConfigurationError(
+                f"Dashboard user name {self.name!r} must be non-empty, without ':' or spaces around")
         object.__setattr__(self, "role", Role(self.role))
         _parse_hash(self.password_hash)
 
@@ -86,7 +87,8 @@ class User:
 
 def _verify(encoded: str, password: str) -> bool:
     n, r, p, salt, expected = _parse_hash(encoded)
-    actual = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p, maxmem=2**26, dklen=len(expected))
+    actual = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p, maxmem=2**26,
+                            dklen=len(expected))
     return hmac.compare_digest(actual, expected)
 
 

@@ -58,10 +58,11 @@ class JobFilter:
         older, newer = _text(params, "older"), _text(params, "newer")
         if older and newer:
             raise BadRequest("Give either 'older' or 'newer', not both")
+        cursor = older or newer
         return cls(
             states=states, queue=_text(params, "queue"), task=_text(params, "task"), text=_text(params, "q"),
             since=_time(params, "since"), until=_time(params, "until"),
-            cursor=_parse_cursor(older or newer) if (older or newer) else None, newer=bool(newer),
+            cursor=_parse_cursor(cursor) if cursor else None, newer=bool(newer),
             limit=_limit(params.get("limit")),
         )
 
@@ -108,7 +109,8 @@ class BulkRequest:
             raise BadRequest(f"Unknown bulk action {action[:40]!r}: use retry, cancel or delete") from None
         raw_filter = data.get("filter", {k: data[k] for k in FILTER_FIELDS if k in data})
         if not isinstance(raw_filter, Mapping):
-            raise BadRequest("'filter' must be an object of the job list's filters (state, queue, task, q, since, until)")
+            raise BadRequest(
+                "'filter' must be an object of the job list's filters (state, queue, task, q, since, until)")
         fields = {k: v for k, v in raw_filter.items() if k in FILTER_FIELDS}
         states = fields.get("state")
         if isinstance(states, list):  # JSON may list the states
@@ -121,7 +123,8 @@ class BulkRequest:
         ids = _ids(data.get("ids"))
         scope = data.get("scope", "selected" if ids else "matching")
         if scope not in ("selected", "matching"):
-            raise BadRequest(f"'scope' must be 'selected' (the ids given) or 'matching' (the filter), got {repr(scope)[:40]}")
+            raise BadRequest(
+                f"'scope' must be 'selected' (the ids given) or 'matching' (the filter), got {repr(scope)[:40]}")
         if scope == "selected":
             if not ids:
                 raise BadRequest("No jobs are selected: tick some, or choose all jobs matching the filter")
@@ -149,7 +152,8 @@ def _ids(value: Any) -> tuple[uuid.UUID, ...]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise BadRequest("'ids' must be a list of job ids")
     if len(values) > MAX_SELECTED:
-        raise BadRequest(f"At most {MAX_SELECTED} jobs can be selected by id: choose all jobs matching a filter instead")
+        raise BadRequest(
+            f"At most {MAX_SELECTED} jobs can be selected by id: choose all jobs matching a filter instead")
     return tuple(dict.fromkeys(parse_job_id(v.strip()) for v in values if v.strip()))
 
 

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from http.cookies import SimpleCookie
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 from chancy.dashboard.auth import Authenticator, Session, Throttled
@@ -41,7 +41,7 @@ def route_path(scope: dict) -> str:
     return path[len(root):] or "/" if root and path.startswith(root) else path
 
 
-def client_address(scope: dict) -> str:
+def client_address(scope: Mapping[str, Any]) -> str:
     """The client's address as the server resolved it: the peer's, or the one a configured
     proxy forwarded (uvicorn believes ``X-Forwarded-For`` only from ``forwarded_allow_ips``)."""
     client = scope.get("client")
@@ -139,7 +139,8 @@ class Guard:
         return None if user is None else Session(user, csrf_token="", created=0.0, last_used=0.0)
 
 
-async def _respond(scope: dict, send: Any, status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
+async def _respond(scope: dict, send: Any, status: int, text: str,
+                   extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
     is_api = route_path(scope).startswith(("/api/", "/metrics"))
     body = json.dumps({"error": text}).encode() if is_api else text.encode()
     content_type = b"application/json" if is_api else b"text/plain; charset=utf-8"

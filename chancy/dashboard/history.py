@@ -34,7 +34,8 @@ class FinishedHistory:
             first = (now.timestamp() - self.span) // self.bucket * self.bucket + self.bucket
             start = first if self._closed_until is None else max(first, self._closed_until)
             fresh: dict[float, Counts] = {}
-            for at, queue, state, count in await run(finished_buckets(datetime.fromtimestamp(start, timezone.utc), self.bucket)):
+            rows = await run(finished_buckets(datetime.fromtimestamp(start, timezone.utc), self.bucket))
+            for at, queue, state, count in rows:
                 fresh.setdefault(at, {})[(queue, state)] = count
             settled = (now - timedelta(seconds=self.lag)).timestamp() // self.bucket * self.bucket
             at = start

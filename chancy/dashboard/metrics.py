@@ -50,7 +50,7 @@ class _Histogram:
         self.sum = 0.0
 
     def add_to(self, family: HistogramMetricFamily, queue: str) -> None:
-        buckets = [(_le(le), n) for le, n in zip(BUCKETS, self.buckets)] + [("+Inf", self.count)]
+        buckets = [(_le(le), n) for le, n in zip(BUCKETS, self.buckets, strict=True)] + [("+Inf", self.count)]
         family.add_metric([queue], buckets=buckets, sum_value=self.sum)
 
 
@@ -140,8 +140,8 @@ class Metrics:
             "chancy_jobs_finished_total",
             "Jobs finished (succeeded, failed, cancelled, expired) since this dashboard started.",
             labels=["queue", "state"])
-        for (queue, state), n in sorted(self._finished.items()):
-            finished.add_metric([queue, state], n)
+        for (queue, ended), n in sorted(self._finished.items()):
+            finished.add_metric([queue, ended], n)
         run = HistogramMetricFamily("chancy_job_run_seconds", "Run time of the last attempt of finished jobs.",
                                     labels=["queue"])
         wait = HistogramMetricFamily("chancy_job_wait_seconds",

@@ -57,7 +57,8 @@ def serve(
         log.warning("The dashboard listens on %s, beyond this machine: put it behind a TLS proxy "
                     "(see docs/dashboard.md)", host)
     if root_path and (not root_path.startswith("/") or root_path.endswith("/")):
-        raise ConfigurationError(f"root_path must start with '/' and not end with one, e.g. '/chancy'; got {root_path!r}")
+        raise ConfigurationError(
+            f"root_path must start with '/' and not end with one, e.g. '/chancy'; got {root_path!r}")
     # Without proxies, no proxy headers at all: uvicorn would otherwise fall back to
     # FORWARDED_ALLOW_IPS or 127.0.0.1.
     uvicorn.run(asgi, host=host, port=port, proxy_headers=bool(forwarded_allow_ips),
