@@ -133,8 +133,9 @@ def _checked_prefix(prefix: str, source: str = "allowed_imports") -> str:
 
 
 def _under(module_name: str | None, prefixes: tuple[str, ...]) -> bool:
-    return bool(module_name) and any(
-        module_name == prefix or module_name.startswith(prefix + ".") for prefix in prefixes)
+    if not module_name:
+        return False
+    return any(module_name == prefix or module_name.startswith(prefix + ".") for prefix in prefixes)
 
 
 def resolve(name: str) -> Callable[..., Any]:

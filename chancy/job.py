@@ -386,7 +386,8 @@ class Reference:
     def __hash__(self) -> int:
         return hash(self.id)
 
-    async def get(self) -> JobRecord:
+    async def get(self) -> JobRecord | None:
+        """The job's row as it is now; None once it is gone (deleted, or pruned)."""
         return await self.app.get_job(self)
 
     async def wait(self, timeout: float | None = None) -> JobRecord:
@@ -396,7 +397,7 @@ class Reference:
     async def cancel(self) -> bool:
         return await self.app.cancel(self)
 
-    def get_sync(self) -> JobRecord:
+    def get_sync(self) -> JobRecord | None:
         return self.app.get_job_sync(self)
 
     def wait_sync(self, timeout: float | None = None) -> JobRecord:

@@ -7,7 +7,8 @@ import json
 import math
 import re
 import threading
-from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii
+# c_make_encoder: json's C encoder, or None without the C accelerator; typeshed leaves it out.
+from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable, Mapping, Sequence
 
 from kombu.utils import json as kombu_json

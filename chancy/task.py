@@ -52,7 +52,7 @@ class Task(Generic[P, R]):
             limits=limits, backoff=backoff, meta=meta,
         )
         self.rate_limit = rate_limits.parse(rate_limit)
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
         execution.registry[self.name] = func
         app.tasks[self.name] = self
         rate_limits.declare(self.name, self.rate_limit)

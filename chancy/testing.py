@@ -89,7 +89,9 @@ def is_in_memory(app: Any) -> bool:
     """Whether the app keeps its jobs in this process (inside :func:`in_memory`, or built
     with in-memory queues only)."""
     core = app_of(app)
-    return "queue" in vars(core) or (bool(core.queues) and all(isinstance(q, MemoryQueue) for q in core.queues.values()))
+    if "queue" in vars(core):
+        return True
+    return bool(core.queues) and all(isinstance(q, MemoryQueue) for q in core.queues.values())
 
 
 # --- what was pushed ------------------------------------------------------------------------------
@@ -126,7 +128,8 @@ def _describe(record: JobRecord) -> str:
 
 
 def _wanted(name: str, args: Any, kwargs: Any, queue: str | None) -> str:
-    parts = [f"args={list(args)!r}" if args is not None else "", f"kwargs={dict(kwargs)!r}" if kwargs is not None else "",
+    parts = [f"args={list(args)!r}" if args is not None else "",
+             f"kwargs={dict(kwargs)!r}" if kwargs is not None else "",
              f"queue={queue!r}" if queue is not None else ""]
     return f"{name}(" + ", ".join(p for p in parts if p) + ")"
 
@@ -184,7 +187,8 @@ class DrainResult:
         return len(self.succeeded) + len(self.failed) + len(self.cancelled)
 
     def __repr__(self) -> str:
-        return f"<DrainResult {len(self.succeeded)} succeeded, {len(self.failed)} failed, {len(self.cancelled)} cancelled>"
+        return (f"<DrainResult {len(self.succeeded)} succeeded, {len(self.failed)} failed, "
+                f"{len(self.cancelled)} cancelled>")
 
     def __str__(self) -> str:
         text = (f"ran {self.ran} job(s): {len(self.succeeded)} succeeded, {len(self.failed)} failed, "

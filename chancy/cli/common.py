@@ -52,7 +52,9 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, code: ExitCode = ExitCode.FAILED) -> None:
         super().__init__(message)
-        self.exit_code = int(code)
+        # click declares exit_code a ClassVar, but reads it from the instance (``e.exit_code``):
+        # one class serves every documented code.
+        self.exit_code = int(code)  # type: ignore[misc]
 
 
 @contextlib.contextmanager
@@ -62,7 +64,9 @@ def translated_errors(dsn: str | None = None) -> Iterator[None]:
     try:
         yield
     except click.ClickException as exc:
-        exc.message = redact(exc.message, dsn)
+        # click declares message Final; rewritten in place, the exception keeps its class,
+        # context and exit code.
+        exc.message = redact(exc.message, dsn)  # type: ignore[misc]
         raise
     except (click.exceptions.Exit, click.Abort):
         raise

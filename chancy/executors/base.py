@@ -58,7 +58,7 @@ class Executor(abc.ABC):
     def running(self) -> set[uuid.UUID]:
         """Ids of the jobs currently running."""
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - an optional hook: most executors prepare nothing
         """Prepare resources (threads, child processes). Called once before any submit."""
 
     @abc.abstractmethod

@@ -306,7 +306,9 @@ class ProcessExecutor(SlotExecutor):
         loop = asyncio.get_running_loop()
         ours, theirs = self._context.Pipe()
         gate = self._context.Array("q", [0, _NO_LIMIT])
-        process = self._context.Process(target=_child_main,
+        # typeshed types get_context(<a str>) as BaseContext, which declares no Process;
+        # each context it returns (fork, spawn, forkserver) has one.
+        process = self._context.Process(target=_child_main,  # type: ignore[attr-defined]
                                         args=(theirs, gate, os.getpid(), setup or ChildSetup.of_this_process()),
                                         name=f"chancy-{self.queue.name}", daemon=True)
         process.start()
@@ -517,7 +519,7 @@ def _leave_fork_server() -> None:
     state in private attributes; absent ones leave nothing to do.)"""
     server = getattr(forkserver, "_forkserver", None)
     alive_fd = getattr(server, "_forkserver_alive_fd", None)
-    if alive_fd is None:
+    if server is None or alive_fd is None:
         return
     os.close(alive_fd)
     server._forkserver_alive_fd = server._forkserver_address = server._forkserver_pid = None

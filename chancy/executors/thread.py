@@ -67,9 +67,10 @@ class ThreadExecutor(SlotExecutor):
             outcome = future.result()
         except BaseException as exc:  # noqa: BLE001 - the injected exception landed on the way out
             outcome = execution.Outcome.failure(slot.record.id, exc)
-        if slot.interrupted and outcome.error and outcome.error["type"] == slot.interrupted.error["type"]:
+        injected = slot.interrupted.error if slot.interrupted else None
+        if injected and outcome.error and outcome.error["type"] == injected["type"]:
             # The injected exception ended the job: keep the traceback of where it was.
-            slot.interrupted.error["traceback"] = outcome.error["traceback"]
+            injected["traceback"] = outcome.error["traceback"]
         self._finished(slot, outcome)
 
     async def _close(self) -> None:

@@ -67,7 +67,8 @@ def chancy_settings() -> ChancySettings:
         raise ImproperlyConfigured(f"settings.CHANCY must be a dict, got {type(raw).__name__}")
     unknown = set(raw) - set(_KEYS)
     if unknown:
-        raise ImproperlyConfigured(f"settings.CHANCY: unknown key(s) {sorted(unknown)}; valid: {', '.join(sorted(_KEYS))}")
+        raise ImproperlyConfigured(
+            f"settings.CHANCY: unknown key(s) {sorted(unknown)}; valid: {', '.join(sorted(_KEYS))}")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key in ("DATABASE", "PREFIX", "APP"):

@@ -110,7 +110,8 @@ class AdminStatements:
         """Per queue, task and state: jobs, how many needed more than one attempt, and
         the mean duration of the last attempt in milliseconds."""
         keys = ("queue", "task", "state", "jobs", "retried", "mean_ms")
-        return self._one("batch_summary", {"ids": list(ids)}, lambda rows: [dict(zip(keys, r, strict=True)) for r in rows])
+        return self._one("batch_summary", {"ids": list(ids)},
+                         lambda rows: [dict(zip(keys, r, strict=True)) for r in rows])
 
     def in_flight(self, worker_id: str) -> Steps:
         """``[(queue, task, running jobs)]`` that worker has started and not finished."""

@@ -10,9 +10,12 @@ usual: their row factory or adapters may differ, and we keep nothing on them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 
 class _KeepsCursor:
@@ -27,7 +30,10 @@ class _KeepsCursor:
 
 
 class PooledConnection(_KeepsCursor, psycopg.Connection[Any]):
-    pass
+    #: Set by :meth:`PgStore.lease_sync <chancy.store.pg.store.PgStore.lease_sync>`: the
+    #: pool the connection came from and when it was leased.
+    _chancy_pool: ConnectionPool[PooledConnection]
+    _chancy_leased_at: float
 
 
 class AsyncPooledConnection(_KeepsCursor, psycopg.AsyncConnection[Any]):

@@ -19,6 +19,7 @@ from psycopg import errors, pq
 from psycopg_pool import AsyncConnectionPool
 
 from chancy.job import Job, JobRecord, new_job_id
+from chancy.store.pg.cursors import AsyncPooledConnection
 from chancy.store.pg.jobs import (JobSQL, OneInsert, claim_steps, finished_ids, push_calls_steps, push_steps,
                                   write_back_steps)
 from chancy.store.pg.rates import gate_steps
@@ -50,7 +51,7 @@ class PgJobStore:
 
     # --- driving steps ------------------------------------------------------------------
     async def _run(self, steps: Steps, connection: Any = None, *, atomic: bool = False,
-                   pool: AsyncConnectionPool | None = None) -> Any:
+                   pool: AsyncConnectionPool[AsyncPooledConnection] | None = None) -> Any:
         """Drive ``steps`` on ``connection`` or one from ``pool`` (default: the app's);
         ``atomic``: in one transaction (a savepoint inside the caller's)."""
         if connection is None:

@@ -128,7 +128,7 @@ class SqlFile:
             raise KeyError(f"no statement {name!r} in {self.file_name}") from None
 
     def composed(self, name: str, **extra: sql.Composable) -> sql.Composed:
-        return sql.SQL(self.template(name)).format(**self._fields, **extra)  # type: ignore[arg-type]
+        return sql.SQL(self.template(name)).format(**self._fields, **extra)
 
     def __getitem__(self, name: str) -> bytes:
         statement = self._ready.get(name)

@@ -89,13 +89,13 @@ class PgStore:
         self.connect_timeout = connect_timeout
         #: The app's table prefix: every statement of this store names its tables.
         self.names = names
-        self._async_pool: AsyncConnectionPool | None = None
-        self._claim_pool: AsyncConnectionPool | None = None
-        self._sync_pool: ConnectionPool | None = None
+        self._async_pool: AsyncConnectionPool[AsyncPooledConnection] | None = None
+        self._claim_pool: AsyncConnectionPool[AsyncPooledConnection] | None = None
+        self._sync_pool: ConnectionPool[PooledConnection] | None = None
         self._session_sync_pool: ConnectionPool | None = None
         self._open_lock: asyncio.Lock | None = None
         self._sync_lock = threading.Lock()
-        self._parked: psycopg.Connection | None = None  # see lease_sync
+        self._parked: PooledConnection | None = None  # see lease_sync
         self._park_lock = threading.Lock()
         self._listener: Listener | None = None
 
@@ -265,7 +265,7 @@ class PgStore:
             await pool.open(wait=self.min_connections > 0, timeout=self.connect_timeout)
             self._async_pool = pool
 
-    async def claim_pool(self) -> AsyncConnectionPool:
+    async def claim_pool(self) -> AsyncConnectionPool[AsyncPooledConnection]:
         """Connections for workers' claims only, opened on the first claim: they always use
         the claim's generic plan (see :data:`chancy.queues.sql.USE_GENERIC_PLANS`)."""
         if self._claim_pool is None:
@@ -284,7 +284,7 @@ class PgStore:
                     self._claim_pool = pool
         return self._claim_pool
 
-    def open_sync(self) -> ConnectionPool:
+    def open_sync(self) -> ConnectionPool[PooledConnection]:
         if self._sync_pool is not None:  # every sync push asks: skip the lock once open
             return self._sync_pool
         with self._sync_lock:
@@ -315,7 +315,7 @@ class PgStore:
                 self._session_sync_pool = pool
             return self._session_sync_pool
 
-    async def async_pool(self) -> AsyncConnectionPool:
+    async def async_pool(self) -> AsyncConnectionPool[AsyncPooledConnection]:
         """The async pool, opened on first use."""
         await self.open()
         assert self._async_pool is not None
@@ -326,7 +326,7 @@ class PgStore:
         async with (await self.async_pool()).connection() as conn:
             yield conn
 
-    def lease_sync(self) -> psycopg.Connection:
+    def lease_sync(self) -> PooledConnection:
         """A connection of the sync pool, for one use; hand it back with :meth:`release_sync`.
         The one handed back last waits aside for the next lease instead of going back into
         the pool: the pool's checkout and return were a quarter of a single push's client
@@ -339,11 +339,11 @@ class PgStore:
                 return conn
         pool = self.open_sync()
         conn = pool.getconn()
-        conn._chancy_pool = pool  # type: ignore[attr-defined]
-        conn._chancy_leased_at = time.monotonic()  # type: ignore[attr-defined]
+        conn._chancy_pool = pool
+        conn._chancy_leased_at = time.monotonic()
         return conn
 
-    def release_sync(self, conn: psycopg.Connection) -> None:
+    def release_sync(self, conn: PooledConnection) -> None:
         """Hand back a :meth:`lease_sync` connection: kept aside when idle and healthy, out
         of its pool for at most :data:`PARKED_SECONDS` at a time (so the pool's upkeep, such
         as replacing old connections, still reaches it); else returned to its pool, which
@@ -351,10 +351,10 @@ class PgStore:
         if conn.pgconn.transaction_status == IDLE and time.monotonic() - conn._chancy_leased_at < PARKED_SECONDS \
                 and self._parked is None:
             with self._park_lock:
-                if self._parked is None and self._sync_pool is conn._chancy_pool:  # type: ignore[attr-defined]
+                if self._parked is None and self._sync_pool is conn._chancy_pool:
                     self._parked = conn
                     return
-        conn._chancy_pool.putconn(conn)  # type: ignore[attr-defined]
+        conn._chancy_pool.putconn(conn)
 
     @contextlib.contextmanager
     def connection_sync(self) -> Iterator[psycopg.Connection]:
@@ -397,7 +397,7 @@ class PgStore:
         with self._park_lock:
             parked, self._parked = self._parked, None
         if parked is not None:
-            parked._chancy_pool.putconn(parked)  # type: ignore[attr-defined]
+            parked._chancy_pool.putconn(parked)
         with self._sync_lock:
             for pool in (self._sync_pool, self._session_sync_pool):
                 if pool is not None:
