@@ -113,7 +113,9 @@ class Cron(Plugin):
                     await asyncio.sleep(self.interval)
                 log.info("firing the schedules of namespace %r", app.namespace)
                 while True:
-                    await asyncio.sleep(await asyncio.wait_for(self._fire_pass(session, app), PASS_TIMEOUT))
+                    async with asyncio.timeout(PASS_TIMEOUT):
+                        until_next = await self._fire_pass(session, app)
+                    await asyncio.sleep(until_next)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a pass is one transaction: nothing was half-done

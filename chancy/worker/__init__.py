@@ -132,7 +132,8 @@ class Worker:
 
     # --- public control -------------------------------------------------------------------
     async def wait_until_ready(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
 
     def request_stop(self, hard: bool = False) -> None:
         """Drain (finish running jobs, claim nothing new); ``hard`` stops running jobs too."""

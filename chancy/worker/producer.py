@@ -5,6 +5,7 @@ its worker uses an attempt)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import collections
 import dataclasses
 import functools
@@ -48,10 +49,9 @@ class ProducerContext:
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, cut short by a stop."""
-        try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
 
 
 class QueueProducer:
@@ -353,7 +353,6 @@ class QueueProducer:
         log.info("handed %d prefetched job(s) of queue %r back unstarted", len(released), self.queue.name)
 
     async def _wait_for_wake(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self.wake.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()

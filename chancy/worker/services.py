@@ -4,6 +4,7 @@ queues, and its seat of leader (the leader-only plugins it runs while it holds i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -106,10 +107,9 @@ class QueueSettings:
 
     async def run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self.changed.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self.changed.wait()
             self.changed.clear()
             try:
                 await self.load()

@@ -10,6 +10,7 @@ key takes the lean path (:func:`insert_one_sync`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Mapping, Sequence
@@ -177,10 +178,9 @@ class PgJobStore:
                 if record.is_finished:
                     return record
                 slice_ = _remaining(deadline, job_id, timeout)  # raises TimeoutError: not in the try
-                try:
-                    await asyncio.wait_for(event.wait(), slice_)
-                except asyncio.TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(slice_):
+                        await event.wait()
 
     def wait_sync(self, job_id: uuid.UUID, timeout: float | None) -> JobRecord:
         """LISTENs on a connection of its own meanwhile (UNLISTENed before it goes back)."""

@@ -65,7 +65,8 @@ class Listener:
         """Start listening; returns once LISTEN is in effect (or raises after ``timeout``)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="chancy-listener")
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
 
     @property
     def listening(self) -> bool:

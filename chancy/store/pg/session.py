@@ -39,7 +39,8 @@ class Session:
 
     async def probe(self, timeout: float) -> None:
         """A round trip; raises if the link does not answer within ``timeout`` seconds."""
-        await asyncio.wait_for(self.run(single(Statement(SESSION_SQL["probe"], {}))), timeout)
+        async with asyncio.timeout(timeout):
+            await self.run(single(Statement(SESSION_SQL["probe"], {})))
 
     async def close(self, *, release_locks: bool = False) -> None:
         """End the session, quietly (a broken link is gone already, its locks with it).
@@ -47,7 +48,9 @@ class Session:
         for the server to notice the closed socket."""
         try:
             if release_locks and not self._conn.broken:
-                await asyncio.wait_for(self.run(single(Statement(SESSION_SQL["release_locks"], {}))), 2)
-            await asyncio.wait_for(self._conn.close(), 5)
+                async with asyncio.timeout(2):
+                    await self.run(single(Statement(SESSION_SQL["release_locks"], {})))
+            async with asyncio.timeout(5):
+                await self._conn.close()
         except Exception:  # noqa: BLE001 - nothing left to release
             pass
