@@ -55,6 +55,7 @@ A database that was never migrated (or is behind this code) is refused with
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -223,9 +224,8 @@ class Channel(virtual.Channel):
         task_ids = arguments.get("task_id") or []
         terminate = bool(arguments.get("terminate"))
         for task_id in [task_ids] if isinstance(task_ids, str) else task_ids:
-            job_id = protocol.job_id_for(task_id)
-            run_reconnecting(self.connection.database,
-                             lambda: revoke_steps(self.connection.job_sql, job_id, terminate), f"revoke {task_id}")
+            revoke = functools.partial(revoke_steps, self.connection.job_sql, protocol.job_id_for(task_id), terminate)
+            run_reconnecting(self.connection.database, revoke, f"revoke {task_id}")
 
     def _is_transient(self, queue: str) -> bool:
         return (self.connection.prefix, queue) in _TRANSIENT_QUEUES
@@ -339,8 +339,9 @@ class Channel(virtual.Channel):
         message = f"job {record.id} ({record.func}) cannot be sent to a Celery worker: {reason}"
         log.error("%s; failed it", message)
         error = _error("chancy.compat.InvalidMessage", message)
+        fail = self.connection.transport_sql.fail
         self._write_delivery(protocol.delivery_tag(record),
-                             lambda job_id, attempt, who: self.connection.transport_sql.fail(job_id, attempt, who, error))
+                             lambda job_id, attempt, who: fail(job_id, attempt, who, error))
 
     def _size(self, queue: str) -> int:
         statements = self.connection.transient_sql if self._is_transient(queue) else self.connection.transport_sql
@@ -397,7 +398,8 @@ class Channel(virtual.Channel):
             self._transient_tags.pop(delivery_tag, None)
             return
         if not requeue:
-            error = _error("celery.Reject", f"rejected without requeue by Celery consumer {self.connection.consumer_id} "
+            consumer = self.connection.consumer_id
+            error = _error("celery.Reject", f"rejected without requeue by Celery consumer {consumer} "
                                             "(e.g. an unregistered task name; see the Celery worker's log)")
             self._write_delivery(
                 delivery_tag,
@@ -422,9 +424,13 @@ class Transport(virtual.Transport):
     Channel = Channel
     driver_type = "chancy"
     driver_name = "psycopg"
-    default_port = 5432
-    connection_errors = virtual.Transport.connection_errors + (psycopg.OperationalError,)
-    channel_errors = virtual.Transport.channel_errors + (psycopg.DatabaseError,)
+    # kombu types these as its base class's values (None, one-error tuples).
+    default_port = 5432  # type: ignore[assignment]
+    connection_errors = virtual.Transport.connection_errors + (psycopg.OperationalError,)  # type: ignore[assignment]
+    channel_errors = virtual.Transport.channel_errors + (psycopg.DatabaseError,)  # type: ignore[assignment]
+    # kombu declares both None on its base class; virtual.Transport sets them in __init__.
+    channels: list[Any]  # type: ignore[assignment]
+    cycle: Any
     implements = virtual.Transport.implements.extend(
         asynchronous=True, exchange_type=frozenset(["direct", "topic", "fanout"]))
 
@@ -548,7 +554,7 @@ class Transport(virtual.Transport):
             database.close()
 
     # --- waiting for work -----------------------------------------------------------------
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> None:
         """Deliver one message; when there is none, wait on LISTEN, so a push wakes the
         consumer at once and ``polling_interval`` only paces scheduled rows. With a
         ``timeout``, a consumer of job queues (Celery's blocking worker loop, under eventlet
@@ -570,7 +576,8 @@ class Transport(virtual.Transport):
             if remaining is not None and (remaining <= 0 or (waited and return_early)):
                 raise socket.timeout()
             if not self._woken:  # a notification read meanwhile (transient_due) is not waited for again
-                self._wait_for_push(self.polling_interval if remaining is None else min(self.polling_interval, remaining))
+                interval = self.polling_interval
+                self._wait_for_push(interval if remaining is None else min(interval, remaining))
             waited = True
 
     def _consumes_jobs(self) -> bool:
@@ -613,7 +620,7 @@ class Transport(virtual.Transport):
         self._hub_delivery = HubDelivery(self, loop)
         self._hub_delivery.start()
 
-    def on_readable(self, fileno: int) -> None:
+    def on_readable(self, fileno: int) -> None:  # type: ignore[override]  # the hub passes the fd (as to redis')
         """One of the sockets the hub polls for this transport can be read."""
         if self._hub_delivery is not None:
             self._hub_delivery.on_readable(fileno)
