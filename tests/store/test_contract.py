@@ -275,14 +275,9 @@ async def test_requeue_takes_failed_cancelled_and_expired_jobs(store: Subject) -
     assert (failed.attempts, failed.max_attempts) == (2, 2)
 
 
-async def test_requeue_is_refused_while_another_live_job_holds_the_unique_key(
-        store: Subject, request: pytest.FixtureRequest) -> None:
+async def test_requeue_is_refused_while_another_live_job_holds_the_unique_key(store: Subject) -> None:
     """The key's live holder wins, as at a push: the finished job stays as it is (two
     live holders of one key would break the key's promise)."""
-    if store.kind == "postgres":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=psycopg.errors.UniqueViolation, reason=(
-            "jobs.sql requeue updates the row regardless and the live-key index refuses it: "
-            "UniqueViolation out of app.requeue()")))
     [first] = await store.queue.push([job(1, unique_key="k")])
     assert await store.queue.cancel(first)
     [holder] = await store.queue.push([job(2, unique_key="k")])

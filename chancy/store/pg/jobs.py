@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, c
 from psycopg import sql
 
 from chancy import serialization
-from chancy.errors import SerializationError
 from chancy.job import (Backoff, Job, JobRecord, JobState, Limit, UndecodableRecord, is_argument_list,
                         new_job_ids)
 from chancy.migrations import Names
@@ -380,7 +379,7 @@ def _pushed_values(job_id: uuid.UUID | None, job: Job) -> tuple:
         job.scheduled_at, job.expires_at, job.unique_key,
         serialization.dumps([lim.to_dict() for lim in job.limits]) if job.limits else "[]",
         serialization.dumps(job.backoff.to_dict()) if job.backoff else None,
-        _dumps_meta(job) if job.meta else "{}",
+        serialization.dumps_meta(job.func, job.meta) if job.meta else "{}",
     )
 
 
@@ -415,13 +414,6 @@ def _args_json(func: str, args: Sequence[Any]) -> str:
     if not is_argument_list(args):
         raise TypeError(f"each call of {func!r} must be a list or tuple of arguments, got {type(args).__name__}")
     return serialization.dumps_arguments(func, args, {})[0]
-
-
-def _dumps_meta(job: Job) -> str:
-    try:
-        return serialization.dumps(dict(job.meta))
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(f"Job meta of task {job.func!r} cannot be stored as JSON: {exc}") from None
 
 
 # --- operations (each a generator of statements: see chancy.store.pg.statements) ---------

@@ -338,11 +338,15 @@ SELECT id, CASE WHEN state = 'failed' THEN pg_notify(%(done_channel)s, id::text)
 FROM released
 
 -- name: requeue
--- A failed, cancelled or expired job runs again, with room for one more attempt.
+-- A failed, cancelled or expired job runs again, with room for one more attempt; not
+-- while another live job holds its unique key (the live holder wins, as at a push).
 WITH requeued AS (
-    UPDATE {jobs} SET state = 'pending', scheduled_at = now(), completed_at = NULL,
-        taken_by = NULL, max_attempts = GREATEST(max_attempts, attempts + 1)
-    WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'expired')
-    RETURNING id, queue
+    UPDATE {jobs} j SET state = 'pending', scheduled_at = now(), completed_at = NULL,
+        taken_by = NULL, max_attempts = GREATEST(j.max_attempts, j.attempts + 1)
+    WHERE j.id = %(id)s AND j.state IN ('failed', 'cancelled', 'expired')
+      AND NOT EXISTS (SELECT 1 FROM {jobs} holder
+                      WHERE holder.unique_key = j.unique_key AND holder.id <> j.id
+                        AND holder.state IN ('pending', 'scheduled', 'running', 'retrying'))
+    RETURNING j.id, j.queue
 )
 SELECT id, pg_notify(%(channel)s, queue) FROM requeued
