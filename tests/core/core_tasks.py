@@ -46,6 +46,15 @@ def sleep(seconds):
     return seconds
 
 
+def mark_and_sleep(path, seconds):
+    """Sleep, once the file at ``path`` says the task has begun (a row's ``running`` state
+    only says it was claimed: a process-pool child may not have taken it yet)."""
+    with open(path, "w"):
+        pass
+    time.sleep(seconds)
+    return seconds
+
+
 async def async_sleep(seconds):
     await asyncio.sleep(seconds)
     return seconds

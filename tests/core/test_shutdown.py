@@ -25,6 +25,10 @@ async def _running(app, ref):
     return (await ref.get()).state is JobState.RUNNING
 
 
+async def _exists(path):
+    return path.exists()
+
+
 async def _signal_while_running(app, dsn, executor, busy, before_signal=None, after_signal=None):
     """Start a worker, wait until ``busy`` runs, SIGTERM it: (exit code, output, what
     ``before_signal`` returned)."""
@@ -56,14 +60,21 @@ async def test_sigterm_lets_running_jobs_finish_and_claims_nothing_new(app, dsn)
     assert "draining" in output
 
 
-async def test_second_sigterm_stops_hard_and_the_job_goes_back(app, dsn):
-    busy = await app.push(Job(core_tasks.sleep, args=[60], max_attempts=2))
+async def test_second_sigterm_stops_hard_and_the_job_goes_back(app, dsn, tmp_path):
+    began = tmp_path / "began"
+    busy = await app.push(Job(core_tasks.mark_and_sleep, args=[str(began), 60], max_attempts=2))
+
+    async def task_began():
+        # Running in the database is not yet running in a child: a job a child has not
+        # taken is withdrawn by the first SIGTERM and goes back unstarted (not this test).
+        await eventually(lambda: _exists(began), timeout=20)
 
     async def signal_again(worker):
         await asyncio.sleep(0.3)
         worker.send_signal(signal.SIGTERM)
 
-    code, output, _ = await _signal_while_running(app, dsn, "process", busy, after_signal=signal_again)
+    code, output, _ = await _signal_while_running(app, dsn, "process", busy, before_signal=task_began,
+                                                  after_signal=signal_again)
     assert code == 0, output
     record = await busy.get()
     # Interrupted attempts count; with attempts left the job is retried, not lost.
