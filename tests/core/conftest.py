@@ -29,3 +29,14 @@ async def make_app(dsn):
 @pytest.fixture
 async def app(make_app):
     return await make_app()
+
+
+@pytest.fixture
+def forget_declared_limits():
+    """Put the process's declared task rate limits back as they were after the test."""
+    from chancy import rate_limits
+
+    saved = dict(rate_limits.declared)
+    yield
+    rate_limits.declared.clear()
+    rate_limits.declared.update(saved)

@@ -4,20 +4,15 @@ handed over, while the worker asked again and again for a mark of their start)."
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
-from chancy import JobState, Queue, rate_limits
+from chancy import JobState, Queue
 from chancy.testing import running_worker
 
 
-@pytest.fixture(autouse=True)
-def _forget_declared_limits():
-    saved = dict(rate_limits.declared)
-    yield
-    rate_limits.declared.clear()
-    rate_limits.declared.update(saved)
+#: Task limits this file declares are forgotten after each test (tests/core/conftest.py).
+pytestmark = pytest.mark.usefixtures("forget_declared_limits")
 
 
 @pytest.mark.parametrize("executor", ["thread", "asyncio"])

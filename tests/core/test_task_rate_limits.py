@@ -10,19 +10,15 @@ from datetime import timedelta
 import core_tasks
 import pytest
 
-from chancy import ConfigurationError, Job, JobState, Queue, rate_limits
+from chancy import ConfigurationError, Job, JobState, Queue
 from chancy.queue import QueuePlugin
 from chancy.store.memory import MemoryQueue
 from chancy.rate_limits import RateLimit, parse
 from chancy.testing import eventually, running_worker
 
 
-@pytest.fixture(autouse=True)
-def _forget_declared_limits():
-    saved = dict(rate_limits.declared)
-    yield
-    rate_limits.declared.clear()
-    rate_limits.declared.update(saved)
+#: Task limits this file declares are forgotten after each test (tests/core/conftest.py).
+pytestmark = pytest.mark.usefixtures("forget_declared_limits")
 
 
 def _most_in_any_window(started, seconds):
