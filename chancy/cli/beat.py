@@ -25,7 +25,7 @@ from chancy.app import Chancy
 from chancy.cli.common import Target, json_option, target_options
 from chancy.cli.output import print_listing, when
 from chancy.plugins.cron import Cron
-from chancy.store.pg.schedules import Schedule
+from chancy.store.schedules import Schedule
 
 
 def _timing(schedule: Schedule) -> str:

@@ -15,7 +15,7 @@ from chancy.dashboard.filters import JobFilter
 from chancy.dashboard.history import Counts, FinishedHistory
 from chancy.job import LIVE_STATES, JobState
 from chancy.plugins.cron import Cron
-from chancy.plugins.cron import _next_after as next_tick  # the one definition of a schedule's ticks
+from chancy.store.schedule_rules import next_after as next_tick  # the one definition of a schedule's ticks
 from chancy.plugins.leadership import current_leader
 from chancy.plugins.queues import QueueAdmin
 from chancy.store.admin import BulkAction, JobSelection

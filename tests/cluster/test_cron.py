@@ -9,14 +9,17 @@ import cluster_tasks
 import pytest
 
 from chancy import Chancy, ConfigurationError, Job
-from chancy.plugins.cron import Cron, fire_due_steps
-from chancy.store.pg.statements import drive_async
+from chancy.plugins.cron import Cron
+from chancy.store.of_app import cluster_of
 
 
 async def _fire(app, catch_up=timedelta(minutes=5)):
-    async with app.store.connection() as conn:
-        async with conn.transaction():
-            return await drive_async(conn, fire_due_steps(app.store.schedules, app.store.jobs, catch_up))
+    """One firing pass on a seat of its own that does not lead (as a second firer would)."""
+    seat = await cluster_of(app).schedules.firing(app.namespace)
+    try:
+        return await seat.fire_due(catch_up)
+    finally:
+        await seat.close()
 
 
 async def _set_next_fire(app, name, seconds_ago):

@@ -11,8 +11,8 @@ import pytest
 from chancy import Chancy, ConfigurationError, Job
 from chancy.compat import Celery
 from chancy.compat.beat import sync_schedule
-from chancy.plugins.cron import Cron, Spec, fire_due_steps
-from chancy.store.pg.statements import drive_async
+from chancy.plugins.cron import Cron, Spec
+from chancy.store.of_app import cluster_of
 
 
 def _job(n: int) -> Job:
@@ -21,10 +21,11 @@ def _job(n: int) -> Job:
 
 async def _fire(app: Chancy) -> int:
     """One firing pass of ``app``'s namespace, with the plugin's default catch-up."""
-    async with app.store.connection() as conn:
-        async with conn.transaction():
-            return await drive_async(conn, fire_due_steps(app.store.schedules, app.store.jobs, Cron().catch_up,
-                                                          app.namespace))
+    seat = await cluster_of(app).schedules.firing(app.namespace)
+    try:
+        return await seat.fire_due(Cron().catch_up)
+    finally:
+        await seat.close()
 
 
 async def _make_due(app: Chancy, seconds_ago: float) -> None:
