@@ -9,8 +9,8 @@ are :mod:`chancy.store.schedule_rules`.
 Celery app's main name; see :mod:`chancy.namespaces`): an app schedules, lists, replaces
 and fires only its own, so apps sharing a database never fire, change or delete each
 other's. Within a namespace one process fires at a time: whoever holds the namespace's
-advisory lock on its firing connection (a worker of another app never competes, and the
-cluster leader of another app cannot starve this one).
+firing seat, in Postgres an advisory lock on its firing connection (a worker of another
+app never competes, and the cluster leader of another app cannot starve this one).
 
 **Exactly once per tick.** Whoever fires locks the due schedule row, pushes the firing's
 job and advances ``next_fire_at`` in **one transaction**, and the advance only applies if
