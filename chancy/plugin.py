@@ -8,15 +8,18 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
+    from chancy.store.cluster import ClusterStore
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerContext:
-    """What a plugin sees of the worker running it: its app, its id, and its seat of
-    leader (taken and given up by :class:`~chancy.plugins.leadership.Leadership`)."""
+    """What a plugin sees of the worker running it: its app, its id, the cluster state of
+    the store its queues live in (:class:`~chancy.store.cluster.ClusterStore`), and its
+    seat of leader (taken and given up by :class:`~chancy.plugins.leadership.Leadership`)."""
 
     app: "Chancy"
     worker_id: str
+    cluster: "ClusterStore"
     _is_leader: Callable[[], bool] = dataclasses.field(repr=False)
     _set_leader: Callable[[bool], None] = dataclasses.field(repr=False)
 

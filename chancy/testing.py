@@ -20,7 +20,8 @@ from chancy.app import Chancy
 from chancy.job import JobRecord, JobState
 from chancy.queue import QueuePlugin
 from chancy.store.admin import JobSelection
-from chancy.store.memory import MemoryQueue
+from chancy.store.memory import MemoryQueue, separate_store
+from chancy.store.of_app import keeps_jobs_in_memory
 from chancy.worker import Worker
 from chancy.worker.outcomes import decide
 
@@ -74,24 +75,22 @@ def in_memory(app: Any) -> Iterator[Chancy]:
             memory[name] = replacement
         return memory[name]
 
-    for name in saved:
-        queue(name)
-    core.queues = memory
-    core.queue = queue  # type: ignore[method-assign]  # this instance only, undone below
-    try:
-        yield core
-    finally:
-        del core.queue
-        core.queues = saved
+    with separate_store(core):
+        for name in saved:
+            queue(name)
+        core.queues = memory
+        core.queue = queue  # type: ignore[method-assign]  # this instance only, undone below
+        try:
+            yield core
+        finally:
+            del core.queue
+            core.queues = saved
 
 
 def is_in_memory(app: Any) -> bool:
     """Whether the app keeps its jobs in this process (inside :func:`in_memory`, or built
     with in-memory queues only)."""
-    core = app_of(app)
-    if "queue" in vars(core):
-        return True
-    return bool(core.queues) and all(isinstance(q, MemoryQueue) for q in core.queues.values())
+    return keeps_jobs_in_memory(app_of(app))
 
 
 # --- what was pushed ------------------------------------------------------------------------------

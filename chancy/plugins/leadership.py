@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING
 
 from chancy.errors import ConfigurationError
 from chancy.plugin import Plugin, WorkerContext
-from chancy.store.pg.leadership import LeadershipLock
-from chancy.store.pg.statements import single
+from chancy.store.of_app import cluster_of
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -47,7 +46,7 @@ class Leadership(Plugin):
 
     async def run(self, worker: WorkerContext) -> None:
         while True:
-            lock = LeadershipLock(worker.app.store, worker.worker_id)
+            lock = worker.cluster.leader_lock(worker.worker_id)
             try:
                 await lock.open()
                 while not await lock.try_lock():
@@ -87,4 +86,4 @@ async def current_leader(app: "Chancy") -> str | None:
 
     Reads who holds the advisory lock: the truth, not a cached claim. (Postgres keeps 63
     bytes of a session name, so a very long worker id comes back cut.)"""
-    return await app.store.run(single(app.store.leadership.current_leader()))
+    return await cluster_of(app).current_leader()

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Sequence
 from chancy.errors import ConfigurationError
 from chancy.job import FINISHED_STATES, JobState
 from chancy.plugin import Plugin, WorkerContext
-from chancy.store.pg.statements import single
+from chancy.store.of_app import cluster_of
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
+    from chancy.store.cluster import ClusterStore
 
 log = logging.getLogger("chancy.pruner")
 
@@ -72,7 +73,7 @@ class Pruner(Plugin):
     async def run(self, worker: WorkerContext) -> None:
         while True:
             try:
-                deleted = await prune(worker.app, self.rules, self.batch)
+                deleted = await prune(worker.app, self.rules, self.batch, worker.cluster)
                 if deleted:
                     log.info("pruned %d finished job(s)", deleted)
             except asyncio.CancelledError:
@@ -82,15 +83,15 @@ class Pruner(Plugin):
             await asyncio.sleep(self.interval)
 
 
-async def prune(app: "Chancy", rules: Sequence[Rule], batch: int = 1000) -> int:
-    """Apply ``rules`` now, batch by batch until none matches; returns rows deleted."""
-    statements = app.store.cluster
+async def prune(app: "Chancy", rules: Sequence[Rule], batch: int = 1000, cluster: "ClusterStore | None" = None) -> int:
+    """Apply ``rules`` now, batch by batch until none matches (in ``cluster``: by default
+    the store ``app`` keeps its jobs in); returns rows deleted."""
+    cluster = cluster if cluster is not None else cluster_of(app)
     total = 0
     for rule in rules:
-        statement = statements.prune([s.value for s in rule.states], rule.older_than.total_seconds(),
-                                     rule.queues, batch)
+        states = [s.value for s in rule.states]
         while True:
-            deleted = await app.store.run(single(statement))
+            deleted = await cluster.prune(states, rule.older_than.total_seconds(), rule.queues, batch)
             total += deleted
             if deleted < batch:
                 break

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from chancy.errors import ConfigurationError
-from chancy.store.pg.cluster import QueueSettings
-from chancy.store.pg.statements import single, Statement
+from chancy.store.cluster import FOREVER, ClusterStore, QueueChange, QueueSettings
+from chancy.store.of_app import cluster_of
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
@@ -35,103 +35,104 @@ Until = datetime | timedelta | float | int | None
 
 
 class QueueAdmin:
-    """Runtime settings of an app's Postgres queues (see the module docstring)."""
+    """Runtime settings of an app's queues (see the module docstring), in the store the app
+    keeps its jobs in (Postgres, or memory inside :func:`chancy.testing.in_memory`)."""
 
     def __init__(self, app: "Chancy") -> None:
         self.app = app
-        self._sql = app.store.cluster
 
-    # --- statements (validated once, shared by the async and sync forms) ---------------------
-    def _declare(self, name: str, concurrency: int | None, rate_limit: tuple[int, float] | None) -> Statement:
-        return self._sql.queue_upsert(
-            _name(name), concurrency=_concurrency(concurrency), set_concurrency=True,
-            rate=_rate(rate_limit), set_rate=True,
-        )
+    @property
+    def _cluster(self) -> ClusterStore:
+        return cluster_of(self.app)
 
-    def _pause(self, name: str, until: Until) -> Statement:
-        return self._sql.queue_upsert(_name(name), pause=_pause_until(until), set_pause=True)
+    # --- changes (validated once, shared by the async and sync forms) ------------------------
+    @staticmethod
+    def _declare(concurrency: int | None, rate_limit: tuple[int, float] | None) -> QueueChange:
+        return QueueChange(concurrency=_concurrency(concurrency), set_concurrency=True,
+                           rate=_rate(rate_limit), set_rate=True)
 
-    def _resume(self, name: str) -> Statement:
-        return self._sql.queue_upsert(_name(name), pause=None, set_pause=True)
+    @staticmethod
+    def _pause(until: Until) -> QueueChange:
+        return QueueChange(pause=_pause_until(until), set_pause=True)
 
-    def _set_concurrency(self, name: str, concurrency: int | None) -> Statement:
-        return self._sql.queue_upsert(_name(name), concurrency=_concurrency(concurrency), set_concurrency=True)
+    @staticmethod
+    def _set_concurrency(concurrency: int | None) -> QueueChange:
+        return QueueChange(concurrency=_concurrency(concurrency), set_concurrency=True)
 
-    def _set_rate_limit(self, name: str, limit: int | None, per: float | timedelta) -> Statement:
+    @staticmethod
+    def _set_rate_limit(limit: int | None, per: float | timedelta) -> QueueChange:
         rate = None if limit is None else (limit, per.total_seconds() if isinstance(per, timedelta) else per)
-        return self._sql.queue_upsert(_name(name), rate=_rate(rate), set_rate=True)
+        return QueueChange(rate=_rate(rate), set_rate=True)
 
     # --- async --------------------------------------------------------------------------------
-    async def _run(self, statement: Statement) -> Any:
-        return await self.app.store.run(single(statement))
-
     async def declare(self, name: str, *, concurrency: int | None = None,
                       rate_limit: tuple[int, float] | None = None) -> None:
         """Create or overwrite a queue's settings (not its pause state): ``concurrency``
         caps each worker's slots for it; ``rate_limit=(n, seconds)`` caps starts
         cluster-wide. ``None`` means the code's setting / no rate limit."""
-        await self._run(self._declare(name, concurrency, rate_limit))
+        await self._cluster.change_queue(_name(name), self._declare(concurrency, rate_limit))
 
     async def pause(self, name: str, until: Until = None) -> None:
         """Stop starting the queue's jobs (running ones finish) until resumed, or until
         ``until`` (a time, a timedelta or seconds from now on the database clock)."""
-        await self._run(self._pause(name, until))
+        await self._cluster.change_queue(_name(name), self._pause(until))
 
     async def resume(self, name: str) -> None:
-        await self._run(self._resume(name))
+        await self._cluster.change_queue(_name(name), RESUME)
 
     async def set_concurrency(self, name: str, concurrency: int | None) -> None:
         """Cap each worker's concurrent jobs of this queue (``None``: back to the code's).
         A worker never exceeds the size its executor was started with."""
-        await self._run(self._set_concurrency(name, concurrency))
+        await self._cluster.change_queue(_name(name), self._set_concurrency(concurrency))
 
     async def set_rate_limit(self, name: str, limit: int | None, per: float | timedelta = 1.0) -> None:
         """At most ``limit`` job starts in any ``per`` seconds, across all workers
         (``None``: no limit)."""
-        await self._run(self._set_rate_limit(name, limit, per))
+        await self._cluster.change_queue(_name(name), self._set_rate_limit(limit, per))
 
     async def delete(self, name: str, *, purge: bool = False) -> int:
         """Drop the queue's runtime settings (workers fall back to the code's); with
         ``purge`` also delete its waiting jobs. Returns how many jobs were deleted."""
-        return (await self._run(self._sql.queue_delete(_name(name), purge)))[1]
+        return await self._cluster.delete_queue(_name(name), purge)
 
     async def list(self) -> list[QueueSettings]:
         """Every queue with runtime settings (``paused_until`` is None unless paused now)."""
-        return await self._run(self._sql.queue_list())
+        return await self._cluster.queue_settings()
 
     async def get(self, name: str) -> QueueSettings | None:
-        rows = await self._run(self._sql.queue_list([_name(name)]))
+        rows = await self._cluster.queue_settings([_name(name)])
         return rows[0] if rows else None
 
     # --- sync twins ------------------------------------------------------------------------------
-    def _run_sync(self, statement: Statement) -> Any:
-        return self.app.store.run_sync(single(statement))
-
     def declare_sync(self, name: str, *, concurrency: int | None = None,
                      rate_limit: tuple[int, float] | None = None) -> None:
-        self._run_sync(self._declare(name, concurrency, rate_limit))
+        self._cluster.change_queue_sync(_name(name), self._declare(concurrency, rate_limit))
 
     def pause_sync(self, name: str, until: Until = None) -> None:
-        self._run_sync(self._pause(name, until))
+        self._cluster.change_queue_sync(_name(name), self._pause(until))
 
     def resume_sync(self, name: str) -> None:
-        self._run_sync(self._resume(name))
+        self._cluster.change_queue_sync(_name(name), RESUME)
 
     def set_concurrency_sync(self, name: str, concurrency: int | None) -> None:
-        self._run_sync(self._set_concurrency(name, concurrency))
+        self._cluster.change_queue_sync(_name(name), self._set_concurrency(concurrency))
 
     def set_rate_limit_sync(self, name: str, limit: int | None, per: float | timedelta = 1.0) -> None:
-        self._run_sync(self._set_rate_limit(name, limit, per))
+        self._cluster.change_queue_sync(_name(name), self._set_rate_limit(limit, per))
 
     def delete_sync(self, name: str, *, purge: bool = False) -> int:
-        return self._run_sync(self._sql.queue_delete(_name(name), purge))[1]
+        return self._cluster.delete_queue_sync(_name(name), purge)
 
     def list_sync(self) -> builtins.list[QueueSettings]:  # list: the method above
-        return self._run_sync(self._sql.queue_list())
+        return self._cluster.queue_settings_sync()
 
     def get_sync(self, name: str) -> QueueSettings | None:
-        rows = self._run_sync(self._sql.queue_list([_name(name)]))
+        rows = self._cluster.queue_settings_sync([_name(name)])
         return rows[0] if rows else None
+
+
+#: The change that resumes a paused queue.
+RESUME = QueueChange(pause=None, set_pause=True)
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def _rate(rate: tuple[int, float] | None) -> tuple[int, float] | None:
 def _pause_until(until: Until) -> datetime | float:
     """An end time, seconds from now, or ``inf`` (until resumed)."""
     if until is None:
-        return float("inf")
+        return FOREVER
     if isinstance(until, datetime):
         if until.tzinfo is None:
             raise ConfigurationError(f"pause until must be a timezone-aware datetime, got {until!r}")

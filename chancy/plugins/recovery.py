@@ -17,13 +17,11 @@ from typing import TYPE_CHECKING
 
 from chancy.errors import ConfigurationError
 from chancy.plugin import Plugin, WorkerContext
-from chancy.job import JobState
-from chancy.queue import Transition
-from chancy.store.pg.statements import Steps
-from chancy.store.pg.atomic import run_atomically
+from chancy.store.of_app import cluster_of
 
 if TYPE_CHECKING:
     from chancy.app import Chancy
+    from chancy.store.cluster import ClusterStore
 
 log = logging.getLogger("chancy.recovery")
 
@@ -49,41 +47,20 @@ class Recovery(Plugin):
             # interval to heartbeat again before it judges them dead.
             await asyncio.sleep(self.interval)
             try:
-                await recover(worker.app, self.batch)
+                await recover(worker.app, self.batch, worker.cluster)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - try again next round
                 log.warning("recovery failed (%s); retrying in %.1fs", exc, self.interval)
 
 
-def recover_steps(app: "Chancy", batch: int) -> Steps:
-    """One recovery batch. Jobs that go back to be retried wait out their backoff; jobs it
-    fails for good get their completion hooks' follow-ups (e.g. the rest of a workflow), as
-    a worker's write-back would give them."""
-    recovered = yield app.store.cluster.recover(batch)
-    retrying = [job_id for job_id, state in recovered.items() if state == JobState.RETRYING.value]
-    failed = [job_id for job_id, state in recovered.items() if state == JobState.FAILED.value]
-    if not failed or not app.hooks.completion:
-        failed = []
-    if retrying or failed:
-        records = yield app.store.jobs.get_many(retrying + failed)
-        delays = {record.id: record.retry_delay() for record in records if record.state is JobState.RETRYING}
-        if delays:
-            yield app.store.worker.delay_retries(delays)
-        for record in records:
-            if record.state is JobState.FAILED:
-                transition = Transition(record.id, JobState.FAILED, error=record.errors[-1])
-                follow_up = app.hooks.with_follow_ups(record, transition).follow_up
-                if follow_up is not None:
-                    yield from follow_up()
-    return recovered
-
-
-async def recover(app: "Chancy", batch: int = 1000) -> int:
-    """Recover every job held by an expired worker now; returns how many went back."""
+async def recover(app: "Chancy", batch: int = 1000, cluster: "ClusterStore | None" = None) -> int:
+    """Recover every job held by an expired worker now (of ``cluster``: by default the
+    store ``app`` keeps its jobs in); returns how many went back."""
+    cluster = cluster if cluster is not None else cluster_of(app)
     total = 0
     while True:
-        recovered = await run_atomically(app.store, recover_steps(app, batch))
+        recovered = await cluster.recover(batch, app.hooks)
         for job_id, state in recovered.items():
             log.warning("job %s was running on a worker that stopped heartbeating; now %s", job_id, state)
         total += len(recovered)

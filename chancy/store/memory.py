@@ -7,6 +7,7 @@ suite (tests/store/test_contract.py) runs the same tests on both and names each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import heapq
 import threading
@@ -14,7 +15,7 @@ import time
 import uuid
 import weakref
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from chancy import serialization
 from chancy.job import LIVE_STATES, Job, JobRecord, JobState, new_job_id
@@ -43,9 +44,73 @@ class _Shared:
     async_waiters: dict[uuid.UUID, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = dataclasses.field(
         default_factory=dict)
     task_windows: dict[str, TaskWindow] = dataclasses.field(default_factory=dict)
+    #: The cluster's state (:mod:`chancy.store.memory_cluster`): each live worker's expiry,
+    #: each queue's runtime settings (what the claim obeys), and the leader's worker id.
+    workers: dict[str, datetime] = dataclasses.field(default_factory=dict)
+    queue_settings: dict[str, "QueueRow"] = dataclasses.field(default_factory=dict)
+    leader: str | None = None
+
+
+@dataclasses.dataclass
+class QueueRow:
+    """A queue's runtime settings as the in-memory store keeps them (``paused_until``
+    :data:`FOREVER_AT` when paused until resumed), and the latest starts its rate limit
+    counts."""
+
+    concurrency: int | None = None
+    paused_until: datetime | None = None
+    rate_limit: int | None = None
+    rate_period: float | None = None
+    rate_starts: list[datetime] = dataclasses.field(default_factory=list)
+    updated_at: datetime = dataclasses.field(default_factory=lambda: _now())
+
+    def room(self, now: datetime, limit: int) -> int:
+        """How many of ``limit`` jobs the queue may start now: none while paused, and no
+        more than its rate limit leaves in the current window."""
+        if self.paused_until is not None and self.paused_until > now:
+            return 0
+        if self.rate_limit is None or self.rate_period is None:
+            return limit
+        since = now - timedelta(seconds=self.rate_period)
+        return max(0, min(limit, self.rate_limit - sum(start > since for start in self.rate_starts)))
+
+    def started(self, now: datetime, count: int) -> None:
+        """``count`` jobs started now (only the latest ``rate_limit`` starts are kept:
+        enough to count any window)."""
+        if self.rate_limit is not None and count:
+            self.rate_starts = (self.rate_starts + [now] * count)[-self.rate_limit:]
+
+
+#: A pause with no end, as a time (what Postgres' ``infinity`` reads as).
+FOREVER_AT = datetime(9999, 12, 31, tzinfo=timezone.utc)
 
 
 _shared_by_app: "weakref.WeakKeyDictionary[Any, _Shared]" = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def separate_store(app: Any) -> Iterator[None]:
+    """Within the block, the in-memory queues bound to ``app`` share a new, empty store
+    (no rate windows, workers, queue settings or leader of before); the app's previous
+    one comes back after (an in-memory block of :mod:`chancy.testing`)."""
+    previous = _shared_by_app.pop(app, None)
+    try:
+        yield
+    finally:
+        _shared_by_app.pop(app, None)
+        if previous is not None:
+            _shared_by_app[app] = previous
+
+
+def queues_of(app: Any) -> list["MemoryQueue"]:
+    """The app's in-memory queues of its current store (what a cluster chore walks)."""
+    shared = _shared_by_app.get(app)
+    return [q for q in app.queues.values() if isinstance(q, MemoryQueue) and q._shared is shared]
+
+
+def shared_of(app: Any) -> _Shared:
+    """The app's current in-memory store state (made if the app has none yet)."""
+    return _shared_by_app.setdefault(app, _Shared())
 
 
 class MemoryQueue(QueuePlugin):
@@ -62,7 +127,7 @@ class MemoryQueue(QueuePlugin):
 
     def bind(self, app: Any) -> None:
         super().bind(app)
-        self._shared = _shared_by_app.setdefault(app, _Shared())
+        self._shared = shared_of(app)
 
     @property
     def _lock(self) -> threading.Condition:
@@ -242,6 +307,11 @@ class MemoryQueue(QueuePlugin):
         Every runnable job past its expiry finishes expired first, and takes no slot."""
         now = _now()
         with self._lock:
+            settings = self._shared.queue_settings.get(self.name)
+            if settings is not None:
+                limit = settings.room(now, limit)
+                if limit == 0:
+                    return []
             live = []
             for record in list(self._rows.values()):
                 if not (record.state is JobState.PENDING
@@ -259,6 +329,8 @@ class MemoryQueue(QueuePlugin):
                                            started_at=now, taken_by=worker_id)
                        for record in heapq.nsmallest(limit, ready + due, key=_best)]
             self._rows.update((record.id, record) for record in claimed)
+            if settings is not None:
+                settings.started(now, len(claimed))
         return claimed
 
     async def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, RateLimit]) -> Verdict:

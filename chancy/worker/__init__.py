@@ -23,6 +23,8 @@ from chancy.faults import backoff_until, is_unreachable
 from chancy.plugin import Plugin, WorkerContext
 from chancy.queue import QueuePlugin
 from chancy.queues.pg import Queue as PgQueue
+from chancy.store.memory import MemoryQueue
+from chancy.store.of_app import cluster_for
 from chancy.worker.completer import Completer
 from chancy.worker.producer import ProducerContext, QueueProducer
 from chancy.worker.services import Heartbeat, LeaderSeat, QueueSettings
@@ -101,8 +103,11 @@ class Worker:
         self.install_signal_handlers = install_signal_handlers
         self.uses_postgres = any(isinstance(q, PgQueue) for q in self.queues)
         self.serves_declared = queues is None and self.uses_postgres
+        #: The cluster state of the store the worker's queues live in (Postgres's, or the
+        #: app's in-memory store's when every queue it serves is in memory).
+        self.cluster = cluster_for(app, self.queues)
         self.plugins = list(app.plugins)
-        if cluster_plugins and self.uses_postgres:
+        if cluster_plugins:
             for plugin in _missing_cluster_plugins(self.plugins):
                 plugin.bind(app)
                 self.plugins.append(plugin)
@@ -120,14 +125,14 @@ class Worker:
         self._producing = ProducerContext(app, self.worker_id, prefetch_multiplier,
                                           rate_limits.RateGate(rate_limits.limits_for(app)), self._stopping,
                                           self._completer, owned=owned)
-        self._heartbeat = Heartbeat(app, self.worker_id, self.queues, self.tags, heartbeat_interval,
-                                    liveness_timeout, self._running_in_postgres, self._cancel_running,
+        self._heartbeat = Heartbeat(self.cluster, self.worker_id, self.queues, self.tags, heartbeat_interval,
+                                    liveness_timeout, self._running_in_store, self._cancel_running,
                                     self._producers.values)
-        self._settings = QueueSettings(app, self._producers, self.serves_declared, settings_interval,
+        self._settings = QueueSettings(self.cluster, self._producers, self.serves_declared, settings_interval,
                                        self._serve_declared)
         self._leader_seat = LeaderSeat(self.plugins)
         #: What plugins see of this worker.
-        self._plugin_context = WorkerContext(app, self.worker_id, lambda: self._leader_seat.is_leader,
+        self._plugin_context = WorkerContext(app, self.worker_id, self.cluster, lambda: self._leader_seat.is_leader,
                                              self.set_leader)
 
     # --- public control -------------------------------------------------------------------
@@ -176,17 +181,18 @@ class Worker:
                 listener.subscribe(sql_.queues_channel, lambda _name: self._settings.changed.set()),
                 listener.on_reconnect(self._settings.changed.set),
             ]
+        else:
+            await self._heartbeat.beat()  # registered before its first claim, as recovery expects
+        self._unsubscribe.append(self.cluster.watch_settings(self._settings.changed.set))
         for queue in self.queues:
             producer = await self._produce(queue)
             self._unsubscribe.append(queue.watch(producer.wake.set, self._cancel_running))
-        if self.uses_postgres:
-            await self._settings.load()
+        await self._settings.load()
         signals = self._install_signals(loop)
         self._tasks = [self._claim_task(p) for p in self._producers.values()]
         self._tasks.append(loop.create_task(self._completer.run(), name="chancy-writeback"))
-        if self.uses_postgres:
-            self._tasks.append(loop.create_task(self._heartbeat.run(), name="chancy-heartbeat"))
-            self._tasks.append(loop.create_task(self._settings.run(), name="chancy-settings"))
+        self._tasks.append(loop.create_task(self._heartbeat.run(), name="chancy-heartbeat"))
+        self._tasks.append(loop.create_task(self._settings.run(), name="chancy-settings"))
         self._tasks += [loop.create_task(plugin.run(self._plugin_context),
                                          name=f"chancy-plugin-{type(plugin).__name__}")
                         for plugin in self.plugins if not plugin.leader_only]
@@ -291,8 +297,11 @@ class Worker:
         if producer is not None:
             producer.reconcile = True
 
-    def _running_in_postgres(self) -> list[uuid.UUID]:
-        return [job_id for job_id, p in self._producing.held.items() if isinstance(p.queue, PgQueue)]
+    def _running_in_store(self) -> list[uuid.UUID]:
+        """The running jobs of the queues in the store the worker heartbeats into."""
+        in_memory = not self.uses_postgres
+        return [job_id for job_id, p in self._producing.held.items()
+                if isinstance(p.queue, MemoryQueue) == in_memory]
 
     def _on_pushed(self, queue_name: str) -> None:
         producer = self._producers.get(queue_name)
@@ -333,8 +342,7 @@ class Worker:
         await asyncio.gather(*self._tasks, *leader_tasks, return_exceptions=True)
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        if self.uses_postgres:
-            await self._heartbeat.deregister()
+        await self._heartbeat.deregister()
         log.info("worker %s stopped after %.1fs of shutdown", self.worker_id, time.monotonic() - started)
 
 

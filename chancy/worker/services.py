@@ -11,11 +11,9 @@ import socket
 import uuid
 from typing import Awaitable, Callable, Iterable, Sequence
 
-from chancy.app import Chancy
 from chancy.plugin import Plugin, WorkerContext
 from chancy.queue import QueuePlugin
-from chancy.queues.pg import Queue as PgQueue
-from chancy.store.pg.statements import single
+from chancy.store.cluster import ClusterStore
 from chancy.worker.producer import QueueProducer
 
 log = logging.getLogger("chancy.worker")
@@ -26,10 +24,10 @@ class Heartbeat:
     says is no longer the worker's (cancelled, or recovered while it was cut off) is
     stopped with ``lose``."""
 
-    def __init__(self, app: Chancy, worker_id: str, queues: Sequence[QueuePlugin], tags: Sequence[str],
+    def __init__(self, cluster: ClusterStore, worker_id: str, queues: Sequence[QueuePlugin], tags: Sequence[str],
                  interval: float, liveness_timeout: float, running: Callable[[], list[uuid.UUID]],
                  lose: Callable[[uuid.UUID], None], producers: Callable[[], Iterable[QueueProducer]]) -> None:
-        self.app = app
+        self.cluster = cluster
         self.worker_id = worker_id
         self.queues = queues  # the worker's list: queues declared at runtime join it
         self.tags = list(tags)
@@ -40,12 +38,11 @@ class Heartbeat:
         self._producers = producers
 
     async def beat(self) -> None:
-        store = self.app.store
-        statement = store.worker.heartbeat(
-            self.worker_id, socket.gethostname(), os.getpid(), [q.name for q in self.queues],
-            self.tags, self._running(), self.liveness_timeout,
+        lost = await self.cluster.heartbeat(
+            self.worker_id, hostname=socket.gethostname(), pid=os.getpid(), queues=[q.name for q in self.queues],
+            tags=self.tags, running=self._running(), ttl=self.liveness_timeout,
         )
-        for job_id in await store.run(single(statement)):
+        for job_id in lost:
             log.warning("job %s was cancelled or taken away while running here; stopping it", job_id)
             self._lose(job_id)
 
@@ -61,20 +58,20 @@ class Heartbeat:
 
     async def deregister(self) -> None:
         try:
-            await self.app.store.run(single(self.app.store.worker.deregister(self.worker_id)))
+            await self.cluster.deregister(self.worker_id)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not deregister worker (%s)", exc)
 
 
 class QueueSettings:
-    """Applies the runtime settings of the worker's Postgres queues (pause, concurrency
-    cap: :class:`~chancy.plugins.queues.QueueAdmin`), re-read every ``interval`` seconds
-    and at once on a change; with ``serves_declared``, also starts (``serve``) and retires
-    the queues declared at runtime."""
+    """Applies the runtime settings of the worker's queues (pause, concurrency cap:
+    :class:`~chancy.plugins.queues.QueueAdmin`), re-read every ``interval`` seconds and at
+    once on a change; with ``serves_declared``, also starts (``serve``) and retires the
+    queues declared at runtime."""
 
-    def __init__(self, app: Chancy, producers: dict[str, QueueProducer], serves_declared: bool, interval: float,
-                 serve: Callable[[str], Awaitable[QueueProducer]]) -> None:
-        self.app = app
+    def __init__(self, cluster: ClusterStore, producers: dict[str, QueueProducer], serves_declared: bool,
+                 interval: float, serve: Callable[[str], Awaitable[QueueProducer]]) -> None:
+        self.cluster = cluster
         self._producers = producers
         self.serves_declared = serves_declared
         self.interval = interval
@@ -83,12 +80,12 @@ class QueueSettings:
         self.changed = asyncio.Event()
 
     async def load(self) -> None:
-        pg_producers = [p for p in self._producers.values() if isinstance(p.queue, PgQueue)]
-        names = None if self.serves_declared else [p.queue.name for p in pg_producers]
-        rows = {row.name: row for row in await self.app.store.run(single(self.app.store.cluster.queue_list(names)))}
+        producers = list(self._producers.values())
+        names = None if self.serves_declared else [p.queue.name for p in producers]
+        rows = {row.name: row for row in await self.cluster.queue_settings(names)}
         for name in rows.keys() - self._producers.keys():
-            pg_producers.append(await self._serve(name))
-        for producer in pg_producers:
+            producers.append(await self._serve(name))
+        for producer in producers:
             row = rows.get(producer.queue.name)
             if producer.declared:
                 if row is None:

@@ -4,37 +4,14 @@ settings of queues that every worker reads."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Sequence
 
 from psycopg import sql
 
 from chancy.migrations import Names
+from chancy.store.cluster import QueueSettings
 from chancy.store.pg.statements import SqlFile, Statement
-
-
-@dataclasses.dataclass(frozen=True)
-class QueueSettings:
-    """A queue's runtime settings (``None``: the code's own setting applies). An
-    open-ended pause (Postgres' infinity) reads as ``paused_until`` = 9999-12-31 UTC."""
-
-    name: str
-    concurrency: int | None
-    paused_until: datetime | None
-    rate_limit: int | None
-    rate_period: float | None
-    updated_at: datetime
-
-    @property
-    def paused(self) -> bool:
-        """Paused as of when the row was read (an ``until`` may have passed since)."""
-        return self.paused_until is not None
-
-    @property
-    def paused_until_resumed(self) -> bool:
-        """Paused with no end time."""
-        return self.paused_until is not None and self.paused_until.year == datetime.max.year
 
 
 class ClusterSQL:

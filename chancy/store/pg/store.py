@@ -26,6 +26,7 @@ from chancy.store.pg.admin import AdminStatements
 from chancy.store.pg.celery_canvas import CanvasSQL
 from chancy.store.pg.celery_results import ResultSQL
 from chancy.store.pg.cluster import ClusterSQL
+from chancy.store.pg.cluster_store import PgCluster
 from chancy.store.pg.cursors import AsyncPooledConnection, PooledConnection
 from chancy.store.pg.dashboard import DashboardStatements
 from chancy.store.pg.dsn import resolve_dsn, resolve_session_dsn
@@ -34,7 +35,6 @@ from chancy.store.pg.leadership import LeadershipSQL
 from chancy.store.pg.listener import Listener
 from chancy.store.pg.migrations import Schema
 from chancy.store.pg.rates import RateSQL
-from chancy.store.pg.schedules import ScheduleSQL
 from chancy.store.pg.statements import Steps, drive_async, drive_sync
 from chancy.store.pg.worker import WorkerSQL
 
@@ -132,14 +132,15 @@ class PgStore:
     # One cached property per concern; the statements are in sql/<concern>.sql and the
     # code that builds their parameters in <concern>.py beside this file.
     @functools.cached_property
-    def cluster(self) -> ClusterSQL:
-        """The cluster's chores (recovery, pruning) and runtime queue settings."""
-        return ClusterSQL(self.names)
+    def cluster(self) -> PgCluster:
+        """The cluster's side of the store (:class:`chancy.store.cluster.ClusterStore`):
+        heartbeats, recovery, pruning, queue settings, the leader lock, schedules."""
+        return PgCluster(self)
 
     @functools.cached_property
-    def schedules(self) -> ScheduleSQL:
-        """Cron schedules, each statement scoped to a namespace."""
-        return ScheduleSQL(self.names)
+    def cluster_sql(self) -> ClusterSQL:
+        """The statements of the cluster's chores (recovery, pruning) and queue settings."""
+        return ClusterSQL(self.names)
 
     @functools.cached_property
     def leadership(self) -> LeadershipSQL:
