@@ -188,6 +188,7 @@ class ProcessExecutor(SlotExecutor):
         self._load_failure: str | None = None  # the last child's failure to load the app
         #: Jobs submitted and not handed to a child yet, oldest first.
         self._waiting: collections.deque[Slot] = collections.deque()
+        self._dispatch_scheduled = False  # a dispatch is due at the next turn of the loop
 
     async def start(self) -> None:
         """Start every child at once and wait until each is ready."""
@@ -203,13 +204,20 @@ class ProcessExecutor(SlotExecutor):
             raise RuntimeError(f"A child process of the process executor could not start: {reason}")
 
     def _run(self, slot: Slot) -> None:
+        """Queue the job; it is handed over once the jobs submitted in the same turn of
+        the loop have joined it (a worker submits them in bursts), so that a burst goes
+        out in one message per child, not one per job (a message wakes a child, and each
+        wake-up cost more of the worker's CPU than the job itself)."""
         self._waiting.append(slot)
-        self._dispatch()
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
         """Hand waiting jobs to ready children, each child's share in one message: to an
         idle child at once, to a busy one once half its queue has room (one message per
         few jobs, not one per job)."""
+        self._dispatch_scheduled = False
         for child in self._children:
             if not self._waiting:
                 return
