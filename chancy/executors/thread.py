@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import ctypes
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from chancy import execution
@@ -49,24 +50,47 @@ class ThreadExecutor(SlotExecutor):
         super().__init__(queue)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"chancy-{queue.name}")
         self._threads: dict[Slot, _JobThread] = {}
+        #: Jobs whose thread has ended, with their outcome, for the loop to report: threads
+        #: hand them over in batches (one wake-up of the loop for all that finished
+        #: meanwhile, not one per job).
+        self._ended: collections.deque[tuple[Slot, execution.Outcome]] = collections.deque()
+        self._report_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _run(self, slot: Slot) -> None:
-        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         thread = self._threads[slot] = _JobThread()
-        future = self._pool.submit(thread.run, contextvars.copy_context(), slot.record)
-        future.add_done_callback(lambda done: _call_on(loop, self._thread_done, slot, done))
+        self._pool.submit(self._serve, thread, contextvars.copy_context(), slot)
         self._arm_time_limit(slot)
+
+    def _serve(self, thread: _JobThread, context: contextvars.Context, slot: Slot) -> None:
+        """In the pool thread: run the job, then queue its outcome for the loop, waking
+        the loop only if no report of ended jobs is due already. (The loop clears the
+        flag before it takes the queue, so a job queued after it took them schedules
+        another report.)"""
+        try:
+            outcome = thread.run(context, slot.record)
+        except BaseException as exc:  # noqa: BLE001 - the injected exception landed on the way out
+            outcome = execution.Outcome.failure(slot.record.id, exc)
+        self._ended.append((slot, outcome))
+        if not self._report_scheduled:
+            self._report_scheduled = True
+            assert self._loop is not None  # set by _run before any job is handed over
+            _call_on(self._loop, self._report_ended)
 
     def _interrupt(self, slot: Slot, exc: BaseException) -> None:
         self._threads[slot].interrupt(type(exc))
         slot.timer = asyncio.get_running_loop().call_later(self.grace, slot.report)
 
-    def _thread_done(self, slot: Slot, future: Future[execution.Outcome]) -> None:
+    def _report_ended(self) -> None:
+        self._report_scheduled = False
+        ended = self._ended
+        while ended:
+            self._thread_done(*ended.popleft())
+
+    def _thread_done(self, slot: Slot, outcome: execution.Outcome) -> None:
         del self._threads[slot]
-        try:
-            outcome = future.result()
-        except BaseException as exc:  # noqa: BLE001 - the injected exception landed on the way out
-            outcome = execution.Outcome.failure(slot.record.id, exc)
         injected = slot.interrupted.error if slot.interrupted else None
         if injected and outcome.error and outcome.error["type"] == injected["type"]:
             # The injected exception ended the job: keep the traceback of where it was.
