@@ -17,7 +17,7 @@ from chancy.faults import is_connection_error
 from chancy.job import JobRecord, JobState
 from chancy.queue import QueuePlugin, Transition
 from chancy.store.pg.statements import single
-from chancy.worker.outcomes import worker_error
+from chancy.worker.outcomes import with_start, worker_error
 
 log = logging.getLogger("chancy.worker")
 
@@ -98,7 +98,7 @@ class Completer:
         its write-back (not a flush of starts) writes it."""
         started = self._child_starts.pop(record.id, None)
         if record.started_at is None:
-            record = dataclasses.replace(record, started_at=started)
+            record = with_start(record, started)
         if self.handed_unmarked:
             self.handed_unmarked.discard(record.id)
             self._unmarked.discard(record.id)

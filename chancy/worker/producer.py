@@ -23,7 +23,7 @@ from chancy.job import JobRecord, JobState, UndecodableRecord
 from chancy.queue import QueuePlugin, Transition
 from chancy.store.pg.statements import single
 from chancy.worker.completer import Completer
-from chancy.worker.outcomes import claim_order, decide, log_outcome, log_start, worker_error
+from chancy.worker.outcomes import claim_order, decide, log_outcome, log_start, with_start, worker_error
 
 log = logging.getLogger("chancy.worker")
 
@@ -208,7 +208,7 @@ class QueueProducer:
             # The gate wrote the start of the limited jobs it admitted (the start their
             # window counts): they are marked, a mark would find no unstarted row to mark.
             gated_at = datetime.now(timezone.utc)
-            records = [dataclasses.replace(r, started_at=gated_at)
+            records = [with_start(r, gated_at)
                        if r.started_at is None and r.func in gate.limits else r for r in admitted]
         self._submit_all(records)
 
@@ -252,7 +252,7 @@ class QueueProducer:
             elif isolated and record.started_at is None:
                 self.context.completer.handed_unmarked.add(record.id)
             if record.started_at is None and not isolated:  # prefetched: it starts now
-                record = dataclasses.replace(record, started_at=datetime.now(timezone.utc))
+                record = with_start(record, datetime.now(timezone.utc))
             log_start(record)
             try:
                 executor.submit(record, functools.partial(self.on_outcome, record))
