@@ -362,17 +362,35 @@ async def test_expired_jobs_finish_expired_at_their_claim(store: Subject) -> Non
     assert await store.queue.claim(WORKER, 10) == []
 
 
-async def test_an_expired_job_takes_no_slot_of_the_claim(store: Subject, request: pytest.FixtureRequest) -> None:
+async def test_an_expired_job_takes_no_slot_of_the_claim(store: Subject) -> None:
     """A claim of ``limit`` jobs returns that many while runnable ones remain, whatever
     expired on the way: a worker reads a short claim as a drained queue and sleeps its
     polling interval, so each expired job ahead of live ones cost up to a second."""
-    if store.kind == "postgres":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the Postgres claim counts the expired rows it finishes in its LIMIT "
-            "(jobs.sql claim: chosen ... LIMIT budget, then expired in the UPDATE)")))
-    await store.queue.push([job(i, priority=9, expires_at=now() - timedelta(seconds=1)) for i in range(2)])
+    expired = await store.queue.push([job(i, priority=9, expires_at=now() - timedelta(seconds=1)) for i in range(5)])
+    live = [await push_one(store.queue) for _ in range(3)]
+    assert [r.id for r in await store.queue.claim(WORKER, 2)] == live[:2]
+    assert {(await record(store.queue, job_id)).state for job_id in expired} == {JobState.EXPIRED}
+
+
+async def test_an_expired_job_takes_no_slot_of_a_write_back_and_claim(store: Subject) -> None:
+    first = await push_one(store.queue)
+    claimed = await claim_one(store.queue)
+    assert claimed.id == first
+    await store.queue.push([job(i, priority=9, expires_at=now() - timedelta(seconds=1)) for i in range(3)])
     live = await push_one(store.queue)
-    assert [r.id for r in await store.queue.claim(WORKER, 1)] == [live]
+    again = await store.queue.write_back_and_claim(WORKER, [outcome(claimed, JobState.SUCCEEDED)], 1)
+    assert [r.id for r in again] == [live]
+    assert (await record(store.queue, first)).state is JobState.SUCCEEDED
+
+
+async def test_an_expired_job_takes_no_start_of_a_prefetching_claim(pg_store: Subject) -> None:
+    """Postgres only (the in-memory store starts every job it claims): of a claim that
+    starts the best ``start`` jobs, expired rows finished on the way take none of them."""
+    await pg_store.queue.push([job(i, priority=9, expires_at=now() - timedelta(seconds=1)) for i in range(2)])
+    live = [await push_one(pg_store.queue) for _ in range(3)]
+    claimed = await pg_store.queue.claim(WORKER, 3, start=1)
+    assert [r.id for r in claimed] == live
+    assert [r.started_at is not None for r in claimed] == [True, False, False]
 
 
 async def test_claim_ignores_start_without_release(memory_store: Subject) -> None:

@@ -460,12 +460,22 @@ def push_calls_steps(statements: JobSQL, template: Job, calls: Sequence[Sequence
 
 def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int,
                 finished: Sequence[Transition] = (), start: int | None = None) -> Steps:
-    """Claim (writing ``finished`` outcomes without follow-ups in the same statement)."""
+    """Claim (writing ``finished`` outcomes without follow-ups in the same statement).
+    Expired rows the claim finishes take places of its LIMIT, so while it finished some,
+    it claims again for the places they took: a short claim means a drained queue to the
+    worker, which then waits its polling interval (each expired job ahead of live ones
+    cost up to that)."""
     records: list[JobRecord] = yield statements.claim(queue, worker_id, limit, finished, start)
-    expired = [r.id for r in records if r.state is JobState.EXPIRED]
-    if expired:
+    claimed: list[JobRecord] = []
+    while True:
+        claimed += [r for r in records if r.state is JobState.RUNNING]
+        expired = [r.id for r in records if r.state is JobState.EXPIRED]
+        if not expired:
+            return claimed
         yield statements.notify_done(expired)
-    return [r for r in records if r.state is JobState.RUNNING]
+        if start is not None:
+            start = max(0, start - sum(r.state is JobState.RUNNING and r.started_at is not None for r in records))
+        records = yield statements.claim(queue, worker_id, limit - len(claimed), (), start)
 
 
 def write_back_steps(statements: JobSQL, worker_id: str, transitions: Sequence[Transition]) -> Steps:

@@ -102,7 +102,8 @@ COPY {jobs} ({columns}) FROM STDIN
 -- rate_period seconds across all workers. Only a rate-limited queue's row is locked (so
 -- its claims take turns); others pay one primary-key read. rate_starts keeps the latest
 -- rate_limit start times: enough to count any window exactly. Only the best %(start)s
--- (NULL: all) get started_at; the others are prefetched. Expired rows finish instead.
+-- (NULL: all) of the rows not expired get started_at; the others are prefetched. Expired
+-- rows finish instead (they take places of the LIMIT: the caller claims again for them).
 -- Returned best first, as chosen (an UPDATE's RETURNING has no order of its own), so the
 -- started ones come first.
 WITH settings AS (
@@ -121,20 +122,20 @@ WITH settings AS (
               FROM limiter l)
     END AS n
 ), ready AS (
-    SELECT id, priority FROM {jobs}
+    SELECT id, priority, expires_at FROM {jobs}
     WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), due AS (
-    SELECT id, priority FROM {jobs}
+    SELECT id, priority, expires_at FROM {jobs}
     WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
       AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
     ORDER BY scheduled_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), chosen AS (
-    SELECT id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+    SELECT id, expires_at FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
     ORDER BY priority DESC, id
     LIMIT (SELECT n FROM budget)
 ), claimed AS (
@@ -143,7 +144,9 @@ WITH settings AS (
         attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
         completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
         started_at = CASE WHEN j.expires_at <= now()
-                            OR j.id = ANY(ARRAY(SELECT id FROM chosen LIMIT %(start)s)) THEN now() END,
+                            OR j.id = ANY(ARRAY(
+                                SELECT id FROM chosen WHERE NOT coalesce(expires_at <= now(), false)
+                                LIMIT %(start)s)) THEN now() END,
         taken_by = %(worker)s
     WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
     RETURNING j.id, j.queue, j.func, j.args::text, j.kwargs::text, j.priority, j.state, j.attempts,
@@ -248,20 +251,20 @@ WITH input AS (
               FROM limiter l)
     END AS n
 ), ready AS (
-    SELECT id, priority FROM {jobs}
+    SELECT id, priority, expires_at FROM {jobs}
     WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), due AS (
-    SELECT id, priority FROM {jobs}
+    SELECT id, priority, expires_at FROM {jobs}
     WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
       AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
     ORDER BY scheduled_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), chosen AS (
-    SELECT id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+    SELECT id, expires_at FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
     ORDER BY priority DESC, id
     LIMIT (SELECT n FROM budget)
 ), claimed AS (
@@ -270,7 +273,9 @@ WITH input AS (
         attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
         completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
         started_at = CASE WHEN j.expires_at <= now()
-                            OR j.id = ANY(ARRAY(SELECT id FROM chosen LIMIT %(start)s)) THEN now() END,
+                            OR j.id = ANY(ARRAY(
+                                SELECT id FROM chosen WHERE NOT coalesce(expires_at <= now(), false)
+                                LIMIT %(start)s)) THEN now() END,
         taken_by = %(worker)s
     WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
     RETURNING j.id, j.queue, j.func, j.args::text, j.kwargs::text, j.priority, j.state, j.attempts,
