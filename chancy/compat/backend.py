@@ -29,6 +29,7 @@ id, so one that had committed before the connection dropped is not applied twice
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -179,14 +180,21 @@ class ChancyBackend(BaseBackend):
             celery["task_id"] = str(task_id)
         delivery_info = getattr(request, "delivery_info", None) or {}
         args_json, kwargs_json = _arguments_json(request)
-        statement = self.result_sql.store_state(
+        store = functools.partial(
+            self.result_sql.store_state,
             job_id_for(task_id), state=row_state, celery=celery, result_json=result_json, error=error,
             func=getattr(request, "task", None) or "celery.unknown",
             queue=delivery_info.get("routing_key") or self.app.conf.task_default_queue,
             args_json=args_json, kwargs_json=kwargs_json, write=uuid.uuid4().hex,
         )
-        run_reconnecting(self.database, lambda: self._store_steps(statement, row_state, str(task_id), error),
-                         f"store {state} of task {task_id}", transaction=True)
+        # Alone first (one round trip); a row with canvas bookkeeping is stored again with
+        # its canvas step, in one transaction. A state that finishes nothing has no step.
+        alone = store(with_canvas=row_state is None)
+        stored = run_reconnecting(self.database, lambda: single(alone), f"store {state} of task {task_id}")
+        if stored.canvas_pending:
+            with_canvas = store(with_canvas=True)
+            run_reconnecting(self.database, lambda: self._store_steps(with_canvas, row_state, str(task_id), error),
+                             f"store {state} of task {task_id}", transaction=True)
         return result
 
     def _row_error(self, info: Mapping[str, Any], traceback: str | None) -> dict[str, Any]:
@@ -234,7 +242,7 @@ class ChancyBackend(BaseBackend):
         """Store the state; when that finishes a step of a ``chancy.compat`` canvas (a
         chain, chord or link applied through Chancy and run by a Celery worker), advance
         the canvas in the same transaction, as a Chancy worker would."""
-        canvas = yield statement
+        canvas = (yield statement).canvas
         if not canvas or row_state is None:
             return
         if row_state == "succeeded":

@@ -55,6 +55,7 @@ A database that was never migrated (or is behind this code) is refused with
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -86,7 +87,7 @@ from chancy.store.pg.celery_connection import (Listening, ProcessConnection, fir
                                                statement_and_listen_connections)
 from chancy.store.pg.celery_schema import SchemaCheckedConnection
 from chancy.store.pg.celery_transient import TransientSQL, message_ttl, transient_lifetime
-from chancy.store.pg.celery_transport import TransportSQL
+from chancy.store.pg.celery_transport import Ack, TransportSQL
 from chancy.store.pg.statements import single, Statement, Steps
 from chancy.store.pg.worker import WorkerSQL
 
@@ -95,6 +96,8 @@ log = logging.getLogger("chancy.compat.kombu")
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_CONSUMER_TIMEOUT = 60.0
 RECOVERY_BATCH = 500
+#: Rows a consumer with no prefetch limit claims at once.
+UNLIMITED_CLAIM = 32
 #: The delivery tags of messages of transient queues start with this.
 TRANSIENT_TAG = "transient/"
 #: ``(table prefix, queue)`` of the transient queues declared in this process: their
@@ -161,6 +164,11 @@ class Channel(virtual.Channel):
         self._accept_by_queue: dict[str, set[str] | None] = {}
         #: The queue of each message of a transient queue delivered and not yet settled.
         self._transient_tags: dict[str, str] = {}
+        #: Rows of each job queue claimed ahead (one claim serves several deliveries),
+        #: running under the consumer and not yet handed to it, best first.
+        self._claimed: dict[str, collections.deque[JobRecord]] = {}
+        #: Acks made on Celery's event loop, sent with the next claim or by a timer.
+        self._acks: list[Ack] = []
 
     def basic_consume(self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any) -> Any:
         """Also note what the consumer accepts: a row is turned into a message for it only
@@ -279,14 +287,23 @@ class Channel(virtual.Channel):
             log.error("stored task %s of queue %r as failed: %s", job.id, queue, translation.error)
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
-        """The next row of ``queue`` as a message for this channel's consumer; a row that
-        cannot become one is failed with the reason and the next one is taken."""
+        """The next message of ``queue`` for a direct read (``basic_get``, which no
+        prefetch limit bounds): a row claimed ahead, else one row claimed now."""
         if self._is_transient(queue):
             return self._take_transient(queue)
+        return self._next_message(queue, 1)
+
+    def _next_message(self, queue: str, claim_size: int) -> dict[str, Any]:
+        """The next row of ``queue`` as a message for this channel's consumer (claiming
+        up to ``claim_size`` rows when none is claimed ahead); a row that cannot become
+        one is failed with the reason and the next one is taken."""
         transport = self.connection
         transport.ensure_registered()
         while True:
-            record = self._claim_one(queue)
+            claimed = self._claimed.get(queue)
+            if not claimed:
+                claimed = self._claimed[queue] = collections.deque(self._claim(queue, claim_size))
+            record = claimed.popleft()
             try:
                 return protocol.message_from_record(
                     record, accept=self._accepted_on(queue), lower_priority_first=transport.lower_priority_first)
@@ -314,26 +331,89 @@ class Channel(virtual.Channel):
 
     def _get_and_deliver(self, queue: str, callback: Callable[[Any, str], Any]) -> None:
         """A consumer's read (``basic_get`` reads at once): a transient queue is read only
-        when due (see :meth:`Transport.transient_due`)."""
-        if self._is_transient(queue) and not self.connection.transient_due(queue):
-            raise Empty()
-        super()._get_and_deliver(queue, callback)
+        when due (see :meth:`Transport.transient_due`); a job queue's rows are claimed
+        several at a time, as many as the prefetch limit lets the consumer hold."""
+        if self._is_transient(queue):
+            if not self.connection.transient_due(queue):
+                raise Empty()
+            super()._get_and_deliver(queue, callback)
+            return
+        callback(self._next_message(queue, self._claim_size()), queue)
 
-    def _claim_one(self, queue: str) -> JobRecord:
-        """Claim a row, or :class:`Empty` (also while Postgres is unreachable: the consumer
-        then waits and tries again, it does not restart its connection)."""
+    def _claimed_ahead(self) -> int:
+        return sum(len(claimed) for claimed in self._claimed.values())
+
+    def _claim_size(self) -> int:
+        """How many rows a consumer's round may claim: the room its prefetch limit leaves
+        beside the rows claimed ahead (:data:`UNLIMITED_CLAIM` without a limit). In
+        Celery's event loop a round claims only once half the limit is free, so one claim
+        (and its commit) serves several deliveries while the consumer still holds the
+        other half; the loop delivers again when acks have freed enough
+        (:meth:`wants_delivery`)."""
+        free = self.qos.can_consume_max_estimate()
+        if free is None:
+            return UNLIMITED_CLAIM
+        free -= self._claimed_ahead()
+        if self.connection.on_event_loop and free < (self.qos.prefetch_count + 1) // 2:
+            return 0
+        return max(free, 0)
+
+    def wants_delivery(self) -> bool:
+        """Whether a round would hand this channel's consumers a message now: one is
+        claimed ahead, or the prefetch limit leaves room to claim (:meth:`_claim_size`)."""
+        if not self._consumers or not self.qos.can_consume():
+            return False
+        return self._claimed_ahead() > 0 or self._claim_size() > 0
+
+    def _claim(self, queue: str, limit: int) -> list[JobRecord]:
+        """Claim up to ``limit`` rows, sending the acks gathered meanwhile in the same
+        transaction (one commit for both); :class:`Empty` when there is none, or no room
+        (also while Postgres is unreachable: the consumer then waits and tries again, it
+        does not restart its connection; the acks stay gathered)."""
+        if limit <= 0:
+            raise Empty()
         transport = self.connection
+        acks = self._acks
         try:
             if transport.claim_uncertain:
                 transport.release_undelivered()
-            records = transport.database.run(claim_steps(transport.job_sql, queue, transport.consumer_id, 1))
+            records = transport.database.run(self._ack_and_claim(acks, queue, limit), transaction=bool(acks))
         except psycopg.OperationalError as exc:
             transport.claim_uncertain = True  # it may have committed: see release_undelivered
             log.warning("claiming from queue %r failed (%s); trying again", queue, first_line(exc))
             raise Empty() from None
+        self._acks = []
         if not records:
             raise Empty()
-        return records[0]
+        return records
+
+    def _ack_and_claim(self, acks: list[Ack], queue: str, limit: int) -> Steps:
+        transport = self.connection
+        if acks:
+            yield transport.transport_sql.ack(transport.consumer_id, acks)
+        return (yield from claim_steps(transport.job_sql, queue, transport.consumer_id, limit))
+
+    def held_rows(self) -> list[uuid.UUID]:
+        """The rows this channel rightly holds: delivered and not settled, claimed ahead,
+        or acknowledged with the ack not sent yet."""
+        return ([protocol.parse_delivery_tag(tag)[0] for tag in self.qos._delivered
+                 if not tag.startswith(TRANSIENT_TAG)]
+                + [record.id for claimed in self._claimed.values() for record in claimed]
+                + [ack.job_id for ack in self._acks])
+
+    def _release_claimed(self, queues: list[str]) -> None:
+        """Put back the rows of ``queues`` claimed ahead (their attempt given back): the
+        consumer stops consuming them. A failure leaves them to the recovery of a stopped
+        consumer's rows."""
+        ids = [record.id for queue in queues for record in self._claimed.pop(queue, ())]
+        if not ids:
+            return
+        transport = self.connection
+        try:
+            transport.database.run(single(transport.transport_sql.release(transport.consumer_id, ids)))
+        except psycopg.Error as exc:
+            log.warning("putting back %d row(s) claimed ahead failed (%s); they are recovered once this "
+                        "consumer counts as stopped", len(ids), first_line(exc))
 
     def _fail_undeliverable(self, record: JobRecord, reason: str) -> None:
         message = f"job {record.id} ({record.func}) cannot be sent to a Celery worker: {reason}"
@@ -380,17 +460,58 @@ class Channel(virtual.Channel):
             log.debug("delivery %s: row no longer running under %s", delivery_tag, transport.consumer_id)
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        """Acknowledge a delivery. An ack that leaves the row to the result backend is,
+        on Celery's event loop, gathered and sent with the next claim (or by a timer soon
+        after): the row stays running under the consumer either way until its outcome is
+        stored, so nothing is lost if the consumer dies meanwhile. One that finishes the
+        row (no outcome to wait for) is sent at once, as every ack off the loop."""
         if self._transient_tags.pop(delivery_tag, None) is not None:  # taken when delivered
             super().basic_ack(delivery_tag, multiple)
             return
         message = self.qos._delivered.get(delivery_tag)
         ignore_result = bool(message is not None and (message.headers or {}).get("ignore_result"))
-        finish = ignore_result or not self.connection.results_arrive_via_backend
-        self._write_delivery(
-            delivery_tag,
-            lambda job_id, attempt, who: self.connection.transport_sql.ack(job_id, attempt, who, finish),
-        )
+        job_id, attempt = protocol.parse_delivery_tag(delivery_tag)
+        ack = Ack(job_id, attempt, finish=ignore_result or not self.connection.results_arrive_via_backend)
+        if not ack.finish and self.connection.gathers_acks():
+            self._acks.append(ack)
+            self.connection.send_acks_soon()
+        else:
+            self._send_acks([ack])
         super().basic_ack(delivery_tag, multiple)
+
+    def send_acks(self) -> None:
+        """Send the acks gathered on the event loop (its timer's, or the channel closing)."""
+        acks, self._acks = self._acks, []
+        if acks:
+            try:
+                self._send_acks(acks)
+            except BaseException:
+                self._acks = acks + self._acks
+                raise
+
+    def _send_acks(self, acks: list[Ack]) -> None:
+        transport = self.connection
+        statement = transport.transport_sql.ack(transport.consumer_id, acks)
+        if not run_reconnecting(transport.database, lambda: single(statement), f"acknowledge {len(acks)} deliveries"):
+            # Usual with acks_late (the result backend finished the rows first); otherwise
+            # the rows were recovered, retried or cancelled meanwhile.
+            log.debug("acks of %d deliveries: no row running under %s", len(acks), transport.consumer_id)
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        """Also put back the rows claimed ahead for a queue no longer consumed."""
+        queue = self._tag_to_queue.get(consumer_tag)
+        result = super().basic_cancel(consumer_tag)
+        if queue is not None and queue not in self._active_queues:
+            self._release_claimed([queue])
+        return result
+
+    def close(self) -> None:
+        """Send the gathered acks and put back the rows claimed ahead, then close
+        (kombu requeues the delivered, unacknowledged messages: :meth:`_restore`)."""
+        if not self.closed:
+            self.send_acks()
+            self._release_claimed(list(self._claimed))
+        super().close()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if delivery_tag in self._transient_tags:  # a requeue stores it again (_restore)
@@ -495,9 +616,9 @@ class Transport(virtual.Transport):
     def release_undelivered(self) -> None:
         """Put back the rows a claim committed without this consumer hearing of it (its
         connection dropped before the answer), instead of holding them for as long as
-        the consumer lives; a row delivered or acknowledged here stays."""
-        delivered = [protocol.parse_delivery_tag(tag)[0] for channel in self.channels for tag in channel.qos._delivered]
-        released = self.database.run(single(self.transport_sql.release_undelivered(self.consumer_id, delivered)))
+        the consumer lives; a row delivered, claimed ahead or acknowledged here stays."""
+        held = [job_id for channel in self.channels for job_id in channel.held_rows()]
+        released = self.database.run(single(self.transport_sql.release_undelivered(self.consumer_id, held)))
         self.claim_uncertain = False
         if released:
             log.warning("put back %d row(s) a lost claim had taken", released)
@@ -614,6 +735,20 @@ class Transport(virtual.Transport):
             self._found_empty_at[queue] = time.monotonic()
 
     # --- Celery's event loop (asynloop): see chancy.compat.kombu_loop ------------------
+    @property
+    def on_event_loop(self) -> bool:
+        """Delivering from Celery's event loop (claims then wait for room enough)."""
+        return self._hub_delivery is not None and not self._hub_delivery.closed
+
+    def gathers_acks(self) -> bool:
+        """Whether an ack made now is gathered: on the event loop's own thread, whose
+        timer sends it (a thread pool's threads ack at once)."""
+        return self.on_event_loop and self._hub_delivery.on_loop_thread()  # type: ignore[union-attr]
+
+    def send_acks_soon(self) -> None:
+        if self._hub_delivery is not None:
+            self._hub_delivery.send_acks_soon()
+
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         if self._hub_delivery is not None:
             self._hub_delivery.close()

@@ -14,8 +14,13 @@ Delivery is woken by:
 - a repeating timer every ``polling_interval``: rows that come without a notification
   (eta rows falling due, retries, anything pushed while the LISTEN connection was down),
   transient queues due a check, and LISTENing again after an outage;
-- a turn of the hub (no query) in which a consumer was added, or a channel held at its
-  prefetch limit can take more again (an ack).
+- a turn of the hub (no query) in which a consumer was added, or a channel held back by
+  its prefetch limit can take more again (acks freed half of it: see
+  ``Channel._claim_size``; one claim then serves several deliveries).
+
+Acks made on the loop are gathered and sent with the next claim, in its transaction, or
+by a timer :data:`ACK_DELAY` after the first (see ``Channel.basic_ack``): a commit serves
+several tasks instead of one per ack and one per claim.
 
 Each wake-up delivers one message through the transport's usual path (the same claim,
 QoS, acks and redelivery as ``drain_events``), then asks for another turn through a
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +49,8 @@ log = logging.getLogger("chancy.compat.kombu")
 
 #: Seconds between timer wake-ups when the transport has no ``polling_interval``.
 DEFAULT_INTERVAL = 1.0
+#: Seconds an ack made on the loop waits at most for a claim to carry it.
+ACK_DELAY = 0.02
 
 
 class HubDelivery:
@@ -61,15 +69,26 @@ class HubDelivery:
         #: The LISTEN connection whose socket the hub polls, and that socket.
         self._listening: Listening | None = None
         self._listen_fd: int | None = None
-        #: Channels whose last round stopped at their prefetch limit.
+        #: Channels whose last round was held back by their prefetch limit.
         self._held: list[Any] = []
+        #: The hub's thread (where acks are gathered), and whether a timer will send them.
+        self._thread = threading.get_ident()
+        self._acks_due = False
         #: The queues consumed at the last round.
         self._consumed: list[str] = []
         self._timer: Any = None
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._thread
+
     # --- registration ---------------------------------------------------------------------
     def start(self) -> None:
+        self._thread = threading.get_ident()
         self._add_reader(self._wake_read)
         self.loop.on_tick.add(self._on_tick)
         self._timer = self.loop.call_repeatedly(self.interval, self._on_interval)
@@ -125,9 +144,9 @@ class HubDelivery:
 
     def _on_tick(self) -> None:
         """Between two turns of the hub, without a query: deliver when a consumer was
-        added, or when a channel held at its prefetch limit can take more."""
+        added, or when a channel held back by its prefetch limit can take more."""
         consumed = self._consumed_queues()
-        if consumed != self._consumed or any(channel.qos.can_consume() for channel in self._held):
+        if consumed != self._consumed or any(channel.wants_delivery() for channel in self._held):
             self._consumed = consumed
             self._held = []
             self._wake()
@@ -152,9 +171,25 @@ class HubDelivery:
             if transport.read_notifications():  # heard during the round (transient_due)
                 self._wake()
             self._held = [channel for channel in transport.channels
-                          if channel._consumers and not channel.qos.can_consume()]
+                          if channel._consumers and not channel.wants_delivery()]
             return
         self._wake()  # more may be waiting
+
+    # --- gathered acks ----------------------------------------------------------------------
+    def send_acks_soon(self) -> None:
+        """Have the acks gathered so far sent within :data:`ACK_DELAY`, if no claim
+        carries them first."""
+        if self._acks_due or self._closed:
+            return
+        self._acks_due = True
+        self.loop.call_later(ACK_DELAY, self._send_acks)
+
+    def _send_acks(self) -> None:
+        self._acks_due = False
+        if self._closed:  # the channels sent theirs as they closed
+            return
+        for channel in list(self.transport.channels):
+            channel.send_acks()
 
     def _consumed_queues(self) -> list[str]:
         return [queue for channel in self.transport.channels for queue in channel._active_queues]

@@ -15,7 +15,7 @@ from chancy.store.pg.celery_canvas import PARKED_AT, CanvasSQL
 from chancy.store.pg.celery_chords import ChordSQL
 from chancy.store.pg.celery_results import ResultSQL
 from chancy.store.pg.celery_transient import QueueLifetime, TransientSQL
-from chancy.store.pg.celery_transport import TransportSQL
+from chancy.store.pg.celery_transport import Ack, TransportSQL
 from chancy.store.pg.statements import SqlFile, Statement
 
 NAMES = Names("chancy_")
@@ -51,7 +51,7 @@ def _statements() -> list[Statement]:
     stored = transport.store(job, 1, None, uuid.uuid4())
     return [
         next(stored), next(transport.store(job.with_options(meta={}), 1, "bad message")),
-        transport.ack(job_id, 1, "c", True), transport.end_unrecorded(job_id, 1), transport.requeue(job_id, 1, "c"),
+        transport.ack("c", [Ack(job_id, 1, True)]), transport.release("c", [job_id]), transport.end_unrecorded(job_id, 1), transport.requeue(job_id, 1, "c"),
         transport.fail(job_id, 1, "c", {"type": "x"}), transport.release_undelivered("c", [job_id]),
         next(transport.purge("q")), transport.size("q"),
         transient.declare("q", QueueLifetime(1.0, None)), transient.bind("x", "k", None, "q"),

@@ -13,7 +13,7 @@ from chancy.job import Job, JobRecord
 from chancy.migrations import Names
 from chancy.queues.pg import Queue
 from chancy.store.pg.celery_connection import ProcessConnection
-from chancy.store.pg.celery_transport import TransportSQL
+from chancy.store.pg.celery_transport import Ack, TransportSQL
 from chancy.store.pg.jobs import JobSQL, claim_steps
 from chancy.store.pg.statements import single
 
@@ -48,14 +48,14 @@ async def test_noted_then_acked_finishes_at_the_ack(rows):
     record = await claimed()
     assert run(sql.end_unrecorded(record.id, record.attempts))
     assert state(record) == ("running", False)  # not acknowledged yet (acks_late)
-    assert run(sql.ack(record.id, record.attempts, CONSUMER, finish=False))
+    assert run(sql.ack(CONSUMER, [Ack(record.id, record.attempts, finish=False)]))
     assert state(record) == ("succeeded", True)
 
 
 async def test_acked_then_noted_finishes_at_the_note(rows):
     claimed, state, run, sql = rows
     record = await claimed()
-    assert run(sql.ack(record.id, record.attempts, CONSUMER, finish=False))
+    assert run(sql.ack(CONSUMER, [Ack(record.id, record.attempts, finish=False)]))
     assert state(record) == ("running", False)  # early ack: the task has not ended
     assert run(sql.end_unrecorded(record.id, record.attempts))
     assert state(record) == ("succeeded", True)
@@ -71,5 +71,5 @@ async def test_a_note_belongs_to_its_delivery(rows):
     assert state(record) == ("pending", False)
     again = await claimed()
     assert again.id == record.id
-    assert run(sql.ack(again.id, again.attempts, CONSUMER, finish=False))
+    assert run(sql.ack(CONSUMER, [Ack(again.id, again.attempts, finish=False)]))
     assert state(record) == ("running", False)  # this delivery's task has not ended

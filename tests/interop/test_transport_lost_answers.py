@@ -78,7 +78,7 @@ def test_a_result_store_whose_commit_answer_was_lost_is_applied_once(interop_dsn
     task_id = str(uuid.uuid4())
     backend = ChancyBackend(celery_app, url=_url(proxy, interop_dsn))
     try:
-        dropped = proxy.drop_reply_after(b"COMMIT")
+        dropped = proxy.drop_reply_after(b"ON CONFLICT (id) DO UPDATE")  # the store, committed alone
         backend.store_result(task_id, ValueError("once"), "FAILURE")
         assert dropped.wait(5)
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from chancy import serialization
 from chancy.migrations import Names
@@ -15,9 +15,20 @@ from chancy.store.pg.celery_canvas import PARKED_AT
 from chancy.store.pg.statements import SqlFile, Statement, Steps
 
 
-def _canvas(rows: list[tuple]) -> dict[str, Any] | None:
-    """The ``chancy.compat`` canvas bookkeeping of the stored row, if it has any."""
-    return serialization.loads(rows[0][2]) if rows and rows[0][2] else None
+class StoredState(NamedTuple):
+    """What storing a state did: the ``chancy.compat`` canvas bookkeeping of the row it
+    finished (None: none, or nothing stored), or ``canvas_pending``: nothing stored, as the
+    row has canvas bookkeeping and the store was sent without its canvas step."""
+
+    canvas: dict[str, Any] | None
+    canvas_pending: bool
+
+
+def _stored_state(rows: list[tuple]) -> StoredState:
+    if not rows:
+        return StoredState(None, False)
+    canvas = rows[0][2]
+    return StoredState(serialization.loads(canvas) if canvas else None, bool(rows[0][3]))
 
 
 class ResultSQL:
@@ -34,18 +45,21 @@ class ResultSQL:
     def store_state(
         self, job_id: uuid.UUID, *, state: str | None, celery: dict[str, Any], result_json: str | None,
         error: dict[str, Any] | None, func: str, queue: str, args_json: str, kwargs_json: str, write: str,
+        with_canvas: bool = True,
     ) -> Statement:
         """Write a Celery state (``state``: the row state it finishes the row in, None for
         one that does not); ``write`` identifies this store, so sending the statement
-        again (after a dropped connection) cannot apply it twice. Answers the row's
-        canvas bookkeeping, when this store finished a step of a canvas."""
+        again (after a dropped connection) cannot apply it twice. Answers a
+        :class:`StoredState`: the row's canvas bookkeeping, when this store finished a
+        step of a canvas; without ``with_canvas`` (a store sent alone, in one round trip)
+        a row with canvas bookkeeping is not written but answered ``canvas_pending``."""
         params = {
             "id": job_id, "state": state, "celery": serialization.dumps({**celery, "write": write}),
             "result": result_json, "error": serialization.dumps(error) if error else None, "func": func,
             "queue": queue, "args": args_json, "kwargs": kwargs_json, "done": self.done_channel,
-            "parked_at": PARKED_AT,
+            "parked_at": PARKED_AT, "with_canvas": with_canvas,
         }
-        return Statement(self._store_state, params, _canvas)
+        return Statement(self._store_state, params, _stored_state)
 
     def finish_ignored(self, job_id: uuid.UUID, error: dict[str, Any] | None) -> Statement:
         """Finish the row of a task whose result is ignored as succeeded, or failed with

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 from chancy import serialization
 from chancy.job import JobState
@@ -76,6 +76,15 @@ PUSHED_COLUMNS = tuple(column for column, _, _ in PUSHED)
 WAITING = (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING)
 
 
+class Ack(NamedTuple):
+    """One acknowledged delivery: its row, its attempt (the delivery tag's) and whether the
+    ack finishes the row (no outcome to wait for from the result backend)."""
+
+    job_id: uuid.UUID
+    attempt: int
+    finish: bool
+
+
 def _count(rows: list[tuple]) -> int:
     return rows[0][0] if rows else 0
 
@@ -93,6 +102,7 @@ class TransportSQL:
         self._ack = statements["ack"]
         self._end_unrecorded = statements["end_unrecorded"]
         self._requeue = statements["requeue"]
+        self._release = statements["release"]
         self._release_undelivered = statements["release_undelivered"]
         self._fail = statements["fail"]
         self._size = statements["size"]
@@ -130,8 +140,13 @@ class TransportSQL:
                   "pushed": self.pushed_channel, "done": self.done_channel, **extra}
         return Statement(query, params, lambda rows: bool(rows))
 
-    def ack(self, job_id: uuid.UUID, attempt: int, consumer: str, finish: bool) -> Statement:
-        return self._delivery(self._ack, job_id, attempt, consumer, finish=finish)
+    def ack(self, consumer: str, acks: Sequence[Ack]) -> Statement:
+        """Acknowledge deliveries of ``consumer`` in one statement; answers how many rows
+        the acks finished or left running for the result backend (not those it had
+        finished already, which are only noted)."""
+        params = {"ids": [ack.job_id for ack in acks], "attempts": [ack.attempt for ack in acks],
+                  "finish": [ack.finish for ack in acks], "consumer": consumer, "done": self.done_channel}
+        return Statement(self._ack, params, len)
 
     def end_unrecorded(self, job_id: uuid.UUID, attempt: int) -> Statement:
         """Note that a delivery's task ended with no state to store (Ignore, Reject), run
@@ -145,6 +160,11 @@ class TransportSQL:
 
     def fail(self, job_id: uuid.UUID, attempt: int, consumer: str, error: dict[str, Any]) -> Statement:
         return self._delivery(self._fail, job_id, attempt, consumer, error=serialization.dumps(error))
+
+    def release(self, consumer: str, ids: Sequence[uuid.UUID]) -> Statement:
+        """Put back rows ``consumer`` claimed ahead and never handed to Celery (its prefetch,
+        when it stops consuming or closes), giving back their attempt; answers how many."""
+        return Statement(self._release, {"consumer": consumer, "ids": list(ids), "pushed": self.pushed_channel}, len)
 
     def release_undelivered(self, consumer: str, delivered: list[uuid.UUID]) -> Statement:
         """Put back the rows ``consumer`` holds but has not been handed (``delivered``) nor

@@ -12,6 +12,9 @@
 -- celery.write names one store: sent again after a dropped connection, a store that had
 -- committed changes nothing and returns no row (so its canvas step and notification are
 -- not repeated). Answers the row's meta.canvas, for the canvas step it finishes.
+-- Without %(with_canvas)s (a store sent on its own, with no transaction around it: one
+-- round trip), a row that holds canvas bookkeeping is left as it is and answered with
+-- canvas_pending, so the caller stores it again in a transaction with its canvas step.
 WITH stored AS (
     INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, state, attempts, meta,
                              result, errors, completed_at, started_at, scheduled_at)
@@ -32,11 +35,16 @@ WITH stored AS (
         meta = j.meta || jsonb_build_object('celery',
             COALESCE(j.meta->'celery', '{{}}') || %(celery)s::jsonb)
     WHERE j.meta->'celery'->>'write' IS DISTINCT FROM %(celery)s::jsonb->>'write'
+      AND (%(with_canvas)s OR j.meta->'canvas' IS NULL)
     RETURNING id, state, meta->'canvas' AS canvas
 )
 SELECT id, CASE WHEN state IN ('succeeded', 'failed', 'cancelled', 'expired')
-                THEN pg_notify(%(done)s, id::text) END, canvas::text
-FROM stored;
+                THEN pg_notify(%(done)s, id::text) END, canvas::text, FALSE AS canvas_pending
+FROM stored
+UNION ALL
+SELECT id, NULL, NULL, TRUE FROM {jobs}
+WHERE id = %(id)s AND NOT %(with_canvas)s AND meta->'canvas' IS NOT NULL
+  AND meta->'celery'->>'write' IS DISTINCT FROM %(celery)s::jsonb->>'write';
 
 -- name: finish_ignored
 -- Finish the row of a task whose result Celery ignores (ignore_result): the worker

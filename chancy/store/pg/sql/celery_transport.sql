@@ -154,33 +154,41 @@ FROM (VALUES (1)) AS one LEFT JOIN stored s ON TRUE LEFT JOIN existing e ON TRUE
     LEFT JOIN (SELECT count(*) FROM parked) AS parked_count ON TRUE;
 
 -- name: ack
--- An ack finishes the row, unless its result is still to come through the Chancy result
--- backend (%(finish)s false): then the row stays running under the consumer, so a
--- consumer dying mid-task gets it recovered, until the backend writes the outcome — or
--- the task is known to have ended without one (`unrecorded_attempt` is this delivery's:
--- see end_unrecorded). An ack that comes once the result backend has finished the row
--- (acks_late; in Celery's event loop a solo pool acks after the task ran) leaves the
--- outcome as it is and only names the consumer, as an earlier ack does (`noted`: in the
--- same statement, so no second round trip; the two updates exclude each other).
-WITH acked AS (
-    UPDATE {jobs} SET
-        state = CASE WHEN %(finish)s OR meta->'celery'->'unrecorded_attempt' = to_jsonb(attempts)
-                     THEN 'succeeded' ELSE state END,
-        completed_at = CASE WHEN %(finish)s OR meta->'celery'->'unrecorded_attempt' = to_jsonb(attempts)
+-- Acknowledged deliveries, several at once (a consumer in Celery's event loop gathers the
+-- acks of a moment and sends them with its next claim): %(ids)s, %(attempts)s and
+-- %(finish)s side by side. An ack finishes the row, unless its result is still to come
+-- through the Chancy result backend (finish false): then the row stays running under the
+-- consumer, so a consumer dying mid-task gets it recovered, until the backend writes the
+-- outcome — or the task is known to have ended without one (`unrecorded_attempt` is this
+-- delivery's: see end_unrecorded). An ack that comes once the result backend has finished
+-- the row (acks_late; in Celery's event loop a solo pool acks after the task ran) leaves
+-- the outcome as it is and only names the consumer, as an earlier ack does (`noted`: in
+-- the same statement, so no second round trip; the two updates exclude each other). The
+-- rows are found by id = ANY(...), read through the key, then matched to their delivery.
+WITH delivery AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(finish)s::boolean[]) AS d(id, attempt, finish)
+), acked AS (
+    UPDATE {jobs} j SET
+        state = CASE WHEN d.finish OR j.meta->'celery'->'unrecorded_attempt' = to_jsonb(j.attempts)
+                     THEN 'succeeded' ELSE j.state END,
+        completed_at = CASE WHEN d.finish OR j.meta->'celery'->'unrecorded_attempt' = to_jsonb(j.attempts)
                             THEN now() END,
-        meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
-            || jsonb_build_object('acked_by', %(consumer)s::text, 'finished_by_ack', %(finish)s::boolean)
-            || CASE WHEN meta->'celery'->'unrecorded_attempt' = to_jsonb(attempts)
+        meta = j.meta || jsonb_build_object('celery', COALESCE(j.meta->'celery', '{{}}')
+            || jsonb_build_object('acked_by', %(consumer)s::text, 'finished_by_ack', d.finish)
+            || CASE WHEN j.meta->'celery'->'unrecorded_attempt' = to_jsonb(j.attempts)
                     THEN '{{"result_ignored": true}}'::jsonb ELSE '{{}}'::jsonb END)
-    WHERE id = %(id)s AND attempts = %(attempt)s AND state = 'running' AND taken_by = %(consumer)s
-    RETURNING id, state
+    FROM delivery d
+    WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempts = d.attempt
+      AND j.state = 'running' AND j.taken_by = %(consumer)s
+    RETURNING j.id, j.state
 ), noted AS (
-    UPDATE {jobs} SET
-        meta = meta || jsonb_build_object('celery', COALESCE(meta->'celery', '{{}}')
+    UPDATE {jobs} j SET
+        meta = j.meta || jsonb_build_object('celery', COALESCE(j.meta->'celery', '{{}}')
             || jsonb_build_object('acked_by', %(consumer)s::text))
-    WHERE id = %(id)s AND attempts = %(attempt)s AND state IN ('succeeded', 'failed', 'cancelled')
-      AND meta->'celery'->>'acked_by' IS NULL
-    RETURNING id
+    FROM delivery d
+    WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempts = d.attempt
+      AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.meta->'celery'->>'acked_by' IS NULL
+    RETURNING j.id
 )
 SELECT CASE WHEN state = 'succeeded' THEN pg_notify(%(done)s, id::text) END FROM acked;
 
@@ -231,6 +239,17 @@ WITH released AS (
         SELECT id FROM {jobs}
         WHERE state = 'running' AND taken_by = %(consumer)s AND id <> ALL(%(delivered)s::uuid[])
           AND meta->'celery'->>'acked_by' IS DISTINCT FROM %(consumer)s))
+    RETURNING queue
+)
+SELECT pg_notify(%(pushed)s, queue) FROM released;
+
+-- name: release
+-- Rows a consumer claimed ahead (its prefetch) and never handed to Celery, put back when
+-- it stops consuming their queue or closes: pending again, the claim's attempt given back.
+WITH released AS (
+    UPDATE {jobs} SET state = 'pending', attempts = GREATEST(attempts - 1, 0),
+        taken_by = NULL, started_at = NULL
+    WHERE id = ANY(%(ids)s::uuid[]) AND state = 'running' AND taken_by = %(consumer)s
     RETURNING queue
 )
 SELECT pg_notify(%(pushed)s, queue) FROM released;
