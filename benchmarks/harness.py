@@ -37,6 +37,8 @@ class Sizes:
     memory_settle: float  # seconds an idle worker runs before its memory is sampled
     peer_drain: int  # jobs per peer drain measurement
     celery_drain: int  # queued sync tasks per Celery-shaped drain (celery_peers.py)
+    scale_jobs: int = 20_000  # jobs per fleet drain (scale.py)
+    scale_workers: tuple[int, ...] = (1, 2, 4, 8)  # worker processes per fleet (scale.py)
 
 
 SIZES = {
@@ -49,12 +51,12 @@ SIZES = {
                    drain=(10_000,), process_drain=(2_000,),
                    latency_seconds=3.0, latency_rate=100.0, finished_rows=100_000,
                    scheduled_rows=10_000, memory_rows=100_000, memory_settle=3.0, peer_drain=5_000,
-                   celery_drain=4_000),
+                   celery_drain=4_000, scale_jobs=10_000),
     "smoke": Sizes("smoke", repeat=1, insert_loop=50, bulk=200, claim_one=100,
                    drain=(300,), process_drain=(50,),
                    latency_seconds=0.5, latency_rate=50.0, finished_rows=1_000,
                    scheduled_rows=200, memory_rows=1_000, memory_settle=0.5, peer_drain=100,
-                   celery_drain=50),
+                   celery_drain=50, scale_jobs=200, scale_workers=(1, 2)),
 }
 
 
