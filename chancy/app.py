@@ -9,6 +9,7 @@ from typing import Any, Callable, ParamSpec, Sequence, TypeVar, overload
 
 
 from chancy import execution, migrations
+from chancy.concurrency import KeyRule
 from chancy.errors import ConfigurationError
 from chancy.hooks import Hooks
 from chancy.job import Backoff, Job, JobRecord, Limit, Reference
@@ -146,12 +147,14 @@ class Chancy:
     @overload
     def task(self, func: Callable[P, R], *, name: str | None = None, queue: str = "default", priority: int = 0,
              max_attempts: int = 1, limits: Sequence[Limit] = (), backoff: Backoff | None = None,
-             rate_limit: RateLimitLike = None) -> Task[P, R]: ...
+             rate_limit: RateLimitLike = None, concurrency_key: KeyRule | None = None,
+             concurrency: int | None = None) -> Task[P, R]: ...
 
     @overload
     def task(self, func: None = None, *, name: str | None = None, queue: str = "default", priority: int = 0,
              max_attempts: int = 1, limits: Sequence[Limit] = (), backoff: Backoff | None = None,
-             rate_limit: RateLimitLike = None) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+             rate_limit: RateLimitLike = None, concurrency_key: KeyRule | None = None,
+             concurrency: int | None = None) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
         self,
@@ -164,14 +167,18 @@ class Chancy:
         limits: Sequence[Limit] = (),
         backoff: Backoff | None = None,
         rate_limit: RateLimitLike = None,
+        concurrency_key: KeyRule | None = None,
+        concurrency: int | None = None,
     ) -> Any:
         """Register a function as a task: ``@chancy.task`` or ``@chancy.task(queue=...)``;
-        ``rate_limit="10/m"`` caps its starts across all workers. The task keeps the
+        ``rate_limit="10/m"`` caps its starts across all workers, ``concurrency_key`` and
+        ``concurrency`` its running jobs per key (see :class:`Task`). The task keeps the
         function's parameter types: ``task.push(...)`` is checked like a call."""
 
         def decorate(f: Callable[..., Any]) -> Task:
             return Task(self, f, name=name, queue=queue, priority=priority,
-                        max_attempts=max_attempts, limits=limits, backoff=backoff, rate_limit=rate_limit)
+                        max_attempts=max_attempts, limits=limits, backoff=backoff, rate_limit=rate_limit,
+                        concurrency_key=concurrency_key, concurrency=concurrency)
 
         return decorate(func) if func is not None else decorate
 

@@ -233,6 +233,10 @@ class Job:
     backoff: Backoff | None = None
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     id: uuid.UUID | None = None
+    #: At most ``concurrency`` jobs of this queue with this key run at once, across the
+    #: cluster; the others wait, without using an attempt (see docs/scaling.md).
+    concurrency_key: str | None = None
+    concurrency: int | None = None
 
     def __init__(
         self,
@@ -249,7 +253,11 @@ class Job:
         backoff: Backoff | None = None,
         meta: Mapping[str, Any] | None = None,
         id: uuid.UUID | str | None = None,
+        concurrency_key: str | None = None,
+        concurrency: int | None = None,
     ) -> None:
+        if concurrency_key is not None or concurrency is not None:
+            concurrency = checked_concurrency(concurrency_key, concurrency)
         if not isinstance(max_attempts, int) or not 1 <= max_attempts <= INT4_MAX:
             raise ValueError(f"max_attempts must be an integer from 1 to {INT4_MAX}, got {max_attempts!r}")
         if not isinstance(priority, int):
@@ -278,6 +286,7 @@ class Job:
             max_attempts=max_attempts, scheduled_at=scheduled_at, expires_at=expires_at, unique_key=unique_key,
             limits=tuple(limits), backoff=backoff, meta=dict(meta or {}),
             id=id if id is None or type(id) is uuid.UUID else uuid.UUID(str(id)),
+            concurrency_key=concurrency_key, concurrency=concurrency,
         )
 
     def with_options(self, **changes: Any) -> "Job":
@@ -306,6 +315,21 @@ class Job:
 _JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job))
 
 
+def checked_concurrency(key: Any, concurrency: Any) -> int:
+    """The limit of a job with concurrency ``key`` (1 when not given), or a clear error
+    for a key that is not a storable string or a limit that is not a whole number from 1."""
+    if not isinstance(key, str):
+        raise TypeError(f"concurrency_key must be a string, got {type(key).__name__}"
+                        + (" (concurrency limits the running jobs of one key: give one)" if key is None else ""))
+    if "\x00" in key:
+        raise ValueError(f"The concurrency_key {key!r} contains a NUL character (\\x00), which Postgres cannot store")
+    if concurrency is None:
+        return 1
+    if type(concurrency) is not int or not 1 <= concurrency <= INT4_MAX:
+        raise ValueError(f"concurrency must be an integer from 1 to {INT4_MAX}, got {concurrency!r}")
+    return concurrency
+
+
 @dataclasses.dataclass(frozen=True)
 class JobRecord:
     """One stored job row, as read back from its queue."""
@@ -331,11 +355,13 @@ class JobRecord:
     meta: dict[str, Any]
     result: Any
     errors: list[dict[str, Any]]
+    concurrency_key: str | None = None
+    concurrency: int | None = None
 
     @classmethod
     def from_fields(cls, **fields: Any) -> "JobRecord":
         """A record from all of its fields, without the generated ``__init__``: a frozen
-        dataclass sets each of its 21 fields through ``object.__setattr__`` (~3 µs), a
+        dataclass sets each of its 23 fields through ``object.__setattr__`` (~3 µs), a
         tenth of a worker's CPU per no-op job. Only for the row mapping, which names every
         field (a test compares it with the generated ``__init__``)."""
         record = object.__new__(cls)

@@ -71,6 +71,8 @@ IDENTIFIERS = (
     "celery_chords",
     "celery_chords_fired",
     "celery_chord_parts",
+    "jobs_keyed_running",
+    "jobs_keyed_waiting",
 )
 
 #: The states of a job not yet finished.

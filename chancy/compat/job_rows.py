@@ -17,6 +17,7 @@ import chancy.compat.message_options as message_options
 import chancy.compat.payload as payload
 import chancy.compat.routes as routes
 from chancy.compat.canvas import Node, Signature, as_signature
+from chancy.compat.concurrency_option import concurrency_options
 from chancy.compat.exceptions import QueueNotFound
 from chancy.compat.local import current_task_and_request
 from chancy.compat.protocol import compat_priority, job_id_for
@@ -71,6 +72,7 @@ def job_for(app: "Celery", sig: Signature, parked_at: datetime | None = None) ->
     task = app.tasks.get(name)
     if task is not None and parked_at is None:
         task.check_arguments(args, kwargs)
+    concurrency = concurrency_options(task, args, kwargs)
     opts = sig.options
     routers = _routers(app, conf["task_routes"])
     route: dict[str, Any] = {}
@@ -152,7 +154,7 @@ def job_for(app: "Celery", sig: Signature, parked_at: datetime | None = None) ->
         max_attempts=(max_retries + 1 if max_retries is not None else 2**31 - 1) if acks_late else 1,
         scheduled_at=scheduled_at, expires_at=expires_at,
         limits=[Limit(Limit.Type.TIME, hard)] if hard else [],
-        meta={"celery": celery}, id=job_id,
+        meta={"celery": celery}, id=job_id, **concurrency,
     )
 
 

@@ -7,6 +7,7 @@ suite (tests/store/test_contract.py) runs the same tests on both and names each 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import heapq
@@ -204,6 +205,7 @@ class MemoryQueue(QueuePlugin):
             expires_at=job.expires_at, created_at=now, started_at=None, completed_at=None,
             taken_by=None, unique_key=job.unique_key, limits=job.limits, backoff=job.backoff,
             meta=serialization.loads(serialization.dumps_meta(job.func, job.meta)), result=None, errors=[],
+            concurrency_key=job.concurrency_key, concurrency=job.concurrency,
         )
 
     def _live_holder(self, unique_key: str | None) -> uuid.UUID | None:
@@ -322,16 +324,47 @@ class MemoryQueue(QueuePlugin):
                     self._announce_done(record.id)
                 else:
                     live.append(record)
-            ready = heapq.nsmallest(limit, (r for r in live if r.state is JobState.PENDING), key=_best)
-            due = heapq.nsmallest(limit, (r for r in live if r.state is not JobState.PENDING),
-                                  key=lambda r: (r.scheduled_at, r.id))
             claimed = [dataclasses.replace(record, state=JobState.RUNNING, attempts=record.attempts + 1,
                                            started_at=now, taken_by=worker_id)
-                       for record in heapq.nsmallest(limit, ready + due, key=_best)]
+                       for record in self._choose(live, limit)]
             self._rows.update((record.id, record) for record in claimed)
             if settings is not None:
                 settings.started(now, len(claimed))
         return claimed
+
+    def _choose(self, live: list[JobRecord], limit: int) -> list[JobRecord]:
+        """The Postgres claims' choice among runnable jobs: the best ``limit`` pending and
+        the ``limit`` due the earliest (each kind as its own index reads them), the best of
+        those first; a job with a concurrency key only while fewer than its limit of its
+        key run in this queue (jobs of a full key are passed over, not waited for), and as
+        the keyed claim does, chosen again for the places a crowded key left; the caller
+        holds the lock."""
+        running = collections.Counter(r.concurrency_key for r in self._rows.values()
+                                      if r.state is JobState.RUNNING and r.concurrency_key is not None)
+
+        def free(record: JobRecord) -> bool:
+            return record.concurrency_key is None or running[record.concurrency_key] < (record.concurrency or 1)
+
+        chosen: list[JobRecord] = []
+        while len(chosen) < limit:
+            wanted = limit - len(chosen)
+            open_ = [r for r in live if free(r)]
+            ready = heapq.nsmallest(wanted, (r for r in open_ if r.state is JobState.PENDING), key=_best)
+            due = heapq.nsmallest(wanted, (r for r in open_ if r.state is not JobState.PENDING),
+                                  key=lambda r: (r.scheduled_at, r.id))
+            crowded = False
+            for record in heapq.nsmallest(wanted, ready + due, key=_best):
+                if not free(record):
+                    crowded = True
+                    continue
+                chosen.append(record)
+                if record.concurrency_key is not None:
+                    running[record.concurrency_key] += 1
+            if not crowded:
+                return chosen
+            taken = {r.id for r in chosen}
+            live = [r for r in live if r.id not in taken]
+        return chosen
 
     async def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, RateLimit]) -> Verdict:
         """Counted in this process, across the app's in-memory queues (see

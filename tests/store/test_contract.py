@@ -14,6 +14,10 @@ statement name), each pair proven to agree by the tests named:
 - claim: runnable rows (pending; scheduled or retrying once due), best priority then
   oldest, expiry at claim (``claim``, ``write_back_and_claim`` / ``MemoryQueue.claim``):
   ``test_claim_*``, ``test_expired_*``, ``test_write_back_and_claim_*``.
+- per-key concurrency: a job of a key starts only while fewer than its limit of its
+  queue's jobs of that key run; jobs of a full key are passed over (no attempt used),
+  never waited for (``claim`` leaves keyed rows to ``claim_keyed`` / ``MemoryQueue._choose``):
+  ``test_keyed_*``.
 - write-back: the guard (running, held by the writer, the attempt named) and the fields an
   outcome sets (``write_back`` / ``MemoryQueue.write_back``): ``test_write_back_*``.
 - cancel and requeue: which states they take, through any queue (``cancel``, ``requeue``,
@@ -419,6 +423,111 @@ async def test_claim_starts_only_the_best_start_of_its_jobs(pg_store: Subject) -
     await queue.push([job(i) for i in range(4)])
     assert [r.started_at is None for r in await queue.claim(WORKER, 2, start=0)] == [True, True]
     assert [r.started_at is None for r in await queue.claim(WORKER, 2, start=None)] == [False, False]
+
+
+# --- per-key concurrency ---------------------------------------------------------------------------
+def keyed(i: int, key: str, concurrency: int = 1, **options: object) -> Job:
+    return job(i, concurrency_key=key, concurrency=concurrency, **options)
+
+
+async def test_keyed_push_stores_the_key_and_its_limit(store: Subject) -> None:
+    one, two, plain = await store.queue.push([keyed(1, "cust-1"), keyed(2, "cust-2", 3), job(3)])
+    assert [((r := await record(store.queue, i)).concurrency_key, r.concurrency) for i in (one, two, plain)] == [
+        ("cust-1", 1), ("cust-2", 3), (None, None)]
+
+
+async def test_keyed_claim_takes_one_place_per_key_and_passes_busy_keys_over(store: Subject) -> None:
+    """A busy key's backlog ahead blocks neither other keys nor unkeyed jobs, and a claim
+    of ``limit`` returns that many while that many are claimable (a short claim makes a
+    worker sleep its polling interval)."""
+    busy = await store.queue.push([keyed(i, "busy", priority=9) for i in range(20)])
+    assert [r.id for r in await store.queue.claim(WORKER, 1)] == busy[:1]
+    others = await store.queue.push([keyed(100 + i, f"k{i}") for i in range(5)] + [job(200), job(201)])
+    claimed = await store.queue.claim(WORKER, 7)
+    assert [r.id for r in claimed] == others
+    assert await store.queue.claim(WORKER, 7) == []
+    assert {((r := await record(store.queue, i)).state, r.attempts) for i in busy[1:]} == {(JobState.PENDING, 0)}
+
+
+async def test_keyed_claim_fills_its_places_past_a_crowded_key(store: Subject) -> None:
+    """A free key's many jobs ahead take one place each of their limit, the rest of the
+    claim goes to the jobs behind them."""
+    crowded = await store.queue.push([keyed(i, "crowded", 2, priority=5) for i in range(10)])
+    behind = await store.queue.push([keyed(100 + i, f"k{i}") for i in range(4)])
+    claimed = await store.queue.claim(WORKER, 6)
+    assert [r.id for r in claimed] == crowded[:2] + behind
+
+
+async def test_keyed_limit_counts_every_worker_and_frees_a_place_per_finished_job(store: Subject) -> None:
+    await store.queue.push([keyed(i, "k", 2) for i in range(6)])
+    first = await store.queue.claim("worker-a", 1)
+    second = await store.queue.claim("worker-b", 5)
+    assert len(first) == len(second) == 1
+    assert await store.queue.claim("worker-c", 5) == []
+    await store.queue.write_back("worker-a", [outcome(first[0], JobState.SUCCEEDED)])
+    assert [r.args for r in await store.queue.claim("worker-c", 5)] == [(2,)]
+    await store.queue.write_back("worker-b", [outcome(second[0], JobState.FAILED, error=failure())])
+    assert [r.args for r in await store.queue.write_back_and_claim("worker-c", [], 5)] == [(3,)]
+
+
+async def test_keyed_cancel_and_retry_free_their_place(store: Subject) -> None:
+    await store.queue.push([keyed(1, "k", max_attempts=2), keyed(2, "k")])
+    running = await claim_one(store.queue)
+    assert await store.queue.claim(WORKER, 5) == []
+    await store.queue.write_back(WORKER, [outcome(running, JobState.RETRYING, delay=3600)])
+    second = await claim_one(store.queue)
+    assert second.args == (2,)
+    assert await store.queue.cancel(second.id)
+    await store.queue.push([keyed(3, "k")])
+    assert [r.args for r in await store.queue.claim(WORKER, 5)] == [(3,)]
+
+
+async def test_keyed_write_back_and_claim_frees_then_takes_the_place(store: Subject) -> None:
+    await store.queue.push([keyed(1, "k"), keyed(2, "k")])
+    first = await claim_one(store.queue)
+    assert await store.queue.write_back_and_claim(WORKER, [], 5) == []
+    again = await store.queue.write_back_and_claim(WORKER, [outcome(first, JobState.SUCCEEDED)], 5)
+    assert [r.args for r in again] == [(2,)]
+    assert (await record(store.queue, first.id)).state is JobState.SUCCEEDED
+
+
+async def test_keyed_limit_is_per_queue(store: Subject) -> None:
+    await store.queue.push([keyed(1, "k"), keyed(2, "k")])
+    await store.other.push([keyed(3, "k", queue="other")])
+    assert [r.args for r in await store.queue.claim(WORKER, 5)] == [(1,)]
+    assert [r.args for r in await store.other.claim(WORKER, 5)] == [(3,)]
+
+
+async def test_keyed_due_jobs_obey_the_limit(store: Subject) -> None:
+    await store.queue.push([keyed(1, "k"), keyed(2, "k", scheduled_at=now() - timedelta(seconds=1))])
+    assert len(await store.queue.claim(WORKER, 5)) == 1
+    assert await store.queue.claim(WORKER, 5) == []
+
+
+async def test_keyed_expired_jobs_finish_and_take_no_place(store: Subject) -> None:
+    gone = await store.queue.push([keyed(i, "k", priority=9, expires_at=now() - timedelta(seconds=1)) for i in range(3)])
+    live = await store.queue.push([keyed(10, "k"), keyed(11, "k"), keyed(12, "j")])
+    assert [r.id for r in await store.queue.claim(WORKER, 5)] == [live[0], live[2]]
+    assert {(await record(store.queue, i)).state for i in gone} == {JobState.EXPIRED}
+
+
+async def test_keyed_prefetching_claim_starts_only_the_best_start(pg_store: Subject) -> None:
+    """Postgres only (the in-memory store starts every job it claims)."""
+    await pg_store.queue.push([keyed(i, f"k{i}", priority=-i) for i in range(3)] + [keyed(9, "k0")])
+    claimed = await pg_store.queue.claim(WORKER, 4, start=1)
+    assert [r.args for r in claimed] == [(0,), (1,), (2,)]
+    assert [r.started_at is not None for r in claimed] == [True, False, False]
+
+
+async def test_keyed_claims_at_the_same_instant_never_share_a_place(pg_store: Subject) -> None:
+    """Postgres only (memory claims run under one lock): many claims of one queue at
+    once, on separate connections, start at most one job of a key with limit 1."""
+    queue = pg_store.queue
+    for round_ in range(5):
+        await queue.push([keyed(i, f"r{round_}-k{i % 3}") for i in range(30)])
+        results = await asyncio.gather(*(queue.claim(f"worker-{n}", 10) for n in range(8)))
+        keys = sorted(r.concurrency_key for claimed in results for r in claimed)
+        assert keys == [f"r{round_}-k{k}" for k in range(3)]
 
 
 # --- writing back ----------------------------------------------------------------------------------

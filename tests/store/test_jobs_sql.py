@@ -28,12 +28,33 @@ def _ctes(name: str, final_select: str) -> str:
     return code[len("WITH "):-len(final_select)].strip()
 
 
+#: What each claim's rows say besides the job: whether keyed jobs wait in the queue
+#: (the keyed_waiting statement, as a column).
+KEYED = f"({_code('keyed_waiting')}) AS keyed"
+
+
 def test_write_back_and_claim_is_the_write_back_then_the_claim():
     write_back = _ctes("write_back", "SELECT id FROM updated WHERE (SELECT count(*) FROM announced) >= 0")
-    claim = _ctes("claim", "SELECT * FROM claimed ORDER BY priority DESC, id")
-    both = _ctes("write_back_and_claim",
-                 "SELECT * FROM claimed WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id")
+    claim = _ctes("claim", f"SELECT *, {KEYED} FROM claimed ORDER BY priority DESC, id")
+    both = _ctes("write_back_and_claim", f"SELECT *, {KEYED} FROM claimed "
+                 "WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id")
     assert both == f"{write_back}, {claim}"
+
+
+def _cte(ctes: str, name: str, following: str) -> str:
+    return ctes[ctes.index(f"{name} AS ("):ctes.index(f"), {following} AS (")]
+
+
+def test_the_keyed_claim_shares_the_plain_claims_settings_start_and_rate_count():
+    """Only its choice differs: unkeyed rows and rows of keys with places, then places."""
+    plain = _ctes("claim", f"SELECT *, {KEYED} FROM claimed ORDER BY priority DESC, id")
+    keyed = _ctes("claim_keyed", "SELECT *, EXISTS (SELECT 1 FROM fitting WHERE NOT fits) AS crowded "
+                  "FROM claimed ORDER BY priority DESC, id")
+    assert keyed[:keyed.index("), ready AS (")] == plain[:plain.index("), ready AS (")]
+    assert _cte(keyed, "claimed", "counted") == _cte(plain, "claimed", "counted")
+    assert keyed[keyed.index("counted AS ("):] == plain[plain.index("counted AS ("):]
+    ready, due = _cte(plain, "ready", "due"), _cte(plain, "due", "chosen")
+    assert ready.count("concurrency_key IS NULL") == due.count("concurrency_key IS NULL") == 1
 
 
 def test_statements_returning_jobs_list_the_record_columns_in_order():
@@ -41,7 +62,7 @@ def test_statements_returning_jobs_list_the_record_columns_in_order():
     for name in ("get", "get_many"):
         assert _code(name).replace(" ", "").startswith(f"SELECT{columns}FROM"), name
     qualified = ",".join(f"j.{column}" for column in columns.split(","))
-    for name in ("claim", "write_back_and_claim"):
+    for name in ("claim", "write_back_and_claim", "claim_keyed"):
         assert f"RETURNING{qualified})" in _code(name).replace(" ", ""), name
 
 

@@ -18,7 +18,7 @@ from chancy import serialization
 from chancy.job import (Backoff, Job, JobRecord, JobState, Limit, UndecodableRecord, is_argument_list,
                         new_job_ids)
 from chancy.migrations import Names
-from chancy.store.pg.statements import SqlFile, Statement, Steps, ready
+from chancy.store.pg.statements import Atomic, SqlFile, Statement, Steps, ready
 
 if TYPE_CHECKING:
     from chancy.queue import Transition
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 RECORD_COLUMNS = (
     "id, queue, func, args::text, kwargs::text, priority, state, attempts, max_attempts, "
     "scheduled_at, expires_at, created_at, started_at, completed_at, taken_by, unique_key, "
-    "limits::text, backoff::text, meta::text, result::text, errors::text"
+    "limits::text, backoff::text, meta::text, result::text, errors::text, concurrency_key, concurrency"
 )
 
 
@@ -72,6 +72,8 @@ def _decoded_record(row: Sequence[Any]) -> JobRecord:
         meta=loads(row[18]),
         result=loads(row[19]) if row[19] is not None else None,
         errors=loads(row[20]),
+        concurrency_key=row[21],
+        concurrency=row[22],
     )
 
 
@@ -83,7 +85,7 @@ def _undecodable_record(row: Sequence[Any], exc: Exception) -> UndecodableRecord
     except Exception:  # noqa: BLE001
         errors = []
     errors_text = row[20] if isinstance(errors, list) else "[]"
-    readable = _decoded_record((*row[:3], "[]", "{}", *row[5:16], "[]", None, "{}", None, errors_text))
+    readable = _decoded_record((*row[:3], "[]", "{}", *row[5:16], "[]", None, "{}", None, errors_text, *row[21:23]))
     record = cast(UndecodableRecord, UndecodableRecord.from_fields(**readable.__dict__))
     record.__dict__["problem"] = f"{type(exc).__name__}: {exc}"
     return record
@@ -106,7 +108,8 @@ PUSHED = (
     ("args", "jsonb", "[]"), ("kwargs", "jsonb", "{}"), ("priority", "int", 0),
     ("max_attempts", "int", 1), ("scheduled_at", "timestamptz", None),
     ("expires_at", "timestamptz", None), ("unique_key", "text", None), ("limits", "jsonb", "[]"),
-    ("backoff", "jsonb", None), ("meta", "jsonb", "{}"),
+    ("backoff", "jsonb", None), ("meta", "jsonb", "{}"), ("concurrency_key", "text", None),
+    ("concurrency", "int", None),
 )
 _ALWAYS = 3
 _OPTIONAL = tuple(range(_ALWAYS, len(PUSHED)))
@@ -221,6 +224,9 @@ class JobSQL:
         self._inserts: dict[tuple[tuple[int, ...], bool], bytes] = {}  # composed on first use
         self._one_inserts: dict[tuple[int, ...], OneInsert] = {}
         self._copies: dict[tuple[int, ...], bytes] = {}
+        #: Queues last seen with keyed jobs waiting: their claims take the keyed path.
+        self.keyed_queues: set[str] = set()
+        self._keyed_locks: dict[str, int] = {}
 
     # --- statement builders ----------------------------------------------------------
     def insert(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
@@ -319,9 +325,26 @@ class JobSQL:
         not started (``started_at`` NULL) until the worker marks them or writes their outcome."""
         params = {"queue": queue, "worker": worker_id, "limit": limit, "start": start}
         if not finished:
-            return Statement(self.statements["claim"], params, _records)
+            return Statement(self.statements["claim"], params, _plain_claim)
         params |= self.write_back(worker_id, finished).params
-        return Statement(self.statements["write_back_and_claim"], params, _records)
+        return Statement(self.statements["write_back_and_claim"], params, _plain_claim)
+
+    def claim_keyed(self, queue: str, worker_id: str, limit: int, finished: Sequence[Transition] = (),
+                    start: int | None = None) -> Atomic:
+        """The keyed claim (see ``claim_keyed`` in ``sql/jobs.sql``): in one transaction and
+        one round trip, the ``finished`` outcomes, the queue's keyed-claim lock, the claim
+        and whether keyed jobs still wait. Sent ``[..., (records, crowded), keyed]``."""
+        lock = self._keyed_locks.get(queue)
+        if lock is None:
+            lock = self._keyed_locks[queue] = self.names.advisory_key(f"concurrency:{queue}")
+        params = {"queue": queue, "worker": worker_id, "limit": limit, "start": start}
+        steps = [Statement(self.statements["claim_keyed_lock"], {"lock": lock}),
+                 Statement(self.statements["claim_keyed"], params, _keyed_claim),
+                 self.keyed_waiting(queue)]
+        return Atomic((self.write_back(worker_id, finished), *steps) if finished else tuple(steps))
+
+    def keyed_waiting(self, queue: str) -> Statement:
+        return Statement(self.statements["keyed_waiting"], {"queue": queue}, lambda rows: bool(rows[0][0]))
 
     def notify_done(self, ids: Sequence[uuid.UUID]) -> Statement:
         return Statement(self.statements["notify_done"], {"ids": list(ids), "channel": self.done_channel})
@@ -367,6 +390,20 @@ def finished_ids(payload: str) -> list[str]:
     return payload.split(",")
 
 
+#: Where a claim's rows carry their flag, after the record columns.
+_FLAG = RECORD_COLUMNS.count(",") + 1
+
+
+def _plain_claim(rows: list[tuple]) -> tuple[list[JobRecord], bool | None]:
+    """The claimed jobs, and whether keyed jobs wait in the queue (None: no row to say)."""
+    return _records(rows), rows[0][_FLAG] if rows else None
+
+
+def _keyed_claim(rows: list[tuple]) -> tuple[list[JobRecord], bool]:
+    """The claimed jobs, and whether a candidate of a free key was left for want of places."""
+    return _records(rows), bool(rows) and rows[0][_FLAG]
+
+
 def _inserted_ids(rows: list[tuple]) -> set[uuid.UUID]:
     return {row[0] for row in rows}
 
@@ -380,6 +417,7 @@ def _pushed_values(job_id: uuid.UUID | None, job: Job) -> tuple:
         serialization.dumps([lim.to_dict() for lim in job.limits]) if job.limits else "[]",
         serialization.dumps(job.backoff.to_dict()) if job.backoff else None,
         serialization.dumps_meta(job.func, job.meta) if job.meta else "{}",
+        job.concurrency_key, job.concurrency,
     )
 
 
@@ -461,21 +499,34 @@ def push_calls_steps(statements: JobSQL, template: Job, calls: Sequence[Sequence
 def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int,
                 finished: Sequence[Transition] = (), start: int | None = None) -> Steps:
     """Claim (writing ``finished`` outcomes without follow-ups in the same statement).
-    Expired rows the claim finishes take places of its LIMIT, so while it finished some,
-    it claims again for the places they took: a short claim means a drained queue to the
-    worker, which then waits its polling interval (each expired job ahead of live ones
-    cost up to that)."""
-    records: list[JobRecord] = yield statements.claim(queue, worker_id, limit, finished, start)
+    A short claim means a drained queue to the worker, which then waits its polling
+    interval, so it claims again for the places left while its claim came short with
+    claimable jobs left: expired rows it finished (they take places of its LIMIT), jobs of
+    a free key it had no places for (crowded), or keyed jobs that the plain claim leaves
+    to the keyed one. A queue's claims take the keyed path while it has keyed jobs waiting
+    (what every claim reports), the plain one (today's statement, untouched) otherwise."""
     claimed: list[JobRecord] = []
     while True:
+        wanted = limit - len(claimed)
+        keyed_path = queue in statements.keyed_queues
+        crowded = False
+        if keyed_path:
+            *_, (records, crowded), keyed = yield statements.claim_keyed(queue, worker_id, wanted, finished, start)
+        else:
+            records, keyed = yield statements.claim(queue, worker_id, wanted, finished, start)
+            if keyed is None:
+                keyed = yield statements.keyed_waiting(queue)
+        finished = ()
+        (statements.keyed_queues.add if keyed else statements.keyed_queues.discard)(queue)
         claimed += [r for r in records if r.state is JobState.RUNNING]
         expired = [r.id for r in records if r.state is JobState.EXPIRED]
-        if not expired:
-            return claimed
-        yield statements.notify_done(expired)
+        if expired:
+            yield statements.notify_done(expired)
         if start is not None:
             start = max(0, start - sum(r.state is JobState.RUNNING and r.started_at is not None for r in records))
-        records = yield statements.claim(queue, worker_id, limit - len(claimed), (), start)
+        short = len(records) - len(expired) < wanted
+        if len(claimed) >= limit or not (expired or crowded or (short and keyed and not keyed_path)):
+            return claimed
 
 
 def write_back_steps(statements: JobSQL, worker_id: str, transitions: Sequence[Transition]) -> Steps:

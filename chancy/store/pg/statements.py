@@ -40,9 +40,17 @@ class Statement:
     copy_data: Iterable[str] | None = None  # text-format data of a ``COPY … FROM STDIN``, in chunks
 
 
+@dataclasses.dataclass(frozen=True)
+class Atomic:
+    """Statements run in one transaction (a savepoint inside the caller's) and sent in one
+    pipeline: one round trip. A step yielding it is sent the list of their mapped rows."""
+
+    statements: tuple[Statement, ...]
+
+
 #: An operation: a generator that yields statements, is sent each one's mapped rows,
 #: and returns its result. Written once, driven by either driver below.
-Steps = Generator[Statement, Any, Any]
+Steps = Generator[Statement | Atomic, Any, Any]
 
 
 def _has_rows(cur: Any) -> bool:
@@ -56,6 +64,12 @@ def drive_sync(conn: Any, steps: Steps) -> Any:
     try:
         statement = next(steps)
         while True:
+            if isinstance(statement, Atomic):
+                with conn.pipeline(), conn.transaction():
+                    cursors = [conn.cursor().execute(s.query, s.params) for s in statement.statements]
+                statement = steps.send([s.mapper(cur.fetchall() if _has_rows(cur) else [])
+                                        for s, cur in zip(statement.statements, cursors, strict=True)])
+                continue
             if statement.copy_data is not None:
                 with conn.cursor() as cur, cur.copy(statement.query) as copy:
                     for chunk in statement.copy_data:
@@ -72,6 +86,12 @@ async def drive_async(conn: Any, steps: Steps) -> Any:
     try:
         statement = next(steps)
         while True:
+            if isinstance(statement, Atomic):
+                async with conn.pipeline(), conn.transaction():
+                    cursors = [await conn.cursor().execute(s.query, s.params) for s in statement.statements]
+                statement = steps.send([s.mapper(await cur.fetchall() if _has_rows(cur) else [])
+                                        for s, cur in zip(statement.statements, cursors, strict=True)])
+                continue
             if statement.copy_data is not None:
                 async with conn.cursor() as cur, cur.copy(statement.query) as copy:
                     for chunk in statement.copy_data:

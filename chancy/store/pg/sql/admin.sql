@@ -87,7 +87,7 @@ SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%(table)s)
 -- The newest selected jobs, "limit" at most.
 SELECT id, queue, func, args::text, kwargs::text, priority, state, attempts, max_attempts,
        scheduled_at, expires_at, created_at, started_at, completed_at, taken_by, unique_key,
-       limits::text, backoff::text, meta::text, result::text, errors::text
+       limits::text, backoff::text, meta::text, result::text, errors::text, concurrency_key, concurrency
 FROM {jobs}
 WHERE
   -- selection
@@ -109,7 +109,7 @@ LIMIT %(limit)s
 -- through the index on taken_by, by worker then start.
 SELECT id, queue, func, args::text, kwargs::text, priority, state, attempts, max_attempts,
        scheduled_at, expires_at, created_at, started_at, completed_at, taken_by, unique_key,
-       limits::text, backoff::text, meta::text, result::text, errors::text
+       limits::text, backoff::text, meta::text, result::text, errors::text, concurrency_key, concurrency
 FROM {jobs}
 WHERE state = 'running'
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
@@ -122,7 +122,7 @@ ORDER BY taken_by, started_at, id
 -- soonest first.
 SELECT id, queue, func, args::text, kwargs::text, priority, state, attempts, max_attempts,
        scheduled_at, expires_at, created_at, started_at, completed_at, taken_by, unique_key,
-       limits::text, backoff::text, meta::text, result::text, errors::text
+       limits::text, backoff::text, meta::text, result::text, errors::text, concurrency_key, concurrency
 FROM {jobs}
 WHERE state IN ('scheduled', 'retrying') AND scheduled_at > now()
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))

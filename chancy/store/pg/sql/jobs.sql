@@ -14,13 +14,13 @@
 -- name: get
 SELECT id, queue, func, args::text, kwargs::text, priority, state, attempts, max_attempts,
        scheduled_at, expires_at, created_at, started_at, completed_at, taken_by, unique_key,
-       limits::text, backoff::text, meta::text, result::text, errors::text
+       limits::text, backoff::text, meta::text, result::text, errors::text, concurrency_key, concurrency
 FROM {jobs} WHERE id = %(id)s
 
 -- name: get_many
 SELECT id, queue, func, args::text, kwargs::text, priority, state, attempts, max_attempts,
        scheduled_at, expires_at, created_at, started_at, completed_at, taken_by, unique_key,
-       limits::text, backoff::text, meta::text, result::text, errors::text
+       limits::text, backoff::text, meta::text, result::text, errors::text, concurrency_key, concurrency
 FROM {jobs} WHERE id = ANY(%(ids)s)
 
 -- name: states
@@ -105,7 +105,9 @@ COPY {jobs} ({columns}) FROM STDIN
 -- (NULL: all) of the rows not expired get started_at; the others are prefetched. Expired
 -- rows finish instead (they take places of the LIMIT: the caller claims again for them).
 -- Returned best first, as chosen (an UPDATE's RETURNING has no order of its own), so the
--- started ones come first.
+-- started ones come first. Jobs with a concurrency key are left to the keyed claim below;
+-- each row says whether the queue has such jobs waiting (keyed: an initplan, one probe of
+-- an index empty on queues without keys), which sends the next claims there.
 WITH settings AS (
     SELECT paused_until > now() AS paused FROM {queues} WHERE name = %(queue)s
 ), limiter AS (
@@ -123,14 +125,14 @@ WITH settings AS (
     END AS n
 ), ready AS (
     SELECT id, priority, expires_at FROM {jobs}
-    WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
+    WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key IS NULL AND (SELECT n FROM budget) > 0
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), due AS (
     SELECT id, priority, expires_at FROM {jobs}
     WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
-      AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
+      AND scheduled_at <= now() AND concurrency_key IS NULL AND (SELECT n FROM budget) > 0
     ORDER BY scheduled_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -152,7 +154,7 @@ WITH settings AS (
     RETURNING j.id, j.queue, j.func, j.args::text, j.kwargs::text, j.priority, j.state, j.attempts,
               j.max_attempts, j.scheduled_at, j.expires_at, j.created_at, j.started_at, j.completed_at,
               j.taken_by, j.unique_key, j.limits::text, j.backoff::text, j.meta::text, j.result::text,
-              j.errors::text
+              j.errors::text, j.concurrency_key, j.concurrency
 ), counted AS (
     UPDATE {queues} q SET rate_starts = (
         SELECT coalesce(array_agg(s ORDER BY s DESC), '{{}}') FROM (
@@ -164,7 +166,9 @@ WITH settings AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT * FROM claimed ORDER BY priority DESC, id
+SELECT *, (SELECT EXISTS (SELECT 1 FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
+                      AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now())) AS keyed
+FROM claimed ORDER BY priority DESC, id
 
 -- name: write_back
 -- Outcomes of one worker, many jobs per statement. The guard (still running, still ours,
@@ -252,14 +256,14 @@ WITH input AS (
     END AS n
 ), ready AS (
     SELECT id, priority, expires_at FROM {jobs}
-    WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
+    WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key IS NULL AND (SELECT n FROM budget) > 0
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), due AS (
     SELECT id, priority, expires_at FROM {jobs}
     WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
-      AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
+      AND scheduled_at <= now() AND concurrency_key IS NULL AND (SELECT n FROM budget) > 0
     ORDER BY scheduled_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -281,7 +285,7 @@ WITH input AS (
     RETURNING j.id, j.queue, j.func, j.args::text, j.kwargs::text, j.priority, j.state, j.attempts,
               j.max_attempts, j.scheduled_at, j.expires_at, j.created_at, j.started_at, j.completed_at,
               j.taken_by, j.unique_key, j.limits::text, j.backoff::text, j.meta::text, j.result::text,
-              j.errors::text
+              j.errors::text, j.concurrency_key, j.concurrency
 ), counted AS (
     UPDATE {queues} q SET rate_starts = (
         SELECT coalesce(array_agg(s ORDER BY s DESC), '{{}}') FROM (
@@ -293,7 +297,124 @@ WITH input AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT * FROM claimed WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id
+SELECT *, (SELECT EXISTS (SELECT 1 FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
+                      AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now())) AS keyed
+FROM claimed WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id
+
+-- The keyed claim: what a queue's claims run while it has jobs with a concurrency key
+-- waiting (claim_steps in jobs.py). A job of key K (in queue Q) starts only while fewer
+-- than its limit of Q's K jobs are running, counted across every worker; jobs of a full
+-- key are skipped, not waited for, so they block neither other keys nor unkeyed jobs.
+-- It runs as one transaction of claim_keyed_lock then claim_keyed (then keyed_waiting),
+-- sent in one pipeline (one round trip).
+--
+-- Why no key ever has more than its limit running (READ COMMITTED):
+-- 1. Only claim_keyed moves a keyed job to running: the plain claims above take only rows
+--    without a key (the key of a row never changes after its insert), and no other
+--    statement of the store sets state = 'running'.
+-- 2. claim_keyed runs only after claim_keyed_lock, a transaction-level advisory lock of
+--    its queue, in the same transaction; so the keyed claims of one queue run one at a
+--    time, each holding the lock until its commit.
+-- 3. Each statement of a READ COMMITTED transaction takes its snapshot when it starts;
+--    claim_keyed's starts after the lock is granted, so after the previous holder
+--    committed: it sees every keyed job that claim ever made running.
+-- 4. Jobs leave running (outcome, cancel, recovery, release, rate-gate hand-back) at any
+--    time; one that left after the snapshot is still counted: the count can only be
+--    high (a place found a claim later), never low.
+-- So the count a candidate is checked against is at least the running jobs of its key at
+-- commit, other than those this claim adds; the places it adds are counted by `place`
+-- (the candidate's rank among this claim's candidates of its key), and a candidate is
+-- taken only if running + place <= its limit. Counting is read through the partial index
+-- of running keyed jobs: no counter row to keep in step with every way out of running.
+-- A candidate of a free key beyond its places is dropped (crowded: the claim may come
+-- short while claimable jobs remain), and claim_steps claims again for the places left.
+
+-- name: claim_keyed_lock
+SELECT pg_advisory_xact_lock(%(lock)s)
+
+-- name: claim_keyed
+WITH settings AS (
+    SELECT paused_until > now() AS paused FROM {queues} WHERE name = %(queue)s
+), limiter AS (
+    SELECT name, rate_limit, rate_period, rate_starts FROM {queues}
+    WHERE name = %(queue)s AND rate_limit IS NOT NULL
+    FOR UPDATE
+), budget AS (
+    SELECT CASE
+        WHEN coalesce((SELECT paused FROM settings), false) THEN 0
+        WHEN NOT EXISTS (SELECT 1 FROM limiter) THEN %(limit)s
+        ELSE (SELECT greatest(0, least(%(limit)s, l.rate_limit - (
+                  SELECT count(*) FROM unnest(l.rate_starts) s
+                  WHERE s > now() - make_interval(secs => l.rate_period))))
+              FROM limiter l)
+    END AS n
+), ready AS (
+    SELECT id, priority, expires_at, concurrency_key, concurrency FROM {jobs} j
+    WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
+      AND (concurrency_key IS NULL OR (
+          SELECT count(*) FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = j.concurrency_key
+            AND r.state = 'running' AND r.concurrency_key IS NOT NULL) < j.concurrency)
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id, priority, expires_at, concurrency_key, concurrency FROM {jobs} j
+    WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
+      AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
+      AND (concurrency_key IS NULL OR (
+          SELECT count(*) FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = j.concurrency_key
+            AND r.state = 'running' AND r.concurrency_key IS NOT NULL) < j.concurrency)
+    ORDER BY scheduled_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), candidates AS (
+    SELECT c.*, coalesce(c.expires_at <= now(), false) AS expired,
+           row_number() OVER (PARTITION BY c.concurrency_key, coalesce(c.expires_at <= now(), false)
+                              ORDER BY c.priority DESC, c.id) AS place
+    FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+), fitting AS (
+    SELECT c.*, c.expired OR c.concurrency_key IS NULL OR c.place + (
+        SELECT count(*) FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = c.concurrency_key
+          AND r.state = 'running' AND r.concurrency_key IS NOT NULL) <= c.concurrency AS fits
+    FROM candidates c
+), chosen AS (
+    SELECT id, expires_at FROM fitting WHERE fits
+    ORDER BY priority DESC, id
+    LIMIT (SELECT n FROM budget)
+), claimed AS (
+    UPDATE {jobs} j SET
+        state = CASE WHEN j.expires_at <= now() THEN 'expired' ELSE 'running' END,
+        attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
+        completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
+        started_at = CASE WHEN j.expires_at <= now()
+                            OR j.id = ANY(ARRAY(
+                                SELECT id FROM chosen WHERE NOT coalesce(expires_at <= now(), false)
+                                LIMIT %(start)s)) THEN now() END,
+        taken_by = %(worker)s
+    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING j.id, j.queue, j.func, j.args::text, j.kwargs::text, j.priority, j.state, j.attempts,
+              j.max_attempts, j.scheduled_at, j.expires_at, j.created_at, j.started_at, j.completed_at,
+              j.taken_by, j.unique_key, j.limits::text, j.backoff::text, j.meta::text, j.result::text,
+              j.errors::text, j.concurrency_key, j.concurrency
+), counted AS (
+    UPDATE {queues} q SET rate_starts = (
+        SELECT coalesce(array_agg(s ORDER BY s DESC), '{{}}') FROM (
+            SELECT s FROM unnest(q.rate_starts || array_fill(now(), ARRAY[
+                (SELECT count(*) FROM claimed WHERE state = 'running')::int])) s
+            ORDER BY s DESC
+            LIMIT q.rate_limit
+        ) latest)
+    FROM limiter l
+    WHERE q.name = l.name
+)
+SELECT *, EXISTS (SELECT 1 FROM fitting WHERE NOT fits) AS crowded
+FROM claimed ORDER BY priority DESC, id
+
+-- name: keyed_waiting
+-- Whether the queue still has keyed jobs waiting (after the keyed claim, in its
+-- transaction): while it does, its claims stay keyed.
+SELECT EXISTS (SELECT 1 FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
+               AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now())
 
 -- name: cancel
 -- A live job finishes cancelled; its worker (cancel channel) and its waiters (done
