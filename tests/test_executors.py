@@ -369,6 +369,20 @@ async def test_process_batch_queued_jobs_run_in_order_and_a_cancelled_one_never_
 
 
 @pytest.mark.parametrize("kind", ["process"])
+async def test_process_batch_a_burst_of_submits_goes_to_the_child_in_one_message(make):
+    """A worker submits the jobs of a claim one after another: they reach an idle child in
+    one message (one wake-up of the child), not one message each."""
+    harness = await make(depth=4)
+    conn = harness.executor._children[0].conn
+    sent: list[bytes] = []
+    send = conn.send_bytes
+    conn.send_bytes = lambda data: (sent.append(data), send(data))[1]  # type: ignore[method-assign]
+    futures = [harness.submit(make_record(executor_tasks.add, i, 1)) for i in range(4)]
+    assert [(await asyncio.wait_for(f, 10)).result_json for f in futures] == ["1", "2", "3", "4"]
+    assert len(sent) == 1
+
+
+@pytest.mark.parametrize("kind", ["process"])
 async def test_process_batch_time_limit_counts_from_the_start_not_the_hand_over(make, tmp_path):
     harness = await make(depth=4)
     gate = tmp_path / "gate"
