@@ -238,6 +238,35 @@ async def test_asyncio_reports_a_threaded_timeout_but_holds_the_slot(make, tmp_p
 
 
 @pytest.mark.parametrize("kind", ["thread"])
+async def test_thread_jobs_that_end_together_are_each_reported_even_if_one_report_fails(make, tmp_path):
+    """Jobs whose threads ended meanwhile are reported in one turn of the loop: an outcome
+    callback that raises is handed to the loop's exception handler, and the others are
+    still reported."""
+    harness = await make(2)
+    loop = asyncio.get_running_loop()
+    handled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: handled.append(context))
+    gates = [tmp_path / "first", tmp_path / "second"]
+    reported: list[uuid.UUID] = []
+
+    def failing(outcome: Outcome) -> None:
+        raise RuntimeError("the callback failed")
+
+    first, second = (make_record(executor_tasks.wait_for_file, str(gate)) for gate in gates)
+    harness.executor.submit(first, failing)
+    harness.executor.submit(second, lambda outcome: reported.append(outcome.job_id))
+    try:
+        await asyncio.sleep(0.2)  # both threads wait for their gate
+        for gate in gates:  # the loop is busy while both end, in this order: one batch, the failing one first
+            gate.touch()
+            time.sleep(0.3)
+        await eventually(lambda: reported == [second.id], timeout=5)
+    finally:
+        loop.set_exception_handler(None)
+    assert [type(context["exception"]) for context in handled] == [RuntimeError]
+
+
+@pytest.mark.parametrize("kind", ["thread"])
 async def test_thread_cannot_interrupt_a_blocking_call(make, tmp_path):
     """The injected exception waits for time.sleep to return: the timeout is reported after
     the grace period, the slot is held until the call returns, and the job stops then."""

@@ -87,7 +87,11 @@ class ThreadExecutor(SlotExecutor):
         self._report_scheduled = False
         ended = self._ended
         while ended:
-            self._thread_done(*ended.popleft())
+            try:
+                self._thread_done(*ended.popleft())
+            except Exception as exc:  # noqa: BLE001 - as the loop does for a failing callback: the rest are reported
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "reporting a job of the thread executor failed", "exception": exc})
 
     def _thread_done(self, slot: Slot, outcome: execution.Outcome) -> None:
         del self._threads[slot]
