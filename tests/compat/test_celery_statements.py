@@ -105,7 +105,8 @@ def test_a_message_row_sets_a_pushs_columns_then_the_transports_own():
     assert {c: params[c] for c in pushed} == {"id": job.id, "queue": job.queue, "func": "proj.add", "args": "[1]",
                                              "kwargs": '{"b": 2}', "priority": 3, "max_attempts": job.max_attempts,
                                              "scheduled_at": None, "expires_at": None, "unique_key": None,
-                                             "limits": "[]", "backoff": None, "meta": '{"celery": {"task_id": "t-1"}}'}
+                                             "limits": "[]", "backoff": None, "meta": '{"celery": {"task_id": "t-1"}}',
+                                             "concurrency_key": None, "concurrency": None}
     assert params["attempts"] == 2
 
 

@@ -16,9 +16,11 @@
 -- (stored failed). tests/compat/test_celery_statements.py checks both.
 WITH stored AS (
     INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, priority, max_attempts, scheduled_at,
-        expires_at, unique_key, limits, backoff, meta, state, attempts, errors, completed_at)
+        expires_at, unique_key, limits, backoff, meta, concurrency_key, concurrency,
+        state, attempts, errors, completed_at)
     VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s, %(priority)s, %(max_attempts)s,
         COALESCE(%(scheduled_at)s, now()), %(expires_at)s, %(unique_key)s, %(limits)s, %(backoff)s, %(meta)s,
+        %(concurrency_key)s, %(concurrency)s,
         CASE WHEN %(error)s::jsonb IS NOT NULL THEN 'failed'
              WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled'
              ELSE 'pending' END,
@@ -61,9 +63,11 @@ FROM stored s;
 -- a refused one, and a replacement of a task revoked while it waited (`discarded`).
 WITH stored AS (
     INSERT INTO {jobs} AS j (id, queue, func, args, kwargs, priority, max_attempts, scheduled_at,
-        expires_at, unique_key, limits, backoff, meta, state, attempts, errors, completed_at)
+        expires_at, unique_key, limits, backoff, meta, concurrency_key, concurrency,
+        state, attempts, errors, completed_at)
     VALUES (%(id)s, %(queue)s, %(func)s, %(args)s, %(kwargs)s, %(priority)s, %(max_attempts)s,
         COALESCE(%(scheduled_at)s, now()), %(expires_at)s, %(unique_key)s, %(limits)s, %(backoff)s, %(meta)s,
+        %(concurrency_key)s, %(concurrency)s,
         CASE WHEN %(error)s::jsonb IS NOT NULL THEN 'failed'
              WHEN %(scheduled_at)s::timestamptz > now() THEN 'scheduled'
              ELSE 'pending' END,
@@ -164,7 +168,10 @@ FROM (VALUES (1)) AS one LEFT JOIN stored s ON TRUE LEFT JOIN existing e ON TRUE
 -- the row (acks_late; in Celery's event loop a solo pool acks after the task ran) leaves
 -- the outcome as it is and only names the consumer, as an earlier ack does (`noted`: in
 -- the same statement, so no second round trip; the two updates exclude each other). The
--- rows are found by id = ANY(...), read through the key, then matched to their delivery.
+-- rows are found by id = ANY(...), read through the key, then matched to their delivery;
+-- `noted` names the finished states it takes (all but expired) by the live ones it does
+-- not, so the planner does not read them through the index of every finished row (a scan
+-- of the whole history at each ack, which grows as a queue drains).
 WITH delivery AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(finish)s::boolean[]) AS d(id, attempt, finish)
 ), acked AS (
@@ -187,7 +194,8 @@ WITH delivery AS (
             || jsonb_build_object('acked_by', %(consumer)s::text))
     FROM delivery d
     WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempts = d.attempt
-      AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.meta->'celery'->>'acked_by' IS NULL
+      AND j.state NOT IN ('pending', 'scheduled', 'running', 'retrying', 'expired')
+      AND j.meta->'celery'->>'acked_by' IS NULL
     RETURNING j.id
 )
 SELECT CASE WHEN state = 'succeeded' THEN pg_notify(%(done)s, id::text) END FROM acked;
