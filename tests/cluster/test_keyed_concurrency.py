@@ -64,7 +64,7 @@ def overlaps(log: Path) -> list[tuple]:
     found = []
     for key, spans in by_key.items():
         spans.sort()
-        found += [(key, a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
+        found += [(key, a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
     return found
 
 
@@ -86,7 +86,8 @@ async def test_no_key_ever_runs_twice_at_once_across_workers(dsn, tmp_path, pool
         workers = [start_worker(dsn, pool) for _ in range(3)]
         try:
             for batch in range(10):  # each push wakes every worker at once: claims at the same instant
-                await app.push_many([task.job(f"k{i % keys}", str(log), 0.002) for i in range(batch * 20, batch * 20 + 20)])
+                await app.push_many([task.job(f"k{i % keys}", str(log), 0.002)
+                                     for i in range(batch * 20, batch * 20 + 20)])
                 await asyncio.sleep(0.05)
             await eventually(lambda: states(dsn) == {"succeeded": 200}, timeout=120)
         finally:

@@ -505,7 +505,8 @@ async def test_keyed_due_jobs_obey_the_limit(store: Subject) -> None:
 
 
 async def test_keyed_expired_jobs_finish_and_take_no_place(store: Subject) -> None:
-    gone = await store.queue.push([keyed(i, "k", priority=9, expires_at=now() - timedelta(seconds=1)) for i in range(3)])
+    gone = await store.queue.push([keyed(i, "k", priority=9, expires_at=now() - timedelta(seconds=1))
+                                   for i in range(3)])
     live = await store.queue.push([keyed(10, "k"), keyed(11, "k"), keyed(12, "j")])
     assert [r.id for r in await store.queue.claim(WORKER, 5)] == [live[0], live[2]]
     assert {(await record(store.queue, i)).state for i in gone} == {JobState.EXPIRED}
