@@ -88,7 +88,7 @@ from chancy.store.pg.celery_connection import (Listening, ProcessConnection, fir
 from chancy.store.pg.celery_schema import SchemaCheckedConnection
 from chancy.store.pg.celery_transient import TransientSQL, message_ttl, transient_lifetime
 from chancy.store.pg.celery_transport import Ack, TransportSQL
-from chancy.store.pg.statements import single, Statement, Steps
+from chancy.store.pg.statements import Atomic, single, Statement, Steps
 from chancy.store.pg.worker import WorkerSQL
 
 log = logging.getLogger("chancy.compat.kombu")
@@ -377,7 +377,8 @@ class Channel(virtual.Channel):
         try:
             if transport.claim_uncertain:
                 transport.release_undelivered()
-            records = transport.database.run(self._ack_and_claim(acks, queue, limit), transaction=bool(acks))
+            claim = claim_steps(transport.job_sql, queue, transport.consumer_id, limit)
+            records = transport.database.run(self._with_acks(acks, claim) if acks else claim)
         except psycopg.OperationalError as exc:
             transport.claim_uncertain = True  # it may have committed: see release_undelivered
             log.warning("claiming from queue %r failed (%s); trying again", queue, first_line(exc))
@@ -387,11 +388,21 @@ class Channel(virtual.Channel):
             raise Empty()
         return records
 
-    def _ack_and_claim(self, acks: list[Ack], queue: str, limit: int) -> Steps:
+    def _with_acks(self, acks: list[Ack], claim: Steps) -> Steps:
+        """The claim's steps, its first statement sent with the acks: in one transaction
+        and one round trip (:class:`~chancy.store.pg.statements.Atomic`)."""
         transport = self.connection
-        if acks:
-            yield transport.transport_sql.ack(transport.consumer_id, acks)
-        return (yield from claim_steps(transport.job_sql, queue, transport.consumer_id, limit))
+        ack = transport.transport_sql.ack(transport.consumer_id, acks)
+        first = next(claim)
+        if isinstance(first, Atomic):
+            answer: Any = (yield Atomic((ack, *first.statements)))[1:]
+        else:
+            answer = (yield Atomic((ack, first)))[1]
+        try:
+            while True:
+                answer = yield claim.send(answer)
+        except StopIteration as stop:
+            return stop.value
 
     def held_rows(self) -> list[uuid.UUID]:
         """The rows this channel rightly holds: delivered and not settled, claimed ahead,
