@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from benchmarks import celery_peers, drain, enqueue, environment, latency, peers, raw, scale
+from benchmarks import celery_peers, drain, enqueue, environment, keys, latency, peers, raw, scale
 from benchmarks.harness import SIZES, Run
 
 PARTS = {"raw": raw.measure, "enqueue": enqueue.measure, "drain": drain.measure,
          "latency": latency.measure, "peers": peers.measure, "celery": celery_peers.measure,
-         "scale": scale.measure}
+         "scale": scale.measure, "keys": keys.measure}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -98,12 +98,14 @@ DRAIN_STATS = (
 
 
 async def timed_drain(run: Run, executor: str, concurrency: int, count: int,
-                      prepare: Prepare | None = None) -> tuple[float, float]:
+                      prepare: Prepare | None = None,
+                      make_job: Callable[[str, int], Job] = lambda func, i: Job(func, args=(i,))) -> tuple[float, float]:
     """Jobs/s from the first claim to the last outcome written (database clock), and the
     worker's CPU microseconds per job (less sensitive than wall time to a busy machine).
 
     The worker starts first and runs one warm-up job; then all ``count`` jobs are
-    committed in one transaction, so the worker finds them all enqueued at once."""
+    committed in one transaction, so the worker finds them all enqueued at once (job
+    ``i`` is ``make_job(func, i)``)."""
     func = f"benchmarks.tasks.{'noop' if executor == 'asyncio' else 'noop_sync'}"
     async with run.fresh_database() as dsn:
         async with Chancy(dsn, plugins=[Queue("default")]) as app:
@@ -116,7 +118,7 @@ async def timed_drain(run: Run, executor: str, concurrency: int, count: int,
                 async with app.store.connection() as conn, conn.transaction():
                     for start in range(0, count, PUSH_CHUNK):
                         end = min(count, start + PUSH_CHUNK)
-                        await app.push_many([Job(func, args=(i,)) for i in range(start, end)], connection=conn)
+                        await app.push_many([make_job(func, i) for i in range(start, end)], connection=conn)
                 await wait_until_empty(dsn, LIVE_COUNT, proc)
                 cpu = cpu_seconds(proc) - cpu_before
         async with await psycopg.AsyncConnection.connect(dsn) as conn:
