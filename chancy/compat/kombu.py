@@ -18,6 +18,15 @@ A stock Celery worker runs the transport in its event loop (``asynloop``, see
 :mod:`chancy.compat.kombu_loop`), as Redis' transport: a notification wakes delivery,
 and a prefork worker whose processes are all busy still answers remote control.
 
+Prefetch: a consumer's round claims as many rows as its prefetch limit (Celery's
+``worker_prefetch_multiplier`` × concurrency) leaves room for, in one statement, and hands
+them out one per round; in the event loop it claims only once half the limit is free, so
+one claim serves several tasks. Rows claimed ahead run under the consumer as delivered
+ones do (a consumer killed with -9 gets them recovered); a consumer that stops consuming a
+queue or closes puts them back, their attempt given back. Acks made on the event loop that
+leave the row to the result backend are gathered and sent with the next claim, in one
+round trip, or by a timer moments later.
+
 Options (``broker_transport_options``): ``prefix`` (table prefix, default ``chancy_``),
 ``accept_content`` (serializers decoded on publish, default ``["json"]``),
 ``lower_priority_first`` (Redis-style priorities), ``polling_interval`` (seconds between
