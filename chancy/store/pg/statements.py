@@ -42,8 +42,13 @@ class Statement:
 
 @dataclasses.dataclass(frozen=True)
 class Atomic:
-    """Statements run in one transaction (a savepoint inside the caller's) and sent in one
-    pipeline: one round trip. A step yielding it is sent the list of their mapped rows."""
+    """Statements sent in one pipeline, so in one transaction and one round trip: up to a
+    pipeline's sync, Postgres runs them in one implicit transaction on an autocommit
+    connection (every store connection is), committed at the sync, rolled back whole if
+    one fails; inside a caller's transaction they are part of it. (``conn.transaction()``
+    would sync at its start and its end: three round trips.) Each statement still takes
+    its own snapshot (READ COMMITTED). A step yielding it is sent the list of their mapped
+    rows."""
 
     statements: tuple[Statement, ...]
 
@@ -65,7 +70,7 @@ def drive_sync(conn: Any, steps: Steps) -> Any:
         statement = next(steps)
         while True:
             if isinstance(statement, Atomic):
-                with conn.pipeline(), conn.transaction():
+                with conn.pipeline():
                     cursors = [conn.cursor().execute(s.query, s.params) for s in statement.statements]
                 statement = steps.send([s.mapper(cur.fetchall() if _has_rows(cur) else [])
                                         for s, cur in zip(statement.statements, cursors, strict=True)])
@@ -87,7 +92,7 @@ async def drive_async(conn: Any, steps: Steps) -> Any:
         statement = next(steps)
         while True:
             if isinstance(statement, Atomic):
-                async with conn.pipeline(), conn.transaction():
+                async with conn.pipeline():
                     cursors = [await conn.cursor().execute(s.query, s.params) for s in statement.statements]
                 statement = steps.send([s.mapper(await cur.fetchall() if _has_rows(cur) else [])
                                         for s, cur in zip(statement.statements, cursors, strict=True)])

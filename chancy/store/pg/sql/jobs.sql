@@ -325,7 +325,8 @@ FROM claimed WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC,
 -- commit, other than those this claim adds; the places it adds are counted by `place`
 -- (the candidate's rank among this claim's candidates of its key), and a candidate is
 -- taken only if running + place <= its limit. Counting is read through the partial index
--- of running keyed jobs: no counter row to keep in step with every way out of running.
+-- of running keyed jobs (once per candidate read, beside it: a LATERAL count), so there
+-- is no counter row to keep in step with every way out of running.
 -- A candidate of a free key beyond its places is dropped (crowded: the claim may come
 -- short while claimable jobs remain), and claim_steps claims again for the places left.
 
@@ -349,33 +350,33 @@ WITH settings AS (
               FROM limiter l)
     END AS n
 ), ready AS (
-    SELECT id, priority, expires_at, concurrency_key, concurrency FROM {jobs} j
-    WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
-      AND (concurrency_key IS NULL OR (
-          SELECT count(*) FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = j.concurrency_key
-            AND r.state = 'running' AND r.concurrency_key IS NOT NULL) < j.concurrency)
-    ORDER BY priority DESC, id
+    SELECT j.id, j.priority, j.expires_at, j.concurrency_key, j.concurrency, r.running FROM {jobs} j
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS running FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = j.concurrency_key
+          AND r.state = 'running' AND r.concurrency_key IS NOT NULL) r
+    WHERE j.queue = %(queue)s AND j.state = 'pending' AND (SELECT n FROM budget) > 0
+      AND (j.concurrency_key IS NULL OR r.running < j.concurrency)
+    ORDER BY j.priority DESC, j.id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF j SKIP LOCKED
 ), due AS (
-    SELECT id, priority, expires_at, concurrency_key, concurrency FROM {jobs} j
-    WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
-      AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
-      AND (concurrency_key IS NULL OR (
-          SELECT count(*) FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = j.concurrency_key
-            AND r.state = 'running' AND r.concurrency_key IS NOT NULL) < j.concurrency)
-    ORDER BY scheduled_at
+    SELECT j.id, j.priority, j.expires_at, j.concurrency_key, j.concurrency, r.running FROM {jobs} j
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS running FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = j.concurrency_key
+          AND r.state = 'running' AND r.concurrency_key IS NOT NULL) r
+    WHERE j.queue = %(queue)s AND j.state IN ('scheduled', 'retrying')
+      AND j.scheduled_at <= now() AND (SELECT n FROM budget) > 0
+      AND (j.concurrency_key IS NULL OR r.running < j.concurrency)
+    ORDER BY j.scheduled_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF j SKIP LOCKED
 ), candidates AS (
     SELECT c.*, coalesce(c.expires_at <= now(), false) AS expired,
            row_number() OVER (PARTITION BY c.concurrency_key, coalesce(c.expires_at <= now(), false)
                               ORDER BY c.priority DESC, c.id) AS place
     FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
 ), fitting AS (
-    SELECT c.*, c.expired OR c.concurrency_key IS NULL OR c.place + (
-        SELECT count(*) FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = c.concurrency_key
-          AND r.state = 'running' AND r.concurrency_key IS NOT NULL) <= c.concurrency AS fits
+    SELECT c.*, c.expired OR c.concurrency_key IS NULL OR c.place + c.running <= c.concurrency AS fits
     FROM candidates c
 ), chosen AS (
     SELECT id, expires_at FROM fitting WHERE fits
