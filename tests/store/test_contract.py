@@ -520,6 +520,25 @@ async def test_keyed_prefetching_claim_starts_only_the_best_start(pg_store: Subj
     assert [r.started_at is not None for r in claimed] == [True, False, False]
 
 
+async def test_keyed_claims_go_keyed_only_while_keyed_jobs_wait(pg_store: Subject) -> None:
+    """Postgres only (the in-memory store has one claim): a queue's claims take the keyed
+    path while it has keyed jobs waiting, as each claim reports, and the plain one, today's
+    statement, again once none wait."""
+    queue, keyed_queues = pg_store.queue, pg_store.app.store.jobs.keyed_queues
+    await queue.push([job(1), keyed(2, "k"), keyed(3, "k")])
+    assert [r.args for r in await queue.claim(WORKER, 1)] == [(1,)]
+    assert "default" in keyed_queues  # the plain claim's rows said so
+    [second] = await queue.claim(WORKER, 5)
+    assert second.args == (2,) and "default" in keyed_queues  # (3,) waits for its key
+    assert await queue.claim(WORKER, 5) == []  # a keyed claim of none says so too
+    assert "default" in keyed_queues
+    [third] = await queue.write_back_and_claim(WORKER, [outcome(second, JobState.SUCCEEDED)], 5)
+    assert third.args == (3,) and "default" not in keyed_queues  # nothing keyed left waiting
+    await queue.push([job(4)])
+    assert [r.args for r in await queue.claim(WORKER, 5)] == [(4,)]
+    assert "default" not in keyed_queues
+
+
 async def test_keyed_claims_at_the_same_instant_never_share_a_place(pg_store: Subject) -> None:
     """Postgres only (memory claims run under one lock): many claims of one queue at
     once, on separate connections, start at most one job of a key with limit 1."""

@@ -48,13 +48,15 @@ def _cte(ctes: str, name: str, following: str) -> str:
 def test_the_keyed_claim_shares_the_plain_claims_settings_start_and_rate_count():
     """Only its choice differs: unkeyed rows and rows of keys with places, then places."""
     plain = _ctes("claim", f"SELECT *, {KEYED} FROM claimed ORDER BY priority DESC, id")
-    keyed = _ctes("claim_keyed", "SELECT *, EXISTS (SELECT 1 FROM fitting WHERE NOT fits) AS crowded "
-                  "FROM claimed ORDER BY priority DESC, id")
+    keyed = _ctes("claim_keyed", "SELECT claimed.*, EXISTS (SELECT 1 FROM fitting WHERE NOT fits) AS crowded, "
+                  "coalesce((SELECT true FROM {jobs} w WHERE w.queue = %(queue)s AND w.concurrency_key IS NOT NULL "
+                  "AND w.state IN ('scheduled', 'retrying', 'pending') AND w.scheduled_at <= now() "
+                  "AND w.id NOT IN (SELECT id FROM chosen) ORDER BY w.scheduled_at LIMIT 1), false) AS keyed "
+                  "FROM (SELECT 1) AS always LEFT JOIN claimed ON true ORDER BY claimed.priority DESC, claimed.id")
     assert keyed[:keyed.index("), ready AS (")] == plain[:plain.index("), ready AS (")]
     assert _cte(keyed, "claimed", "counted") == _cte(plain, "claimed", "counted")
     assert keyed[keyed.index("counted AS ("):] == plain[plain.index("counted AS ("):]
-    ready, due = _cte(plain, "ready", "due"), _cte(plain, "due", "chosen")
-    assert ready.count("concurrency_key IS NULL") == due.count("concurrency_key IS NULL") == 1
+    assert "WHERE concurrency_key IS NULL" in _cte(plain, "chosen", "claimed")
 
 
 def test_statements_returning_jobs_list_the_record_columns_in_order():

@@ -332,15 +332,14 @@ class JobSQL:
     def claim_keyed(self, queue: str, worker_id: str, limit: int, finished: Sequence[Transition] = (),
                     start: int | None = None) -> Atomic:
         """The keyed claim (see ``claim_keyed`` in ``sql/jobs.sql``): in one transaction and
-        one round trip, the ``finished`` outcomes, the queue's keyed-claim lock, the claim
-        and whether keyed jobs still wait. Sent ``[..., (records, crowded), keyed]``."""
+        one round trip, the ``finished`` outcomes, the queue's keyed-claim lock and the
+        claim. Sent ``[..., (records, crowded, keyed)]``."""
         lock = self._keyed_locks.get(queue)
         if lock is None:
             lock = self._keyed_locks[queue] = self.names.advisory_key(f"concurrency:{queue}")
         params = {"queue": queue, "worker": worker_id, "limit": limit, "start": start}
         steps = [Statement(self.statements["claim_keyed_lock"], {"lock": lock}),
-                 Statement(self.statements["claim_keyed"], params, _keyed_claim),
-                 self.keyed_waiting(queue)]
+                 Statement(self.statements["claim_keyed"], params, _keyed_claim)]
         return Atomic((self.write_back(worker_id, finished), *steps) if finished else tuple(steps))
 
     def keyed_waiting(self, queue: str) -> Statement:
@@ -399,9 +398,11 @@ def _plain_claim(rows: list[tuple]) -> tuple[list[JobRecord], bool | None]:
     return _records(rows), rows[0][_FLAG] if rows else None
 
 
-def _keyed_claim(rows: list[tuple]) -> tuple[list[JobRecord], bool]:
-    """The claimed jobs, and whether a candidate of a free key was left for want of places."""
-    return _records(rows), bool(rows) and rows[0][_FLAG]
+def _keyed_claim(rows: list[tuple]) -> tuple[list[JobRecord], bool, bool]:
+    """The claimed jobs, whether a candidate of a free key was left for want of places,
+    and whether keyed jobs still wait (its one row of NULL jobs says so when it claimed
+    none)."""
+    return _records([row for row in rows if row[0] is not None]), rows[0][_FLAG], rows[0][_FLAG + 1]
 
 
 def _inserted_ids(rows: list[tuple]) -> set[uuid.UUID]:
@@ -511,7 +512,7 @@ def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int,
         keyed_path = queue in statements.keyed_queues
         crowded = False
         if keyed_path:
-            *_, (records, crowded), keyed = yield statements.claim_keyed(queue, worker_id, wanted, finished, start)
+            *_, (records, crowded, keyed) = yield statements.claim_keyed(queue, worker_id, wanted, finished, start)
         else:
             records, keyed = yield statements.claim(queue, worker_id, wanted, finished, start)
             if keyed is None:

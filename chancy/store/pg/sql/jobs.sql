@@ -105,7 +105,9 @@ COPY {jobs} ({columns}) FROM STDIN
 -- (NULL: all) of the rows not expired get started_at; the others are prefetched. Expired
 -- rows finish instead (they take places of the LIMIT: the caller claims again for them).
 -- Returned best first, as chosen (an UPDATE's RETURNING has no order of its own), so the
--- started ones come first. Jobs with a concurrency key are left to the keyed claim below;
+-- started ones come first. Jobs with a concurrency key are left to the keyed claim below:
+-- read as before (a filter in ready would change the planner's estimates: with keyed rows
+-- common in the table, it read the whole table for a plain queue's claim), not chosen;
 -- each row says whether the queue has such jobs waiting (keyed: an initplan, one probe of
 -- an index empty on queues without keys), which sends the next claims there.
 WITH settings AS (
@@ -124,20 +126,21 @@ WITH settings AS (
               FROM limiter l)
     END AS n
 ), ready AS (
-    SELECT id, priority, expires_at FROM {jobs}
-    WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key IS NULL AND (SELECT n FROM budget) > 0
+    SELECT id, priority, expires_at, concurrency_key FROM {jobs}
+    WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), due AS (
-    SELECT id, priority, expires_at FROM {jobs}
+    SELECT id, priority, expires_at, concurrency_key FROM {jobs}
     WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
-      AND scheduled_at <= now() AND concurrency_key IS NULL AND (SELECT n FROM budget) > 0
+      AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
     ORDER BY scheduled_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), chosen AS (
     SELECT id, expires_at FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+    WHERE concurrency_key IS NULL
     ORDER BY priority DESC, id
     LIMIT (SELECT n FROM budget)
 ), claimed AS (
@@ -166,8 +169,9 @@ WITH settings AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT *, (SELECT EXISTS (SELECT 1 FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
-                      AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now())) AS keyed
+SELECT *, (SELECT coalesce((SELECT true FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
+                               AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now()
+                               ORDER BY scheduled_at LIMIT 1), false)) AS keyed
 FROM claimed ORDER BY priority DESC, id
 
 -- name: write_back
@@ -255,20 +259,21 @@ WITH input AS (
               FROM limiter l)
     END AS n
 ), ready AS (
-    SELECT id, priority, expires_at FROM {jobs}
-    WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key IS NULL AND (SELECT n FROM budget) > 0
+    SELECT id, priority, expires_at, concurrency_key FROM {jobs}
+    WHERE queue = %(queue)s AND state = 'pending' AND (SELECT n FROM budget) > 0
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), due AS (
-    SELECT id, priority, expires_at FROM {jobs}
+    SELECT id, priority, expires_at, concurrency_key FROM {jobs}
     WHERE queue = %(queue)s AND state IN ('scheduled', 'retrying')
-      AND scheduled_at <= now() AND concurrency_key IS NULL AND (SELECT n FROM budget) > 0
+      AND scheduled_at <= now() AND (SELECT n FROM budget) > 0
     ORDER BY scheduled_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), chosen AS (
     SELECT id, expires_at FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+    WHERE concurrency_key IS NULL
     ORDER BY priority DESC, id
     LIMIT (SELECT n FROM budget)
 ), claimed AS (
@@ -297,16 +302,19 @@ WITH input AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT *, (SELECT EXISTS (SELECT 1 FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
-                      AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now())) AS keyed
+SELECT *, (SELECT coalesce((SELECT true FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
+                               AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now()
+                               ORDER BY scheduled_at LIMIT 1), false)) AS keyed
 FROM claimed WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id
 
 -- The keyed claim: what a queue's claims run while it has jobs with a concurrency key
 -- waiting (claim_steps in jobs.py). A job of key K (in queue Q) starts only while fewer
 -- than its limit of Q's K jobs are running, counted across every worker; jobs of a full
 -- key are skipped, not waited for, so they block neither other keys nor unkeyed jobs.
--- It runs as one transaction of claim_keyed_lock then claim_keyed (then keyed_waiting),
--- sent in one pipeline (one round trip).
+-- It runs as one transaction of claim_keyed_lock then claim_keyed, sent in one pipeline
+-- (one round trip). Its rows say, besides the jobs, whether it left a candidate for want
+-- of places (crowded) and whether keyed jobs still wait (keyed: those it did not take);
+-- it always returns a row (one of NULL jobs when it claimed none) to say so.
 --
 -- Why no key ever has more than its limit running (READ COMMITTED):
 -- 1. Only claim_keyed moves a keyed job to running: the plain claims above take only rows
@@ -408,14 +416,21 @@ WITH settings AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT *, EXISTS (SELECT 1 FROM fitting WHERE NOT fits) AS crowded
-FROM claimed ORDER BY priority DESC, id
+SELECT claimed.*, EXISTS (SELECT 1 FROM fitting WHERE NOT fits) AS crowded,
+       coalesce((SELECT true FROM {jobs} w WHERE w.queue = %(queue)s AND w.concurrency_key IS NOT NULL
+                 AND w.state IN ('scheduled', 'retrying', 'pending') AND w.scheduled_at <= now()
+                 AND w.id NOT IN (SELECT id FROM chosen)
+                 ORDER BY w.scheduled_at LIMIT 1), false) AS keyed
+FROM (SELECT 1) AS always LEFT JOIN claimed ON true ORDER BY claimed.priority DESC, claimed.id
 
 -- name: keyed_waiting
--- Whether the queue still has keyed jobs waiting (after the keyed claim, in its
--- transaction): while it does, its claims stay keyed.
-SELECT EXISTS (SELECT 1 FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
-               AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now())
+-- Whether the queue has keyed jobs waiting (asked after a plain claim that returned no
+-- row to say it): while it does, its claims are keyed. Written as the first row in the
+-- index's order, not EXISTS: Postgres drops an EXISTS' ORDER BY, and with keyed rows
+-- common it read the table from its start, past every finished row, for the first one.
+SELECT coalesce((SELECT true FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
+                               AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now()
+                               ORDER BY scheduled_at LIMIT 1), false)
 
 -- name: cancel
 -- A live job finishes cancelled; its worker (cancel channel) and its waiters (done
