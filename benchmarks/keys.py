@@ -4,7 +4,9 @@ ratio compares the same minutes. Two figures each way: a worker's drain (asyncio
 the drain part's, first claim to last outcome on the database clock, plus the worker's CPU
 per job), and the store's claim loop alone (write-back-and-claim 100 at a time on one
 connection, as a draining worker sends it, no executor: the claim statement's share).
-Job ``i`` has key ``i mod 1000``, so keys interleave in push order."""
+Job ``i`` has key ``i mod 1000``, so keys interleave in push order. Also the cost of a busy
+key's backlog ahead (no fairness yet): one claim that finds another key's job behind the
+same number of jobs of one key whose place is taken."""
 
 from __future__ import annotations
 
@@ -42,7 +44,30 @@ def _specs(n: int) -> dict[str, FigureSpec]:
                                                 "jobs/s")
         specs[f"keys.claim_{way}_cpu"] = FigureSpec(f"chancy: claim loop {n:,}, {label}: client CPU", "us/job",
                                                     higher_is_better=False)
+    specs["keys.behind_backlog"] = FigureSpec(
+        f"chancy: claim of a job behind a busy key's {n:,}-job backlog", "ms", higher_is_better=False)
     return specs
+
+
+async def behind_backlog(run: Run, count: int) -> float:
+    """Milliseconds of one claim that takes key B's only job from behind ``count`` jobs of
+    key A, A's place taken (each claim reads past A's rows: the cost fairness must cut)."""
+    async with run.fresh_database() as dsn:
+        async with Chancy(dsn, plugins=[Queue("default")]) as app:
+            await app.migrate()
+            await app.push_many([Job(FUNC, args=(i,), concurrency_key="A") for i in range(count)])
+            async with app.store.connection() as conn:
+                await conn.execute("ANALYZE chancy_jobs")
+            queue = app.queue("default")
+            if len(await queue.claim("bench", CLAIM)) != 1:
+                raise AssertionError("key A's limit of 1 did not hold")
+            behind = await app.push(Job(FUNC, concurrency_key="B"))
+            started = time.perf_counter()
+            claimed = await queue.claim("bench", CLAIM)
+            elapsed = time.perf_counter() - started
+    if [r.id for r in claimed] != [behind.id]:
+        raise AssertionError(f"the claim behind the backlog took {claimed}")
+    return elapsed * 1000
 
 
 async def claim_loop(run: Run, count: int, make_job: MakeJob) -> tuple[float, float]:
@@ -82,6 +107,7 @@ async def measure(run: Run) -> None:
         for way, make_job in (("plain", plain_job), ("keyed", keyed_job)):
             jobs_per_second, cpu = await claim_loop(run, n, make_job)
             figures |= {f"keys.claim_{way}": jobs_per_second, f"keys.claim_{way}_cpu": cpu}
+        figures["keys.behind_backlog"] = await behind_backlog(run, n)
         return figures
 
     await run.measure(specs, scenario)
