@@ -30,13 +30,13 @@ def _ctes(name: str, final_select: str) -> str:
 
 #: What each claim's rows say besides the job: whether keyed jobs wait in the queue
 #: (the keyed_waiting statement, as a column).
-KEYED = f"({_code('keyed_waiting')}) AS keyed"
+KEYED = f"({_code('keyed_waiting')}) AS waiting (keyed)"
 
 
 def test_write_back_and_claim_is_the_write_back_then_the_claim():
     write_back = _ctes("write_back", "SELECT id FROM updated WHERE (SELECT count(*) FROM announced) >= 0")
-    claim = _ctes("claim", f"SELECT *, {KEYED} FROM claimed ORDER BY priority DESC, id")
-    both = _ctes("write_back_and_claim", f"SELECT *, {KEYED} FROM claimed "
+    claim = _ctes("claim", f"SELECT * FROM claimed, {KEYED} ORDER BY priority DESC, id")
+    both = _ctes("write_back_and_claim", f"SELECT * FROM claimed, {KEYED} "
                  "WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id")
     assert both == f"{write_back}, {claim}"
 
@@ -47,7 +47,7 @@ def _cte(ctes: str, name: str, following: str) -> str:
 
 def test_the_keyed_claim_shares_the_plain_claims_settings_start_and_rate_count():
     """Only its choice differs: unkeyed rows and rows of keys with places, then places."""
-    plain = _ctes("claim", f"SELECT *, {KEYED} FROM claimed ORDER BY priority DESC, id")
+    plain = _ctes("claim", f"SELECT * FROM claimed, {KEYED} ORDER BY priority DESC, id")
     keyed = _ctes("claim_keyed", "SELECT claimed.*, EXISTS (SELECT 1 FROM fitting WHERE NOT fits) AS crowded, "
                   "coalesce((SELECT true FROM {jobs} w WHERE w.queue = %(queue)s AND w.concurrency_key IS NOT NULL "
                   "AND w.state IN ('scheduled', 'retrying', 'pending') AND w.scheduled_at <= now() "

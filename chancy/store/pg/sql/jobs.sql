@@ -169,10 +169,9 @@ WITH settings AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT *, (SELECT coalesce((SELECT true FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
+SELECT * FROM claimed, (SELECT coalesce((SELECT true FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
                                AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now()
-                               ORDER BY scheduled_at LIMIT 1), false)) AS keyed
-FROM claimed ORDER BY priority DESC, id
+                               ORDER BY scheduled_at LIMIT 1), false)) AS waiting (keyed) ORDER BY priority DESC, id
 
 -- name: write_back
 -- Outcomes of one worker, many jobs per statement. The guard (still running, still ours,
@@ -302,10 +301,9 @@ WITH input AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT *, (SELECT coalesce((SELECT true FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
+SELECT * FROM claimed, (SELECT coalesce((SELECT true FROM {jobs} WHERE queue = %(queue)s AND concurrency_key IS NOT NULL
                                AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now()
-                               ORDER BY scheduled_at LIMIT 1), false)) AS keyed
-FROM claimed WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id
+                               ORDER BY scheduled_at LIMIT 1), false)) AS waiting (keyed) WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id
 
 -- The keyed claim: what a queue's claims run while it has jobs with a concurrency key
 -- waiting (claim_steps in jobs.py). A job of key K (in queue Q) starts only while fewer
