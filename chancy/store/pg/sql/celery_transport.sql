@@ -167,35 +167,39 @@ FROM (VALUES (1)) AS one LEFT JOIN stored s ON TRUE LEFT JOIN existing e ON TRUE
 -- delivery's: see end_unrecorded). An ack that comes once the result backend has finished
 -- the row (acks_late; in Celery's event loop a solo pool acks after the task ran) leaves
 -- the outcome as it is and only names the consumer, as an earlier ack does (`noted`: in
--- the same statement, so no second round trip; the two updates exclude each other). The
--- rows are found by id = ANY(...), read through the key, then matched to their delivery;
--- `noted` names the finished states it takes (all but expired) by the live ones it does
--- not, so the planner does not read them through the index of every finished row (a scan
--- of the whole history at each ack, which grows as a queue drains).
+-- the same statement, so no second round trip). `held` locks the rows first and reads them
+-- as they are once locked: an ack that waited for a result store of the same row (a
+-- prefork child storing its outcome meanwhile) sees it finished and notes it, where the
+-- row as it was when the statement began (running) would match neither update. The two
+-- updates take the rows `held` read running, resp. finished (all but expired), so they
+-- exclude each other. Rows are found by id = ANY(...), read through the key.
 WITH delivery AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(finish)s::boolean[]) AS d(id, attempt, finish)
+), held AS (
+    SELECT j.id, d.finish, j.state = 'running' AND j.taken_by = %(consumer)s AS running,
+           j.state IN ('succeeded', 'failed', 'cancelled') AND j.meta->'celery'->>'acked_by' IS NULL AS finished
+    FROM {jobs} j JOIN delivery d ON d.id = j.id AND d.attempt = j.attempts
+    WHERE j.id = ANY(%(ids)s::uuid[])
+    FOR UPDATE OF j
 ), acked AS (
     UPDATE {jobs} j SET
-        state = CASE WHEN d.finish OR j.meta->'celery'->'unrecorded_attempt' = to_jsonb(j.attempts)
+        state = CASE WHEN h.finish OR j.meta->'celery'->'unrecorded_attempt' = to_jsonb(j.attempts)
                      THEN 'succeeded' ELSE j.state END,
-        completed_at = CASE WHEN d.finish OR j.meta->'celery'->'unrecorded_attempt' = to_jsonb(j.attempts)
+        completed_at = CASE WHEN h.finish OR j.meta->'celery'->'unrecorded_attempt' = to_jsonb(j.attempts)
                             THEN now() END,
         meta = j.meta || jsonb_build_object('celery', COALESCE(j.meta->'celery', '{{}}')
-            || jsonb_build_object('acked_by', %(consumer)s::text, 'finished_by_ack', d.finish)
+            || jsonb_build_object('acked_by', %(consumer)s::text, 'finished_by_ack', h.finish)
             || CASE WHEN j.meta->'celery'->'unrecorded_attempt' = to_jsonb(j.attempts)
                     THEN '{{"result_ignored": true}}'::jsonb ELSE '{{}}'::jsonb END)
-    FROM delivery d
-    WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempts = d.attempt
-      AND j.state = 'running' AND j.taken_by = %(consumer)s
+    FROM held h
+    WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = h.id AND h.running
     RETURNING j.id, j.state
 ), noted AS (
     UPDATE {jobs} j SET
         meta = j.meta || jsonb_build_object('celery', COALESCE(j.meta->'celery', '{{}}')
             || jsonb_build_object('acked_by', %(consumer)s::text))
-    FROM delivery d
-    WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = d.id AND j.attempts = d.attempt
-      AND j.state NOT IN ('pending', 'scheduled', 'running', 'retrying', 'expired')
-      AND j.meta->'celery'->>'acked_by' IS NULL
+    FROM held h
+    WHERE j.id = ANY(%(ids)s::uuid[]) AND j.id = h.id AND h.finished
     RETURNING j.id
 )
 SELECT CASE WHEN state = 'succeeded' THEN pg_notify(%(done)s, id::text) END FROM acked;
