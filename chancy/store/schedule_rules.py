@@ -194,6 +194,7 @@ def dumps_job_template(job: Job) -> str:
         "priority": job.priority, "max_attempts": job.max_attempts,
         "limits": [lim.to_dict() for lim in job.limits],
         "backoff": job.backoff.to_dict() if job.backoff else None, "meta": dict(job.meta),
+        "concurrency_key": job.concurrency_key, "concurrency": job.concurrency,
     })
 
 
@@ -204,4 +205,5 @@ def loads_job_template(text: str) -> Job:
         priority=data["priority"], max_attempts=data["max_attempts"],
         limits=[Limit.from_dict(d) for d in data["limits"]],
         backoff=Backoff.from_dict(data["backoff"]) if data["backoff"] else None, meta=data["meta"],
+        concurrency_key=data.get("concurrency_key"), concurrency=data.get("concurrency"),  # none before keys
     )

@@ -89,3 +89,14 @@ async def test_a_key_that_cannot_be_made_fails_the_push_and_stores_nothing(app):
     with pytest.raises(TypeError, match="must return a string"):
         await not_a_string.push_many([("ok",), (7,)])  # one bad call: none of the batch
     assert await stored(app) == []
+
+
+def test_a_schedules_job_template_keeps_the_key_and_limit():
+    """Cron fires copies of a stored template: a keyed job's copies are keyed too (and a
+    template stored before keys existed still loads)."""
+    from chancy.store.schedule_rules import dumps_job_template, loads_job_template
+
+    template = loads_job_template(dumps_job_template(Job("core_tasks.echo", concurrency_key="nightly", concurrency=2)))
+    assert (template.concurrency_key, template.concurrency) == ("nightly", 2)
+    old = dumps_job_template(Job("core_tasks.echo")).replace(', "concurrency_key": null, "concurrency": null', "")
+    assert "concurrency" not in old and loads_job_template(old).concurrency_key is None
