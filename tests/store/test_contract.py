@@ -539,6 +539,31 @@ async def test_keyed_claims_go_keyed_only_while_keyed_jobs_wait(pg_store: Subjec
     assert "default" not in keyed_queues
 
 
+async def test_keyed_claims_driven_synchronously_keep_the_limit(pg_store: Subject, dsn: str) -> None:
+    """Postgres only: the Celery transport's consumer drives the same claim steps on a sync
+    connection, alone or in its transaction with acknowledgements; the lock and the claim
+    are one transaction either way (released after: the next claim sees the first's)."""
+    from chancy.store.pg.jobs import claim_steps
+    from chancy.store.pg.statements import drive_sync
+
+    await pg_store.queue.push([keyed(i, f"k{i % 2}") for i in range(6)])
+    statements = pg_store.app.store.jobs
+
+    def claim(conn: psycopg.Connection, in_transaction: bool) -> list:
+        steps = claim_steps(statements, "default", "celery:consumer", 10)
+        if not in_transaction:
+            return drive_sync(conn, steps)
+        with conn.transaction():
+            return drive_sync(conn, steps)
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        statements.keyed_queues.add("default")
+        assert sorted(r.concurrency_key for r in await asyncio.to_thread(claim, conn, False)) == ["k0", "k1"]
+        assert await asyncio.to_thread(claim, conn, True) == []
+        locks = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        assert locks.fetchone() == (0,)
+
+
 async def test_keyed_claims_at_the_same_instant_never_share_a_place(pg_store: Subject) -> None:
     """Postgres only (memory claims run under one lock): many claims of one queue at
     once, on separate connections, start at most one job of a key with limit 1."""
