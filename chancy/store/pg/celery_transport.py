@@ -29,7 +29,7 @@ from chancy.job import JobState
 from chancy.migrations import Names
 from chancy.store.pg.admin import AdminStatements
 from chancy.store.pg.celery_canvas import PARKED_AT
-from chancy.store.pg.jobs import PUSHED, _pushed_values
+from chancy.store.pg.jobs import PUSHED, pushed_values
 from chancy.store.pg.statements import SqlFile, Statement, Steps
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _nesting(value: Any) -> int:
 
 
 #: The columns a push sets, in its order: a message's row sets them first, from the same
-#: values (``_pushed_values``: one serialization of a job for every INSERT of one).
+#: values (``pushed_values``: one serialization of a job for every INSERT of one).
 PUSHED_COLUMNS = tuple(column for column, _, _ in PUSHED)
 #: The states of the rows a queue's messages wait in.
 WAITING = (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING)
@@ -117,7 +117,7 @@ class TransportSQL:
         celery = job.meta.get("celery") or {}
         task_id = str(celery.get("task_id") or job.id)
         parent_id = celery.get("parent_id")
-        params = dict(zip(PUSHED_COLUMNS, _pushed_values(job.id, job), strict=True))
+        params = dict(zip(PUSHED_COLUMNS, pushed_values(job.id, job), strict=True))
         params.update({
             "digest": celery.get("digest"),
             "task_id": task_id, "parent_id": str(parent_id) if parent_id else None,

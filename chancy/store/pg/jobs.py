@@ -230,7 +230,7 @@ class JobSQL:
 
     # --- statement builders ----------------------------------------------------------
     def insert(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
-        rows = [_pushed_values(job_id, job) for job_id, job in zip(ids, jobs, strict=True)]
+        rows = [pushed_values(job_id, job) for job_id, job in zip(ids, jobs, strict=True)]
         sent, many = _sent(rows), len(rows) > 1
         query = self._inserts.get((sent, many))
         if query is None:
@@ -244,7 +244,7 @@ class JobSQL:
     def insert_one(self, job_id: uuid.UUID, job: Job, encoding: str = "utf-8") -> tuple[OneInsert, list[bytes]]:
         """The INSERT of one job without a unique key, and its parameters ready for libpq:
         what a single push sends, with none of psycopg's per-statement adaptation."""
-        row = _pushed_values(job_id, job)
+        row = pushed_values(job_id, job)
         sent = [0, 1, 2]  # the _ALWAYS columns: id, queue, func
         params = [b"%032x" % job_id.int, job.queue.encode(encoding), job.func.encode(encoding)]
         for i in _OPTIONAL:  # as _sent and _AS_TEXT, in one pass: this runs on every push
@@ -264,7 +264,7 @@ class JobSQL:
     def copy(self, jobs: Sequence[Job], ids: Sequence[uuid.UUID]) -> Statement:
         """COPY of :meth:`copyable` jobs (of the columns they set); follow it with
         :meth:`notify_pushed`, in the same transaction."""
-        rows = list(map(_pushed_values, ids, jobs))
+        rows = list(map(pushed_values, ids, jobs))
         sent = _sent(rows)
         query = self._copies.get(sent)
         if query is None:
@@ -282,7 +282,7 @@ class JobSQL:
         positional arguments): no :class:`Job` per call, and rows (and their ids, appended
         to ``ids``) are made chunk by chunk as the driver writes them, so the server parses
         one chunk while the next is made. Follow it with :meth:`notify_pushed`."""
-        values = _pushed_values(None, template)
+        values = pushed_values(None, template)
         sent = _sent([values[:_ARGS] + ("[0]",) + values[_ARGS + 1:]])  # args always sent
         query = self._copies.get(sent)
         if query is None:
@@ -409,7 +409,7 @@ def _inserted_ids(rows: list[tuple]) -> set[uuid.UUID]:
     return {row[0] for row in rows}
 
 
-def _pushed_values(job_id: uuid.UUID | None, job: Job) -> tuple:
+def pushed_values(job_id: uuid.UUID | None, job: Job) -> tuple:
     """One job's values in :data:`PUSHED` order."""
     args_json, kwargs_json = serialization.dumps_arguments(job.func, job.args, job.kwargs)
     return (
