@@ -21,7 +21,7 @@ from chancy.job import JobRecord, JobState
 from chancy.queue import QueuePlugin
 from chancy.store.admin import JobSelection
 from chancy.store.memory import MemoryQueue, separate_store
-from chancy.store.of_app import keeps_jobs_in_memory
+from chancy.store.of_app import keeps_jobs_in_memory, queries_of
 from chancy.worker import Worker
 from chancy.worker.outcomes import decide
 
@@ -96,19 +96,16 @@ def is_in_memory(app: Any) -> bool:
 # --- what was pushed ------------------------------------------------------------------------------
 def pushed_jobs(app: Any, task: Any = None, *, queue: str | None = None,
                 states: Sequence[JobState | str] | None = None) -> list[JobRecord]:
-    """The jobs ``app`` holds (of ``task``, on ``queue``, in ``states``), oldest first:
-    from its in-memory queues inside :func:`in_memory`, else from its Postgres table."""
+    """The jobs ``app`` holds (of ``task``, on ``queue``, in ``states``), oldest first (by
+    id: ids grow with time), at most :data:`MAX_LISTED_JOBS`: from its in-memory queues
+    inside :func:`in_memory`, else from its Postgres table."""
     core = app_of(app)
     name = None if task is None else _task_name(task)
-    wanted = None if states is None else {JobState(s) for s in states}
-    if is_in_memory(core):
-        records = [r for q in core.queues.values() for r in q.records()]  # type: ignore[attr-defined]
-        records.sort(key=lambda r: (r.created_at, str(r.id)))
-    else:
-        selection = JobSelection(task=name, queues=(queue,) if queue else (), states=tuple(sorted(wanted or ())))
-        records = list(reversed(core.store.run_sync(core.store.admin.list_jobs(selection, MAX_LISTED_JOBS))))
-    return [r for r in records if (name is None or r.func == name) and (queue is None or r.queue == queue)
-            and (wanted is None or r.state in wanted)]
+    wanted = tuple(sorted({JobState(s) for s in states})) if states is not None else ()
+    if states is not None and not wanted:
+        return []
+    selection = JobSelection(task=name, queues=(queue,) if queue else (), states=wanted)
+    return list(reversed(queries_of(core).list_jobs_sync(selection, MAX_LISTED_JOBS)))
 
 
 def _as_stored(value: Any) -> Any:

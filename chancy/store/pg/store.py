@@ -27,6 +27,7 @@ from chancy.store.pg.celery_canvas import CanvasSQL
 from chancy.store.pg.celery_results import ResultSQL
 from chancy.store.pg.cluster import ClusterSQL
 from chancy.store.pg.cluster_store import PgCluster
+from chancy.store.pg.queries import PgJobQueries
 from chancy.store.pg.cursors import AsyncPooledConnection, PooledConnection
 from chancy.store.pg.dashboard import DashboardStatements
 from chancy.store.pg.dsn import resolve_dsn, resolve_session_dsn
@@ -136,6 +137,11 @@ class PgStore:
         """The cluster's side of the store (:class:`chancy.store.cluster.ClusterStore`):
         heartbeats, recovery, pruning, queue settings, the leader lock, schedules."""
         return PgCluster(self)
+
+    @functools.cached_property
+    def queries(self) -> PgJobQueries:
+        """Reading jobs by a filter (:class:`chancy.store.queries.JobQueries`)."""
+        return PgJobQueries(self)
 
     @functools.cached_property
     def cluster_sql(self) -> ClusterSQL:
