@@ -73,6 +73,7 @@ IDENTIFIERS = (
     "celery_chord_parts",
     "jobs_keyed_running",
     "jobs_keyed_waiting",
+    "jobs_pending_by_key",
 )
 
 #: The states of a job not yet finished.

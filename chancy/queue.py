@@ -80,6 +80,7 @@ class QueuePlugin(JobStore, abc.ABC):
         concurrency: int = 1,
         executor: ExecutorFactory | str = "asyncio",
         polling_interval: float = 1.0,
+        fair_keys: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise ConfigurationError(f"Queue name must be a non-empty string of at most 200 characters, got {name!r}")
@@ -103,6 +104,9 @@ class QueuePlugin(JobStore, abc.ABC):
         self.concurrency = concurrency
         self.executor_factory: ExecutorFactory = executor
         self.polling_interval = float(polling_interval)
+        #: Claims take turns between concurrency keys (each key's best job before a second
+        #: job of any key), so one key's burst does not hold back another key's jobs.
+        self.fair_keys = bool(fair_keys)
         self.app: "Chancy | None" = None
 
     def __repr__(self) -> str:

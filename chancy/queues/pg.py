@@ -27,6 +27,7 @@ class Queue(QueuePlugin):
         app = self.app
         if app is None:
             raise RuntimeError(f"Queue {self.name!r} is not attached to a Chancy app")
+        (app.store.jobs.fair_queues.add if self.fair_keys else app.store.jobs.fair_queues.discard)(self.name)
         return PgJobStore(app.store, self.name, app.done_waiters)
 
     async def push(self, jobs: Sequence[Job], connection: Any = None) -> list[uuid.UUID]:

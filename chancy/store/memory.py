@@ -337,14 +337,16 @@ class MemoryQueue(QueuePlugin):
         the ``limit`` due the earliest (each kind as its own index reads them), the best of
         those first; a job with a concurrency key only while fewer than its limit of its
         key run in this queue (jobs of a full key are passed over, not waited for), and as
-        the keyed claim does, chosen again for the places a crowded key left; the caller
-        holds the lock."""
+        the keyed claim does, chosen again for the places a crowded key left; in a fair
+        queue, taking turns between keys; the caller holds the lock."""
         running = collections.Counter(r.concurrency_key for r in self._rows.values()
                                       if r.state is JobState.RUNNING and r.concurrency_key is not None)
 
         def free(record: JobRecord) -> bool:
             return record.concurrency_key is None or running[record.concurrency_key] < (record.concurrency or 1)
 
+        if self.fair_keys:
+            return self._take_turns([r for r in live if free(r)], limit, running)
         chosen: list[JobRecord] = []
         while len(chosen) < limit:
             wanted = limit - len(chosen)
@@ -365,6 +367,22 @@ class MemoryQueue(QueuePlugin):
             taken = {r.id for r in chosen}
             live = [r for r in live if r.id not in taken]
         return chosen
+
+    @staticmethod
+    def _take_turns(open_: list[JobRecord], limit: int, running: collections.Counter) -> list[JobRecord]:
+        """A fair queue's choice (the Postgres claim_keyed_heads with fair on): each key's
+        jobs that fit its free places (jobs without a key are one more key), then each
+        key's best job, by priority then age, before a second job of any key."""
+        due = heapq.nsmallest(limit, (r for r in open_ if r.state is not JobState.PENDING),
+                              key=lambda r: (r.scheduled_at, r.id))
+        taken: collections.Counter = collections.Counter()
+        turns = []
+        for record in sorted([r for r in open_ if r.state is JobState.PENDING] + due, key=_best):
+            key = record.concurrency_key
+            taken[key] += 1
+            if key is None or running[key] + taken[key] <= (record.concurrency or 1):
+                turns.append((taken[key], _best(record), record))
+        return [record for *_, record in heapq.nsmallest(limit, turns, key=lambda turn: turn[:2])]
 
     async def gate(self, worker_id: str, records: Sequence[JobRecord], limits: Mapping[str, RateLimit]) -> Verdict:
         """Counted in this process, across the app's in-memory queues (see

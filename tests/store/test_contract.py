@@ -575,6 +575,45 @@ async def test_keyed_claims_at_the_same_instant_never_share_a_place(pg_store: Su
         assert keys == [f"r{round_}-k{k}" for k in range(3)]
 
 
+async def test_keyed_claim_reads_past_a_full_keys_backlog(store: Subject) -> None:
+    """A full key's backlog many times the claim's size ahead (Postgres: it fills the read
+    of the queue's front, so the claim goes key by key): the claim still returns exactly
+    what can start, best first, and the backlog waits untouched."""
+    busy = await store.queue.push([keyed(i, "busy", priority=9) for i in range(300)])
+    assert [r.id for r in await store.queue.claim(WORKER, 1)] == busy[:1]
+    others = await store.queue.push([keyed(1000 + i, f"k{i}", 2, priority=i % 3) for i in range(6)]
+                                    + [job(2000, priority=5), job(2001)])
+    claimed = await store.queue.claim(WORKER, 10)
+    assert sorted(r.id for r in claimed) == sorted(others)
+    assert [r.id for r in sorted(claimed, key=lambda r: (-r.priority, r.id))] == [
+        others[6], others[2], others[5], others[1], others[4], others[0], others[3], others[7]]
+    assert await store.queue.claim(WORKER, 10) == []
+    assert {((r := await record(store.queue, i)).state, r.attempts) for i in busy[1:]} == {(JobState.PENDING, 0)}
+
+
+async def test_fair_queue_takes_turns_between_keys(store: Subject) -> None:
+    """A fair queue's claim takes each key's best job (unkeyed jobs are one more key)
+    before a second job of any key; a key's own order, and its limit, still hold."""
+    fair = store.app.queues["fair"]
+    burst = await fair.push([keyed(i, "a", 10, queue="fair") for i in range(50)])
+    b = await fair.push([keyed(100 + i, "b", 10, queue="fair") for i in range(2)])
+    c = await fair.push([keyed(200, "c", 1, queue="fair"), keyed(201, "c", 1, queue="fair")])
+    plain = await fair.push([job(300, queue="fair"), job(301, queue="fair")])
+    claimed = await fair.claim(WORKER, 6)
+    assert {r.id for r in claimed} == {burst[0], b[0], c[0], plain[0], burst[1], b[1]}
+    assert {r.id for r in await fair.claim(WORKER, 3)} == {plain[1], burst[2], burst[3]}
+
+
+async def test_fair_queue_takes_a_later_keys_job_ahead_of_a_burst(store: Subject) -> None:
+    """The point of fairness: another key's one job, pushed behind a burst of a free key,
+    is in the next claim; without fairness it waits for the burst."""
+    for queue in (store.queue, store.app.queues["fair"]):
+        burst = await queue.push([keyed(i, "tenant-a", 1000, queue=queue.name) for i in range(100)])
+        [late] = await queue.push([keyed(999, "tenant-b", queue=queue.name)])
+        claimed = {r.id for r in await queue.claim(WORKER, 10)}
+        assert (late in claimed) is queue.fair_keys and len(claimed) == 10 and burst[0] in claimed
+
+
 # --- writing back ----------------------------------------------------------------------------------
 async def test_write_back_finishes_with_result_and_error(store: Subject) -> None:
     await store.queue.push([job(1), job(2)])

@@ -45,17 +45,34 @@ def _cte(ctes: str, name: str, following: str) -> str:
     return ctes[ctes.index(f"{name} AS ("):ctes.index(f"), {following} AS (")]
 
 
-def test_the_keyed_claim_shares_the_plain_claims_settings_start_and_rate_count():
-    """Only its choice differs: unkeyed rows and rows of keys with places, then places."""
+#: The keyed claims' last SELECT: the jobs and their flags (crowded, blocked, keyed).
+_KEYED_FLAGS = (
+    "SELECT claimed.*, EXISTS (SELECT 1 FROM fitting WHERE NOT fits AND running < concurrency) AS crowded, "
+    "{blocked} AS blocked, "
+    "coalesce((SELECT true FROM {{jobs}} w WHERE w.queue = %(queue)s AND w.concurrency_key IS NOT NULL "
+    "AND w.state IN ('scheduled', 'retrying', 'pending') AND w.scheduled_at <= now() "
+    "AND w.id NOT IN (SELECT id FROM chosen) ORDER BY w.scheduled_at LIMIT 1), false) AS keyed "
+    "FROM (SELECT 1) AS always LEFT JOIN claimed ON true ORDER BY claimed.priority DESC, claimed.id")
+
+
+def test_the_keyed_claims_share_the_plain_claims_settings_start_and_rate_count():
+    """Only their choice differs: the front's rows (claim_keyed) or each key's best rows up
+    to its free places (claim_keyed_heads), then the same places check."""
     plain = _ctes("claim", f"SELECT * FROM claimed, {KEYED} ORDER BY priority DESC, id")
-    keyed = _ctes("claim_keyed", "SELECT claimed.*, EXISTS (SELECT 1 FROM fitting WHERE NOT fits) AS crowded, "
-                  "coalesce((SELECT true FROM {jobs} w WHERE w.queue = %(queue)s AND w.concurrency_key IS NOT NULL "
-                  "AND w.state IN ('scheduled', 'retrying', 'pending') AND w.scheduled_at <= now() "
-                  "AND w.id NOT IN (SELECT id FROM chosen) ORDER BY w.scheduled_at LIMIT 1), false) AS keyed "
-                  "FROM (SELECT 1) AS always LEFT JOIN claimed ON true ORDER BY claimed.priority DESC, claimed.id")
-    assert keyed[:keyed.index("), ready AS (")] == plain[:plain.index("), ready AS (")]
-    assert _cte(keyed, "claimed", "counted") == _cte(plain, "claimed", "counted")
-    assert keyed[keyed.index("counted AS ("):] == plain[plain.index("counted AS ("):]
+    front = _ctes("claim_keyed", _KEYED_FLAGS.format(
+        blocked="EXISTS (SELECT 1 FROM fitting WHERE NOT fits AND running >= concurrency)"))
+    code = _code("claim_keyed_heads")
+    assert code.startswith("WITH RECURSIVE ")
+    heads = _ctes("claim_keyed_heads", _KEYED_FLAGS.format(blocked="false"))[len("RECURSIVE "):]
+    for keyed in (front, heads):
+        assert keyed[:keyed.index("), ")] == plain[:plain.index("), ")]  # settings
+        assert _cte(keyed, "limiter", "ready" if keyed is front else "keys") == _cte(plain, "limiter", "ready")
+        assert _cte(keyed, "claimed", "counted") == _cte(plain, "claimed", "counted")
+        assert keyed[keyed.index("counted AS ("):] == plain[plain.index("counted AS ("):]
+    assert _cte(front, "due", "candidates") == _cte(heads, "due", "candidates")
+    assert _cte(front, "candidates", "chosen") == _cte(heads, "candidates", "chosen")
+    assert _cte(front, "chosen", "claimed").replace(
+        "ORDER BY priority", "ORDER BY CASE WHEN %(fair)s THEN place END, priority") == _cte(heads, "chosen", "claimed")
     assert "WHERE concurrency_key IS NULL" in _cte(plain, "chosen", "claimed")
 
 
@@ -64,7 +81,7 @@ def test_statements_returning_jobs_list_the_record_columns_in_order():
     for name in ("get", "get_many"):
         assert _code(name).replace(" ", "").startswith(f"SELECT{columns}FROM"), name
     qualified = ",".join(f"j.{column}" for column in columns.split(","))
-    for name in ("claim", "write_back_and_claim", "claim_keyed"):
+    for name in ("claim", "write_back_and_claim", "claim_keyed", "claim_keyed_heads"):
         assert f"RETURNING{qualified})" in _code(name).replace(" ", ""), name
 
 

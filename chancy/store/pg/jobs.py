@@ -226,6 +226,8 @@ class JobSQL:
         self._copies: dict[tuple[int, ...], bytes] = {}
         #: Queues last seen with keyed jobs waiting: their claims take the keyed path.
         self.keyed_queues: set[str] = set()
+        #: Queues whose keyed claims take turns between keys (``Queue(..., fair_keys=True)``).
+        self.fair_queues: set[str] = set()
         self._keyed_locks: dict[str, int] = {}
 
     # --- statement builders ----------------------------------------------------------
@@ -330,16 +332,21 @@ class JobSQL:
         return Statement(self.statements["write_back_and_claim"], params, _plain_claim)
 
     def claim_keyed(self, queue: str, worker_id: str, limit: int, finished: Sequence[Transition] = (),
-                    start: int | None = None) -> Atomic:
-        """The keyed claim (see ``claim_keyed`` in ``sql/jobs.sql``): in one transaction and
+                    start: int | None = None, *, by_key: bool = False) -> Atomic:
+        """A keyed claim (see ``claim_keyed`` in ``sql/jobs.sql``): in one transaction and
         one round trip, the ``finished`` outcomes, the queue's keyed-claim lock and the
-        claim. Sent ``[..., (records, crowded, keyed)]``."""
+        claim: of the queue's front (``claim_keyed``), or ``by_key``, each key's best jobs
+        up to its free places (``claim_keyed_heads``, round-robin between keys in a fair
+        queue). Sent ``[..., (records, crowded, blocked, keyed)]``."""
         lock = self._keyed_locks.get(queue)
         if lock is None:
             lock = self._keyed_locks[queue] = self.names.advisory_key(f"concurrency:{queue}")
-        params = {"queue": queue, "worker": worker_id, "limit": limit, "start": start}
+        params: dict[str, Any] = {"queue": queue, "worker": worker_id, "limit": limit, "start": start}
+        if by_key:
+            params["fair"] = queue in self.fair_queues
+        statement = self.statements["claim_keyed_heads" if by_key else "claim_keyed"]
         steps = [Statement(self.statements["claim_keyed_lock"], {"lock": lock}),
-                 Statement(self.statements["claim_keyed"], params, _keyed_claim)]
+                 Statement(statement, params, _keyed_claim)]
         return Atomic((self.write_back(worker_id, finished), *steps) if finished else tuple(steps))
 
     def keyed_waiting(self, queue: str) -> Statement:
@@ -398,11 +405,12 @@ def _plain_claim(rows: list[tuple]) -> tuple[list[JobRecord], bool | None]:
     return _records(rows), rows[0][_FLAG] if rows else None
 
 
-def _keyed_claim(rows: list[tuple]) -> tuple[list[JobRecord], bool, bool]:
+def _keyed_claim(rows: list[tuple]) -> tuple[list[JobRecord], bool, bool, bool]:
     """The claimed jobs, whether a candidate of a free key was left for want of places,
-    and whether keyed jobs still wait (its one row of NULL jobs says so when it claimed
-    none)."""
-    return _records([row for row in rows if row[0] is not None]), rows[0][_FLAG], rows[0][_FLAG + 1]
+    whether rows of full keys took places of its read, and whether keyed jobs still wait
+    (its one row of NULL jobs says so when it claimed none)."""
+    return (_records([row for row in rows if row[0] is not None]), rows[0][_FLAG], rows[0][_FLAG + 1],
+            rows[0][_FLAG + 2])
 
 
 def _inserted_ids(rows: list[tuple]) -> set[uuid.UUID]:
@@ -503,16 +511,20 @@ def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int,
     A short claim means a drained queue to the worker, which then waits its polling
     interval, so it claims again for the places left while its claim came short with
     claimable jobs left: expired rows it finished (they take places of its LIMIT), jobs of
-    a free key it had no places for (crowded), or keyed jobs that the plain claim leaves
-    to the keyed one. A queue's claims take the keyed path while it has keyed jobs waiting
-    (what every claim reports), the plain one (today's statement, untouched) otherwise."""
+    a free key it had no places for (crowded), rows of full keys that filled the read of
+    the queue's front (blocked: then key by key, past any backlog), or keyed jobs that the
+    plain claim leaves to the keyed one. A queue's claims take the keyed path while it has
+    keyed jobs waiting (what every claim reports), the plain one (today's statement,
+    untouched) otherwise; a fair queue's keyed claims always go key by key."""
     claimed: list[JobRecord] = []
+    by_key = queue in statements.fair_queues
     while True:
         wanted = limit - len(claimed)
         keyed_path = queue in statements.keyed_queues
-        crowded = False
+        crowded = blocked = False
         if keyed_path:
-            *_, (records, crowded, keyed) = yield statements.claim_keyed(queue, worker_id, wanted, finished, start)
+            *_, (records, crowded, blocked, keyed) = yield statements.claim_keyed(
+                queue, worker_id, wanted, finished, start, by_key=by_key)
         else:
             records, keyed = yield statements.claim(queue, worker_id, wanted, finished, start)
             if keyed is None:
@@ -526,8 +538,10 @@ def claim_steps(statements: JobSQL, queue: str, worker_id: str, limit: int,
         if start is not None:
             start = max(0, start - sum(r.state is JobState.RUNNING and r.started_at is not None for r in records))
         short = len(records) - len(expired) < wanted
-        if len(claimed) >= limit or not (expired or crowded or (short and keyed and not keyed_path)):
+        if len(claimed) >= limit or not (expired or crowded or (short and blocked)
+                                         or (short and keyed and not keyed_path)):
             return claimed
+        by_key = by_key or blocked
 
 
 def write_back_steps(statements: JobSQL, worker_id: str, transitions: Sequence[Transition]) -> Steps:

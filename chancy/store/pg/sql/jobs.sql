@@ -305,34 +305,54 @@ SELECT * FROM claimed, (SELECT coalesce((SELECT true FROM {jobs} WHERE queue = %
                                AND state IN ('scheduled', 'retrying', 'pending') AND scheduled_at <= now()
                                ORDER BY scheduled_at LIMIT 1), false)) AS waiting (keyed) WHERE (SELECT count(*) FROM announced) >= 0 ORDER BY priority DESC, id
 
--- The keyed claim: what a queue's claims run while it has jobs with a concurrency key
+-- The keyed claims: what a queue's claims run while it has jobs with a concurrency key
 -- waiting (claim_steps in jobs.py). A job of key K (in queue Q) starts only while fewer
 -- than its limit of Q's K jobs are running, counted across every worker; jobs of a full
 -- key are skipped, not waited for, so they block neither other keys nor unkeyed jobs.
--- It runs as one transaction of claim_keyed_lock then claim_keyed, sent in one pipeline
--- (one round trip). Its rows say, besides the jobs, whether it left a candidate for want
--- of places (crowded) and whether keyed jobs still wait (keyed: those it did not take);
--- it always returns a row (one of NULL jobs when it claimed none) to say so.
+-- Two statements, each run as one transaction of claim_keyed_lock then itself, sent in
+-- one pipeline (one round trip):
+-- - claim_keyed reads the front of the queue: its best `limit` pending rows (and due
+--   rows, as the plain claim), each with its key's running count. Cheap while keys
+--   interleave (1,000 keys: one index read per job), but a full key's rows ahead take
+--   places of that read (blocked).
+-- - claim_keyed_heads reads the queue key by key (a loose index scan of
+--   jobs_pending_by_key: one probe per key for its next key and its best job's limit,
+--   one count of its running jobs, then its best jobs up to its free places, none for a
+--   full key), plus the unkeyed pending rows as one more range of that index: a full
+--   key's backlog is never read, whatever its size; its cost grows with the number of
+--   keys instead. claim_steps sends it when claim_keyed came short because it was
+--   blocked, and for every claim of a fair queue (Queue(..., fair_keys=True)): its
+--   fair parameter orders the candidates round-robin between keys (each key's best job, by priority
+--   then age, before a second job of any key; unkeyed jobs are one more key), otherwise
+--   by priority then age across keys, as claim_keyed.
+-- Their rows say, besides the jobs, whether a candidate of a free key was left for want of
+-- places (crowded), whether rows of full keys took places of claim_keyed's read
+-- (blocked; never for claim_keyed_heads, which reads none) and whether keyed jobs still
+-- wait (keyed: those it did not take); they always return a row (one of NULL jobs when
+-- they claimed none) to say so.
 --
 -- Why no key ever has more than its limit running (READ COMMITTED):
--- 1. Only claim_keyed moves a keyed job to running: the plain claims above take only rows
---    without a key (the key of a row never changes after its insert), and no other
---    statement of the store sets state = 'running'.
--- 2. claim_keyed runs only after claim_keyed_lock, a transaction-level advisory lock of
---    its queue, in the same transaction; so the keyed claims of one queue run one at a
---    time, each holding the lock until its commit.
+-- 1. Only claim_keyed and claim_keyed_heads move a keyed job to running: the plain claims
+--    above take only rows without a key (the key of a row never changes after its
+--    insert), and no other statement of the store sets state = 'running'.
+-- 2. Both run only after claim_keyed_lock, a transaction-level advisory lock of their
+--    queue, in the same transaction; so the keyed claims of one queue run one at a time,
+--    each holding the lock until its commit.
 -- 3. Each statement of a READ COMMITTED transaction takes its snapshot when it starts;
---    claim_keyed's starts after the lock is granted, so after the previous holder
---    committed: it sees every keyed job that claim ever made running.
+--    the claim's starts after the lock is granted, so after the previous holder
+--    committed: it sees every keyed job that a keyed claim ever made running.
 -- 4. Jobs leave running (outcome, cancel, recovery, release, rate-gate hand-back) at any
 --    time; one that left after the snapshot is still counted: the count can only be
 --    high (a place found a claim later), never low.
 -- So the count a candidate is checked against is at least the running jobs of its key at
 -- commit, other than those this claim adds; the places it adds are counted by `place`
 -- (the candidate's rank among this claim's candidates of its key), and a candidate is
--- taken only if running + place <= its limit. Counting is read through the partial index
--- of running keyed jobs (once per candidate read, beside it: a LATERAL count), so there
--- is no counter row to keep in step with every way out of running.
+-- taken only if running + place <= its limit (fitting: the same check in both). Counting
+-- is read through the partial index of running keyed jobs (a LATERAL count, once per
+-- candidate in claim_keyed, once per key in claim_keyed_heads), so there is no counter
+-- row to keep in step with every way out of running. claim_keyed_heads' per-key LIMIT
+-- (its best job's limit minus running) only bounds what it reads; what it takes is
+-- still decided by that check.
 -- A candidate of a free key beyond its places is dropped (crowded: the claim may come
 -- short while claimable jobs remain), and claim_steps claims again for the places left.
 
@@ -361,7 +381,6 @@ WITH settings AS (
         SELECT count(*) AS running FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = j.concurrency_key
           AND r.state = 'running' AND r.concurrency_key IS NOT NULL) r
     WHERE j.queue = %(queue)s AND j.state = 'pending' AND (SELECT n FROM budget) > 0
-      AND (j.concurrency_key IS NULL OR r.running < j.concurrency)
     ORDER BY j.priority DESC, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
@@ -414,7 +433,112 @@ WITH settings AS (
     FROM limiter l
     WHERE q.name = l.name
 )
-SELECT claimed.*, EXISTS (SELECT 1 FROM fitting WHERE NOT fits) AS crowded,
+SELECT claimed.*, EXISTS (SELECT 1 FROM fitting WHERE NOT fits AND running < concurrency) AS crowded,
+       EXISTS (SELECT 1 FROM fitting WHERE NOT fits AND running >= concurrency) AS blocked,
+       coalesce((SELECT true FROM {jobs} w WHERE w.queue = %(queue)s AND w.concurrency_key IS NOT NULL
+                 AND w.state IN ('scheduled', 'retrying', 'pending') AND w.scheduled_at <= now()
+                 AND w.id NOT IN (SELECT id FROM chosen)
+                 ORDER BY w.scheduled_at LIMIT 1), false) AS keyed
+FROM (SELECT 1) AS always LEFT JOIN claimed ON true ORDER BY claimed.priority DESC, claimed.id
+
+-- name: claim_keyed_heads
+-- (unkeyed_ready orders by concurrency_key, all NULL there: the index's order, so the
+-- planner reads it in order instead of sorting every unkeyed pending job.)
+WITH RECURSIVE settings AS (
+    SELECT paused_until > now() AS paused FROM {queues} WHERE name = %(queue)s
+), limiter AS (
+    SELECT name, rate_limit, rate_period, rate_starts FROM {queues}
+    WHERE name = %(queue)s AND rate_limit IS NOT NULL
+    FOR UPDATE
+), budget AS (
+    SELECT CASE
+        WHEN coalesce((SELECT paused FROM settings), false) THEN 0
+        WHEN NOT EXISTS (SELECT 1 FROM limiter) THEN %(limit)s
+        ELSE (SELECT greatest(0, least(%(limit)s, l.rate_limit - (
+                  SELECT count(*) FROM unnest(l.rate_starts) s
+                  WHERE s > now() - make_interval(secs => l.rate_period))))
+              FROM limiter l)
+    END AS n
+), keys AS (
+    (SELECT concurrency_key AS key, concurrency FROM {jobs}
+     WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key IS NOT NULL
+     ORDER BY concurrency_key, priority DESC, id LIMIT 1)
+    UNION ALL
+    SELECT next.key, next.concurrency FROM keys k CROSS JOIN LATERAL (
+        SELECT concurrency_key AS key, concurrency FROM {jobs}
+        WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key > k.key
+        ORDER BY concurrency_key, priority DESC, id LIMIT 1) next
+), free AS (
+    SELECT k.key, k.concurrency - r.running AS places, r.running FROM keys k
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS running FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = k.key
+          AND r.state = 'running' AND r.concurrency_key IS NOT NULL) r
+), keyed_ready AS (
+    SELECT j.*, f.running FROM free f CROSS JOIN LATERAL (
+        SELECT id, priority, expires_at, concurrency_key, concurrency FROM {jobs}
+        WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key = f.key AND (SELECT n FROM budget) > 0
+        ORDER BY priority DESC, id
+        LIMIT least(%(limit)s, greatest(f.places, 0))
+        FOR UPDATE SKIP LOCKED) j
+), unkeyed_ready AS (
+    SELECT id, priority, expires_at, concurrency_key, concurrency, 0::bigint AS running FROM {jobs}
+    WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key IS NULL AND (SELECT n FROM budget) > 0
+    ORDER BY concurrency_key, priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), ready AS (
+    SELECT * FROM keyed_ready UNION ALL SELECT * FROM unkeyed_ready
+), due AS (
+    SELECT j.id, j.priority, j.expires_at, j.concurrency_key, j.concurrency, r.running FROM {jobs} j
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS running FROM {jobs} r WHERE r.queue = %(queue)s AND r.concurrency_key = j.concurrency_key
+          AND r.state = 'running' AND r.concurrency_key IS NOT NULL) r
+    WHERE j.queue = %(queue)s AND j.state IN ('scheduled', 'retrying')
+      AND j.scheduled_at <= now() AND (SELECT n FROM budget) > 0
+      AND (j.concurrency_key IS NULL OR r.running < j.concurrency)
+    ORDER BY j.scheduled_at
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+), candidates AS (
+    SELECT c.*, coalesce(c.expires_at <= now(), false) AS expired,
+           row_number() OVER (PARTITION BY c.concurrency_key, coalesce(c.expires_at <= now(), false)
+                              ORDER BY c.priority DESC, c.id) AS place
+    FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c
+), fitting AS (
+    SELECT c.*, c.expired OR c.concurrency_key IS NULL OR c.place + c.running <= c.concurrency AS fits
+    FROM candidates c
+), chosen AS (
+    SELECT id, expires_at FROM fitting WHERE fits
+    ORDER BY CASE WHEN %(fair)s THEN place END, priority DESC, id
+    LIMIT (SELECT n FROM budget)
+), claimed AS (
+    UPDATE {jobs} j SET
+        state = CASE WHEN j.expires_at <= now() THEN 'expired' ELSE 'running' END,
+        attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
+        completed_at = CASE WHEN j.expires_at <= now() THEN now() END,
+        started_at = CASE WHEN j.expires_at <= now()
+                            OR j.id = ANY(ARRAY(
+                                SELECT id FROM chosen WHERE NOT coalesce(expires_at <= now(), false)
+                                LIMIT %(start)s)) THEN now() END,
+        taken_by = %(worker)s
+    WHERE j.id = ANY(ARRAY(SELECT id FROM chosen))
+    RETURNING j.id, j.queue, j.func, j.args::text, j.kwargs::text, j.priority, j.state, j.attempts,
+              j.max_attempts, j.scheduled_at, j.expires_at, j.created_at, j.started_at, j.completed_at,
+              j.taken_by, j.unique_key, j.limits::text, j.backoff::text, j.meta::text, j.result::text,
+              j.errors::text, j.concurrency_key, j.concurrency
+), counted AS (
+    UPDATE {queues} q SET rate_starts = (
+        SELECT coalesce(array_agg(s ORDER BY s DESC), '{{}}') FROM (
+            SELECT s FROM unnest(q.rate_starts || array_fill(now(), ARRAY[
+                (SELECT count(*) FROM claimed WHERE state = 'running')::int])) s
+            ORDER BY s DESC
+            LIMIT q.rate_limit
+        ) latest)
+    FROM limiter l
+    WHERE q.name = l.name
+)
+SELECT claimed.*, EXISTS (SELECT 1 FROM fitting WHERE NOT fits AND running < concurrency) AS crowded,
+       false AS blocked,
        coalesce((SELECT true FROM {jobs} w WHERE w.queue = %(queue)s AND w.concurrency_key IS NOT NULL
                  AND w.state IN ('scheduled', 'retrying', 'pending') AND w.scheduled_at <= now()
                  AND w.id NOT IN (SELECT id FROM chosen)
