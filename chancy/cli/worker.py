@@ -66,6 +66,7 @@ def configure_queues(
             concurrency=concurrency or (declared.concurrency if declared else 1),
             executor=executor or (declared.executor_factory if declared else "asyncio"),
             polling_interval=declared.polling_interval if declared else 1.0,
+            fair_keys=declared.fair_keys if declared else False,
         )
         queue.bind(app)
         app.queues[name] = queue

@@ -9,7 +9,7 @@ import time
 from chancy import Chancy, Queue
 from chancy.execution import current_job
 
-app = Chancy(plugins=[Queue("default")])
+app = Chancy(plugins=[Queue("default"), Queue("fair", fair_keys=True)])
 
 
 def _log(log: str, key: str, start: float) -> None:

@@ -119,6 +119,36 @@ async def test_a_busy_key_holds_back_neither_other_keys_nor_unkeyed_jobs(dsn, tm
     assert overlaps(busy) == []
 
 
+BACKLOG = 20_000
+
+
+async def test_another_tenants_job_starts_soon_behind_a_big_backlog(dsn, tmp_path):
+    """20,000 jobs of tenant A ahead, another tenant's one job starts within 3 s of its push:
+    in a plain queue behind A's backlog while A's key is full (the claim goes key by key,
+    never reading A's rows), and in a fair queue behind A's burst while A's key has room for
+    all of it (the claim takes turns between keys; without fairness B would wait for the
+    burst: 20,000 jobs of 5 ms on 4 slots)."""
+    log = tmp_path / "runs"
+    async with Chancy(dsn) as app:
+        await app.migrate()
+        await app.push_many([keyed_tasks.stamp.job("A", str(log), 1.0) for _ in range(BACKLOG)])
+        burst = keyed_tasks.stamp.job("A", str(log), 0.005).with_options(queue="fair", concurrency=BACKLOG)
+        await app.push_many([burst] * BACKLOG)
+        with psycopg.connect(dsn) as conn:
+            conn.execute("ANALYZE chancy_jobs")
+        workers = [start_worker(dsn, "thread", 4)]
+        try:
+            await eventually(lambda: states(dsn)["running"] >= 2, timeout=30)
+            for queue in ("default", "fair"):
+                pushed = time.time()
+                await app.push(keyed_tasks.stamp.job(f"B-{queue}", str(log), 0.01).with_options(queue=queue))
+                await eventually(lambda q=queue: any(key == f"B-{q}" for key, *_ in runs(log)), timeout=10)
+                [start] = [start for key, start, *_ in runs(log) if key == f"B-{queue}"]
+                assert start - pushed < 3.0, (queue, start - pushed)
+        finally:
+            stop(workers)
+
+
 async def test_a_killed_workers_keyed_job_gives_its_place_back_once_recovered(dsn, tmp_path):
     log = tmp_path / "runs"
     async with Chancy(dsn) as app:

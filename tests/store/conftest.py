@@ -17,7 +17,8 @@ STORES = ["postgres", "memory"]
 
 async def _subject(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Subject]:
     if kind == "postgres":
-        app = Chancy(request.getfixturevalue("dsn"), plugins=[Queue("default"), Queue("other"), Queue("fair", fair_keys=True)])
+        app = Chancy(request.getfixturevalue("dsn"),
+                     plugins=[Queue("default"), Queue("other"), Queue("fair", fair_keys=True)])
         await app.migrate()
     else:
         app = Chancy(plugins=[MemoryQueue("default"), MemoryQueue("other"), MemoryQueue("fair", fair_keys=True)])

@@ -442,8 +442,9 @@ SELECT claimed.*, EXISTS (SELECT 1 FROM fitting WHERE NOT fits AND running < con
 FROM (SELECT 1) AS always LEFT JOIN claimed ON true ORDER BY claimed.priority DESC, claimed.id
 
 -- name: claim_keyed_heads
--- (unkeyed_ready orders by concurrency_key, all NULL there: the index's order, so the
--- planner reads it in order instead of sorting every unkeyed pending job.)
+-- Key by key (see the keyed claims above); no key is visited while the budget is 0.
+-- unkeyed_ready orders by concurrency_key, all NULL there: the index's order, so the
+-- planner reads it in order instead of sorting every unkeyed pending job.
 WITH RECURSIVE settings AS (
     SELECT paused_until > now() AS paused FROM {queues} WHERE name = %(queue)s
 ), limiter AS (
@@ -461,7 +462,7 @@ WITH RECURSIVE settings AS (
     END AS n
 ), keys AS (
     (SELECT concurrency_key AS key, concurrency FROM {jobs}
-     WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key IS NOT NULL
+     WHERE queue = %(queue)s AND state = 'pending' AND concurrency_key IS NOT NULL AND (SELECT n FROM budget) > 0
      ORDER BY concurrency_key, priority DESC, id LIMIT 1)
     UNION ALL
     SELECT next.key, next.concurrency FROM keys k CROSS JOIN LATERAL (
