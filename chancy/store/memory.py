@@ -447,6 +447,7 @@ class MemoryQueue(QueuePlugin):
                 )
                 if not retrying:
                     self._announce_done(t.job_id)
-                due_now = due_now or (retrying and (t.delay or 0) <= 0)
+                # a retry due now, or a keyed job's place freed: workers claim again at once
+                due_now = due_now or (retrying and (t.delay or 0) <= 0) or record.concurrency_key is not None
         if due_now:
             self._announce_push()

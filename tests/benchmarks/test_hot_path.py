@@ -613,8 +613,10 @@ def test_a_job_without_callbacks_does_not_decode_its_result_for_the_celery_hook(
 
 #: Statements longer than psycopg's parse cache that no hot path sends: the transport's
 #: store of a message whose id is taken (a retry, a repeat) or that replaces a task
-#: (every message under a new id is stored by ``_store_new``, see the test below).
-RARE_PATH = {TransportSQL: {"_store"}}
+#: (every message under a new id is stored by ``_store_new``, see the test below); the
+#: keyed claim key by key (4.9 KB), sent only by a fair queue's claims and after a keyed
+#: claim whose front was full keys: its parse is per claim (up to 100 jobs), not per job.
+RARE_PATH = {TransportSQL: {"_store"}, JobSQL: {"claim_keyed_heads"}}
 #: Parts of statements assembled at run time (the INSERT of the columns a push sets).
 ASSEMBLED = {JobSQL: {"insert_values", "insert_unnest", "insert_scheduled_at", "insert_scheduled_state",
                       "insert_returning", "copy", "listen_done"}}

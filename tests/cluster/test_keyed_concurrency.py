@@ -16,8 +16,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from chancy import Chancy
+from chancy import Chancy, JobState
 from chancy.plugins.recovery import recover
+from chancy.queue import Transition
 from chancy.testing import eventually
 
 HERE = Path(__file__).parent
@@ -73,27 +74,28 @@ def states(dsn: str) -> Counter:
         return Counter(state for (state,) in conn.execute("SELECT state FROM chancy_jobs"))
 
 
-@pytest.mark.parametrize("pool,task,keys", [("process", keyed_tasks.stamp, 5), ("asyncio", keyed_tasks.astamp, 5),
-                                            ("thread", keyed_tasks.stamp, 5), ("thread", keyed_tasks.stamp, 40)])
-async def test_no_key_ever_runs_twice_at_once_across_workers(dsn, tmp_path, pool, task, keys):
-    """3 workers x 4 slots, 200 jobs over 5 keys with a limit of 1: each job runs once and
-    no two runs of one key overlap (each run logs its start and end). Over 40 keys, most
-    are free at each claim: the claims racing for one (without the claim's lock, two
-    workers take two jobs of one key at once: seen in this test)."""
+@pytest.mark.parametrize("pool,task,keys,count", [
+    ("process", keyed_tasks.stamp, 5, 100), ("asyncio", keyed_tasks.astamp, 5, 100),
+    ("thread", keyed_tasks.stamp, 5, 100), ("thread", keyed_tasks.stamp, 40, 200)])
+async def test_no_key_ever_runs_twice_at_once_across_workers(dsn, tmp_path, pool, task, keys, count):
+    """3 workers x 4 slots, ``count`` jobs over 5 keys with a limit of 1: each job runs
+    once and no two runs of one key overlap (each run logs its start and end). Over 40
+    keys, most are free at each claim: the claims racing for one (without the claim's
+    lock, two workers take two jobs of one key at once: seen in this test)."""
     log = tmp_path / "runs"
     async with Chancy(dsn) as app:
         await app.migrate()
         workers = [start_worker(dsn, pool) for _ in range(3)]
         try:
-            for batch in range(10):  # each push wakes every worker at once: claims at the same instant
+            for batch in range(count // 20):  # each push wakes every worker at once: claims at the same instant
                 await app.push_many([task.job(f"k{i % keys}", str(log), 0.002)
                                      for i in range(batch * 20, batch * 20 + 20)])
                 await asyncio.sleep(0.05)
-            await eventually(lambda: states(dsn) == {"succeeded": 200}, timeout=120)
+            await eventually(lambda: states(dsn) == {"succeeded": count}, timeout=120)
         finally:
             stop(workers)
     done = runs(log)
-    assert len(done) == 200 and len({job_id for *_, job_id in done}) == 200
+    assert len(done) == count and len({job_id for *_, job_id in done}) == count
     assert overlaps(log) == []
 
 
@@ -178,3 +180,19 @@ def _state(dsn: str, job_id) -> str:
 async def _recovered(app: Chancy, dsn: str, job_id) -> bool:
     await recover(app)
     return _state(dsn, job_id) != "running"
+
+
+async def test_a_keyed_jobs_end_wakes_the_workers_for_the_next_job_of_its_key(dsn):
+    """A keyed job leaving running frees a place that other workers' claims skipped: its
+    write-back announces the queue as a push does, so they claim at once instead of at
+    their next poll (without it, 100 jobs over 5 keys on 3 workers took ~14 s, ~3 s with)."""
+    async with Chancy(dsn) as app:
+        await app.migrate()
+        queue = app.queue("default")
+        await queue.push([keyed_tasks.stamp.job("k", "/dev/null", 0.0), keyed_tasks.plain.job("/dev/null")])
+        [keyed] = [r for r in await queue.claim("w", 2) if r.concurrency_key]
+        with psycopg.connect(dsn, autocommit=True) as listener:
+            listener.execute(f"LISTEN {app.store.jobs.pushed_channel}")
+            await queue.write_back("w", [Transition(keyed.id, JobState.SUCCEEDED, attempt=keyed.attempts)])
+            heard = [n.payload for n in listener.notifies(timeout=2, stop_after=1)]
+    assert heard == ["default"]

@@ -177,7 +177,8 @@ SELECT * FROM claimed, (SELECT coalesce((SELECT true FROM {jobs} WHERE queue = %
 -- Outcomes of one worker, many jobs per statement. The guard (still running, still ours,
 -- same attempt) makes a late or duplicate write-back change nothing. Waiters hear of
 -- finished jobs (the batch in one notification); workers hear of retries that are due
--- now, as they would of a push, instead of finding them at their next poll. A
+-- now, and of a keyed job's place freed (the next job of its key may start), as they
+-- would of a push, instead of finding them at their next poll. A
 -- data-modifying CTE runs even when no one reads it, but announced does not: the final
 -- SELECT reads it once, as a filter that is always true. Returns the ids that applied.
 WITH input AS (
@@ -203,7 +204,8 @@ WITH input AS (
     WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
       AND (i.attempt IS NULL OR j.attempts = i.attempt)
     RETURNING j.id, j.state,
-              CASE WHEN j.state = 'retrying' AND i.delay <= 0 THEN pg_notify(%(pushed_channel)s, j.queue) END
+              CASE WHEN (j.state = 'retrying' AND i.delay <= 0) OR j.concurrency_key IS NOT NULL
+                   THEN pg_notify(%(pushed_channel)s, j.queue) END
 ), announced AS (
     SELECT pg_notify(%(channel)s, string_agg(id::text, ',')) FROM (
         SELECT id, (row_number() OVER () - 1) / 100 AS part FROM updated WHERE state <> 'retrying'
@@ -237,7 +239,8 @@ WITH input AS (
     WHERE j.id = i.id AND j.state = 'running' AND j.taken_by = %(worker)s
       AND (i.attempt IS NULL OR j.attempts = i.attempt)
     RETURNING j.id, j.state,
-              CASE WHEN j.state = 'retrying' AND i.delay <= 0 THEN pg_notify(%(pushed_channel)s, j.queue) END
+              CASE WHEN (j.state = 'retrying' AND i.delay <= 0) OR j.concurrency_key IS NOT NULL
+                   THEN pg_notify(%(pushed_channel)s, j.queue) END
 ), announced AS (
     SELECT pg_notify(%(channel)s, string_agg(id::text, ',')) FROM (
         SELECT id, (row_number() OVER () - 1) / 100 AS part FROM updated WHERE state <> 'retrying'
